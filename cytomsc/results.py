@@ -1,0 +1,257 @@
+"""Result values of every stage, and their one machine-readable form.
+
+Stages return these dataclasses; the report only draws them and never recomputes a number, so the
+PDF and ``summary.json`` always agree. Fields that carry plot payloads (histograms, embeddings) are
+marked ``json=False`` and stay out of ``summary.json``.
+
+The JSON schema is versioned by ``SCHEMA``; the README documents it. Nothing time-dependent goes into
+``summary.json`` (the analysis time lives in the PDF audit page and ``run.json``) so that the same
+input and seed give a byte-identical file whatever ``--jobs`` is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+SCHEMA = "cytomsc.summary/2"
+
+# Roles of a tube within a culture. FMO tubes are "fmo:<canonical marker>".
+ROLES = ("stained", "isotype", "unstained")  # plus "fmo:<marker>"
+
+# Gate names in the order labs expect; also the suffix of the exported event channels
+# (``cytomsc_<gate>``) and the keys of the event funnel.
+GATE_ORDER = ("time", "margin", "cells", "singlets", "live")
+
+
+def plot_field(**kwargs: Any) -> Any:
+    """A dataclass field that carries drawing data only: kept out of the JSON."""
+    kwargs.setdefault("default", None)
+    return field(metadata={"json": False}, **kwargs)
+
+
+@dataclass
+class FileInfo:
+    """One input tube as the analysis saw it."""
+
+    path: str
+    role: str
+    sha256: str
+    events: int = 0
+    cytometer: str | None = None
+    date: str | None = None
+    data_set: int = 0
+
+
+@dataclass
+class Histogram2D:
+    """A 2-D histogram of events in plot coordinates (transformed units), for density plots."""
+
+    x: str
+    y: str
+    counts: np.ndarray  # shape (len(x_edges)-1, len(y_edges)-1)
+    x_edges: np.ndarray
+    y_edges: np.ndarray
+    x_ticks: list[tuple[float, str]] = field(default_factory=list)  # (position, label in raw units)
+    y_ticks: list[tuple[float, str]] = field(default_factory=list)
+
+
+@dataclass
+class GateStep:
+    """One automatic gate applied to one tube: what it kept, and how to draw it."""
+
+    tube: str  # file name of the tube
+    gate: str  # one of GATE_ORDER
+    parent_count: int
+    count: int
+    x: str  # channel on the x axis
+    y: str | None = None  # channel on the y axis (None for a 1-D gate)
+    # Outline in plot coordinates: a closed polygon [(x, y), ...] for 2-D gates, or the kept
+    # intervals [(lo, hi), ...] on x for 1-D gates (time stretches, viability range).
+    vertices: list[tuple[float, float]] = field(default_factory=list)
+    note: str = ""  # how the gate was placed, in words, for the report
+    histogram: Histogram2D | None = plot_field()
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.count / self.parent_count if self.parent_count else 0.0
+
+
+@dataclass
+class MarkerHistogram:
+    """Stained vs control distribution of one marker channel, in plot coordinates."""
+
+    edges: np.ndarray
+    stained: np.ndarray
+    control: np.ndarray | None
+    control_role: str | None
+    threshold: float | None  # in plot coordinates
+    ticks: list[tuple[float, str]] = field(default_factory=list)
+
+
+@dataclass
+class MarkerResult:
+    """% positive of one marker (or one cocktail channel) and its verdict."""
+
+    marker: str  # canonical name; a cocktail's markers joined by "/"
+    channel: str | None
+    expect: str  # "positive" | "negative" | "informative"
+    limit: float | None  # percent; >= for positive, <= for negative
+    percent_positive: float | None = None
+    ci95: tuple[float, float] | None = None
+    threshold: float | None = None  # in compensated channel units
+    threshold_source: str | None = None  # "fmo" | "isotype" | "unstained" | "auto"
+    events: int = 0  # gated events of the stained tube the percentage is taken over
+    passed: bool | None = None  # None for informative markers and markers not measured
+    borderline: bool = False
+    tube: str | None = None
+    histogram: MarkerHistogram | None = plot_field()
+
+
+@dataclass
+class Population:
+    """One population found by the clustering."""
+
+    id: int  # 1..k; the batch-wide id when a joint clustering ran
+    fraction: float
+    ci95: tuple[float, float]
+    medians: dict[str, float]  # per channel, compensated raw units
+    label: str  # short phenotype, e.g. "CD90 dim CD105 bright, small"
+
+
+@dataclass
+class HeterogeneityResult:
+    """How heterogeneous a culture's live single cells are."""
+
+    n_populations: int
+    populations: list[Population]
+    entropy: float  # Shannon entropy (nats) of the fractions
+    effective_number: float  # exp(entropy)
+    # per channel: {"dip": D, "p_value": p, "bimodal": bool, "robust_cv": cv}
+    bimodality: dict[str, dict[str, float | bool]]
+    channels: list[str]
+    method: str
+    n_events: int  # events clustered (after subsampling)
+    # 2-D view of a subsample: coordinates (n, 2) and population ids (n,)
+    embedding: np.ndarray | None = plot_field()
+    embedding_labels: np.ndarray | None = plot_field()
+
+
+@dataclass
+class CultureResult:
+    """Everything the analysis found for one culture."""
+
+    culture: str
+    verdict: str  # "pass" | "fail" | "inconclusive"
+    borderline: bool
+    files: list[FileInfo]
+    events: dict[str, int]  # funnel: total, time_ok, margin_ok, cells, singlets, live
+    markers: list[MarkerResult]
+    joint_phenotype_percent: float | None = None
+    joint_phenotype_ci95: tuple[float, float] | None = None
+    warnings: list[str] = field(default_factory=list)
+    missing_markers: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)  # cytometer, date, tissue, passage...
+    heterogeneity: HeterogeneityResult | None = None
+    gates: list[GateStep] = field(default_factory=list)
+    output_name: str = ""  # sanitized, unique name of this culture's outputs
+
+
+@dataclass
+class BatchResult:
+    """A whole run: what summary.json holds."""
+
+    cytomsc_version: str
+    panel: dict[str, str]  # id, name, reference, sha256
+    parameters: dict[str, Any]
+    cultures: list[CultureResult]
+    errors: list[dict[str, str]] = field(default_factory=list)  # {"path", "message"}
+    batch_populations: dict[str, Any] | None = None  # cultures x populations table, when joint
+
+
+def _plain(value: Any) -> Any:
+    """Turn dataclasses, numpy scalars/arrays and tuples into JSON-ready values (floats rounded)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in dataclasses.fields(value):
+            if f.metadata.get("json", True):
+                out[f.name] = _plain(getattr(value, f.name))
+        return out
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return round(v, 6) if math.isfinite(v) else None
+    return value
+
+
+def to_dict(batch: BatchResult) -> dict[str, Any]:
+    """The ``summary.json`` document."""
+    body = _plain(batch)
+    body["cultures"] = [_culture_json(c) for c in body["cultures"]]
+    return {"schema": SCHEMA, **body}
+
+
+def _culture_json(c: dict[str, Any]) -> dict[str, Any]:
+    # The public field name is "pass" (a Python keyword, hence ``passed`` inside).
+    for m in c["markers"]:
+        m["pass"] = m.pop("passed")
+    c.pop("gates", None)
+    return c
+
+
+def to_json(batch: BatchResult) -> str:
+    """Deterministic JSON text (sorted within our control, fixed float rounding)."""
+    return json.dumps(to_dict(batch), indent=1, ensure_ascii=False) + "\n"
+
+
+CSV_COLUMNS = (
+    "culture", "verdict", "borderline", "marker", "channel", "expect", "limit",
+    "percent_positive", "ci95_low", "ci95_high", "threshold", "threshold_source", "events",
+    "pass", "joint_phenotype_percent", "n_populations",
+)
+
+
+def csv_rows(batch: BatchResult) -> list[dict[str, str]]:
+    """``summary.csv``: one row per culture and marker; percentages with one decimal."""
+    rows = []
+    for c in batch.cultures:
+        n_pop = c.heterogeneity.n_populations if c.heterogeneity else ""
+        for m in c.markers:
+            rows.append({
+                "culture": c.culture,
+                "verdict": c.verdict,
+                "borderline": str(c.borderline).lower(),
+                "marker": m.marker,
+                "channel": m.channel or "",
+                "expect": m.expect,
+                "limit": _fmt(m.limit),
+                "percent_positive": _fmt(m.percent_positive),
+                "ci95_low": _fmt(m.ci95[0]) if m.ci95 else "",
+                "ci95_high": _fmt(m.ci95[1]) if m.ci95 else "",
+                "threshold": "" if m.threshold is None else f"{m.threshold:.6g}",
+                "threshold_source": m.threshold_source or "",
+                "events": str(m.events),
+                "pass": "" if m.passed is None else str(m.passed).lower(),
+                "joint_phenotype_percent": _fmt(c.joint_phenotype_percent),
+                "n_populations": str(n_pop),
+            })
+    return rows
+
+
+def _fmt(x: float | None) -> str:
+    """Percent with one decimal, as printed everywhere (CSV, PDF)."""
+    return "" if x is None else f"{x:.1f}"

@@ -1,0 +1,1 @@
+"""Panel definitions shipped with cytomsc (TOML data files; installed as ``cytomsc.panels``)."""

@@ -1,0 +1,35 @@
+"""Shared fixtures: where the real FCS corpus is (tests that need it skip when it is absent)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def corpus_path() -> Path | None:
+    """``$CYTOMSC_FCS_CORPUS`` or ``../shared/fcs-corpus`` beside the checkout, if present."""
+    env = os.environ.get("CYTOMSC_FCS_CORPUS")
+    candidates = [Path(env)] if env else []
+    candidates.append(ROOT.parent / "shared" / "fcs-corpus")
+    for c in candidates:
+        if (c / "expected.json").is_file():
+            return c
+    return None
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    path = corpus_path()
+    if path is None:
+        pytest.skip("FCS corpus absent: set CYTOMSC_FCS_CORPUS or place ../shared/fcs-corpus")
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus_expected(corpus: Path) -> dict:
+    return json.loads((corpus / "expected.json").read_text())
