@@ -4,9 +4,9 @@ Stages return these dataclasses; the report only draws them and never recomputes
 PDF and ``summary.json`` always agree. Fields that carry plot payloads (histograms, embeddings) are
 marked ``json=False`` and stay out of ``summary.json``.
 
-The JSON schema is versioned by ``SCHEMA``; the README documents it. Nothing time-dependent goes into
-``summary.json`` (the analysis time lives in the PDF audit page and ``run.json``) so that the same
-input and seed give a byte-identical file whatever ``--jobs`` is.
+The JSON schema is versioned by ``SCHEMA``; the README documents it. Nothing time-dependent goes
+into ``summary.json`` (the analysis time lives in the PDF audit page and ``run.json``) so that
+the same input and seed give a byte-identical file whatever ``--jobs`` is.
 """
 
 from __future__ import annotations

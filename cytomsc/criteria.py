@@ -1,0 +1,65 @@
+"""A panel's criteria applied to measured % positive: the verdict per marker and per culture.
+
+Rules (issue 3 §5): a marker passes when its % positive is >= the limit (positive markers) or
+<= the limit (negative markers and cocktails); informative markers are reported, never judged. The
+culture passes when every judged marker passes, fails when any fails, and is inconclusive when a
+required criterion has no channel or a stained tube has fewer than ``MIN_EVENTS`` gated events.
+``borderline`` flags a marker whose 95 % interval contains its limit: the verdict could flip with
+another acquisition of the same cells.
+"""
+
+from __future__ import annotations
+
+from .results import MarkerResult
+
+MIN_EVENTS = 1_000  # fewer gated events in a stained tube: no verdict
+WARN_EVENTS = 10_000  # fewer: a warning (the interval widens; ISCT labs acquire >= 10,000)
+
+
+def judge_marker(m: MarkerResult) -> MarkerResult:
+    """Set ``passed`` and ``borderline`` of one measured marker (in place, and returned)."""
+    if m.expect == "informative" or m.limit is None or m.percent_positive is None:
+        m.passed = None
+        m.borderline = False
+        return m
+    if m.expect == "positive":
+        m.passed = m.percent_positive >= m.limit
+    else:
+        m.passed = m.percent_positive <= m.limit
+    if m.ci95 is not None:
+        lo, hi = m.ci95
+        m.borderline = lo <= m.limit <= hi
+    return m
+
+
+def culture_verdict(
+    markers: list[MarkerResult], missing: list[str], stained_events: list[int]
+) -> tuple[str, bool, list[str]]:
+    """The culture's verdict, its borderline flag and the reasons in words.
+
+    ``stained_events`` are the gated event counts of the stained tubes the markers were read in.
+    """
+    reasons: list[str] = []
+    if missing:
+        reasons.append("no channel for " + ", ".join(missing) + ": verdict inconclusive")
+    low = [n for n in stained_events if n < MIN_EVENTS]
+    if low or not stained_events:
+        reasons.append(
+            f"fewer than {MIN_EVENTS:,} gated events in a stained tube "
+            f"({min(stained_events) if stained_events else 0:,}): verdict inconclusive"
+        )
+    judged = [m for m in markers if m.passed is not None]
+    borderline = any(m.borderline for m in judged)
+    if reasons:
+        return "inconclusive", borderline, reasons
+    if not judged:
+        return "inconclusive", False, ["no marker could be judged"]
+    failed = [m for m in judged if not m.passed]
+    if failed:
+        for m in failed:
+            op = ">=" if m.expect == "positive" else "<="
+            reasons.append(
+                f"{m.marker}: {m.percent_positive:.1f} % positive, required {op} {m.limit:g} %"
+            )
+        return "fail", borderline, reasons
+    return "pass", borderline, reasons

@@ -1,0 +1,519 @@
+"""Analyse one culture (the stages in order), and a batch of cultures.
+
+One culture is one trip in one direction: read the tubes -> compensate and transform (one logicle
+scale per channel, shared by the culture's tubes so that controls and stained tubes compare) ->
+automatic gates per tube -> thresholds from the best control and % positive -> the panel's verdict
+-> heterogeneity of cultures that pass -> GatingML, events, PDF. Nothing here draws or formats; the
+report draws what this returns.
+
+A batch is many independent trips (a process pool when ``jobs > 1``), gathered in input order,
+so the result does not depend on the number of processes. One bad file or culture never stops
+the batch: it becomes an entry of ``errors`` and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .criteria import WARN_EVENTS, culture_verdict, judge_marker
+from .errors import CytomscError
+from .output import RUN_FILE, OutputDir
+from .results import (
+    CSV_COLUMNS,
+    GATE_ORDER,
+    BatchResult,
+    CultureResult,
+    FileInfo,
+    MarkerHistogram,
+    MarkerResult,
+    csv_rows,
+    to_json,
+)
+
+MIN_CONTROL_EVENTS = 100  # a control with fewer gated events cannot place a 99.5th percentile
+CLUSTER_SUBSAMPLE_JOINT = 5_000  # events per culture sent to the batch-wide clustering
+
+
+@dataclass
+class Options:
+    """Every analysis parameter; all of them go to summary.json and the PDF audit page."""
+
+    panel: str = "isct-2006"
+    comp: str | None = None  # None: the file's spillover; "none": off; else a CSV path
+    control_percentile: float = 99.5
+    seed: int = 0
+    jobs: int = 1
+    cluster: str = "pass"  # "pass" | "all" | "none"
+    export_events: bool = False
+    pdf: bool = True
+    data_set: int = 0
+    channel_map: dict[str, str] = field(default_factory=dict)
+    manifest: str | None = None
+    debug: bool = False
+
+    def as_parameters(self) -> dict[str, Any]:
+        """The parameters that change results (not jobs or debug: they must not)."""
+        return {
+            "panel": self.panel, "comp": self.comp or "file",
+            "control_percentile": self.control_percentile, "seed": self.seed,
+            "cluster": self.cluster, "data_set": self.data_set,
+            "channel_map": dict(sorted(self.channel_map.items())), "manifest": self.manifest,
+        }
+
+
+@dataclass
+class _Tube:
+    """A tube read and gated: the working state of one culture's analysis."""
+
+    name: str
+    role: str
+    fcs: Any  # FcsData
+    prep: Any = None  # Prepared
+    gating: Any = None  # GatingOutcome
+    matching: Any = None  # Matching (stained tubes)
+    final: np.ndarray | None = None  # events kept by every gate
+    channel_map: dict[str, str] = field(default_factory=dict)  # from the manifest
+
+    def column(self, channel: str) -> int:
+        return self.prep.channels.index(channel)
+
+
+def culture_seed(seed: int, culture: str) -> int:
+    """A per-culture seed that depends only on the run seed and the culture's name."""
+    digest = hashlib.sha256(f"{seed}:{culture}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _final_mask(gating: Any, n: int) -> np.ndarray:
+    for gate in reversed(GATE_ORDER):
+        if gate in gating.masks:
+            return gating.masks[gate]
+    return np.ones(n, dtype=bool)
+
+
+def _funnel(tube: _Tube) -> dict[str, int]:
+    """total, time_ok, margin_ok, cells, singlets, live; a skipped gate keeps the count."""
+    n = int(tube.prep.compensated.shape[0])
+    out = {"total": n}
+    last = n
+    keys = {"time": "time_ok", "margin": "margin_ok"}
+    for gate in GATE_ORDER:
+        if gate in tube.gating.masks:
+            last = int(np.count_nonzero(tube.gating.masks[gate]))
+        out[keys.get(gate, gate)] = last
+    return out
+
+
+def _read_tubes(spec: Any, opts: Options, errors: list[dict[str, str]],
+                warnings: list[str]) -> tuple[list[_Tube], list[FileInfo]]:
+    from .fcs import read_fcs, sha256_file
+
+    tubes: list[_Tube] = []
+    files: list[FileInfo] = []
+    for t in spec.tubes:
+        try:
+            fcs = read_fcs(t.path, data_set=opts.data_set)
+        except CytomscError as err:
+            errors.append({"path": str(t.path), "message": err.reason})
+            continue
+        kw = fcs.keywords
+        files.append(FileInfo(
+            path=str(t.path), role=t.role, sha256=sha256_file(t.path),
+            events=int(fcs.events.shape[0]), cytometer=kw.get("cyt"), date=kw.get("date"),
+            data_set=fcs.data_set,
+        ))
+        warnings.extend(f"{Path(t.path).name}: {w}" for w in fcs.warnings)
+        tubes.append(_Tube(name=Path(t.path).name, role=t.role, fcs=fcs,
+                           channel_map=dict(t.channel_map)))
+    return tubes, files
+
+
+def _prepare_and_gate(tubes: list[_Tube], opts: Options, seed: int, warnings: list[str]) -> None:
+    """Compensate, transform with one scale per channel for the culture, gate every tube."""
+    from .gating import gate_tube
+    from .preprocess import prepare
+
+    comp = opts.comp
+    shared: dict[str, Any] = {}
+    # The stained tubes set the scale (they span the positive range); the controls reuse it.
+    for tube in sorted(tubes, key=lambda t: t.role != "stained"):
+        tube.prep = prepare(tube.fcs, comp=comp, logicle_params=shared or None)
+        for ch, p in tube.prep.logicle.items():
+            shared.setdefault(ch, p)
+        tube.gating = gate_tube(tube.prep, tube.fcs, tube.name, seed=seed)
+        n = tube.prep.compensated.shape[0]
+        finite = np.isfinite(tube.prep.compensated).all(axis=1)
+        tube.final = _final_mask(tube.gating, n) & finite
+        warnings.extend(f"{tube.name}: {w}" for w in tube.gating.warnings)
+
+
+def _pick_control(tubes: list[_Tube], markers: tuple[str, ...], channel: str
+                  ) -> tuple[_Tube | None, str | None]:
+    """The best control of the culture for a marker: its FMO, else isotype, else unstained."""
+    for kind in ("fmo", "isotype", "unstained"):
+        for t in tubes:
+            if channel not in t.prep.channels or int(t.final.sum()) < MIN_CONTROL_EVENTS:
+                continue
+            if kind == "fmo" and t.role.startswith("fmo:") and t.role[4:] in markers:
+                return t, "fmo"
+            if kind != "fmo" and t.role == kind:
+                return t, kind
+    return None, None
+
+
+def _measure(stained: _Tube, assignment: Any, tubes: list[_Tube], opts: Options,
+             warnings: list[str]) -> tuple[MarkerResult, np.ndarray]:
+    """% positive of one channel of a stained tube; returns the result and the per-event call."""
+    from .positivity import auto_threshold_display, control_threshold, percent_above
+    from .preprocess import axis_ticks, logicle, logicle_inverse
+
+    crit = assignment.criterion
+    ch = assignment.channel
+    col = stained.column(ch)
+    values = stained.prep.compensated[stained.final, col]
+    display = stained.prep.display[stained.final, col]
+    params = stained.prep.logicle.get(ch)
+    control, source = _pick_control(tubes, assignment.markers, ch)
+    control_display = None
+    if control is not None:
+        ccol = control.column(ch)
+        threshold = control_threshold(control.prep.compensated[control.final, ccol],
+                                      opts.control_percentile)
+        control_display = control.prep.display[control.final, ccol]
+    else:
+        source = "auto"
+        zero = float(logicle(np.array([0.0]), params)[0]) if params else 0.0
+        t_display = auto_threshold_display(display, negative_centre=zero)
+        threshold = float(logicle_inverse(np.array([t_display]), params)[0]) if params \
+            else t_display
+        warnings.append(
+            f"{assignment.label} ({ch}): no control tube for this channel; the threshold was "
+            "placed automatically at the valley of the stained distribution"
+        )
+    pct, ci, n = percent_above(values, threshold)
+    hist = None
+    if params is not None and display.size:
+        edges = np.linspace(min(0.0, float(np.min(display))), max(1.0, float(np.max(display))), 129)
+        hist = MarkerHistogram(
+            edges=edges, stained=np.histogram(display, edges)[0],
+            control=None if control_display is None else np.histogram(control_display, edges)[0],
+            control_role=control.role if control is not None else None,
+            threshold=float(logicle(np.array([threshold]), params)[0]),
+            ticks=axis_ticks(params),
+        )
+    result = MarkerResult(
+        marker=assignment.label, channel=ch, expect=crit.expect, limit=crit.limit,
+        percent_positive=pct, ci95=ci, threshold=threshold, threshold_source=source, events=n,
+        tube=stained.name, histogram=hist,
+    )
+    judge_marker(result)
+    above = stained.prep.compensated[:, col] > threshold
+    return result, above
+
+
+def _cluster(stained: _Tube, assignments: list[Any], seed: int
+             ) -> tuple[Any, np.ndarray | None, np.ndarray | None]:
+    """Heterogeneity of the live single cells: marker channels (transformed) plus FSC-A and SSC-A.
+
+    Size and granularity are part of an MSC's phenotype (large flat cells vs small rapidly
+    self-renewing ones), so scatter enters the clustering next to the markers.
+    """
+    from .channels import find_scatter
+    from .heterogeneity import describe_heterogeneity
+
+    pnn = stained.prep.channels
+    scatter = find_scatter(pnn, [c.pns for c in stained.fcs.channels])
+    channels = [a.channel for a in assignments]
+    names = {a.channel: a.label for a in assignments}
+    for ch in (scatter.fsc, scatter.ssc):
+        if ch and ch not in channels:
+            channels.append(ch)
+            names[ch] = "FSC" if ch == scatter.fsc else "SSC"
+    cols = [stained.column(c) for c in channels]
+    X = stained.prep.display[np.ix_(stained.final, cols)]
+    raw = stained.prep.compensated[np.ix_(stained.final, cols)]
+    if X.shape[0] < 100:
+        return None, None, None
+    het, labels = describe_heterogeneity(X, channels, names, raw, seed=seed)
+    population = np.zeros(stained.prep.compensated.shape[0], dtype=np.int32)
+    population[stained.final] = labels
+    rng = np.random.default_rng(seed)
+    take = rng.choice(X.shape[0], size=min(CLUSTER_SUBSAMPLE_JOINT, X.shape[0]), replace=False)
+    return het, population, X[np.sort(take)]
+
+
+def _export_events(out: OutputDir, folder: str, tube: _Tube, population: np.ndarray | None,
+                   taken: set[str]) -> None:
+    """The tube's original channels plus one 0/1 channel per gate (and the population id)."""
+    from .fcswrite import write_fcs
+
+    cols = [tube.fcs.events]
+    pnn = [c.pnn for c in tube.fcs.channels]
+    pns = [c.pns for c in tube.fcs.channels]
+    for gate in GATE_ORDER:
+        if gate in tube.gating.masks:
+            cols.append(tube.gating.masks[gate].astype(np.float64)[:, None])
+            pnn.append(f"cytomsc_{gate}")
+            pns.append("")
+    if population is not None:
+        cols.append(population.astype(np.float64)[:, None])
+        pnn.append("cytomsc_population")
+        pns.append("")
+    name = tube.name
+    stem, suffix = os.path.splitext(name)
+    i = 2
+    while name in taken:
+        name = f"{stem}-{i}{suffix}"
+        i += 1
+    taken.add(name)
+    if not name.lower().endswith(".fcs"):
+        name += ".fcs"
+    keep = {k: v for k, v in tube.fcs.keywords.items()
+            if k in ("cyt", "src", "fil", "tube name", "date", "btim", "etim", "timestep")}
+    with out.atomic(folder, "events", name) as tmp:
+        write_fcs(tmp, np.hstack(cols), pnn, pns, keywords=keep, spillover=tube.fcs.spillover)
+
+
+def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder: str,
+                    batch_header: BatchResult | None = None, run_info: dict | None = None
+                    ) -> tuple[CultureResult, list[dict[str, str]], list[str], np.ndarray | None]:
+    """Analyse one culture; returns its result, file errors, files written, and a subsample of
+    its clustered events for the batch-wide clustering. ``folder`` is the culture's sanitized,
+    unique output name."""
+    from .errors import PanelError
+
+    out = OutputDir(Path(out_root))
+    errors: list[dict[str, str]] = []
+    warnings: list[str] = []
+    seed = culture_seed(opts.seed, spec.name)
+    tubes, files = _read_tubes(spec, opts, errors, warnings)
+    result = CultureResult(culture=spec.name, verdict="inconclusive", borderline=False,
+                           files=files, events={"total": 0}, markers=[], warnings=warnings,
+                           metadata=dict(spec.metadata), output_name=folder)
+    if files:
+        result.metadata.setdefault("cytometer", files[0].cytometer or "")
+        result.metadata.setdefault("date", files[0].date or "")
+    stained = [t for t in tubes if t.role == "stained"]
+    if not stained:
+        warnings.append("no stained tube could be read (only controls): nothing to judge")
+        return result, errors, out.written, None
+
+    _prepare_and_gate(tubes, opts, seed, warnings)
+
+    # Markers to channels, per stained tube; a criterion is read in the first tube that has it.
+    missing_sets: list[set[str]] = []
+    chosen: dict[str, tuple[_Tube, Any]] = {}
+    for tube in stained:
+        try:
+            tube.matching = panel.match([(c.pnn, c.pns) for c in tube.fcs.channels],
+                                        {**opts.channel_map, **tube.channel_map})
+        except PanelError as err:
+            errors.append({"path": str(tube.fcs.path), "message": err.reason})
+            continue
+        missing_sets.append(set(tube.matching.missing))
+        for a in tube.matching.assignments:
+            chosen.setdefault(a.label, (tube, a))
+    missing = sorted(set.intersection(*missing_sets)) if missing_sets else [
+        c.name for c in panel.criteria if c.expect != "informative"]
+    result.missing_markers = missing
+
+    calls: dict[str, dict[str, np.ndarray]] = {}
+    for label, (tube, a) in chosen.items():
+        m, above = _measure(tube, a, tubes, opts, warnings)
+        result.markers.append(m)
+        calls.setdefault(tube.name, {})[label] = above
+    order = {c.name: i for i, c in enumerate(panel.criteria)}
+    result.markers.sort(key=lambda m: (order.get(chosen[m.marker][1].criterion.name, 99), m.marker))
+
+    main = max((t for t in stained if t.matching is not None),
+               key=lambda t: len(t.matching.assignments), default=stained[0])
+    result.events = _funnel(main)
+    used = sorted({chosen[m.marker][0].name for m in result.markers}) or [main.name]
+    gated = [int(t.final.sum()) for t in stained if t.name in used]
+    for t in stained:
+        if t.name in used and int(t.final.sum()) < WARN_EVENTS:
+            warnings.append(f"{t.name}: only {int(t.final.sum()):,} cells left after gating "
+                            f"(fewer than {WARN_EVENTS:,}): percentages are less precise")
+    if missing:
+        warnings.append("markers in no channel: " + ", ".join(missing))
+    result.verdict, result.borderline, reasons = culture_verdict(result.markers, missing, gated)
+    warnings.extend(reasons)
+    _joint_phenotype(result, main, calls.get(main.name, {}), chosen, panel)
+
+    population = None
+    joint_sample = None
+    if opts.cluster == "all" or (opts.cluster == "pass" and result.verdict == "pass"):
+        assignments = [a for (t, a) in chosen.values() if t is main]
+        het, population, joint_sample = _cluster(main, assignments, seed)
+        result.heterogeneity = het
+
+    from .gating import gating_strategy, write_gatingml
+
+    strategy = gating_strategy({t.name: (t.prep, t.gating) for t in tubes})
+    with out.atomic(folder, "gates.xml") as tmp:
+        write_gatingml(strategy, tmp)
+    result.gates = [s for t in tubes for s in t.gating.steps]
+    if opts.export_events:
+        taken: set[str] = set()
+        for t in tubes:
+            _export_events(out, folder, t, population if t is main else None, taken)
+    if opts.pdf and batch_header is not None:
+        from .report.pdf import write_culture_pdf
+
+        with out.atomic(f"{folder}.pdf") as tmp:
+            write_culture_pdf(result, batch_header, tmp, run_info or {})
+    return result, errors, out.written, joint_sample
+
+
+def _joint_phenotype(result: CultureResult, main: _Tube, calls: dict[str, np.ndarray],
+                     chosen: dict[str, tuple[_Tube, Any]], panel: Any) -> None:
+    """% of cells positive for every positive marker and negative for every negative one at once,
+    when one tube holds every judged criterion (single-marker % overstate purity)."""
+    from .positivity import percent_above
+
+    judged = [m for m in result.markers if m.expect in ("positive", "negative")]
+    if not judged or result.missing_markers:
+        return
+    if any(chosen[m.marker][0] is not main for m in judged):
+        return
+    ok = main.final.copy()
+    for m in judged:
+        above = calls[m.marker]
+        ok &= above if m.expect == "positive" else ~above
+    n = int(main.final.sum())
+    pct, ci, _ = percent_above(ok[main.final].astype(float), 0.5)
+    if n:
+        result.joint_phenotype_percent = pct
+        result.joint_phenotype_ci95 = ci
+
+
+def _run_one(args: tuple) -> tuple:
+    """Process-pool entry: one culture, never raising (a failure becomes an error entry)."""
+    spec, panel, opts, out_root, folder, header, run_info = args
+    try:
+        return analyze_culture(spec, panel, opts, out_root, folder, header, run_info)
+    except CytomscError as err:
+        if opts.debug:
+            raise
+        return None, [{"path": err.path or spec.name, "message": err.reason}], [], None
+    except Exception as err:  # noqa: BLE001 - one culture's bug must not stop the batch
+        if opts.debug:
+            raise
+        where = traceback.extract_tb(err.__traceback__)[-1]
+        msg = f"internal error analysing culture {spec.name}: {type(err).__name__}: {err} " \
+              f"({Path(where.filename).name}:{where.lineno})"
+        return None, [{"path": spec.name, "message": " ".join(msg.split())}], [], None
+
+
+def run_batch(inputs: list[Path], out_dir: Path, opts: Options, command: str = "",
+              progress: Any = None) -> BatchResult:
+    """Analyse every culture found in ``inputs`` and write the batch outputs into ``out_dir``."""
+    from .layout import discover, safe_name
+    from .panel import load_panel
+
+    panel = load_panel(opts.panel)
+    out = OutputDir(out_dir)
+    previous = out.previous_outputs()
+    manifest = Path(opts.manifest) if opts.manifest else None
+    specs, errors = discover(inputs, manifest=manifest, panel=panel)
+    taken: set[str] = {"summary", "overview", "run"}
+    folders = []
+    for spec in specs:
+        folders.append(safe_name(spec.name, taken))
+        taken.add(folders[-1])
+    header = BatchResult(
+        cytomsc_version=__version__,
+        panel={"id": panel.id, "name": panel.name, "reference": panel.reference,
+               "sha256": panel.sha256},
+        parameters=opts.as_parameters(), cultures=[],
+    )
+    run_info = {"command": command, "started": datetime.now(timezone.utc).isoformat(
+        timespec="seconds"), "seed": opts.seed, "parameters": opts.as_parameters()}
+    jobs_args = [(s, panel, opts, str(out.root), f, header, run_info)
+                 for s, f in zip(specs, folders, strict=True)]
+    if opts.jobs > 1 and len(specs) > 1:
+        with ProcessPoolExecutor(max_workers=opts.jobs) as pool:
+            outcomes = list(_progress(pool.map(_run_one, jobs_args), len(specs), progress))
+    else:
+        outcomes = list(_progress(map(_run_one, jobs_args), len(specs), progress))
+    cultures: list[CultureResult] = []
+    samples: dict[str, np.ndarray] = {}
+    for result, errs, written, sample in outcomes:
+        errors.extend(errs)
+        out.written.extend(written)
+        if result is not None:
+            cultures.append(result)
+            if sample is not None:
+                samples[result.culture] = sample
+    batch = BatchResult(cytomsc_version=__version__, panel=header.panel,
+                        parameters=header.parameters, cultures=cultures, errors=errors)
+    batch.batch_populations = _joint_clustering(cultures, samples, opts.seed)
+    _write_batch(out, batch, run_info, opts, previous)
+    return batch
+
+
+def _progress(iterable: Any, n: int, progress: Any) -> Any:
+    """Pass the items through, telling ``progress(done, total)`` after each."""
+    for i, item in enumerate(iterable, 1):
+        if progress is not None:
+            progress(i, n)
+        yield item
+
+
+def _joint_clustering(cultures: list[CultureResult], samples: dict[str, np.ndarray],
+                      seed: int) -> dict[str, Any] | None:
+    """One clustering across cultures on equal subsamples, so population ids mean the same thing
+    in every culture. Only cultures clustered on the same channels can be pooled."""
+    if len(samples) < 2:
+        return None
+    from .heterogeneity import joint_populations
+
+    by_channels: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
+    names: dict[str, str] = {}
+    for c in cultures:
+        if c.culture in samples and c.heterogeneity is not None:
+            key = tuple(c.heterogeneity.channels)
+            by_channels.setdefault(key, {})[c.culture] = samples[c.culture]
+            names.update({m.channel: m.marker for m in c.markers if m.channel})
+    if not by_channels:
+        return None
+    key, group = max(by_channels.items(), key=lambda kv: (len(kv[1]), kv[0]))
+    if len(group) < 2:
+        return None
+    names = {ch: names.get(ch, ch) for ch in key}
+    table = joint_populations(group, list(key), names, seed=seed,
+                              per_culture=CLUSTER_SUBSAMPLE_JOINT)
+    table.pop("labels", None)
+    return table
+
+
+def _write_batch(out: OutputDir, batch: BatchResult, run_info: dict, opts: Options,
+                 previous: list[str]) -> None:
+    out.write_text(to_json(batch), "summary.json")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(csv_rows(batch))
+    out.write_text(buf.getvalue(), "summary.csv")
+    if opts.pdf:
+        from .report.overview import write_overview
+
+        with out.atomic("overview.pdf") as tmp:
+            write_overview(batch, tmp, run_info)
+    out.remove_stale(previous)
+    run = {"cytomsc_version": __version__, **run_info,
+           "outputs": sorted(set(out.written)) + [RUN_FILE]}
+    out.write_text(json.dumps(run, indent=1) + "\n", RUN_FILE)

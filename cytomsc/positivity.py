@@ -1,0 +1,115 @@
+"""Thresholds from controls and % positive with confidence intervals.
+
+All comparisons are made on compensated values in the channel's raw units. The display transform
+(logicle) is monotone, so a threshold means the same on either scale; working in raw units keeps the
+numbers independent of how the plots are scaled.
+
+Control rule: the threshold is the ``percentile`` (default 99.5) of the control's gated events, so
+that at most 0.5 % of the control lies above it. The best control for a marker is its FMO tube, else
+an isotype tube, else the unstained tube. Without any control the threshold is the density valley
+between the negative and positive peaks (flowDensity-style); it is recorded as ``auto``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95 % Wilson score interval for k of n, in percent.
+
+    Wilson rather than the normal approximation because QC percentages sit near 0 % and 100 %, where
+    the normal interval leaves [0, 100] and covers badly.
+    """
+    if n <= 0:
+        return (0.0, 100.0)
+    p = k / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half))
+
+
+def control_threshold(control: np.ndarray, percentile: float = 99.5) -> float:
+    """The value above which ``100 - percentile`` % of the control's events lie."""
+    values = control[np.isfinite(control)]
+    if values.size == 0:
+        raise ValueError("control has no events")
+    return float(np.percentile(values, percentile))
+
+
+def percent_above(values: np.ndarray, threshold: float) -> tuple[float, tuple[float, float], int]:
+    """% of events strictly above ``threshold``, its Wilson interval and the event count."""
+    n = int(values.size)
+    k = int(np.count_nonzero(values > threshold))
+    pct = 100.0 * k / n if n else float("nan")
+    return pct, wilson_interval(k, n), n
+
+
+def _smooth_density(y: np.ndarray, bins: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram of ``y`` smoothed with a Gaussian kernel: a cheap, deterministic KDE."""
+    lo, hi = np.percentile(y, [0.1, 99.9])
+    if hi <= lo:
+        hi = lo + 1.0
+    counts, edges = np.histogram(y, bins=bins, range=(lo, hi))
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    # Silverman's bandwidth, in bins.
+    sd = float(np.std(y))
+    iqr = float(np.subtract(*np.percentile(y, [75, 25])))
+    bw = 0.9 * min(sd, iqr / 1.34 if iqr > 0 else sd) * y.size ** -0.2
+    width = max(1.0, bw / (edges[1] - edges[0]))
+    k = np.arange(-int(4 * width), int(4 * width) + 1)
+    kernel = np.exp(-0.5 * (k / width) ** 2)
+    density = np.convolve(counts.astype(float), kernel / kernel.sum(), mode="same")
+    return centres, density
+
+
+def valley_threshold(display: np.ndarray, min_peak_fraction: float = 0.03) -> float | None:
+    """The deepest valley between the two main peaks of a 1-D distribution (display scale).
+
+    Returns None when the distribution has a single peak: then no valley can be trusted and the
+    caller decides (the unstained population alone, or the stained alone).
+    """
+    y = display[np.isfinite(display)]
+    if y.size < 50:
+        return None
+    x, d = _smooth_density(y)
+    peaks = [i for i in range(1, len(d) - 1) if d[i] >= d[i - 1] and d[i] > d[i + 1]]
+    peaks = [i for i in peaks if d[i] >= min_peak_fraction * d.max()]
+    if len(peaks) < 2:
+        return None
+    # The two highest peaks, then the lowest point between them.
+    a, b = sorted(sorted(peaks, key=lambda i: d[i])[-2:])
+    valley = a + int(np.argmin(d[a : b + 1]))
+    if d[valley] > 0.8 * min(d[a], d[b]):  # too shallow to be a valley
+        return None
+    return float(x[valley])
+
+
+def auto_threshold_display(display: np.ndarray, negative_centre: float = 0.0) -> float:
+    """Threshold on the display scale without a control.
+
+    Two peaks: the valley between them. One peak: if it sits near the display position of zero
+    (``negative_centre``) it is taken as the negative population and the threshold is placed 3
+    robust SDs above it (estimated from its lower half, which positive events do not reach);
+    otherwise it is taken as the positive population and the threshold is placed 3 robust SDs below
+    it, from its upper half.
+    """
+    valley = valley_threshold(display)
+    if valley is not None:
+        return valley
+    y = display[np.isfinite(display)]
+    x, d = _smooth_density(y)
+    mode = float(x[int(np.argmax(d))])
+    lower = y[y <= mode]
+    upper = y[y >= mode]
+    sd_low = float(np.sqrt(np.mean((lower - mode) ** 2))) if lower.size > 1 else 0.0
+    sd_high = float(np.sqrt(np.mean((upper - mode) ** 2))) if upper.size > 1 else 0.0
+    spread = max(sd_low, sd_high, 1e-6)
+    if mode - negative_centre <= 3.0 * max(sd_low, 1e-6):
+        return mode + 3.0 * max(sd_low, 1e-6)
+    return mode - 3.0 * spread
