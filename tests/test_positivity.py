@@ -1,0 +1,65 @@
+"""Thresholds and % positive against known truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from cytomsc.positivity import (
+    auto_threshold_display,
+    control_threshold,
+    percent_above,
+    valley_threshold,
+    wilson_interval,
+)
+
+
+@pytest.mark.parametrize("k,n", [(0, 50), (1, 1000), (95, 100), (980, 1000), (1000, 1000)])
+def test_wilson_matches_scipy(k: int, n: int) -> None:
+    # scipy's binomtest is an independent implementation of the Wilson score interval.
+    ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(100 * ref.low, abs=1e-9)
+    assert hi == pytest.approx(100 * ref.high, abs=1e-9)
+
+
+def test_control_threshold_is_the_percentile() -> None:
+    rng = np.random.default_rng(1)
+    control = rng.normal(0, 100, 200_000)
+    # 99.5th percentile of N(0, 100) is 257.58
+    assert control_threshold(control, 99.5) == pytest.approx(257.58, rel=0.02)
+    assert control_threshold(np.r_[control, np.nan], 99.5) == pytest.approx(257.58, rel=0.02)
+
+
+def test_percent_positive_recovers_truth_with_control() -> None:
+    rng = np.random.default_rng(2)
+    n = 20_000
+    true_fraction = 0.963
+    is_pos = rng.random(n) < true_fraction
+    stained = np.where(is_pos, rng.lognormal(np.log(5000), 0.4, n), rng.normal(0, 80, n))
+    control = rng.normal(0, 80, n)
+    thr = control_threshold(control, 99.5)
+    pct, (lo, hi), events = percent_above(stained, thr)
+    truth = 100 * is_pos.mean()
+    assert events == n
+    assert abs(pct - truth) < 0.5  # 0.5 % of negatives (3.7 % of cells) fall above: ~0.02 pt
+    assert lo < pct < hi
+
+
+def test_valley_between_two_peaks_and_none_for_one() -> None:
+    rng = np.random.default_rng(3)
+    bimodal = np.r_[rng.normal(0.2, 0.05, 5000), rng.normal(0.7, 0.05, 3000)]
+    v = valley_threshold(bimodal)
+    assert v is not None and 0.33 < v < 0.57
+    assert valley_threshold(rng.normal(0.5, 0.05, 8000)) is None
+
+
+def test_auto_threshold_for_single_peaks() -> None:
+    rng = np.random.default_rng(4)
+    negatives = rng.normal(0.2, 0.03, 10_000)
+    t_neg = auto_threshold_display(negatives, negative_centre=0.2)
+    assert (negatives > t_neg).mean() < 0.01  # a negative culture reads ~0 % positive
+    positives = rng.normal(0.75, 0.04, 10_000)
+    t_pos = auto_threshold_display(positives, negative_centre=0.2)
+    assert (positives > t_pos).mean() > 0.99  # a positive culture reads ~100 % positive
