@@ -1,9 +1,11 @@
 """A panel's criteria applied to measured % positive: the verdict per marker and per culture.
 
 Rules (issue 3 §5): a marker passes when its % positive is >= the limit (positive markers) or
-<= the limit (negative markers and cocktails); informative markers are reported, never judged. The
-culture passes when every judged marker passes, fails when any fails, and is inconclusive when a
-required criterion has no channel or a stained tube has fewer than ``MIN_EVENTS`` gated events.
+<= the limit (negative markers and cocktails); informative markers are reported, never judged. In
+order: a stained tube with fewer than ``MIN_EVENTS`` gated events makes the culture inconclusive
+(no percentage can be trusted); else any failed marker makes it fail (a failure is decisive even
+if another criterion was not measured); else a required criterion with no channel makes it
+inconclusive; else it passes.
 ``borderline`` flags a marker whose 95 % interval contains its limit: the verdict could flip with
 another acquisition of the same cells.
 """
@@ -40,26 +42,28 @@ def culture_verdict(
     ``stained_events`` are the gated event counts of the stained tubes the markers were read in.
     """
     reasons: list[str] = []
-    if missing:
-        reasons.append("no channel for " + ", ".join(missing) + ": verdict inconclusive")
+    judged = [m for m in markers if m.passed is not None]
+    borderline = any(m.borderline for m in judged)
     low = [n for n in stained_events if n < MIN_EVENTS]
     if low or not stained_events:
+        # Too few cells: no percentage, passing or failing, can be trusted.
         reasons.append(
             f"fewer than {MIN_EVENTS:,} gated events in a stained tube "
             f"({min(stained_events) if stained_events else 0:,}): verdict inconclusive"
         )
-    judged = [m for m in markers if m.passed is not None]
-    borderline = any(m.borderline for m in judged)
-    if reasons:
         return "inconclusive", borderline, reasons
-    if not judged:
-        return "inconclusive", False, ["no marker could be judged"]
     failed = [m for m in judged if not m.passed]
     if failed:
+        # A failed criterion decides the culture even when another marker was not measured.
         for m in failed:
             op = ">=" if m.expect == "positive" else "<="
             reasons.append(
                 f"{m.marker}: {m.percent_positive:.1f} % positive, required {op} {m.limit:g} %"
             )
         return "fail", borderline, reasons
+    if missing:
+        reasons.append("no channel for " + ", ".join(missing) + ": verdict inconclusive")
+        return "inconclusive", borderline, reasons
+    if not judged:
+        return "inconclusive", False, ["no marker could be judged"]
     return "pass", borderline, reasons

@@ -37,3 +37,6 @@ def test_culture_verdicts() -> None:
     assert culture_verdict(good, ["CD14 or CD11b"], [20_000])[0] == "inconclusive"
     assert culture_verdict(good, [], [900])[0] == "inconclusive"
     assert culture_verdict(good, [], [])[0] == "inconclusive"
+    # a failure decides even when another criterion is missing; too few events decides first
+    assert culture_verdict(bad, ["CD14 or CD11b"], [20_000])[0] == "fail"
+    assert culture_verdict(bad, [], [500])[0] == "inconclusive"
