@@ -47,6 +47,7 @@ _UNSTAINED = re.compile(r"^(UNSTAINED|UNSTAIN|UNST|UNS|BLANK|BLK|UNLABEL+ED|NOST
                         r"AUTO)$")
 _ISOTYPE = re.compile(r"^(ISO|ISOS|ISOTYPE|ISOTYPES|ISOTYP|ISOCTRL|IG[GMA]\d?[A-Z]?|"
                       r"IGG\d[A-Z]?K?)$")
+_STAINED = re.compile(r"^(STAINED|STAIN|SAMPLE|TEST|FULLSTAIN|ALLSTAIN)$")
 _RESERVED = re.compile(r"^(CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³])$", re.IGNORECASE)
 _MAX_BYTES = 100
 
@@ -115,13 +116,22 @@ def role_of(keywords: dict[str, str], path: Path, panel: Panel | None = None) ->
 
     Keywords are lower-case without "$" (as ``fcs.read_text`` gives them). Roles are "stained",
     "isotype", "unstained" or "fmo:<marker>" (the panel's canonical name when a panel is given).
+    The culture's own name (its specimen keyword, its folder) is removed from each text first: a
+    culture called "unstained_only" or "FMO_study" must not make every tube a control. A source
+    that says "stained" (or "sample", "test") outright decides, before later sources are read.
     """
     low = {k.lower().lstrip("$"): v for k, v in keywords.items()}
-    for key in _ROLE_KEYS:
-        role = _role_from_text(low.get(key, ""), panel)
+    names = [n for n in (_specimen(low), Path(path).parent.name) if n and len(n) >= 3]
+    texts = [low.get(key, "") for key in _ROLE_KEYS] + [Path(path).stem]
+    for text in texts:
+        for name in names:
+            text = re.sub(re.escape(name), " ", text, flags=re.IGNORECASE)
+        role = _role_from_text(text, panel)
         if role:
             return role
-    return _role_from_text(Path(path).stem, panel) or "stained"
+        if any(_STAINED.match(t) for t in _tokens(text)):
+            return "stained"
+    return "stained"
 
 
 def _normal_role(value: str, panel: Panel | None) -> str | None:

@@ -157,7 +157,8 @@ def _prepare_and_gate(tubes: list[_Tube], opts: Options, seed: int, warnings: li
         n = tube.prep.compensated.shape[0]
         finite = np.isfinite(tube.prep.compensated).all(axis=1)
         tube.final = _final_mask(tube.gating, n) & finite
-        warnings.extend(f"{tube.name}: {w}" for w in tube.gating.warnings)
+        warnings.extend(w if w.startswith(f"{tube.name}:") else f"{tube.name}: {w}"
+                        for w in tube.gating.warnings)
 
 
 def _pick_control(tubes: list[_Tube], markers: tuple[str, ...], channel: str
@@ -177,7 +178,12 @@ def _pick_control(tubes: list[_Tube], markers: tuple[str, ...], channel: str
 def _measure(stained: _Tube, assignment: Any, tubes: list[_Tube], opts: Options,
              warnings: list[str]) -> tuple[MarkerResult, np.ndarray]:
     """% positive of one channel of a stained tube; returns the result and the per-event call."""
-    from .positivity import auto_threshold_display, control_threshold, percent_above
+    from .positivity import (
+        auto_threshold_display,
+        control_threshold,
+        percent_above,
+        spread_matched_threshold,
+    )
     from .preprocess import axis_ticks, logicle, logicle_inverse
 
     crit = assignment.criterion
@@ -188,15 +194,26 @@ def _measure(stained: _Tube, assignment: Any, tubes: list[_Tube], opts: Options,
     params = stained.prep.logicle.get(ch)
     control, source = _pick_control(tubes, assignment.markers, ch)
     control_display = None
+    ratio = 1.0
     if control is not None:
         ccol = control.column(ch)
-        threshold = control_threshold(control.prep.compensated[control.final, ccol],
-                                      opts.control_percentile)
+        control_values = control.prep.compensated[control.final, ccol]
+        if source == "fmo":  # an FMO carries the other dyes' spreading already
+            threshold = control_threshold(control_values, opts.control_percentile)
+        else:
+            threshold, ratio = spread_matched_threshold(control_values, values,
+                                                        opts.control_percentile)
+        if ratio > 1.0:
+            warnings.append(
+                f"{assignment.label} ({ch}): the stained tube's negative cells spread "
+                f"{ratio:.1f}x wider than in the {source} control (spillover spreading from "
+                "bright dyes in other channels); the threshold was widened to match. An FMO "
+                "control would measure this directly."
+            )
         control_display = control.prep.display[control.final, ccol]
     else:
         source = "auto"
-        zero = float(logicle(np.array([0.0]), params)[0]) if params else 0.0
-        t_display = auto_threshold_display(display, negative_centre=zero)
+        t_display = auto_threshold_display(display)
         threshold = float(logicle_inverse(np.array([t_display]), params)[0]) if params \
             else t_display
         warnings.append(
@@ -217,7 +234,7 @@ def _measure(stained: _Tube, assignment: Any, tubes: list[_Tube], opts: Options,
     result = MarkerResult(
         marker=assignment.label, channel=ch, expect=crit.expect, limit=crit.limit,
         percent_positive=pct, ci95=ci, threshold=threshold, threshold_source=source, events=n,
-        tube=stained.name, histogram=hist,
+        control_spread_ratio=ratio, tube=stained.name, histogram=hist,
     )
     judge_marker(result)
     above = stained.prep.compensated[:, col] > threshold
@@ -454,7 +471,8 @@ def run_batch(inputs: list[Path], out_dir: Path, opts: Options, command: str = "
     for result, errs, written, sample in outcomes:
         errors.extend(errs)
         out.written.extend(written)
-        if result is not None:
+        # A culture none of whose files could be read is only its errors, not an analysed culture.
+        if result is not None and result.files:
             cultures.append(result)
             if sample is not None:
                 samples[result.culture] = sample

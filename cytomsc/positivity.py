@@ -90,14 +90,43 @@ def valley_threshold(display: np.ndarray, min_peak_fraction: float = 0.03) -> fl
     return float(x[valley])
 
 
-def auto_threshold_display(display: np.ndarray, negative_centre: float = 0.0) -> float:
-    """Threshold on the display scale without a control.
+def spread_matched_threshold(control: np.ndarray, stained: np.ndarray, percentile: float = 99.5
+                             ) -> tuple[float, float]:
+    """The control's threshold, widened when the stained tube's negative cells spread wider.
 
-    Two peaks: the valley between them. One peak: if it sits near the display position of zero
-    (``negative_centre``) it is taken as the negative population and the threshold is placed 3
-    robust SDs above it (estimated from its lower half, which positive events do not reach);
-    otherwise it is taken as the positive population and the threshold is placed 3 robust SDs below
-    it, from its upper half.
+    An isotype or unstained control carries no other bright dye, so it lacks the spillover
+    spreading that bright markers in other channels add to the stained tube's negative cells
+    (what an FMO control captures). The spread of each negative population is read from its lower
+    half (median minus the 15.9th percentile: one SD for a normal population), which positive
+    events do not reach; the control's distance from its median to its threshold is scaled by the
+    ratio. Returns the threshold and the ratio (1.0 when no widening was needed). Only for channels
+    whose stained events are mostly negative: otherwise the lower half is not the negatives'.
+    """
+    thr = control_threshold(control, percentile)
+    c = control[np.isfinite(control)]
+    v = stained[np.isfinite(stained)]
+    if v.size < 100 or np.mean(v > thr) >= 0.5:
+        return thr, 1.0
+    c_mid, v_mid = float(np.median(c)), float(np.median(v))
+    c_sd = c_mid - float(np.percentile(c, 15.865))
+    v_sd = v_mid - float(np.percentile(v, 15.865))
+    if c_sd <= 0 or v_sd <= 0:
+        return thr, 1.0
+    ratio = v_sd / c_sd
+    if ratio <= 1.05:  # within sampling noise of the control's own spread
+        return thr, 1.0
+    return c_mid + (thr - c_mid) * ratio, ratio
+
+
+def auto_threshold_display(display: np.ndarray, negative_below: float = 0.5) -> float:
+    """Threshold on the display scale (logicle, 0..1) without a control.
+
+    Two peaks: the valley between them. One peak: where it sits decides what it is. On a logicle
+    scale of 4.5 decades up to the channel's top, negative cells (autofluorescence, compensated to
+    around zero) sit in the lower half and stained positives one to three decades higher, so a
+    single peak below ``negative_below`` is the negative population (threshold 3 SD above it, the SD
+    from its lower side, which positive events do not reach) and one above is the positive
+    population (threshold 3 SD below it, from its upper side).
     """
     valley = valley_threshold(display)
     if valley is not None:
@@ -107,9 +136,8 @@ def auto_threshold_display(display: np.ndarray, negative_centre: float = 0.0) ->
     mode = float(x[int(np.argmax(d))])
     lower = y[y <= mode]
     upper = y[y >= mode]
-    sd_low = float(np.sqrt(np.mean((lower - mode) ** 2))) if lower.size > 1 else 0.0
-    sd_high = float(np.sqrt(np.mean((upper - mode) ** 2))) if upper.size > 1 else 0.0
-    spread = max(sd_low, sd_high, 1e-6)
-    if mode - negative_centre <= 3.0 * max(sd_low, 1e-6):
-        return mode + 3.0 * max(sd_low, 1e-6)
-    return mode - 3.0 * spread
+    sd_low = float(np.sqrt(np.mean((lower - mode) ** 2))) if lower.size > 1 else 1e-3
+    sd_high = float(np.sqrt(np.mean((upper - mode) ** 2))) if upper.size > 1 else 1e-3
+    if mode < negative_below:
+        return mode + 3.0 * max(sd_low, 1e-3)
+    return mode - 3.0 * max(sd_high, 1e-3)

@@ -106,6 +106,8 @@ class MarkerResult:
     ci95: tuple[float, float] | None = None
     threshold: float | None = None  # in compensated channel units
     threshold_source: str | None = None  # "fmo" | "isotype" | "unstained" | "auto"
+    # > 1 when the control's threshold was widened to the stained negatives' spread
+    control_spread_ratio: float = 1.0
     events: int = 0  # gated events of the stained tube the percentage is taken over
     passed: bool | None = None  # None for informative markers and markers not measured
     borderline: bool = False

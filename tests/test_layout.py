@@ -165,3 +165,15 @@ def test_real_fcs_keywords_with_hostile_specimens(tmp_path):
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("summary.json"))
     assert all(w.startswith("out/") and w.count("/") == 2 for w in written)
     assert len(written) == 2
+
+
+def test_culture_name_does_not_make_tubes_controls() -> None:
+    # A culture named after a control word: the tube's own words decide, not the culture's name.
+    kw = {"tube name": "Stained 1", "src": "D7_unstained_only", "fil": "D7_unstained_only_S1.fcs"}
+    assert role_of(kw, Path("D7_unstained_only/D7_unstained_only_S1.fcs")) == "stained"
+    kw = {"src": "FMO_study_3", "fil": "FMO_study_3_tube2.fcs"}
+    assert role_of(kw, Path("FMO_study_3/FMO_study_3_tube2.fcs")) == "stained"
+    kw = {"tube name": "FMO CD73", "src": "FMO_study_3"}
+    assert role_of(kw, Path("FMO_study_3/t3.fcs")) == "fmo:CD73"
+    kw = {"src": "iso_lot_4"}
+    assert role_of(kw, Path("iso_lot_4/iso_lot_4_Unstained.fcs")) == "unstained"

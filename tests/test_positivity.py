@@ -10,6 +10,7 @@ from cytomsc.positivity import (
     auto_threshold_display,
     control_threshold,
     percent_above,
+    spread_matched_threshold,
     valley_threshold,
     wilson_interval,
 )
@@ -57,9 +58,29 @@ def test_valley_between_two_peaks_and_none_for_one() -> None:
 
 def test_auto_threshold_for_single_peaks() -> None:
     rng = np.random.default_rng(4)
-    negatives = rng.normal(0.2, 0.03, 10_000)
-    t_neg = auto_threshold_display(negatives, negative_centre=0.2)
+    negatives = rng.normal(0.3, 0.03, 10_000)
+    t_neg = auto_threshold_display(negatives)
     assert (negatives > t_neg).mean() < 0.01  # a negative culture reads ~0 % positive
-    positives = rng.normal(0.75, 0.04, 10_000)
-    t_pos = auto_threshold_display(positives, negative_centre=0.2)
+    positives = rng.normal(0.65, 0.04, 10_000)
+    t_pos = auto_threshold_display(positives)
     assert (positives > t_pos).mean() > 0.99  # a positive culture reads ~100 % positive
+
+
+def test_spread_matched_threshold_recovers_truth_under_spreading() -> None:
+    """Isotype without spreading; stained negatives 2x wider (spillover from bright dyes)."""
+    rng = np.random.default_rng(5)
+    n = 40_000
+    control = rng.normal(60, 40, n)
+    is_pos = rng.random(n) < 0.01
+    stained = np.where(is_pos, rng.lognormal(np.log(8000), 0.3, n), rng.normal(60, 80, n))
+    plain = control_threshold(control, 99.5)
+    assert 100 * (stained > plain).mean() > 3.0  # the naive control threshold overstates
+    thr, ratio = spread_matched_threshold(control, stained, 99.5)
+    assert ratio == pytest.approx(2.0, rel=0.05)
+    assert abs(100 * (stained > thr).mean() - 100 * is_pos.mean()) < 0.7
+    # no widening when the stained negatives are as narrow as the control
+    same = np.where(is_pos, stained, rng.normal(60, 40, n))
+    assert spread_matched_threshold(control, same, 99.5) == (plain, 1.0)
+    # a mostly positive channel: the lower half is not the negatives', so no change
+    mostly = rng.lognormal(np.log(8000), 0.3, n)
+    assert spread_matched_threshold(control, mostly, 99.5)[1] == 1.0

@@ -1,0 +1,586 @@
+"""Automatic gates, every one a FlowKit gate: time -> margin -> cells -> singlets -> live.
+
+Each gate adapts to the tube's own events (no fixed coordinates): it is placed from robust
+statistics of its parent population, turned into a FlowKit gate, and its mask is computed here with
+numpy by the same rule FlowKit applies (rectangles: ``min <= x < max``; polygons: even-odd
+point-in-polygon), so that re-applying the exported GatingML with FlowKit gives the same counts.
+
+Coordinates, stated once: scatter and time gates are in raw channel units with no compensation and
+no transform (scatter is linear; ``Prepared.display`` leaves it raw); the viability gate is on the
+compensated channel's Logicle scale (``transformation_ref`` to a ``LogicleTransform``).
+
+- time: acquisition cut into bins; a bin is dropped when its event rate or the median of any
+  channel is a robust outlier (|z| > 5; z floored by Poisson / sampling error), as flowAI and
+  PeacoQC do; at most 30 % of events are dropped (the most extreme bins first) with a warning.
+- margin: events piled at the top ($PnR saturation) or at the bottom of FSC-A/SSC-A.
+- cells: a Gaussian mixture on log FSC-A / log SSC-A; components far below the main population on
+  FSC are debris; the gate is the contour where the cell components outweigh debris and hold
+  99.5 % of their own mass.
+- singlets: the FSC-A/FSC-H band (A/H ratio from median - 6 sigma to median + 4 sigma, sigma from
+  the singlet side only), or an FSC-W range where the instrument records width instead of height.
+- live: the dim population of a viability dye, cut at the density valley above it.
+
+GatingML convention (one ``gates.xml`` per culture, every tube's gates in it): the i-th tube
+(in the order given to ``gating_strategy``) gets the prefix ``t<i>_``; its gates form one chain
+from the root, ``t1_time -> t1_margin -> t1_cells -> t1_singlets -> t1_live`` (skipped gates are
+left out of the chain). A time gate that keeps several stretches is a BooleanGate ``or`` of
+RectangleGates ``t1_time_1``, ``t1_time_2`` ... beside it at the root. The tube's compensation
+matrix is ``t1_comp`` and its Logicle scales ``t1_logicle_<channel>``. FlowKit applies every gate
+to every sample: read tube i's counts from the ``t<i>_`` gates (with tubes of different channels,
+remove the other tubes' root gates before applying).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import CytomscError
+from .preprocess import LogicleParams, axis_ticks, flowkit_transform
+from .results import GATE_ORDER, GateStep, Histogram2D
+
+if TYPE_CHECKING:  # pragma: no cover
+    import flowkit
+
+    from .fcs import FcsData
+    from .preprocess import Prepared
+
+MAX_TIME_DROP = 0.30  # never drop more than this fraction of events for flow stability
+TIME_Z = 5.0
+CELL_MASS = 0.995  # the cells gate holds this much of the cell components' mass
+SINGLET_UP, SINGLET_DOWN = 4.0, 6.0  # sigmas of the singlet A/H ratio kept above/below its median
+HIST_BINS = 64
+FIT_EVENTS = 6_000  # events subsampled (seeded) to fit the scatter mixture
+
+
+@dataclass
+class GateSpec:
+    """One gate as placed, in terms FlowKit can rebuild under any tube prefix.
+
+    kind: "rect" (``bounds``: channel -> (min, max), None = open) or "poly" (``vertices`` on
+    ``channels``). ``logicle``: channel -> its Logicle scale, for gates on display coordinates;
+    ``compensated``: whether those channels are compensated.
+    """
+
+    gate: str  # one of GATE_ORDER
+    kind: str
+    channels: list[str]
+    bounds: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    vertices: list[tuple[float, float]] = field(default_factory=list)
+    intervals: list[tuple[float, float]] = field(default_factory=list)  # time gate: kept stretches
+    logicle: dict[str, LogicleParams] = field(default_factory=dict)
+    compensated: bool = False
+
+
+@dataclass
+class GatingOutcome:
+    """What the gates kept in one tube, how they were placed, and how to draw them."""
+
+    masks: dict[str, np.ndarray]  # per gate in GATE_ORDER: cumulative mask (this and all before)
+    steps: list[GateStep]
+    warnings: list[str]
+    specs: list[GateSpec] = field(default_factory=list)  # the applied gates, for GatingML
+
+    @property
+    def final(self) -> np.ndarray:
+        """Events passing every gate applied (the last cumulative mask)."""
+        return self.masks[GATE_ORDER[-1]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry shared with FlowKit
+
+
+def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: list[tuple[float, float]]
+                      ) -> np.ndarray:
+    """Even-odd rule over the polygon's edges, vectorized over events (FlowKit's rule)."""
+    v = np.asarray(vertices, dtype=float)
+    inside = np.zeros(x.shape, dtype=bool)
+    x0, y0 = v[:, 0], v[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    for ax, ay, bx, by in zip(x0, y0, x1, y1, strict=True):
+        if ay == by:
+            continue
+        cond = (ay > y) != (by > y)
+        xc = ax + (y - ay) * (bx - ax) / (by - ay)
+        inside ^= cond & (x < xc)
+    return inside
+
+
+def _rect_mask(cols: dict[str, np.ndarray], bounds: dict[str, tuple[float | None, float | None]],
+               n: int) -> np.ndarray:
+    m = np.ones(n, dtype=bool)
+    for ch, (lo, hi) in bounds.items():
+        if lo is not None:
+            m &= cols[ch] >= lo
+        if hi is not None:
+            m &= cols[ch] < hi
+    return m
+
+
+def _histogram(x: np.ndarray, y: np.ndarray, xname: str, yname: str,
+               xr: tuple[float, float], yr: tuple[float, float],
+               x_ticks: list | None = None, y_ticks: list | None = None) -> Histogram2D:
+    xe = np.linspace(xr[0], xr[1], HIST_BINS + 1)
+    ye = np.linspace(yr[0], yr[1], HIST_BINS + 1)
+    counts, _, _ = np.histogram2d(x, y, bins=(xe, ye))
+    return Histogram2D(xname, yname, counts, xe, ye, x_ticks or [], y_ticks or [])
+
+
+def _span(v: np.ndarray, top: float | None = None) -> tuple[float, float]:
+    """Plot range of a raw scatter/time channel: from min(0, 0.1th percentile) to $PnR or max."""
+    if v.size == 0:
+        return 0.0, 1.0
+    lo = min(0.0, float(np.percentile(v, 0.1)))
+    hi = float(top) if top else float(v.max())
+    hi = max(hi, float(v.max()))
+    return lo, hi if hi > lo else lo + 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The gates
+
+
+def _robust_sd(v: np.ndarray) -> float:
+    return 1.4826 * float(np.median(np.abs(v - np.median(v)))) if v.size else 0.0
+
+
+def _time_gate(t: np.ndarray, signals: np.ndarray, parent: np.ndarray
+               ) -> tuple[list[tuple[float, float]], str, str | None]:
+    """Kept time stretches [lo, hi) of the parent events, a note, and a warning if capped."""
+    tp = t[parent]
+    n = tp.size
+    t_lo, t_hi = float(tp.min()), float(tp.max())
+    end = np.nextafter(t_hi, np.inf)
+    if n < 500 or t_hi <= t_lo:
+        return [(t_lo, end)], "too few events or no time span: all kept", None
+    nb = int(min(100, max(10, n // 150)))
+    edges = np.linspace(t_lo, end, nb + 1)
+    integer = np.all(tp == np.round(tp))
+    if integer:  # bins on whole ticks, so their widths differ by at most one tick
+        edges = np.unique(np.floor(edges))
+        edges[-1] = end
+        nb = len(edges) - 1
+        if nb < 5:
+            return [(t_lo, end)], "time has too few ticks to bin: all kept", None
+    which = np.clip(np.searchsorted(edges, tp, side="right") - 1, 0, nb - 1)
+    counts = np.bincount(which, minlength=nb).astype(float)
+    widths = np.diff(edges)
+    rate = counts / widths
+    med_rate = float(np.median(rate))
+    sd_rate = max(_robust_sd(rate), math.sqrt(max(np.median(counts), 1.0)) / np.median(widths))
+    score = np.abs(rate - med_rate) / sd_rate
+    sig = signals[parent]
+    order = np.argsort(which, kind="stable")
+    starts = np.searchsorted(which[order], np.arange(nb))
+    stops = np.append(starts[1:], n)
+    for j in range(sig.shape[1]):
+        col = sig[order, j]
+        meds = np.array([np.median(col[a:b]) if b > a else np.nan
+                         for a, b in zip(starts, stops, strict=True)])
+        ok = np.isfinite(meds)
+        if ok.sum() < 5:
+            continue
+        # sampling error of a bin's median: 1.2533 sd / sqrt(count)
+        se = 1.2533 * _robust_sd(col) / np.sqrt(np.maximum(counts, 1.0))
+        sd = np.maximum(_robust_sd(meds[ok]), se)
+        z = np.where(ok, np.abs(meds - np.median(meds[ok])) / sd, 0.0)
+        score = np.maximum(score, z)
+    bad = score > TIME_Z
+    warning = None
+    if counts[bad].sum() > MAX_TIME_DROP * n:
+        keep_bad = np.zeros(nb, dtype=bool)
+        dropped = 0.0
+        for i in np.argsort(-score):
+            if not bad[i] or dropped + counts[i] > MAX_TIME_DROP * n:
+                continue
+            keep_bad[i] = True
+            dropped += counts[i]
+        bad = keep_bad
+        warning = (f"unstable acquisition: time bins holding more than {MAX_TIME_DROP:.0%} of "
+                   f"events look anomalous; only the worst {dropped / n:.1%} were dropped")
+    intervals: list[tuple[float, float]] = []
+    for i in range(nb):
+        if bad[i]:
+            continue
+        lo, hi = float(edges[i]), float(edges[i + 1])
+        if intervals and intervals[-1][1] == lo:
+            intervals[-1] = (intervals[-1][0], hi)
+        else:
+            intervals.append((lo, hi))
+    dropped_bins = int(bad.sum())
+    note = (f"{nb} time bins; {dropped_bins} dropped (event rate or a channel's median beyond "
+            f"{TIME_Z:g} robust SD)" if dropped_bins else
+            f"{nb} time bins; event rate and medians stable, all kept")
+    return intervals, note, warning
+
+
+def _pile_bounds(v: np.ndarray, top: float | None) -> tuple[float | None, float | None, int, int]:
+    """Cut points below/above values piled at the extremes (midway to the next distinct value)."""
+    finite = v[np.isfinite(v)]
+    if finite.size < 10:
+        return None, None, 0, 0
+    u, c = np.unique(finite, return_counts=True)
+    n = finite.size
+    need = max(3, int(0.0005 * n))
+    lo = hi = None
+    n_lo = n_hi = 0
+    if len(u) > 1 and (c[-1] >= need or (top and u[-1] >= top - 1 and c[-1] >= 2)):
+        hi, n_hi = 0.5 * (u[-1] + u[-2]), int(c[-1])
+    if len(u) > 1 and c[0] >= need:
+        lo, n_lo = 0.5 * (u[0] + u[1]), int(c[0])
+    return lo, hi, n_lo, n_hi
+
+
+def _log(v: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(v, 1.0))
+
+
+def _cells_polygon(fa: np.ndarray, sa: np.ndarray, seed: int
+                   ) -> tuple[list[tuple[float, float]], str]:
+    """The cell population's outline on raw FSC-A/SSC-A, from a mixture fitted on the log scale."""
+    from contourpy import contour_generator
+    from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(seed)
+    pts = np.column_stack([_log(fa), _log(sa)])
+    fit = pts if len(pts) <= FIT_EVENTS else pts[rng.choice(len(pts), FIT_EVENTS, replace=False)]
+    best = None
+    for k in (1, 2, 3, 4, 5):
+        if len(fit) < 50 * k:
+            break
+        with threadpool_limits(1):  # tiny problem: threads only add overhead on a shared machine
+            gm = GaussianMixture(k, covariance_type="full", random_state=seed, n_init=1,
+                                 init_params="k-means++", reg_covar=1e-4).fit(fit)
+        bic = gm.bic(fit)
+        if best is None or bic < best[0]:
+            best = (bic, gm)
+    if best is None:
+        raise CytomscError("too few events to place a cells gate")
+    gm = best[1]
+    main = int(np.argmax(gm.weights_))
+    # debris: components centred more than ~2.5-fold below the main population on FSC
+    debris = gm.means_[:, 0] < gm.means_[main, 0] - 0.9
+    cells = ~debris
+
+    def density(p: np.ndarray, which: np.ndarray) -> np.ndarray:
+        from scipy.stats import multivariate_normal
+
+        out = np.zeros(len(p))
+        for i in np.flatnonzero(which):
+            out += gm.weights_[i] * multivariate_normal(gm.means_[i], gm.covariances_[i]).pdf(p)
+        return out
+
+    # each cell component's ellipse holding CELL_MASS of its mass (a union: a small population
+    # such as hematopoietic contaminants keeps its own outline), where cells outweigh debris
+    from scipy.stats import chi2
+
+    r2 = float(chi2.ppf(CELL_MASS, 2))
+    prec = np.linalg.inv(gm.covariances_)
+
+    def inside_ellipses(p: np.ndarray) -> np.ndarray:
+        best = np.full(len(p), -np.inf)
+        for i in np.flatnonzero(cells):
+            dlt = p - gm.means_[i]
+            m2 = np.einsum("ij,jk,ik->i", dlt, prec[i], dlt)
+            best = np.maximum(best, 0.5 * (r2 - m2))
+        return best
+
+    lo = np.percentile(pts, 0.1, axis=0) - 1.0
+    hi = np.percentile(pts, 99.9, axis=0) + 1.0
+    gx, gy = np.linspace(lo[0], hi[0], 160), np.linspace(lo[1], hi[1], 160)
+    xx, yy = np.meshgrid(gx, gy)
+    grid = np.column_stack([xx.ravel(), yy.ravel()])
+    pc = density(grid, cells)
+    pd = density(grid, debris) if debris.any() else np.zeros(len(grid))
+    with np.errstate(divide="ignore"):
+        field = np.minimum(np.log(pc) - np.log(np.maximum(pd, 1e-300)),
+                           inside_ellipses(grid)).reshape(xx.shape)
+    field[:, [0, -1]] = -1.0
+    field[[0, -1], :] = -1.0
+    lines = contour_generator(gx, gy, np.nan_to_num(field, neginf=-50.0)).lines(0.0)
+    if not lines:
+        raise CytomscError("no cell population found on FSC/SSC")
+    main_pt = gm.means_[main]
+    poly = max(lines, key=lambda ln: _area(ln) + 1e9 * float(
+        points_in_polygon(np.array([main_pt[0]]), np.array([main_pt[1]]), ln.tolist())[0]))
+    poly = _thin(poly, 120)
+    verts = [(float(math.exp(px)), float(math.exp(py))) for px, py in poly]
+    if verts[0] == verts[-1]:
+        verts = verts[:-1]
+    note = (f"Gaussian mixture on log FSC-A/SSC-A ({gm.n_components} components, "
+            f"{int(debris.sum())} debris); contour holding {CELL_MASS:.1%} of the cells")
+    return verts, note
+
+
+def _area(line: np.ndarray) -> float:
+    x, y = line[:, 0], line[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+
+
+def _thin(line: np.ndarray, most: int) -> np.ndarray:
+    if len(line) <= most:
+        return line
+    step = int(math.ceil(len(line) / most))
+    return line[::step]
+
+
+def _valley_threshold(v: np.ndarray) -> tuple[float, str]:
+    """Upper bound of the dim (live) population on a Logicle axis: the valley above its peak, or
+    the peak + 5 robust SD of its lower side when no valley exists."""
+    lo, hi = np.percentile(v, [0.5, 99.5])
+    edges = np.linspace(lo - 0.05, hi + 0.05, 201)
+    h, _ = np.histogram(v, edges)
+    k = np.exp(-0.5 * (np.arange(-8, 9) / 3.0) ** 2)
+    s = np.convolve(h, k / k.sum(), mode="same")
+    mids = 0.5 * (edges[1:] + edges[:-1])
+    peak = int(np.argmax(s))
+    left = v[v <= mids[peak]]
+    sd = 1.4826 * float(np.median(mids[peak] - left)) if left.size else 0.02
+    limit = mids[peak] + 5 * max(sd, 0.01)
+    # a valley: the lowest point after the peak that is followed by a second, real peak
+    after = s[peak:]
+    if len(after) > 3:
+        j = int(np.argmin(after[: int(np.searchsorted(mids[peak:], limit + 0.3))] if
+                          np.any(mids[peak:] > limit + 0.3) else after))
+        valley = peak + j
+        rest = s[valley:]
+        if rest.size and rest.max() > 2.0 * s[valley] + 2 and mids[valley] < limit + 0.3:
+            return float(mids[valley]), "density valley above the dim (live) population"
+    return float(limit), "dim population's peak + 5 robust SD (no dead population seen)"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> GatingOutcome:
+    """Place and apply the automatic gates on one tube (see the module docstring)."""
+    from .channels import find_scatter, find_viability
+
+    names = prep.channels
+    pns = [c.pns for c in fcs.channels]
+    ranges = {c.pnn: float(c.range) for c in fcs.channels}
+    sc = find_scatter(names, pns)
+    n = prep.compensated.shape[0]
+    col = {ch: prep.compensated[:, j] for j, ch in enumerate(names)}
+    disp = {ch: prep.display[:, j] for j, ch in enumerate(names)}
+    finite = np.all(np.isfinite(prep.compensated), axis=1)
+    masks: dict[str, np.ndarray] = {}
+    steps: list[GateStep] = []
+    specs: list[GateSpec] = []
+    warnings: list[str] = []
+    current = finite.copy()
+    if not finite.all():
+        warnings.append(f"{tube_name}: {int((~finite).sum())} events with NaN/infinite values "
+                        f"excluded")
+    fsc, ssc = sc.fsc_a or sc.fsc_h, sc.ssc_a or sc.ssc_h
+
+    def record(gate: str, mask: np.ndarray, parent: np.ndarray, x: str, y: str | None,
+               vertices: list, note: str, hist: Histogram2D | None) -> None:
+        steps.append(GateStep(tube_name, gate, int(parent.sum()), int(mask.sum()), x, y,
+                              [(float(a), float(b)) for a, b in vertices], note, hist))
+
+    def scatter_hist(x: str, y: str, parent: np.ndarray) -> Histogram2D:
+        return _histogram(col[x][parent], col[y][parent], x, y,
+                          _span(col[x][parent], ranges.get(x)),
+                          _span(col[y][parent], ranges.get(y)))
+
+    # --- time
+    if sc.time and n:
+        t = col[sc.time]
+        fluo = [ch for ch in prep.logicle]
+        sig_names = [c for c in (fsc, ssc) if c] + fluo
+        signals = np.column_stack([disp[c] if c in prep.logicle else _log(col[c])
+                                   for c in sig_names]) if sig_names else np.zeros((n, 0))
+        intervals, note, warn = _time_gate(t, signals, current)
+        if warn:
+            warnings.append(f"{tube_name}: {warn}")
+        m = np.zeros(n, dtype=bool)
+        for lo, hi in intervals:
+            m |= (t >= lo) & (t < hi)
+        new = current & m
+        yname = fsc or names[0]
+        hist = _histogram(t[current], col[yname][current], sc.time, yname,
+                          _span(t[current]), _span(col[yname][current], ranges.get(yname)))
+        record("time", new, current, sc.time, yname, intervals, note, hist)
+        specs.append(GateSpec("time", "rect", [sc.time], intervals=intervals))
+        current = new
+    elif n:
+        warnings.append(f"{tube_name}: no Time channel; time gate skipped")
+    masks["time"] = current.copy()
+
+    # --- margin
+    if fsc and ssc and n:
+        bounds = {}
+        notes = []
+        for ch in dict.fromkeys((fsc, ssc)):
+            lo, hi, n_lo, n_hi = _pile_bounds(col[ch][current], ranges.get(ch))
+            if lo is not None or hi is not None:
+                bounds[ch] = (lo, hi)
+                if n_hi:
+                    notes.append(f"{n_hi} piled at the top of {ch}")
+                if n_lo:
+                    notes.append(f"{n_lo} piled at the bottom of {ch}")
+        m = _rect_mask(col, bounds, n)
+        new = current & m
+        x0, x1 = _span(col[fsc][current], ranges.get(fsc))
+        y0, y1 = _span(col[ssc][current], ranges.get(ssc))
+        bx = bounds.get(fsc, (None, None))
+        by = bounds.get(ssc, (None, None))
+        bx = (bx[0] if bx[0] is not None else x0, bx[1] if bx[1] is not None else x1)
+        by = (by[0] if by[0] is not None else y0, by[1] if by[1] is not None else y1)
+        verts = [(bx[0], by[0]), (bx[1], by[0]), (bx[1], by[1]), (bx[0], by[1])]
+        note = "; ".join(notes) if notes else "no events piled at the scatter margins"
+        record("margin", new, current, fsc, ssc, verts, note, scatter_hist(fsc, ssc, current))
+        if bounds:
+            specs.append(GateSpec("margin", "rect", list(bounds), bounds=bounds))
+        current = new
+    masks["margin"] = current.copy()
+
+    # --- cells
+    if fsc and ssc and current.sum() >= 100:
+        verts, note = _cells_polygon(col[fsc][current], col[ssc][current], seed)
+        new = current & points_in_polygon(col[fsc], col[ssc], verts)
+        record("cells", new, current, fsc, ssc, verts, note, scatter_hist(fsc, ssc, current))
+        specs.append(GateSpec("cells", "poly", [fsc, ssc], vertices=verts))
+        current = new
+    else:
+        warnings.append(f"{tube_name}: no FSC/SSC pair or too few events; cells gate skipped")
+    masks["cells"] = current.copy()
+
+    # --- singlets
+    if sc.fsc_a and sc.fsc_h and current.sum() >= 50:
+        a, h = col[sc.fsc_a], col[sc.fsc_h]
+        ok = current & (h > 0)
+        r = a[ok] / h[ok]
+        r0 = float(np.median(r))
+        below = r0 - r[r < r0]
+        sd = 1.4826 * float(np.median(below)) if below.size else 0.05 * r0
+        sd = max(sd, 1e-3 * r0)
+        up, down = r0 + SINGLET_UP * sd, max(r0 - SINGLET_DOWN * sd, 1e-3 * r0)
+        reach = 4.0 * max(float(np.max(np.abs(a[current]))), float(np.max(np.abs(h[current]))))
+        verts = [(0.0, 0.0), (reach, reach / up), (reach, reach / down)]
+        new = current & points_in_polygon(a, h, verts)
+        note = (f"FSC-A/FSC-H ratio {r0:.3g} (robust SD {sd:.2g} on the singlet side); kept "
+                f"{down:.3g}-{up:.3g}")
+        record("singlets", new, current, sc.fsc_a, sc.fsc_h, verts, note,
+               scatter_hist(sc.fsc_a, sc.fsc_h, current))
+        specs.append(GateSpec("singlets", "poly", [sc.fsc_a, sc.fsc_h], vertices=verts))
+        current = new
+    elif sc.fsc_w and current.sum() >= 50:
+        w = col[sc.fsc_w]
+        wv = w[current]
+        w0 = float(np.median(wv))
+        below = w0 - wv[wv < w0]
+        sd = max(1.4826 * float(np.median(below)) if below.size else 0.05 * abs(w0), 1e-9)
+        lo, hi = w0 - SINGLET_DOWN * sd, w0 + SINGLET_UP * sd
+        new = current & (w >= lo) & (w < hi)
+        x = sc.fsc_a or fsc
+        x0, x1 = _span(col[x][current], ranges.get(x))
+        verts = [(x0, lo), (x1, lo), (x1, hi), (x0, hi)]
+        note = f"FSC-W {w0:.4g} (robust SD {sd:.2g} on the singlet side); kept {lo:.4g}-{hi:.4g}"
+        record("singlets", new, current, x, sc.fsc_w, verts, note,
+               scatter_hist(x, sc.fsc_w, current))
+        specs.append(GateSpec("singlets", "rect", [sc.fsc_w], bounds={sc.fsc_w: (lo, hi)}))
+        current = new
+    else:
+        warnings.append(f"{tube_name}: no FSC-H or FSC-W channel; singlets gate skipped")
+    masks["singlets"] = current.copy()
+
+    # --- live
+    via = find_viability(names, pns)
+    if via and via in prep.logicle and current.sum() >= 50:
+        p = prep.logicle[via]
+        v = disp[via]
+        thr, how = _valley_threshold(v[current])
+        new = current & (v < thr)
+        y = fsc or via
+        yv = disp[y] if y in prep.logicle else col[y]
+        y_span = (0.0, 1.0) if y in prep.logicle else _span(col[y][current], ranges.get(y))
+        hist = _histogram(v[current], yv[current], via, y, (0.0, 1.0), y_span, axis_ticks(p))
+        record("live", new, current, via, None, [(0.0, thr)], f"{via}: {how}", hist)
+        specs.append(GateSpec("live", "rect", [via], bounds={via: (None, thr)},
+                              logicle={via: p}, compensated=prep.spill is not None
+                              and via in prep.spill[0]))
+        current = new
+    elif not via:
+        warnings.append(f"{tube_name}: no viability dye channel; live gate skipped")
+    masks["live"] = current.copy()
+    return GatingOutcome(masks, steps, warnings, specs)
+
+
+# ---------------------------------------------------------------------------------------------
+# FlowKit objects and GatingML
+
+
+def _flowkit_gates(spec: GateSpec, prefix: str, comp_id: str | None
+                   ) -> tuple[list[Any], dict[str, LogicleParams]]:
+    """FlowKit gates for one spec: [(gate, at_root)], and the transforms they reference."""
+    from flowkit import Dimension, gates
+
+    name = f"{prefix}{spec.gate}"
+    xforms: dict[str, LogicleParams] = {}
+
+    def dim(ch: str, lo: float | None = None, hi: float | None = None) -> Any:
+        xref = None
+        if ch in spec.logicle:
+            xref = f"{prefix}logicle_{ch}"
+            xforms[xref] = spec.logicle[ch]
+        cref = comp_id if (spec.compensated and comp_id) else "uncompensated"
+        return Dimension(ch, compensation_ref=cref, transformation_ref=xref, range_min=lo,
+                         range_max=hi)
+
+    if spec.intervals:
+        ch = spec.channels[0]
+        if len(spec.intervals) == 1:
+            lo, hi = spec.intervals[0]
+            return [(gates.RectangleGate(name, [dim(ch, lo, hi)]), False)], xforms
+        parts = [(gates.RectangleGate(f"{name}_{i + 1}", [dim(ch, lo, hi)]), True)
+                 for i, (lo, hi) in enumerate(spec.intervals)]
+        refs = [{"ref": g.gate_name, "path": ("root",), "complement": False} for g, _ in parts]
+        return [*parts, (gates.BooleanGate(name, "or", refs), False)], xforms
+    if spec.kind == "rect":
+        dims = [dim(ch, *spec.bounds[ch]) for ch in spec.channels]
+        return [(gates.RectangleGate(name, dims), False)], xforms
+    dims = [dim(ch) for ch in spec.channels]
+    return [(gates.PolygonGate(name, dims, [list(v) for v in spec.vertices]), False)], xforms
+
+
+def gating_strategy(outcomes: dict[str, tuple[Prepared, GatingOutcome]]) -> flowkit.GatingStrategy:
+    """One FlowKit GatingStrategy holding every tube's gates (prefix ``t<i>_``, in dict order)."""
+    from flowkit import GatingStrategy, Matrix
+
+    gs = GatingStrategy()
+    for i, (_, (prep, outcome)) in enumerate(outcomes.items(), start=1):
+        prefix = f"t{i}_"
+        comp_id = None
+        if prep.spill is not None and any(s.compensated for s in outcome.specs):
+            comp_id = f"{prefix}comp"
+            detectors = list(prep.spill[0])
+            gs.add_comp_matrix(comp_id, Matrix(prep.spill[1], detectors, detectors))
+        path: tuple[str, ...] = ("root",)
+        for spec in outcome.specs:
+            made, xforms = _flowkit_gates(spec, prefix, comp_id)
+            for xid, p in xforms.items():
+                gs.add_transform(xid, flowkit_transform(p))
+            for gate, at_root in made:
+                gs.add_gate(gate, ("root",) if at_root else path)
+            path = (*path, made[-1][0].gate_name)
+    return gs
+
+
+def write_gatingml(strategy: flowkit.GatingStrategy, path: Path) -> None:
+    """Write the strategy as GatingML 2.0 (temporary file renamed into place)."""
+    from flowkit import export_gatingml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        export_gatingml(strategy, fh)
+    tmp.replace(path)

@@ -1,0 +1,699 @@
+"""Heterogeneity of a culture: how many populations its live single cells form, and how they differ.
+
+Why this exists: a culture can pass the ISCT criteria and still be a mixture (CD90-dim cells, small
+cells ...). Forcing a number of clusters (FlowSOM, k-means) always finds that many, so the method
+here chooses k itself and must be able to say "one population".
+
+Method (``PopulationFinder``), documented in docs/heterogeneity-validation.md:
+
+1. Every channel is centred on its median and divided by its robust spread (IQR / 1.349), so that
+   FSC-A/SSC-A (linear, up to ~262144) and the logicle marker channels (~0..4.5) share one scale.
+   Size and granularity are clustered with the markers on purpose: MSC subpopulations differ in
+   size as often as in marker level.
+2. Gaussian mixtures (full covariance) with k = 1..max_k are fitted to a seeded subsample and the
+   lowest BIC wins. BIC's penalty grows with log(n), so subsampling also keeps huge event counts
+   from turning every skewed shoulder into a "population".
+3. Components are not populations yet. Components under ``min_fraction`` are folded into the
+   component their events are closest to; components whose means are closer than
+   ``merge_distance`` (Mahalanobis, average covariance) are merged: that is how a mixture models
+   one skewed or heavy-tailed population with two Gaussians.
+4. Stability: the mixture is refitted (warm start) on ``n_bootstrap`` bootstrap resamples; a
+   population whose Jaccard agreement with itself falls under ``min_stability`` on average
+   (Hennig 2007) does not survive resampling and is merged into the population it is most
+   confused with. The same resamples give each fraction's 95 % percentile interval.
+
+Everything random draws from ``numpy.random.Generator`` seeded by ``random_state``; there is no
+global state, so results do not depend on how many processes run.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_limits
+
+from cytomsc.errors import CytomscError
+from cytomsc.results import HeterogeneityResult, Population
+
+METHOD = "gmm-bic+merge+bootstrap-stability"
+
+# --------------------------------------------------------------------------------------------
+# Hartigan's dip test
+# --------------------------------------------------------------------------------------------
+
+# Null distribution of sqrt(n) * dip for the uniform (the least favourable unimodal law,
+# Hartigan & Hartigan 1985), simulated once: 5,000 samples per n, numpy default_rng(20261127),
+# with ``dip_statistic`` below. Rows are the quantiles at _DIP_NULL_PROBS.
+_DIP_NULL_PROBS = (
+    0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8,
+    0.85, 0.9, 0.95, 0.975, 0.99, 0.995, 0.999,
+)
+_DIP_NULL = {  # n -> quantiles of sqrt(n) * dip at _DIP_NULL_PROBS
+    10: (
+        0.1581, 0.2268, 0.2464, 0.2595, 0.2711, 0.2794, 0.2867, 0.2926, 0.2982, 0.3035,
+        0.3087, 0.3139, 0.3221, 0.3343, 0.3476, 0.3604, 0.3752, 0.3921, 0.4135, 0.4402,
+        0.4652, 0.5018, 0.5258, 0.5550
+    ),
+    20: (
+        0.1808, 0.2340, 0.2527, 0.2654, 0.2760, 0.2849, 0.2938, 0.3020, 0.3100, 0.3187,
+        0.3278, 0.3364, 0.3460, 0.3569, 0.3674, 0.3794, 0.3929, 0.4108, 0.4329, 0.4696,
+        0.5005, 0.5304, 0.5595, 0.6103
+    ),
+    50: (
+        0.1806, 0.2494, 0.2665, 0.2790, 0.2904, 0.2997, 0.3089, 0.3187, 0.3276, 0.3363,
+        0.3453, 0.3558, 0.3658, 0.3779, 0.3894, 0.4018, 0.4168, 0.4360, 0.4606, 0.5017,
+        0.5348, 0.5813, 0.6043, 0.6596
+    ),
+    100: (
+        0.1943, 0.2580, 0.2754, 0.2876, 0.2978, 0.3079, 0.3170, 0.3264, 0.3364, 0.3466,
+        0.3557, 0.3658, 0.3764, 0.3880, 0.3992, 0.4129, 0.4286, 0.4485, 0.4746, 0.5144,
+        0.5482, 0.5902, 0.6168, 0.6564
+    ),
+    200: (
+        0.1810, 0.2591, 0.2797, 0.2924, 0.3030, 0.3142, 0.3248, 0.3345, 0.3433, 0.3527,
+        0.3627, 0.3715, 0.3809, 0.3927, 0.4046, 0.4180, 0.4345, 0.4526, 0.4789, 0.5218,
+        0.5575, 0.6004, 0.6290, 0.7122
+    ),
+    500: (
+        0.1980, 0.2663, 0.2832, 0.2970, 0.3089, 0.3191, 0.3281, 0.3372, 0.3470, 0.3567,
+        0.3676, 0.3773, 0.3880, 0.3989, 0.4125, 0.4274, 0.4448, 0.4648, 0.4900, 0.5321,
+        0.5665, 0.6133, 0.6464, 0.7091
+    ),
+    1000: (
+        0.1984, 0.2705, 0.2869, 0.3024, 0.3128, 0.3228, 0.3322, 0.3411, 0.3509, 0.3607,
+        0.3698, 0.3805, 0.3892, 0.3992, 0.4120, 0.4269, 0.4434, 0.4642, 0.4861, 0.5244,
+        0.5650, 0.6091, 0.6393, 0.7085
+    ),
+    2000: (
+        0.2010, 0.2730, 0.2909, 0.3044, 0.3160, 0.3263, 0.3369, 0.3458, 0.3549, 0.3639,
+        0.3726, 0.3828, 0.3933, 0.4057, 0.4197, 0.4351, 0.4524, 0.4709, 0.4982, 0.5396,
+        0.5786, 0.6239, 0.6472, 0.7040
+    ),
+}
+
+DIP_SUBSAMPLE = 2000  # events per dip test: large n would make every shoulder "significant"
+DIP_ALPHA = 0.05
+
+
+def dip_statistic(x: np.ndarray) -> float:
+    """Hartigan's dip: sup distance between the ECDF and the closest unimodal CDF.
+
+    A port of Hartigan's AS 217 algorithm (as in R's ``diptest``): greatest convex minorant and
+    least concave majorant, narrowed until the modal interval stops changing. Ranges from
+    1/(2n) (perfectly unimodal) to 0.25 (two equal point masses).
+    """
+    xs_arr = np.sort(np.asarray(x, dtype=float).ravel())
+    n = xs_arr.size
+    if n < 2 or xs_arr[0] == xs_arr[-1]:
+        return 0.5 / max(n, 1)
+    # Ties make the hull slopes undefined; spread them by far less than any real difference.
+    if np.any(np.diff(xs_arr) == 0):
+        span = xs_arr[-1] - xs_arr[0]
+        xs_arr = xs_arr + np.arange(n) * (span * 1e-12)
+    xs = [0.0] + xs_arr.tolist()  # 1-based, as in the published algorithm
+    mn = [0] * (n + 1)
+    mj = [0] * (n + 1)
+    mn[1] = 1
+    for j in range(2, n + 1):
+        mn[j] = j - 1
+        while True:
+            a = mn[j]
+            b = mn[a]
+            if a == 1 or (xs[j] - xs[a]) * (a - b) < (xs[a] - xs[b]) * (j - a):
+                break
+            mn[j] = b
+    mj[n] = n
+    for k in range(n - 1, 0, -1):
+        mj[k] = k + 1
+        while True:
+            a = mj[k]
+            b = mj[a]
+            if a == n or (xs[k] - xs[a]) * (a - b) < (xs[a] - xs[b]) * (k - a):
+                break
+            mj[k] = b
+    low, high = 1, n
+    dip = 1.0
+    gcm = [0] * (n + 2)
+    lcm = [0] * (n + 2)
+    while True:
+        gcm[1] = high
+        i = 1
+        while gcm[i] > low:
+            gcm[i + 1] = mn[gcm[i]]
+            i += 1
+        ig = l_gcm = i
+        ix = ig - 1
+        lcm[1] = low
+        i = 1
+        while lcm[i] < high:
+            lcm[i + 1] = mj[lcm[i]]
+            i += 1
+        ih = l_lcm = i
+        iv = 2
+        d = 0.0
+        if l_gcm != 2 or l_lcm != 2:
+            while True:
+                gx = gcm[ix]
+                lv = lcm[iv]
+                if gx > lv:
+                    g1 = gcm[ix + 1]
+                    dx = (lv - g1 + 1) - (xs[lv] - xs[g1]) * (gx - g1) / (xs[gx] - xs[g1])
+                    iv += 1
+                    if dx >= d:
+                        d, ig, ih = dx, ix + 1, iv - 1
+                else:
+                    l1 = lcm[iv - 1]
+                    dx = (xs[gx] - xs[l1]) * (lv - l1) / (xs[lv] - xs[l1]) - (gx - l1 - 1)
+                    ix -= 1
+                    if dx >= d:
+                        d, ig, ih = dx, ix + 1, iv
+                ix = max(ix, 1)
+                iv = min(iv, l_lcm)
+                if gcm[ix] == lcm[iv]:
+                    break
+        else:
+            d = 1.0
+        if d < dip:
+            break
+        dip_l = 0.0
+        for j in range(ig, l_gcm):
+            jb, je = gcm[j + 1], gcm[j]
+            best = 1.0
+            if je - jb > 1 and xs[je] != xs[jb]:
+                c = (je - jb) / (xs[je] - xs[jb])
+                for jj in range(jb, je + 1):
+                    best = max(best, (jj - jb + 1) - (xs[jj] - xs[jb]) * c)
+            dip_l = max(dip_l, best)
+        dip_u = 0.0
+        for j in range(ih, l_lcm):
+            jb, je = lcm[j], lcm[j + 1]
+            best = 1.0
+            if je - jb > 1 and xs[je] != xs[jb]:
+                c = (je - jb) / (xs[je] - xs[jb])
+                for jj in range(jb, je + 1):
+                    best = max(best, (xs[jj] - xs[jb]) * c - (jj - jb - 1))
+            dip_u = max(dip_u, best)
+        dip = max(dip, dip_l, dip_u)
+        if low == gcm[ig] and high == lcm[ih]:
+            break
+        low, high = gcm[ig], lcm[ih]
+    return dip / (2 * n)
+
+
+def dip_p_value(dip: float, n: int) -> float:
+    """P(dip >= observed) under the uniform null, interpolated in the embedded table.
+
+    Interpolates linearly in log(n) between tabulated sizes (n > 2000 uses the 2000 row: sqrt(n)
+    * dip has converged there). Values beyond the table's 0.999 quantile are reported as 0.001.
+    """
+    ns = sorted(_DIP_NULL)
+    n_c = min(max(n, ns[0]), ns[-1])
+    stat = math.sqrt(n) * dip
+    hi = next(i for i, m in enumerate(ns) if m >= n_c)
+    lo = max(hi - 1, 0)
+    q_lo = np.asarray(_DIP_NULL[ns[lo]])
+    q_hi = np.asarray(_DIP_NULL[ns[hi]])
+    if hi == lo or ns[hi] == n_c:
+        q = q_hi
+    else:
+        w = (math.log(n_c) - math.log(ns[lo])) / (math.log(ns[hi]) - math.log(ns[lo]))
+        q = (1 - w) * q_lo + w * q_hi
+    cdf = float(np.interp(stat, q, _DIP_NULL_PROBS, left=0.0, right=_DIP_NULL_PROBS[-1]))
+    return max(1.0 - cdf, 1.0 - _DIP_NULL_PROBS[-1])
+
+
+def dip_test(
+    x: np.ndarray, n_max: int = DIP_SUBSAMPLE, random_state: int = 0
+) -> tuple[float, float]:
+    """Hartigan's dip statistic and its p-value, on at most ``n_max`` events.
+
+    The dip itself is the effect size (0 ~ unimodal, 0.25 = two point masses); the p-value is
+    taken on a seeded subsample of ``n_max`` events because with 10^5 events any shoulder is
+    "significant" while mattering to nobody.
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    if x.size > n_max:
+        rng = np.random.default_rng(random_state)
+        x = x[rng.choice(x.size, n_max, replace=False)]
+    if x.size < 4:
+        return 0.0, 1.0
+    d = dip_statistic(x)
+    return d, dip_p_value(d, x.size)
+
+
+def robust_cv(raw: np.ndarray) -> float:
+    """MAD * 1.4826 / median of raw (compensated, untransformed) values.
+
+    Undefined (NaN) when the median is not positive: a negative marker sits around zero after
+    compensation and a CV of noise around zero means nothing.
+    """
+    raw = np.asarray(raw, dtype=float)
+    raw = raw[np.isfinite(raw)]
+    if raw.size == 0:
+        return float("nan")
+    med = float(np.median(raw))
+    if med <= 0:
+        return float("nan")
+    return float(1.4826 * np.median(np.abs(raw - med)) / med)
+
+
+# --------------------------------------------------------------------------------------------
+# Population finding
+# --------------------------------------------------------------------------------------------
+
+
+def _robust_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median and IQR/1.349 per column (std, then 1, where the IQR is zero)."""
+    center = np.median(X, axis=0)
+    q75, q25 = np.percentile(X, [75, 25], axis=0)
+    scale = (q75 - q25) / 1.349
+    std = X.std(axis=0)
+    scale = np.where(scale > 0, scale, np.where(std > 0, std, 1.0))
+    return center, scale
+
+
+def _check_matrix(X: np.ndarray, what: str = "events") -> np.ndarray:
+    X = np.asarray(X, dtype=float)
+    if X.ndim != 2 or X.shape[1] < 1:
+        raise CytomscError(f"{what}: expected a 2-D array (events x channels), got {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise CytomscError(f"{what}: contains NaN or infinite values")
+    return X
+
+
+class PopulationFinder:
+    """Gaussian-mixture clustering that chooses the number of populations itself (scikit-learn
+    estimator shape: parameters in ``__init__``, learned state ending in ``_``).
+
+    Fitted attributes: ``n_populations_``, ``labels_`` (1..k for ``subsample_index_``),
+    ``model_`` (the GaussianMixture), ``groups_`` (component indices of each population),
+    ``stability_`` (mean bootstrap Jaccard per population), ``fractions_`` and
+    ``fraction_ci95_`` (bootstrap percentile interval), ``bic_`` (k -> BIC),
+    ``center_``/``scale_`` (the robust scaling).
+    """
+
+    def __init__(
+        self,
+        max_k: int = 6,
+        min_fraction: float = 0.02,
+        n_subsample: int = 10000,
+        n_bootstrap: int = 20,
+        bootstrap_size: int = 4000,
+        min_stability: float = 0.75,
+        merge_distance: float = 1.3,
+        random_state: int = 0,
+    ) -> None:
+        self.max_k = max_k
+        self.min_fraction = min_fraction
+        self.n_subsample = n_subsample
+        self.n_bootstrap = n_bootstrap
+        self.bootstrap_size = bootstrap_size
+        self.min_stability = min_stability
+        self.merge_distance = merge_distance
+        self.random_state = random_state
+
+    # -- fitting ----------------------------------------------------------------------------
+
+    def fit(self, X: np.ndarray) -> PopulationFinder:
+        """Choose the populations on a subsample of X (events x channels)."""
+        X = _check_matrix(X)
+        # EM on a few thousand events is many small BLAS calls: threads only contend (measured
+        # 10-50x slower on a busy 2-core machine), and one thread keeps results bit-stable.
+        with threadpool_limits(1):
+            return self._fit(X)
+
+    def _fit(self, X: np.ndarray) -> PopulationFinder:
+        rng = np.random.default_rng(self.random_state)
+        self.center_, self.scale_ = _robust_scale(X)
+        n = X.shape[0]
+        if n > self.n_subsample:
+            idx = np.sort(rng.choice(n, self.n_subsample, replace=False))
+        else:
+            idx = np.arange(n)
+        self.subsample_index_ = idx
+        Z = self._scaled(X[idx])
+        max_k = max(1, min(self.max_k, Z.shape[0] // max(20, 5 * Z.shape[1])))
+        self.bic_: dict[int, float] = {}
+        best = _fit(_mixture(1, int(rng.integers(2**31))), Z)
+        self.bic_[1] = float(best.bic(Z))
+        worse = 0
+        for k in range(2, max_k + 1):
+            gm = _mixture(k, int(rng.integers(2**31)))
+            _fit(gm, Z)
+            self.bic_[k] = float(gm.bic(Z))
+            if self.bic_[k] < self.bic_[best.n_components]:
+                best, worse = gm, 0
+            else:
+                worse += 1
+                if worse >= 2:  # BIC has turned up twice: larger k will not win
+                    break
+        self.model_ = best
+        resp = best.predict_proba(Z)
+        groups = [[c] for c in range(best.n_components)]
+        groups = self._fold_tiny(resp, groups)
+        groups = self._merge_close(groups)
+        groups, boot = self._stabilize(Z, resp, groups, rng)
+        # Population 1 is the largest: ids then read the same way in every culture's report.
+        size = np.bincount(_argmax_groups(resp, groups), minlength=len(groups))
+        order = np.argsort(-size, kind="stable")
+        groups = [groups[i] for i in order]
+        self.stability_ = self.stability_[order]
+        self.groups_ = groups
+        self.n_populations_ = len(groups)
+        self.labels_ = _argmax_groups(resp, groups) + 1
+        self._bootstrap_fractions(boot, groups)
+        return self
+
+    def _scaled(self, X: np.ndarray) -> np.ndarray:
+        return (X - self.center_) / self.scale_
+
+    def _fold_tiny(self, resp: np.ndarray, groups: list[list[int]]) -> list[list[int]]:
+        """Fold groups under min_fraction (largest posterior share of their events elsewhere)."""
+        while len(groups) > 1:
+            lab = _argmax_groups(resp, groups)
+            frac = np.bincount(lab, minlength=len(groups)) / lab.size
+            g = int(np.argmin(frac))
+            if frac[g] >= self.min_fraction:
+                break
+            gp = _group_resp(resp, groups)
+            mine = lab == g if np.any(lab == g) else np.ones(lab.size, bool)
+            share = gp[mine].sum(axis=0)
+            share[g] = -1.0
+            target = int(np.argmax(share))
+            groups = _join(groups, g, target)
+        return groups
+
+    def _merge_close(self, groups: list[list[int]]) -> list[list[int]]:
+        """Merge groups whose weighted means lie closer than merge_distance (Mahalanobis)."""
+        while len(groups) > 1:
+            means, covs = self._group_moments(groups)
+            best, pair = np.inf, (0, 0)
+            for a in range(len(groups)):
+                for b in range(a + 1, len(groups)):
+                    diff = means[a] - means[b]
+                    cov = 0.5 * (covs[a] + covs[b])
+                    dist = float(np.sqrt(diff @ np.linalg.solve(cov, diff)))
+                    if dist < best:
+                        best, pair = dist, (a, b)
+            if best >= self.merge_distance:
+                break
+            groups = _join(groups, pair[1], pair[0])
+        return groups
+
+    def _group_moments(self, groups: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and covariance of each group as a Gaussian mixture of its components."""
+        w, mu, cov = self.model_.weights_, self.model_.means_, self.model_.covariances_
+        means, covs = [], []
+        for g in groups:
+            wg = w[g] / w[g].sum()
+            m = wg @ mu[g]
+            c = sum(
+                wi * (cov[i] + np.outer(mu[i] - m, mu[i] - m))
+                for wi, i in zip(wg, g, strict=True)
+            )
+            means.append(m)
+            covs.append(c)
+        return np.asarray(means), np.asarray(covs)
+
+    def _stabilize(
+        self, Z: np.ndarray, resp: np.ndarray, groups: list[list[int]], rng: np.random.Generator
+    ) -> tuple[list[list[int]], list[tuple[np.ndarray, np.ndarray]]]:
+        """Bootstrap refits; merge populations that do not survive resampling.
+
+        Returns the surviving groups and, per resample, (drawn indices into the bootstrap base,
+        component posteriors of the base) so fractions can be taken without refitting.
+        """
+        m = Z.shape[0]
+        base = np.arange(m)
+        if m > self.bootstrap_size:
+            base = np.sort(rng.choice(m, self.bootstrap_size, replace=False))
+        Zb, resp_b = Z[base], resp[base]
+        boot: list[tuple[np.ndarray, np.ndarray]] = []
+        k = self.model_.n_components
+        for _ in range(self.n_bootstrap):
+            draw = rng.integers(0, base.size, base.size)
+            gm = _mixture(
+                k,
+                int(rng.integers(2**31)),
+                weights_init=self.model_.weights_,
+                means_init=self.model_.means_,
+                precisions_init=self.model_.precisions_,
+                max_iter=30,
+            )
+            _fit(gm, Zb[draw])
+            boot.append((draw, gm.predict_proba(Zb)))
+        self.stability_ = np.full(len(groups), np.nan)
+        while len(groups) > 1 and boot:
+            ref = _argmax_groups(resp_b, groups)
+            jac = np.zeros(len(groups))
+            confusion = np.zeros((len(groups), len(groups)))
+            for _, r in boot:
+                lab = _argmax_groups(r, groups)
+                for g in range(len(groups)):
+                    a, b = ref == g, lab == g
+                    union = np.count_nonzero(a | b)
+                    jac[g] += np.count_nonzero(a & b) / union if union else 0.0
+                    confusion[g] += np.bincount(lab[a], minlength=len(groups))
+            jac /= len(boot)
+            self.stability_ = jac
+            g = int(np.argmin(jac))
+            if jac[g] >= self.min_stability:
+                break
+            confusion[g, g] = -1.0
+            groups = _join(groups, g, int(np.argmax(confusion[g])))
+        if len(groups) == 1:
+            self.stability_ = np.ones(1)
+        return groups, boot
+
+    def _bootstrap_fractions(
+        self, boot: list[tuple[np.ndarray, np.ndarray]], groups: list[list[int]]
+    ) -> None:
+        k = len(groups)
+        self.fractions_ = np.bincount(self.labels_ - 1, minlength=k) / self.labels_.size
+        if not boot:
+            self.fraction_ci95_ = np.column_stack([self.fractions_, self.fractions_])
+            return
+        fr = np.array(
+            [np.bincount(_argmax_groups(r, groups)[draw], minlength=k) / draw.size
+             for draw, r in boot]
+        )
+        self.fraction_ci95_ = np.column_stack(
+            [np.percentile(fr, 2.5, axis=0), np.percentile(fr, 97.5, axis=0)]
+        )
+
+    # -- prediction -------------------------------------------------------------------------
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Population 1..k of every event (in chunks, so 10^6 events stay light on memory)."""
+        X = _check_matrix(X)
+        with threadpool_limits(1):
+            return self._predict(X)
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        out = np.empty(X.shape[0], dtype=np.int64)
+        step = 200_000
+        for s in range(0, X.shape[0], step):
+            resp = self.model_.predict_proba(self._scaled(X[s : s + step]))
+            out[s : s + step] = _argmax_groups(resp, self.groups_) + 1
+        return out
+
+    def fit_predict(self, X: np.ndarray) -> np.ndarray:
+        return self.fit(X).predict(X)
+
+
+def _mixture(k: int, seed: int, **kwargs) -> GaussianMixture:
+    opts = dict(
+        n_components=k, covariance_type="full", reg_covar=1e-4, tol=1e-3, max_iter=200,
+        random_state=seed,
+    )
+    opts.update(kwargs)
+    return GaussianMixture(**opts)
+
+
+def _fit(gm: GaussianMixture, Z: np.ndarray) -> GaussianMixture:
+    """EM on bootstrap resamples may stop before tol; that is expected, not worth a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return gm.fit(Z)
+
+
+def _group_resp(resp: np.ndarray, groups: list[list[int]]) -> np.ndarray:
+    return np.column_stack([resp[:, g].sum(axis=1) for g in groups])
+
+
+def _argmax_groups(resp: np.ndarray, groups: list[list[int]]) -> np.ndarray:
+    return np.argmax(_group_resp(resp, groups), axis=1)
+
+
+def _join(groups: list[list[int]], g: int, into: int) -> list[list[int]]:
+    merged = [list(x) for x in groups]
+    merged[into] = sorted(merged[into] + merged[g])
+    del merged[g]
+    return merged
+
+
+# --------------------------------------------------------------------------------------------
+# Per-culture and batch descriptions
+# --------------------------------------------------------------------------------------------
+
+LABEL_Z = 0.5  # |population median - culture median| in culture robust SDs to earn a word
+LABEL_WORDS = {"FSC-A": ("small", "large"), "SSC-A": ("low SSC", "high SSC")}
+EMBEDDING_EVENTS = 5000
+
+
+def _is_scatter(channel: str) -> bool:
+    return channel.upper().startswith(("FSC", "SSC"))
+
+
+def phenotype_label(
+    medians_t: np.ndarray, center: np.ndarray, scale: np.ndarray, channels: list[str],
+    names: dict[str, str], max_terms: int = 3,
+) -> str:
+    """Short phenotype of one population, relative to the culture's overall distribution.
+
+    A channel earns a word when the population's median (plot units) lies at least LABEL_Z
+    robust SDs (IQR/1.349 of the whole culture) from the culture's median: markers "dim" /
+    "bright", FSC "small" / "large", SSC "low SSC" / "high SSC". The ``max_terms`` largest
+    departures are named, markers first then scatter; "typical" when none qualifies.
+    """
+    z = (medians_t - center) / scale
+    order = [i for i in np.argsort(-np.abs(z), kind="stable") if abs(z[i]) >= LABEL_Z]
+    order = order[:max_terms]
+    markers = [i for i in order if not _is_scatter(channels[i])]
+    scatter = [i for i in order if _is_scatter(channels[i])]
+    words = [f"{names.get(channels[i], channels[i])} {'bright' if z[i] > 0 else 'dim'}"
+             for i in markers]
+    for i in scatter:
+        lo, hi = LABEL_WORDS.get(channels[i][:5].upper(), ("low " + channels[i],
+                                                           "high " + channels[i]))
+        words.append(hi if z[i] > 0 else lo)
+    if not words:
+        return "typical"
+    if markers and scatter:
+        return " ".join(words[: len(markers)]) + ", " + ", ".join(words[len(markers):])
+    return " ".join(words) if markers else ", ".join(words)
+
+
+def _embedding(Z: np.ndarray, labels: np.ndarray, rng: np.random.Generator):
+    """2-D PCA of a seeded subsample of the robust-scaled events (for the report's scatter)."""
+    idx = np.arange(Z.shape[0])
+    if idx.size > EMBEDDING_EVENTS:
+        idx = np.sort(rng.choice(idx.size, EMBEDDING_EVENTS, replace=False))
+    sub = Z[idx] - Z[idx].mean(axis=0)
+    _, _, vt = np.linalg.svd(sub, full_matrices=False)
+    comps = vt[:2]
+    # SVD signs are arbitrary: make each axis' largest loading positive, for stable plots.
+    signs = np.sign([c[int(np.argmax(np.abs(c)))] for c in comps])
+    comps = comps * signs[:, None]
+    coords = sub @ comps.T
+    if coords.shape[1] < 2:
+        coords = np.column_stack([coords, np.zeros(coords.shape[0])])
+    return coords, labels[idx]
+
+
+def _entropy(fractions: np.ndarray) -> float:
+    p = fractions[fractions > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def describe_heterogeneity(
+    X: np.ndarray, channels: list[str], names: dict[str, str], raw: np.ndarray, seed: int = 0,
+    **finder_kwargs,
+) -> tuple[HeterogeneityResult, np.ndarray]:
+    """Cluster one culture's live single cells and describe its heterogeneity.
+
+    X: events x channels, marker channels in plot (logicle) units and FSC-A/SSC-A linear; raw:
+    the same events and channels, compensated but untransformed (medians and robust CVs are
+    reported in these units). Returns the result and each event's population 1..k.
+    """
+    X = _check_matrix(X, "heterogeneity input")
+    raw = _check_matrix(raw, "heterogeneity raw values")
+    if X.shape != raw.shape or X.shape[1] != len(channels):
+        raise CytomscError(
+            f"heterogeneity input: shapes {X.shape} and {raw.shape} do not match "
+            f"{len(channels)} channels"
+        )
+    if X.shape[0] < 50:
+        raise CytomscError(f"heterogeneity input: {X.shape[0]} events are too few to cluster")
+    finder = PopulationFinder(random_state=seed, **finder_kwargs).fit(X)
+    labels = finder.predict(X)
+    k = finder.n_populations_
+    fractions = np.bincount(labels - 1, minlength=k) / labels.size
+    populations = []
+    for j in range(k):
+        mine = labels == j + 1
+        med_t = np.median(X[mine], axis=0)
+        med_raw = np.median(raw[mine], axis=0)
+        label = ("all cells" if k == 1 else
+                 phenotype_label(med_t, finder.center_, finder.scale_, channels, names))
+        lo, hi = finder.fraction_ci95_[j]
+        populations.append(Population(
+            id=j + 1, fraction=float(fractions[j]),
+            ci95=(float(min(lo, fractions[j])), float(max(hi, fractions[j]))),
+            medians={ch: float(v) for ch, v in zip(channels, med_raw, strict=True)},
+            label=label,
+        ))
+    bimodality: dict[str, dict[str, float | bool]] = {}
+    for i, ch in enumerate(channels):
+        d, p = dip_test(X[:, i], random_state=seed + i)
+        bimodality[ch] = {"dip": d, "p_value": p, "bimodal": bool(p < DIP_ALPHA),
+                          "robust_cv": robust_cv(raw[:, i])}
+    rng = np.random.default_rng([seed, 1])
+    coords, emb_labels = _embedding(finder._scaled(X), labels, rng)
+    h = _entropy(fractions)
+    result = HeterogeneityResult(
+        n_populations=k, populations=populations, entropy=h, effective_number=math.exp(h),
+        bimodality=bimodality, channels=list(channels), method=METHOD,
+        n_events=int(finder.subsample_index_.size), embedding=coords,
+        embedding_labels=emb_labels,
+    )
+    return result, labels
+
+
+def joint_populations(
+    cultures: dict[str, np.ndarray], channels: list[str], names: dict[str, str], seed: int = 0,
+    per_culture: int = 5000, **finder_kwargs,
+) -> dict:
+    """One clustering across a batch, so population ids mean the same in every culture.
+
+    Each culture contributes an equal seeded subsample (``per_culture`` events, or all it has)
+    so a big culture cannot outvote a small one; the model is then applied to every event.
+    Returns ``{"populations": [{"id", "label"}...], "table": {culture: [fraction per id]},
+    "events": {culture: n}, "method": ...}`` (JSON-ready, for ``BatchResult.batch_populations``)
+    plus ``"labels": {culture: per-event ids}``, which must be popped before serializing.
+    """
+    if not cultures:
+        raise CytomscError("joint clustering: no cultures given")
+    names_sorted = sorted(cultures)
+    parts = []
+    for i, name in enumerate(names_sorted):
+        Xc = _check_matrix(cultures[name], f"culture {name}")
+        if Xc.shape[1] != len(channels):
+            raise CytomscError(f"culture {name}: {Xc.shape[1]} channels, expected {len(channels)}")
+        rng = np.random.default_rng([seed, i])
+        take = min(per_culture, Xc.shape[0])
+        parts.append(Xc[np.sort(rng.choice(Xc.shape[0], take, replace=False))])
+    pooled = np.vstack(parts)
+    kwargs = {"n_subsample": pooled.shape[0], **finder_kwargs}
+    finder = PopulationFinder(random_state=seed, **kwargs).fit(pooled)
+    k = finder.n_populations_
+    pooled_labels = finder.predict(pooled)
+    populations = []
+    for j in range(k):
+        med = np.median(pooled[pooled_labels == j + 1], axis=0)
+        label = ("all cells" if k == 1 else
+                 phenotype_label(med, finder.center_, finder.scale_, channels, names))
+        populations.append({"id": j + 1, "label": label})
+    labels, table, events = {}, {}, {}
+    for name in names_sorted:
+        lab = finder.predict(cultures[name])
+        labels[name] = lab
+        table[name] = (np.bincount(lab - 1, minlength=k) / lab.size).tolist()
+        events[name] = int(lab.size)
+    return {"method": METHOD, "per_culture": per_culture, "populations": populations,
+            "table": table, "events": events, "labels": labels}

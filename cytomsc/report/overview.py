@@ -1,0 +1,138 @@
+"""The batch overview PDF: every culture's verdict on one line, then the files that failed.
+
+About 25 cultures per landscape page: verdict, each marker's % positive (printed with one
+decimal as in ``summary.csv``, followed by a symbol; the cell shading only repeats the symbol so
+a black-and-white print loses nothing), the joint phenotype, and the populations found. Then the
+list of input files that could not be read, with the reason. Nothing is recomputed.
+
+matplotlib is imported inside the functions: the CLI imports this module and must start fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..results import BatchResult, CultureResult, MarkerResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+LEGEND = ("✓ pass   ✗ fail   ? borderline (the 95 % interval crosses the limit)   "
+          "· reported, not judged   – not measured.   The shading repeats the symbol.")
+
+
+def write_overview(batch: BatchResult, path: Path, run_info: dict[str, Any]) -> None:
+    """Write the batch overview PDF at ``path``; same input gives the same bytes."""
+    from . import plots
+
+    plots.save_pdf(overview_pages(batch, run_info), Path(path), "cytomsc batch overview",
+                   batch.cytomsc_version)
+
+
+def overview_pages(batch: BatchResult, run_info: dict[str, Any]) -> list[Figure]:
+    """The overview's pages as matplotlib figures, footers included."""
+    import matplotlib
+
+    from . import plots
+    from .plots import Cell
+
+    with matplotlib.rc_context(plots.RC):
+        flow = plots.Flow(f"cytomsc {batch.cytomsc_version} · MSC flow cytometry QC · "
+                          "batch overview", landscape=True)
+        flow.new_section("Batch overview", page_break=False)
+        flow.text(_tally(batch), size=10, bold=True)
+        flow.text(f"Panel: {batch.panel.get('name', '–')} (id {batch.panel.get('id', '–')}); "
+                  f"{batch.panel.get('reference') or 'no reference given'}. "
+                  f"Command: {run_info.get('command', '–')}. "
+                  f"Started: {run_info.get('started', '–')}.", size=8)
+        flow.text(LEGEND, size=7.5)
+        markers = _marker_columns(batch.cultures)
+        headers = ["Culture", "Verdict",
+                   *[f"{name.replace('/', '/ ')}\n{_limit(m)}" for name, m in markers],
+                   "Joint %", "Populations: fractions %"]
+        mw = min(0.085, 0.56 / max(len(markers), 1))
+        widths = [0.12, 0.12, *[mw] * len(markers), 0.06, 0.16]
+        # one table across as many pages as needed (~25 cultures a page, header repeated)
+        rows = [_row(c, markers) for c in batch.cultures] or [
+            [Cell("no culture analysed")] + [""] * (len(headers) - 1)]
+        flow.table(headers, rows, widths, size=7.5, aligns="ll" + "r" * len(markers) + "rl")
+
+        flow.text("Files that could not be read", size=10, bold=True, after=4)
+        if batch.errors:
+            flow.table(["File", "Reason"],
+                       [[e.get("path", "–"), e.get("message", "–")] for e in batch.errors],
+                       [0.45, 0.55], size=8)
+        else:
+            flow.text("None: every input file was read.", size=8.5)
+        plots.add_footers(flow.pages, "Batch overview")
+    return flow.pages
+
+
+def _tally(batch: BatchResult) -> str:
+    n = len(batch.cultures)
+    counts = {v: sum(c.verdict == v for c in batch.cultures)
+              for v in ("pass", "fail", "inconclusive")}
+    border = sum(c.borderline for c in batch.cultures)
+    text = (f"{n} culture{'s' if n != 1 else ''}: {counts['pass']} pass, {counts['fail']} fail, "
+            f"{counts['inconclusive']} inconclusive")
+    text += f" ({border} borderline)." if border else "."
+    if batch.errors:
+        k = len(batch.errors)
+        text += f" {k} file{'s' if k != 1 else ''} could not be read (listed below)."
+    return text
+
+
+def _marker_columns(cultures: list[CultureResult]) -> list[tuple[str, MarkerResult]]:
+    """Markers in the order they first appear, with one example result for the limit."""
+    seen: dict[str, MarkerResult] = {}
+    for c in cultures:
+        for m in c.markers:
+            seen.setdefault(m.marker, m)
+    return list(seen.items())
+
+
+def _limit(m: MarkerResult) -> str:
+    from . import plots
+
+    text = plots.limit_text(m)
+    return "" if text == "–" else f"({text})"
+
+
+def _row(c: CultureResult, markers: list[tuple[str, MarkerResult]]) -> list[Any]:
+    from . import plots
+    from .plots import Cell
+
+    by_name = {m.marker: m for m in c.markers}
+    verdict = c.verdict.upper() + (" (borderline)" if c.borderline else "")
+    bg = {"pass": plots.PASS_BG, "fail": plots.FAIL_BG}.get(c.verdict, plots.BORDER_BG)
+    if c.borderline:
+        bg = plots.BORDER_BG
+    row: list[Any] = [Cell(c.culture, bold=True),
+                      Cell(verdict, bg=bg, bold=True)]
+    for name, _ in markers:
+        m = by_name.get(name)
+        row.append(_marker_cell(m))
+    row.append(plots.pct(c.joint_phenotype_percent))
+    h = c.heterogeneity
+    if h is None:
+        row.append("not clustered")
+    else:
+        fr = " / ".join(plots.pct(100 * p.fraction) for p in h.populations)
+        row.append(f"{h.n_populations}: {fr}")
+    return row
+
+
+def _marker_cell(m: MarkerResult | None) -> Any:
+    from . import plots
+    from .plots import Cell
+
+    if m is None or m.percent_positive is None:
+        return Cell("–")
+    if m.passed is None:
+        return Cell(f"{plots.pct(m.percent_positive)} ·")
+    symbol = "✓" if m.passed else "✗"
+    if m.borderline:
+        symbol += "?"
+    return Cell(f"{plots.pct(m.percent_positive)} {symbol}", bg=plots.mark_bg(m.passed,
+                m.borderline), bold=m.passed is False)
