@@ -1,0 +1,125 @@
+"""Simulated MSC cultures with known populations, for the heterogeneity tests and validation.
+
+Why not plain Gaussians: real logicle-transformed MSC data have correlated channels, heavy tails
+and skew; a method validated only on perfect Gaussians invents populations on real data. Each
+population here is a correlated multivariate t (df 8-20) pushed through a sinh-arcsinh skew per
+channel, then standardized to unit SD within the population, so that "s SD apart" means s times
+the real within-population SD of that channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CHANNELS = ["FSC-A", "SSC-A", "FITC-A", "PE-A", "APC-A", "PerCP-Cy5-5-A", "BV421-A"]
+NAMES = {
+    "FITC-A": "CD90", "PE-A": "CD73", "APC-A": "CD105", "PerCP-Cy5-5-A": "CD44",
+    "BV421-A": "Lin-cocktail",
+}
+# Typical centres and within-population SDs: FSC/SSC linear raw units, markers logicle decades.
+BASE_MEAN = np.array([130000.0, 70000.0, 3.4, 3.2, 2.9, 3.5, 0.6])
+BASE_SD = np.array([26000.0, 16000.0, 0.22, 0.25, 0.30, 0.20, 0.35])
+INDEX = {name: i for i, name in enumerate(CHANNELS)}
+# logicle decades -> raw units, approximately (T = 262144, M = 4.5), for the raw medians
+RAW_OFFSET = np.log10(262144) - 4.5
+
+
+@dataclass
+class Culture:
+    """One simulated culture and its truth."""
+
+    name: str
+    X: np.ndarray  # events x channels: scatter raw, markers in logicle-like plot units
+    raw: np.ndarray  # compensated raw values (markers back-transformed)
+    labels: np.ndarray  # true population 1..k
+    k: int
+    fractions: tuple[float, ...]
+    separation: float  # SD units of the shifted channel(s)
+    kind: str  # "homogeneous" | "marker" | "phenotype" | "size"
+    shifts: list[dict[str, float]] = field(default_factory=list)
+
+
+def _noise(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    """Correlated, heavy-tailed, skewed noise with unit SD per channel."""
+    a = rng.normal(size=(d, d)) * 0.5
+    cov = a @ a.T + np.eye(d)
+    sd = np.sqrt(np.diag(cov))
+    corr = cov / np.outer(sd, sd)
+    g = rng.multivariate_normal(np.zeros(d), corr, size=n)
+    df = rng.uniform(8, 20)
+    g = g / np.sqrt(rng.chisquare(df, size=(n, 1)) / df)
+    eps = rng.uniform(-0.2, 0.2, size=d)
+    eps[:2] = rng.uniform(0.1, 0.3, size=2)  # scatter: right-skewed, log-normal-like
+    z = np.sinh(np.arcsinh(g) + eps)
+    return (z - np.median(z, axis=0)) / z.std(axis=0)
+
+
+def simulate(
+    name: str,
+    fractions: tuple[float, ...],
+    shifts: list[dict[str, float]],
+    n: int = 8000,
+    seed: int = 0,
+    separation: float = 0.0,
+    kind: str = "homogeneous",
+) -> Culture:
+    """A culture of populations with the given fractions; population i is moved by
+    ``shifts[i]`` (channel -> SD units) from the base phenotype (population 1: no shift)."""
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, fractions)
+    d = len(CHANNELS)
+    spread = BASE_SD * rng.uniform(0.9, 1.1, size=d)
+    blocks, labels = [], []
+    for i, (c, shift) in enumerate(zip(counts, shifts, strict=True)):
+        mean = BASE_MEAN.copy()
+        for ch, s in shift.items():
+            mean[INDEX[ch]] += s * spread[INDEX[ch]]
+        own = spread * rng.uniform(0.85, 1.15, size=d)  # populations are not equally wide
+        blocks.append(mean + own * _noise(rng, int(c), d))
+        labels.append(np.full(int(c), i + 1))
+    X = np.vstack(blocks)
+    y = np.concatenate(labels)
+    order = rng.permutation(n)
+    X, y = X[order], y[order]
+    X[:, :2] = np.clip(X[:, :2], 1.0, 262143.0)
+    raw = X.copy()
+    raw[:, 2:] = 10 ** (X[:, 2:] + RAW_OFFSET)
+    return Culture(name, X, raw, y, len(fractions), tuple(fractions), separation, kind, shifts)
+
+
+KIND_SHIFTS = {
+    # one marker only
+    "marker": lambda s: {"FITC-A": -s},
+    # two markers (CD90 and CD105 dim), the usual MSC subpopulation
+    "phenotype": lambda s: {"FITC-A": -s, "APC-A": -s},
+    # size only: larger, more granular cells
+    "size": lambda s: {"FSC-A": s, "SSC-A": s},
+}
+
+
+def validation_set(n: int = 8000, seed: int = 1000) -> list[Culture]:
+    """The validation grid: homogeneous; 2 and 3 populations; 5-50 %; 1.5, 2 and 3 SD."""
+    out = []
+    s = seed
+    for i in range(12):
+        out.append(simulate(f"homogeneous-{i}", (1.0,), [{}], n=n, seed=s))
+        s += 1
+    for kind, shift in KIND_SHIFTS.items():
+        for sep in (3.0, 2.0, 1.5):
+            for minor in (0.05, 0.15, 0.5):
+                out.append(simulate(
+                    f"2pop-{kind}-{sep}sd-{minor:.0%}", (1 - minor, minor), [{}, shift(sep)],
+                    n=n, seed=s, separation=sep, kind=kind,
+                ))
+                s += 1
+    for sep in (3.0, 2.0, 1.5):
+        for fr in ((0.6, 0.3, 0.1), (0.75, 0.2, 0.05)):
+            shifts = [{}, {"FITC-A": -sep, "APC-A": -sep}, {"FSC-A": -sep, "SSC-A": -sep}]
+            out.append(simulate(
+                f"3pop-{sep}sd-{int(fr[2] * 100)}%", fr, shifts, n=n, seed=s, separation=sep,
+                kind="phenotype+size",
+            ))
+            s += 1
+    return out

