@@ -181,8 +181,8 @@ def _measure(stained: _Tube, assignment: Any, tubes: list[_Tube], opts: Options,
     from .positivity import (
         auto_threshold_display,
         control_threshold,
+        matched_threshold,
         percent_above,
-        spread_matched_threshold,
     )
     from .preprocess import axis_ticks, logicle, logicle_inverse
 
@@ -201,15 +201,22 @@ def _measure(stained: _Tube, assignment: Any, tubes: list[_Tube], opts: Options,
         if source == "fmo":  # an FMO carries the other dyes' spreading already
             threshold = control_threshold(control_values, opts.control_percentile)
         else:
-            threshold, ratio = spread_matched_threshold(control_values, values,
-                                                        opts.control_percentile)
-        if ratio > 1.0:
-            warnings.append(
-                f"{assignment.label} ({ch}): the stained tube's negative cells spread "
-                f"{ratio:.1f}x wider than in the {source} control (spillover spreading from "
-                "bright dyes in other channels); the threshold was widened to match. An FMO "
-                "control would measure this directly."
-            )
+            threshold, ratio, moved = matched_threshold(
+                control_values, values, opts.control_percentile, shift=source == "unstained")
+            if ratio > 1.0:
+                warnings.append(
+                    f"{assignment.label} ({ch}): the stained tube's negative cells spread "
+                    f"{ratio:.1f}x wider than in the {source} control (spillover spreading "
+                    "from bright dyes in other channels); the threshold was widened to match. "
+                    "An FMO control would measure this directly."
+                )
+            if moved > 0:
+                warnings.append(
+                    f"{assignment.label} ({ch}): the stained tube's negative cells sit higher "
+                    "than the unstained control's (background binding of the antibodies); the "
+                    "threshold was moved up with them. An isotype or FMO control measures this "
+                    "directly."
+                )
         control_display = control.prep.display[control.final, ccol]
     else:
         source = "auto"

@@ -90,32 +90,44 @@ def valley_threshold(display: np.ndarray, min_peak_fraction: float = 0.03) -> fl
     return float(x[valley])
 
 
-def spread_matched_threshold(control: np.ndarray, stained: np.ndarray, percentile: float = 99.5
-                             ) -> tuple[float, float]:
-    """The control's threshold, widened when the stained tube's negative cells spread wider.
+def _lower_gaussian(v: np.ndarray) -> tuple[float, float]:
+    """Centre and SD of a population read from its lower tail only (the 2.3rd and 15.9th
+    percentiles are -2 and -1 SD of a normal population), which a positive minority above it does
+    not reach."""
+    p2, p16 = np.percentile(v, [2.275, 15.865])
+    sd = float(p16 - p2)
+    return float(p16) + sd, sd
+
+
+def matched_threshold(control: np.ndarray, stained: np.ndarray, percentile: float = 99.5,
+                      shift: bool = False) -> tuple[float, float, float]:
+    """The control's threshold, matched to the stained tube's negative cells.
 
     An isotype or unstained control carries no other bright dye, so it lacks the spillover
     spreading that bright markers in other channels add to the stained tube's negative cells
     (what an FMO control captures). The spread of each negative population is read from its lower
-    half (median minus the 15.9th percentile: one SD for a normal population), which positive
-    events do not reach; the control's distance from its median to its threshold is scaled by the
-    ratio. Returns the threshold and the ratio (1.0 when no widening was needed). Only for channels
-    whose stained events are mostly negative: otherwise the lower half is not the negatives'.
+    tail, and the control's distance from its centre to its threshold is scaled by the ratio
+    (only ever widened). With ``shift`` (for an unstained control, which lacks the antibodies'
+    background binding as well) the threshold also moves up with the stained negatives' centre.
+    Only for channels whose stained events are mostly negative (their bulk within twice the
+    control's threshold distance): otherwise the lower tail is not the negatives'. Returns
+    (threshold, spread ratio, shift); ratio 1.0 and shift 0.0 when nothing was matched.
     """
     thr = control_threshold(control, percentile)
     c = control[np.isfinite(control)]
     v = stained[np.isfinite(stained)]
-    if v.size < 100 or np.mean(v > thr) >= 0.5:
-        return thr, 1.0
-    c_mid, v_mid = float(np.median(c)), float(np.median(v))
-    c_sd = c_mid - float(np.percentile(c, 15.865))
-    v_sd = v_mid - float(np.percentile(v, 15.865))
-    if c_sd <= 0 or v_sd <= 0:
-        return thr, 1.0
+    if v.size < 100 or c.size < 100:
+        return thr, 1.0, 0.0
+    c_mid, c_sd = _lower_gaussian(c)
+    v_mid, v_sd = _lower_gaussian(v)
+    # Mostly negative: the stained bulk lies within twice the control's threshold distance (a
+    # positive population sits decades above, background binding only a few SD).
+    if c_sd <= 0 or v_sd <= 0 or v_mid > c_mid + 2.0 * (thr - c_mid):
+        return thr, 1.0, 0.0
     ratio = v_sd / c_sd
-    if ratio <= 1.05:  # within sampling noise of the control's own spread
-        return thr, 1.0
-    return c_mid + (thr - c_mid) * ratio, ratio
+    ratio = ratio if ratio > 1.05 else 1.0  # within sampling noise of the control's own spread
+    moved = max(0.0, v_mid - c_mid) if shift else 0.0
+    return c_mid + (thr - c_mid) * ratio + moved, ratio, moved
 
 
 def auto_threshold_display(display: np.ndarray, negative_below: float = 0.5) -> float:

@@ -9,8 +9,8 @@ from scipy.stats import binomtest
 from cytomsc.positivity import (
     auto_threshold_display,
     control_threshold,
+    matched_threshold,
     percent_above,
-    spread_matched_threshold,
     valley_threshold,
     wilson_interval,
 )
@@ -66,7 +66,7 @@ def test_auto_threshold_for_single_peaks() -> None:
     assert (positives > t_pos).mean() > 0.99  # a positive culture reads ~100 % positive
 
 
-def test_spread_matched_threshold_recovers_truth_under_spreading() -> None:
+def test_matched_threshold_recovers_truth_under_spreading() -> None:
     """Isotype without spreading; stained negatives 2x wider (spillover from bright dyes)."""
     rng = np.random.default_rng(5)
     n = 40_000
@@ -75,12 +75,25 @@ def test_spread_matched_threshold_recovers_truth_under_spreading() -> None:
     stained = np.where(is_pos, rng.lognormal(np.log(8000), 0.3, n), rng.normal(60, 80, n))
     plain = control_threshold(control, 99.5)
     assert 100 * (stained > plain).mean() > 3.0  # the naive control threshold overstates
-    thr, ratio = spread_matched_threshold(control, stained, 99.5)
-    assert ratio == pytest.approx(2.0, rel=0.05)
+    thr, ratio, moved = matched_threshold(control, stained, 99.5)
+    assert ratio == pytest.approx(2.0, rel=0.1) and moved == 0.0
     assert abs(100 * (stained > thr).mean() - 100 * is_pos.mean()) < 0.7
     # no widening when the stained negatives are as narrow as the control
     same = np.where(is_pos, stained, rng.normal(60, 40, n))
-    assert spread_matched_threshold(control, same, 99.5) == (plain, 1.0)
+    assert matched_threshold(control, same, 99.5) == (plain, 1.0, 0.0)
     # a mostly positive channel: the lower half is not the negatives', so no change
     mostly = rng.lognormal(np.log(8000), 0.3, n)
-    assert spread_matched_threshold(control, mostly, 99.5)[1] == 1.0
+    assert matched_threshold(control, mostly, 99.5)[1] == 1.0
+
+
+def test_unstained_control_shifted_to_background_binding() -> None:
+    """Stained negatives sit higher than unstained cells (the antibodies' background binding)."""
+    rng = np.random.default_rng(6)
+    n = 40_000
+    unstained = rng.normal(3000, 1500, n)
+    is_pos = rng.random(n) < 0.015
+    stained = np.where(is_pos, rng.lognormal(np.log(60000), 0.3, n), rng.normal(7000, 2000, n))
+    assert 100 * (stained > control_threshold(unstained, 99.5)).mean() > 5
+    thr, ratio, moved = matched_threshold(unstained, stained, 99.5, shift=True)
+    assert moved == pytest.approx(4000, rel=0.1) and ratio == pytest.approx(4 / 3, rel=0.1)
+    assert abs(100 * (stained > thr).mean() - 100 * is_pos.mean()) < 0.7
