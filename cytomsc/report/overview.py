@@ -51,8 +51,8 @@ def overview_pages(batch: BatchResult, run_info: dict[str, Any]) -> list[Figure]
         headers = ["Culture", "Verdict",
                    *[f"{name.replace('/', '/ ')}\n{_limit(m)}" for name, m in markers],
                    "Joint %", "Populations: fractions %"]
-        mw = min(0.085, 0.56 / max(len(markers), 1))
-        widths = [0.12, 0.12, *[mw] * len(markers), 0.06, 0.16]
+        mw = min(0.085, 0.52 / max(len(markers), 1))
+        widths = [0.19, 0.1, *[mw] * len(markers), 0.05, 0.14]
         # one table across as many pages as needed (~25 cultures a page, header repeated)
         rows = [_row(c, markers) for c in batch.cultures] or [
             [Cell("no culture analysed")] + [""] * (len(headers) - 1)]
@@ -105,8 +105,9 @@ def _row(c: CultureResult, markers: list[tuple[str, MarkerResult]]) -> list[Any]
 
     by_name = {m.marker: m for m in c.markers}
     verdict = c.verdict.upper() + (" (borderline)" if c.borderline else "")
+    # a borderline pass is a caution (yellow); a fail stays a fail whatever its intervals
     bg = {"pass": plots.PASS_BG, "fail": plots.FAIL_BG}.get(c.verdict, plots.BORDER_BG)
-    if c.borderline:
+    if c.borderline and c.verdict == "pass":
         bg = plots.BORDER_BG
     row: list[Any] = [Cell(c.culture, bold=True),
                       Cell(verdict, bg=bg, bold=True)]

@@ -72,21 +72,32 @@ def _summary(flow: Flow, c: CultureResult, batch: BatchResult) -> None:
     flow.section = "QC summary"
     y0 = flow.y
     flow.put_text(plots.MARGIN, y0, "QC summary", 12, bold=True)
-    flow.put_text(plots.MARGIN, y0 + 22, f"Culture {c.culture}", 16, bold=True)
-    panel_line = f"Panel: {batch.panel.get('name') or batch.panel.get('id', '–')}"
-    flow.put_text(plots.MARGIN, y0 + 46, panel_line, 9)
-    # the verdict box: a word in large type; colour and hatching only repeat it
-    word = VERDICT_WORDS.get(c.verdict, c.verdict.upper())
     box_w, box_h = 190.0, 62.0
+    # the culture's name, as large as fits left of the verdict box (wrapped if very long)
+    title = f"Culture {c.culture}"
+    room = flow.width - box_w - 12
+    size = max(10.0, min(16.0, room / (0.7 * len(title))))
+    lines = plots.wrap(title, room, size, bold=True)
+    if len(lines) > 2:  # the full name is in every page's header line
+        lines = [lines[0], lines[1][:-1] + "…"]
+    for k, line in enumerate(lines):
+        flow.put_text(plots.MARGIN, y0 + 20 + k * size * 1.2, line, size, bold=True)
+    panel_line = f"Panel: {batch.panel.get('name') or batch.panel.get('id', '–')}"
+    flow.put_text(plots.MARGIN, y0 + 24 + len(lines) * size * 1.2, panel_line, 9)
+    # the verdict box: a word in large type; the colour only repeats it
+    word = VERDICT_WORDS.get(c.verdict, c.verdict.upper())
     bx = plots.MARGIN + flow.width - box_w
-    bg = {"pass": plots.PASS_BG, "fail": plots.FAIL_BG}.get(c.verdict, plots.BORDER_BG)
-    flow.put_rect(bx, y0, box_w, box_h, bg, "xx" if c.verdict == "fail" else None,
-                  edge="black", lw=1.5)
-    flow.put_text(bx + box_w / 2, y0 + 8, "Verdict", 8, ha="center")
+    # FAIL reversed out (white on dark), INCONCLUSIVE in a dashed frame: legible in grey print
+    bg = {"pass": plots.PASS_BG, "fail": "#7f0000"}.get(c.verdict, plots.BORDER_BG)
+    ink = "white" if c.verdict == "fail" else "black"
+    flow.put_rect(bx, y0, box_w, box_h, bg, edge="black", lw=1.5,
+                  dashed=c.verdict == "inconclusive")
+    flow.put_text(bx + box_w / 2, y0 + 8, "Verdict", 8, ha="center", color=ink)
     flow.put_text(bx + box_w / 2, y0 + 19, word, 24 if len(word) < 6 else 17, bold=True,
-                  ha="center")
+                  ha="center", color=ink)
     if c.borderline:
-        flow.put_text(bx + box_w / 2, y0 + 47, "borderline", 10, bold=True, ha="center")
+        flow.put_text(bx + box_w / 2, y0 + 47, "borderline", 10, bold=True, ha="center",
+                      color=ink)
     flow.y = y0 + box_h + 10
     flow.text(_verdict_reason(c), size=9)
 
@@ -94,7 +105,6 @@ def _summary(flow: Flow, c: CultureResult, batch: BatchResult) -> None:
     cyts = _unique([f.cytometer for f in c.files] + [c.metadata.get("cytometer")])
     dates = _unique([f.date for f in c.files] + [c.metadata.get("date")])
     facts = [("Panel", f"{batch.panel.get('name', '–')} (id {batch.panel.get('id', '–')})"),
-             ("Reference", batch.panel.get("reference") or "–"),
              ("Instrument ($CYT)", ", ".join(cyts) or "not recorded in the files"),
              ("Acquisition date", ", ".join(dates) or "not recorded in the files")]
     used = {"cytometer", "date"}
@@ -104,7 +114,14 @@ def _summary(flow: Flow, c: CultureResult, batch: BatchResult) -> None:
         used.update(keys)
     facts += [(k.replace("_", " ").capitalize(), str(v)) for k, v in sorted(c.metadata.items())
               if k not in used]
-    flow.table(None, [[Cell(k, bold=True), v] for k, v in facts], [0.25, 0.75], size=8)
+    # two facts a row keeps the summary on one page; the reference gets the full width
+    if len(facts) % 2:
+        facts.append(("", ""))
+    flow.table(None, [[Cell(k, bold=True), v, Cell(k2, bold=True), v2]
+                      for (k, v), (k2, v2) in zip(facts[::2], facts[1::2], strict=True)],
+               [0.19, 0.31, 0.19, 0.31], size=8)
+    flow.space(-4)
+    flow.text(f"Panel reference: {batch.panel.get('reference') or '–'}", size=7.5, after=6)
 
     flow.text("Files", size=10, bold=True)
     flow.table(["File", "Role", "Events", "Instrument", "Date"],
@@ -120,7 +137,7 @@ def _summary(flow: Flow, c: CultureResult, batch: BatchResult) -> None:
                          Cell("– not measured", bold=True)])
     flow.table(["Marker", "Channel", "Expected", "Limit %", "% positive", "95 % interval",
                 "Threshold from", "Events", "Result"], rows,
-               [0.17, 0.12, 0.09, 0.07, 0.08, 0.11, 0.1, 0.09, 0.17], size=7.5,
+               [0.15, 0.12, 0.09, 0.07, 0.09, 0.11, 0.13, 0.08, 0.16], size=7.5,
                aligns="llllrrlrl")
     if c.joint_phenotype_percent is not None:
         flow.text(f"Joint phenotype: {plots.pct(c.joint_phenotype_percent)} % of cells "
@@ -189,7 +206,7 @@ def _criteria_row(m: MarkerResult) -> list[Any]:
         name = "cocktail: " + ", ".join(m.marker.split("/"))
     return [Cell(name, bold=True), m.channel or "none", m.expect, plots.limit_text(m),
             plots.pct(m.percent_positive), plots.interval(m.ci95),
-            plots.SOURCE_WORDS.get(m.threshold_source or "", m.threshold_source or "–"),
+            plots.source_text(m),
             f"{m.events:,}",
             Cell(plots.mark(m.passed, m.borderline, measured), bg=plots.mark_bg(m.passed,
                  m.borderline), bold=m.passed is False)]
@@ -243,20 +260,21 @@ def _markers(flow: Flow, c: CultureResult) -> None:
               "dash-dot line is the threshold set on the control; events of the stained tube "
               "above it are counted positive.", size=8)
     shown = [m for m in c.markers if m.channel is not None]
-    axes = flow.axes_grid(len(shown), 2, 140, title_room=38, below=30, wspace=50)
+    axes = flow.axes_grid(len(shown), 2, 130, title_room=48, below=30, wspace=50)
     for ax, m in zip(axes, shown, strict=True):
         plots.marker_plot(ax, m)
         if "/" in m.marker:
             head = f"Cocktail channel {m.channel} carries {', '.join(m.marker.split('/'))}"
         else:
             head = f"{m.marker} ({m.channel})"
-        control = m.histogram.control_role if m.histogram is not None else None
-        control = plots.SOURCE_WORDS.get(control or "", control or "none")
         result = plots.mark(m.passed, m.borderline, m.percent_positive is not None)
+        role = m.histogram.control_role if m.histogram is not None else None
+        drawn = "" if role == m.threshold_source else (
+            f"; control drawn: {plots.SOURCE_WORDS.get(role or '', role or 'none')}")
         ax.set_title(f"{head}\n{plots.pct(m.percent_positive)} % positive "
-                     f"(95 % interval {plots.interval(m.ci95)}) · {result}\n"
-                     f"limit {plots.limit_text(m)} % · control: {control}",
-                     fontsize=8, loc="left")
+                     f"(95 % interval {plots.interval(m.ci95)})\n"
+                     f"{result} · limit {plots.limit_text(m)} %\n"
+                     f"threshold from {plots.source_text(m)}{drawn}", fontsize=8, loc="left")
     absent = [m.marker for m in c.markers if m.channel is None] + [
         n for n in c.missing_markers if n not in {m.marker for m in c.markers}]
     if absent:
@@ -290,8 +308,9 @@ def _heterogeneity(flow: Flow, h: HeterogeneityResult) -> None:
                [0.14, 0.12, 0.16, 0.58], size=8, aligns="lrrl")
 
     if pops and h.channels:
-        fig, (x, y, w, hh) = flow.block(40 + 26 * len(pops) + 50)
-        ax = fig.add_axes((x + 0.1, y + 50 / 842, w * 0.55, hh - 90 / 842))
+        flow.space(6)
+        fig, (x, y, w, hh) = flow.block(20 + 24 * len(pops) + 58)
+        ax = fig.add_axes((x + 0.1, y + 58 / 842, w * 0.55, hh - 78 / 842))
         med = np.array([[p.medians.get(ch, np.nan) for ch in h.channels] for p in pops])
         scaled = np.arcsinh(med / 150.0)
         lo, hi = np.nanmin(scaled, axis=0), np.nanmax(scaled, axis=0)
@@ -301,7 +320,7 @@ def _heterogeneity(flow: Flow, h: HeterogeneityResult) -> None:
         plots.heatmap(ax, np.nan_to_num(scaled, nan=0.0), labels,
                       [f"P{p.id}" for p in pops], h.channels)
         ax.set_title("Population medians (compensated units)", fontsize=8, loc="left")
-        bx = fig.add_axes((x + w * 0.74, y + 50 / 842, w * 0.26, hh - 90 / 842))
+        bx = fig.add_axes((x + w * 0.74, y + 58 / 842, w * 0.26, hh - 78 / 842))
         ypos = np.arange(len(pops))
         for k, p in enumerate(pops):
             bx.barh(k, 100 * p.fraction, color="#cccccc", edgecolor="black", linewidth=0.6,
@@ -350,11 +369,13 @@ def _num(v: Any, digits: int) -> str:
 
 
 def _short(v: float) -> str:
+    """A median in a heatmap cell: 3 significant figures with k/M, so it fits."""
     if not math.isfinite(v):
         return "–"
-    if abs(v) >= 10_000:
-        return f"{v / 1000:.0f}k"
-    return f"{v:.0f}"
+    for scale, unit in ((1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{unit}"
+    return f"{v:.3g}"
 
 
 # -- 5. audit --------------------------------------------------------------------------------

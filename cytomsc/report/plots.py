@@ -14,6 +14,7 @@ populations differ by marker shape and hatching as well as colour.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ RC: dict[str, Any] = {
     "savefig.dpi": DPI,
     "image.composite_image": True,
     "path.simplify": True,
+    "text.parse_math": False,  # '$PnS and $PnR' in a warning is text, not mathtext
 }
 
 CMAP = "viridis_r"  # white = empty, light = few events, dark = many: survives grey printing
@@ -94,15 +96,23 @@ def mark_bg(passed: bool | None, borderline: bool = False) -> str | None:
     return PASS_BG if passed else FAIL_BG
 
 
+def source_text(m: MarkerResult) -> str:
+    """Where the threshold came from, and whether it was widened to the stained negatives."""
+    text = SOURCE_WORDS.get(m.threshold_source or "", m.threshold_source or "–")
+    ratio = getattr(m, "control_spread_ratio", 1.0) or 1.0
+    return text + (f", widened ×{ratio:.2f}" if ratio > 1.0 + 1e-9 else "")
+
+
 def limit_text(m: MarkerResult) -> str:
     if m.limit is None or m.expect == "informative":
         return "–"
     return ("≥ " if m.expect == "positive" else "≤ ") + _fmt(m.limit)
 
 
-def wrap(text: str, width_pt: float, size: float, mono: bool = False) -> list[str]:
+def wrap(text: str, width_pt: float, size: float, mono: bool = False,
+         bold: bool = False) -> list[str]:
     """Wrap to a width in points, estimating DejaVu glyph widths (generous, never overflows)."""
-    per_char = (0.61 if mono else 0.58) * size
+    per_char = (0.61 if mono else 0.64 if bold else 0.58) * size
     n = max(4, int(width_pt / per_char))
     lines: list[str] = []
     for para in str(text).split("\n"):
@@ -177,18 +187,21 @@ class Flow:
                       family="DejaVu Sans Mono" if mono else "DejaVu Sans")
 
     def put_rect(self, x: float, y: float, width: float, height: float, bg: str | None,
-              hatch: str | None = None, edge: str = "none", lw: float = 0.0) -> None:
+              hatch: str | None = None, edge: str = "none", lw: float = 0.0,
+              dashed: bool = False) -> None:
         w, h = self.size
         self.fig.add_artist(Rectangle((x / w, 1 - (y + height) / h), width / w, height / h,
                                       transform=self.fig.transFigure, facecolor=bg or "none",
-                                      hatch=hatch, edgecolor=edge, linewidth=lw, zorder=-1))
+                                      hatch=hatch, edgecolor=edge, linewidth=lw, zorder=-1,
+                                      linestyle="--" if dashed else "-"))
 
     # -- flowing items -----------------------------------------------------------------------
     def text(self, s: str, size: float = 8.5, bold: bool = False, mono: bool = False,
-             indent: float = 0.0, color: str = "black", after: float = 3.0) -> None:
+             indent: float = 0.0, color: str = "black", after: float = 3.0,
+             width: float | None = None) -> None:
         """A wrapped paragraph; it may continue on the next page."""
         line_h = size * 1.3
-        for line in wrap(s, self.width - indent, size, mono):
+        for line in wrap(s, (width or self.width) - indent, size, mono, bold):
             self.need(line_h)
             self.put_text(MARGIN + indent, self.y, line, size, bold=bold, mono=mono, color=color)
             self.y += line_h
@@ -213,11 +226,12 @@ class Flow:
         line_h = size * 1.3
         pad = 2.5
 
-        def cells_lines(row: Sequence[Cell]) -> list[list[str]]:
-            return [wrap(c.text, cols[i] - 2 * pad, size, c.mono) for i, c in enumerate(row)]
+        def cells_lines(row: Sequence[Cell], head_row: bool = False) -> list[list[str]]:
+            return [wrap(c.text, cols[i] - 2 * pad, size, c.mono, c.bold or head_row)
+                    for i, c in enumerate(row)]
 
         def draw(row: Sequence[Cell], head: bool) -> None:
-            lines = cells_lines(row)
+            lines = cells_lines(row, head)
             height = max(len(x) for x in lines) * line_h + 2 * pad
             x = MARGIN
             for i, c in enumerate(row):
@@ -230,17 +244,18 @@ class Flow:
             self._rule(self.y + height, 0.8 if head else 0.3)
             self.y += height
 
-        def height(row: Sequence[Cell]) -> float:
-            return max(len(x) for x in cells_lines(row)) * line_h + 2 * pad
+        def height(row: Sequence[Cell], head_row: bool = False) -> float:
+            return max(len(x) for x in cells_lines(row, head_row)) * line_h + 2 * pad
 
         head = [Cell(h) for h in headers] if headers else None
         norm = [[c if isinstance(c, Cell) else Cell(str(c)) for c in r] for r in rows]
-        self.need((height(head) if head else 0) + (height(norm[0]) if norm else 0))
+        self.need((height(head, True) if head else 0) + (height(norm[0]) if norm else 0))
         self._rule(self.y, 0.8)
         if head:
             draw(head, True)
         for r in norm:
-            if height(r) > self.room:
+            if height(r) + (height(head, True) if head else 0) > self.room + 1e-6 and \
+                    self.y > TOP + 60:
                 self._page()
                 self._rule(self.y, 0.8)
                 if head:
@@ -312,7 +327,15 @@ def _ticks(ax: Any, xt: Sequence[tuple[float, str]], yt: Sequence[tuple[float, s
     for axis, ticks in ((ax.xaxis, xt), (ax.yaxis, yt)):
         if ticks:
             axis.set_major_locator(FixedLocator([p for p, _ in ticks]))
-            axis.set_major_formatter(FixedFormatter([s for _, s in ticks]))
+            axis.set_major_formatter(FixedFormatter([superscript(s) for _, s in ticks]))
+
+
+def superscript(label: str) -> str:
+    """'10^5' -> '10⁵': the label the analysis gave, typeset."""
+    return re.sub(r"\^(-?\d+)", lambda m: m.group(1).translate(_SUP), label)
+
+
+_SUP = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 def density(ax: Any, hist: Histogram2D) -> None:

@@ -1,0 +1,60 @@
+"""How long writing one culture's PDF takes, and how large it is (target: <= 1 s, <= 1.5 MB).
+
+A culture of 3 tubes of 50,000 events each (8 ISCT markers, 2 populations clustered), built with
+the tests' result builder; the histograms are precomputed by the analysis, so the event count
+matters little. Prints wall and CPU time (median of several runs) and the file size; also the
+overview for 25 cultures.
+
+    python benchmarks/bench_report.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from test_report import RUN_INFO, build_batch  # noqa: E402
+
+from cytomsc.report import write_culture_pdf, write_overview  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    batch = build_batch(n=50_000)
+    culture = next(c for c in batch.cultures if c.culture == "BM-077")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "culture.pdf"
+        t0 = time.perf_counter()
+        write_culture_pdf(culture, batch, path, RUN_INFO)  # first run: imports, font cache
+        first = time.perf_counter() - t0
+        wall, cpu = [], []
+        for _ in range(args.runs):
+            t0, c0 = time.perf_counter(), time.process_time()
+            write_culture_pdf(culture, batch, path, RUN_INFO)
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        size = path.stat().st_size
+        from pypdf import PdfReader
+
+        pages = len(PdfReader(path).pages)
+        print(f"culture PDF (3 tubes x 50,000 events, {pages} pages): "
+              f"first {first:.2f} s, then median wall {statistics.median(wall):.2f} s, "
+              f"CPU {statistics.median(cpu):.2f} s; size {size / 1e6:.2f} MB")
+        batch.cultures = (batch.cultures * 4)[:25]
+        over = Path(tmp) / "overview.pdf"
+        t0 = time.perf_counter()
+        write_overview(batch, over, RUN_INFO)
+        print(f"overview PDF (25 cultures): {time.perf_counter() - t0:.2f} s; "
+              f"size {over.stat().st_size / 1e6:.2f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,444 @@
+"""The culture PDF and the batch overview, checked from their text layer against the results.
+
+The results are built here with known values (the report must print exactly these, with one
+decimal like summary.csv); the event clouds behind the histograms are drawn from a seeded numpy
+Generator. ``build_batch`` is also used by benchmarks/bench_report.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cytomsc.errors import CytomscError
+from cytomsc.report import write_culture_pdf, write_overview
+from cytomsc.results import (
+    BatchResult,
+    CultureResult,
+    FileInfo,
+    GateStep,
+    HeterogeneityResult,
+    Histogram2D,
+    MarkerHistogram,
+    MarkerResult,
+    Population,
+    _fmt,
+)
+
+pypdf = pytest.importorskip("pypdf")
+
+RUN_INFO = {"command": "cytomsc analyze example_fcs -o reports --seed 0",
+            "started": "2026-11-27T12:00:00+00:00", "seed": 0,
+            "parameters": {"jobs": 2, "export_events": False}}
+COCKTAIL = "CD34/CD11b/CD19/CD45/HLA-DR"
+ISCT = [("CD73", "APC-A", "positive", 95.0), ("CD90", "FITC-A", "positive", 95.0),
+        ("CD105", "PerCP-Cy5-5-A", "positive", 95.0), ("CD45", "PE-A", "negative", 2.0),
+        ("CD34", "PE-Cy7-A", "negative", 2.0), ("CD14 or CD11b", "BV421-A", "negative", 2.0),
+        ("CD79a or CD19", "BV510-A", "negative", 2.0), ("HLA-DR", "APC-H7-A", "negative", 2.0)]
+SCATTER_TICKS = [(0.0, "0"), (0.25, "65k"), (0.5, "131k"), (0.75, "196k"), (1.0, "262k")]
+FLUOR_TICKS = [(0.1, "0"), (0.3, "10²"), (0.5, "10³"), (0.7, "10⁴"), (0.9, "10⁵")]
+
+
+# -- building results with a known truth ------------------------------------------------------
+def _cloud(rng: np.random.Generator, n: int, centre: tuple[float, float],
+           sd: tuple[float, float], rho: float = 0.0) -> np.ndarray:
+    cov = [[sd[0] ** 2, rho * sd[0] * sd[1]], [rho * sd[0] * sd[1], sd[1] ** 2]]
+    return rng.multivariate_normal(centre, cov, size=n)
+
+
+def _hist2d(xy: np.ndarray, x: str, y: str, xt=SCATTER_TICKS, yt=SCATTER_TICKS) -> Histogram2D:
+    edges = np.linspace(0.0, 1.0, 129)
+    counts, _, _ = np.histogram2d(xy[:, 0], xy[:, 1], bins=[edges, edges])
+    return Histogram2D(x=x, y=y, counts=counts, x_edges=edges, y_edges=edges, x_ticks=list(xt),
+                       y_ticks=list(yt))
+
+
+def _gates(rng: np.random.Generator, tube: str, n: int) -> list[GateStep]:
+    t = np.column_stack([rng.uniform(0, 1, n), rng.normal(0.45, 0.08, n)])
+    t[(t[:, 0] > 0.47) & (t[:, 0] < 0.52), 1] += 0.3  # a clog: signal jumps
+    time_kept = int(n * 0.95)
+    cells = np.vstack([_cloud(rng, int(n * 0.8), (0.5, 0.4), (0.1, 0.09), 0.5),
+                       _cloud(rng, int(n * 0.2), (0.08, 0.06), (0.04, 0.04))])
+    n_cells = int(time_kept * 0.78)
+    single = np.vstack([_cloud(rng, int(n * 0.85), (0.5, 0.5), (0.1, 0.1), 0.97),
+                        _cloud(rng, int(n * 0.15), (0.75, 0.45), (0.08, 0.08), 0.9)])
+    n_single = int(n_cells * 0.88)
+    live = np.column_stack([np.concatenate([rng.normal(0.2, 0.05, int(n * 0.9)),
+                                            rng.normal(0.7, 0.06, int(n * 0.1))]),
+                            rng.normal(0.4, 0.1, n)])
+    n_live = int(n_single * 0.91)
+    def step(gate, parent, count, x, y, vertices, note, hist) -> GateStep:
+        return GateStep(tube=tube, gate=gate, parent_count=parent, count=count, x=x, y=y,
+                        vertices=vertices, note=note, histogram=hist)
+
+    return [
+        step("time", n, time_kept, "Time", None, [(0.0, 0.47), (0.52, 1.0)],
+             "dropped 5 % of acquisition time where the median signal jumped (clog)",
+             _hist2d(t, "Time", "FSC-A", xt=[])),
+        step("cells", time_kept, n_cells, "FSC-A", "SSC-A",
+             [(0.22, 0.12), (0.85, 0.2), (0.9, 0.8), (0.35, 0.75), (0.2, 0.4)],
+             "polygon around the main FSC/SSC density peak; debris near the origin left out",
+             _hist2d(cells, "FSC-A", "SSC-A")),
+        step("singlets", n_cells, n_single, "FSC-A", "FSC-H",
+             [(0.2, 0.15), (0.85, 0.8), (0.8, 0.92), (0.15, 0.3)],
+             "band along the FSC-A = FSC-H diagonal, 3 robust SD wide",
+             _hist2d(single, "FSC-A", "FSC-H")),
+        step("live", n_single, n_live, "7-AAD-A", None, [(0.0, 0.45)],
+             "viability dye below the valley between the live and dead peaks",
+             _hist2d(live, "7-AAD-A", "SSC-A", xt=FLUOR_TICKS)),
+    ]
+
+
+def _marker(rng: np.random.Generator, name: str, channel: str | None, expect: str, limit: float,
+            pct: float | None, n: int, *, passed: bool | None = None, borderline: bool = False,
+            source: str = "isotype", half_width: float = 0.3, spread: float = 1.0) -> MarkerResult:
+    if channel is None or pct is None:
+        return MarkerResult(marker=name, channel=channel, expect=expect, limit=limit)
+    if passed is None and expect != "informative":
+        passed = pct >= limit if expect == "positive" else pct <= limit
+    edges = np.linspace(0.0, 1.0, 201)
+    n_pos = int(round(n * pct / 100))
+    stained = np.concatenate([rng.normal(0.25, 0.05, n - n_pos), rng.normal(0.68, 0.07, n_pos)])
+    control = rng.normal(0.25, 0.05, n)
+    hist = MarkerHistogram(edges=edges, stained=np.histogram(stained, edges)[0],
+                           control=np.histogram(control, edges)[0], control_role=source,
+                           threshold=0.38, ticks=list(FLUOR_TICKS))
+    return MarkerResult(marker=name, channel=channel, expect=expect, limit=limit,
+                        percent_positive=pct,
+                        ci95=(max(0.0, pct - half_width), min(100.0, pct + half_width)),
+                        threshold=1234.5, threshold_source=source, control_spread_ratio=spread,
+                        events=n, passed=passed, borderline=borderline, tube="stained.fcs",
+                        histogram=hist)
+
+
+def _heterogeneity(rng: np.random.Generator, fractions: list[float],
+                   labels: list[str]) -> HeterogeneityResult:
+    channels = ["FSC-A", "SSC-A", "CD90 FITC-A", "CD105 PerCP-Cy5-5-A", "CD73 APC-A"]
+    pops, xy, lab = [], [], []
+    for k, (f, label) in enumerate(zip(fractions, labels, strict=True), start=1):
+        medians = rng.uniform(200, 120_000, len(channels))
+        pops.append(Population(id=k, fraction=f, ci95=(f - 0.012, f + 0.012), label=label,
+                               medians={ch: float(v) for ch, v in zip(channels, medians,
+                                                                       strict=True)}))
+        m = int(3000 * f)
+        xy.append(_cloud(rng, m, (3.0 * k, (-1) ** k), (1.0, 0.8)))
+        lab.append(np.full(m, k))
+    ent = float(-sum(f * np.log(f) for f in fractions))
+    bim = {ch: {"dip": 0.004 + 0.01 * i, "p_value": 0.9 if len(fractions) == 1 or i else 0.001,
+                "bimodal": len(fractions) > 1 and i == 0, "robust_cv": 0.2 + 0.05 * i}
+           for i, ch in enumerate(channels[2:])}
+    return HeterogeneityResult(n_populations=len(fractions), populations=pops, entropy=ent,
+                               effective_number=float(np.exp(ent)), bimodality=bim,
+                               channels=channels, method="gaussian mixture, BIC, PCA view",
+                               n_events=20_000, embedding=np.vstack(xy),
+                               embedding_labels=np.concatenate(lab))
+
+
+def _culture(rng: np.random.Generator, name: str, verdict: str, markers: list[MarkerResult],
+             n: int, *, borderline: bool = False, warnings: list[str] | None = None,
+             missing: list[str] | None = None, joint: float | None = None,
+             het: HeterogeneityResult | None = None) -> CultureResult:
+    tubes = ["stained.fcs", "isotype.fcs", "unstained.fcs"]
+    files = [FileInfo(path=f"/data/{name}/{t}", role=t.split(".")[0], sha256=f"{i:x}" * 64,
+                      events=n, cytometer="FACSCanto II", date="2026-11-20")
+             for i, t in enumerate(tubes, start=10)]
+    gates = [g for t in tubes for g in _gates(rng, t, n)]
+    live = gates[3].count
+    events = {"total": n, "time_ok": gates[0].count, "cells": gates[1].count,
+              "singlets": gates[2].count, "live": live}
+    return CultureResult(
+        culture=name, verdict=verdict, borderline=borderline, files=files, events=events,
+        markers=markers, joint_phenotype_percent=joint,
+        joint_phenotype_ci95=(joint - 0.6, joint + 0.6) if joint is not None else None,
+        warnings=warnings or [], missing_markers=missing or [],
+        metadata={"tissue_source": "bone marrow", "passage": "P4",
+                  "detachment_reagent": "TrypLE"},
+        heterogeneity=het, gates=gates, output_name=name)
+
+
+def build_batch(n: int = 5000, seed: int = 0) -> BatchResult:
+    """Seven cultures: pass, fail, inconclusive, borderline, cocktail, heterogeneous, and one
+    with long warnings; every % positive is set here and must appear in the PDFs as is."""
+    rng = np.random.default_rng(seed)
+    good = {"CD73": 99.1, "CD90": 98.7, "CD105": 97.3, "CD45": 0.4, "CD34": 0.8,
+            "CD14 or CD11b": 0.3, "CD79a or CD19": 0.2, "HLA-DR": 1.1}
+
+    def isct(values: dict[str, float | None], **kw) -> list[MarkerResult]:
+        return [_marker(rng, m, ch if values.get(m) is not None else None, e, lim,
+                        values.get(m), n, **kw.get(m, {})) for m, ch, e, lim in ISCT]
+
+    cultures = [
+        _culture(rng, "BM-041", "pass", isct(good), n, joint=94.6,
+                 het=_heterogeneity(rng, [1.0], ["CD90 bright CD105 bright, large"])),
+        _culture(rng, "BM-042", "fail", isct({**good, "CD105": 88.3, "HLA-DR": 6.4},
+                                             CD105={"spread": 1.37}), n,
+                 joint=81.2, warnings=["CD105 is dim: trypsin detachment lowers CD105; check "
+                                       "the detachment reagent before repeating."]),
+        _culture(rng, "AD-007", "inconclusive",
+                 isct({k: v for k, v in good.items()
+                       if k not in ("CD14 or CD11b", "CD79a or CD19")}),
+                 n, missing=["CD14 or CD11b", "CD79a or CD19"],
+                 warnings=["No channel carries CD14 or CD11b, nor CD79a or CD19: the panel "
+                           "cannot be judged."]),
+        _culture(rng, "UC-113", "pass", isct({**good, "CD73": 95.4},
+                                             CD73={"borderline": True, "half_width": 0.9}),
+                 n, borderline=True, joint=93.0),
+        _culture(rng, "BM-050", "pass",
+                 [_marker(rng, m, ch, e, lim, good[m], n) for m, ch, e, lim in ISCT[:3]]
+                 + [_marker(rng, COCKTAIL, "PE-A", "negative", 2.0, 1.3, n, source="fmo")], n,
+                 joint=95.8),
+        _culture(rng, "BM-077", "pass", isct(good), n, joint=96.1,
+                 het=_heterogeneity(rng, [0.68, 0.32], ["CD90 bright CD105 bright, large",
+                                                        "CD90 dim CD105 bright, small"])),
+        _culture(rng, "BM-099", "pass", isct(good, CD90={"source": "auto"}), n,
+                 warnings=[f"Warning {i}: only 8,512 gated events in the stained tube (fewer "
+                           "than 10,000), so each % positive is less precise; the interval "
+                           "shows how much. " * 2 for i in range(14)]),
+    ]
+    errors = [{"path": "/data/broken/tube3.fcs",
+               "message": "not an FCS file: the header does not start with 'FCS'"},
+              {"path": "/data/broken/truncated.fcs",
+               "message": "truncated: $ENDDATA points past the end of the file"}]
+    return BatchResult(
+        cytomsc_version="0.1.0",
+        panel={"id": "isct-2006", "name": "ISCT 2006 minimal criteria",
+               "reference": "Dominici et al., Cytotherapy 2006;8:315-317", "sha256": "ab" * 32},
+        parameters={"seed": 0, "control_percentile": 99.5, "panel": "isct-2006", "comp": "file",
+                    "min_events": 1000},
+        cultures=cultures, errors=errors)
+
+
+# -- tests ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[BatchResult, dict[str, list[str]]]:
+    """Every culture's PDF and the overview, written once; text of each page by file stem."""
+    out = tmp_path_factory.mktemp("reports")
+    batch = build_batch(n=3000)
+    texts = {}
+    for c in batch.cultures:
+        write_culture_pdf(c, batch, out / f"{c.culture}.pdf", RUN_INFO)
+    write_overview(batch, out / "overview.pdf", RUN_INFO)
+    for pdf in out.glob("*.pdf"):
+        assert pdf.stat().st_size < 1.5e6
+        texts[pdf.stem] = [p.extract_text() for p in pypdf.PdfReader(pdf).pages]
+    return batch, texts
+
+
+def small_culture(batch: BatchResult) -> CultureResult:
+    """The cocktail culture with the stained tube's gates only: a short PDF, quick to write."""
+    c = _named(batch, "BM-050")
+    return dataclasses.replace(c, gates=[g for g in c.gates if g.tube == "stained.fcs"])
+
+
+def _named(batch: BatchResult, name: str) -> CultureResult:
+    return next(c for c in batch.cultures if c.culture == name)
+
+
+def test_footer_on_every_page(written):
+    batch, texts = written
+    for name, pages in texts.items():
+        footer = "Batch overview" if name == "overview" else f"Culture {name}"
+        for n, text in enumerate(pages, start=1):
+            assert f"page {n} of {len(pages)}" in text, (name, n)
+            assert footer in text
+
+
+def test_sections_and_page_count(written):
+    batch, texts = written
+    for c in batch.cultures:
+        pages = texts[c.culture]
+        titles = [t.splitlines()[1] for t in pages]  # line 0 is the running header
+        assert titles[0] == "QC summary"
+        assert titles[-1] == "Audit trail"
+        expected = ["QC summary", "Gating: stained.fcs", "Gating: isotype.fcs",
+                    "Gating: unstained.fcs", "Marker histograms", "Audit trail"]
+        if c.heterogeneity is not None:
+            expected.insert(5, "Heterogeneity")
+        assert [t for t in titles if not t.endswith("(continued)")] == expected
+        # one page per tube's gates, 6 histograms a page, and a continuation page only where
+        # the warnings do not fit on the summary page (BM-099)
+        n_markers = sum(m.channel is not None for m in c.markers)
+        n = 1 + 3 + -(-n_markers // 6) + (c.heterogeneity is not None) + 1
+        more = titles.count("QC summary (continued)")
+        assert more == 1 if c.culture == "BM-099" else more <= 1
+        assert len(pages) == n + more, c.culture
+
+
+def test_verdict_and_every_percentage_as_printed(written):
+    batch, texts = written
+    for c in batch.cultures:
+        pages = texts[c.culture]
+        summary = "\n".join(p for p in pages if p.splitlines()[1].startswith("QC summary"))
+        verdict = summary.split("Verdict\n", 1)[1].splitlines()[0]
+        assert verdict == {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}[
+            c.verdict]
+        assert ("borderline" in summary.split("Every", 1)[0]) == c.borderline
+        markers_page = "\n".join(p for p in pages if "Marker histograms" in p.splitlines()[1])
+        for m in c.markers:
+            if m.percent_positive is None:
+                assert m.marker in markers_page.split("Not measured", 1)[1]
+                continue
+            pct, lo, hi = _fmt(m.percent_positive), _fmt(m.ci95[0]), _fmt(m.ci95[1])
+            # the criteria table row: channel, limit, % positive, interval in that order
+            row = re.search(rf"{re.escape(m.channel)} {m.expect} [≥≤] {_fmt(m.limit)} "
+                            rf"(\S+) (\S+)–(\S+) ", summary)
+            assert row is not None, (c.culture, m.marker)
+            assert row.groups() == (pct, lo, hi)
+            # the histogram's title
+            assert f"{pct} % positive (95 % interval {lo}–{hi})" in markers_page
+            word = "✓ pass" if m.passed else "✗ FAIL"
+            assert word in row.string[row.end():row.end() + 40]
+        if c.joint_phenotype_percent is not None:
+            assert f"Joint phenotype: {_fmt(c.joint_phenotype_percent)} % of cells" in summary
+
+
+def test_fail_inconclusive_borderline_cocktail_are_said(written):
+    batch, texts = written
+    fail = "\n".join(texts["BM-042"])
+    assert "Outside the panel's limit: CD105, HLA-DR." in fail
+    assert "88.3 % positive (95 % interval 88.0–88.6)\n✗ FAIL · limit ≥ 95.0 %" in fail
+    assert "isotype, widened ×1.37" in " ".join(fail.split())
+    incon = "\n".join(texts["AD-007"])
+    assert "No verdict possible (markers in no channel: CD14 or CD11b, CD79a or CD19)" in incon
+    assert incon.count("– not measured") == 2
+    border = " ".join(texts["UC-113"][0].split())
+    assert "Borderline: the 95 % interval of CD73 crosses its limit" in border
+    assert "≥ 95.0 95.4 94.5–96.3 isotype 3,000 ✓ pass (borderline)" in border
+    cocktail = "\n".join(texts["BM-050"])
+    assert "Cocktail channel PE-A carries CD34, CD11b, CD19, CD45, HLA-DR" in cocktail
+    assert "1.3 % positive (95 % interval 1.0–1.6)\n✓ pass · limit ≤ 2.0 %" in cocktail
+    assert "threshold from FMO" in cocktail
+    auto = "\n".join(texts["BM-099"])
+    assert "auto (no control)" in auto
+    assert "Warning 13: only 8,512 gated events" in auto  # the last warning, on page 2
+
+
+def test_heterogeneity_in_words(written):
+    batch, texts = written
+    two = "\n".join(texts["BM-077"])
+    assert ("2 populations: 68.0 % CD90 bright CD105 bright, large (P1); "
+            "32.0 % CD90 dim CD105 bright, small (P2).") in " ".join(two.split())
+    assert "66.8–69.2" in two and "30.8–33.2" in two  # fractions with their intervals
+    assert "yes: two peaks" in two
+    one = "\n".join(texts["BM-041"])
+    assert "One population: no subpopulations found." in one
+    assert "yes: two peaks" not in one
+
+
+def test_audit_page_has_every_hash_and_parameter(written):
+    batch, texts = written
+    c = _named(batch, "BM-042")
+    audit = texts["BM-042"][-1]
+    assert "Audit trail" in audit
+    for f in c.files:
+        assert f.sha256 in audit  # on one line: not wrapped
+    assert batch.panel["sha256"] in audit
+    for key in (*batch.parameters, *RUN_INFO["parameters"]):
+        assert key in audit
+    assert RUN_INFO["command"] in audit and RUN_INFO["started"] in audit
+    assert "Random seed 0" in audit and "cytomsc version 0.1.0" in audit
+
+
+def test_overview_table_and_errors(written):
+    batch, texts = written
+    ov = "\n".join(texts["overview"])
+    assert "7 cultures: 5 pass, 1 fail, 1 inconclusive (1 borderline)." in ov
+    for e in batch.errors:
+        assert e["path"] in ov and e["message"] in ov
+    table = ov.split("Files that could not be read")[0]
+    names = [c.culture for c in batch.cultures]
+    for k, c in enumerate(batch.cultures):
+        # the culture's row: from its name to the next culture's (cells may wrap)
+        start = table.index(f"\n{c.culture} ")
+        end = table.index(f"\n{names[k + 1]} ") if k + 1 < len(names) else len(table)
+        line = table[start:end]
+        cells = [m for m in c.markers]
+        printed = re.findall(r"(\d+\.\d) ([✓✗]\??)", line)
+        expected = [(_fmt(m.percent_positive), ("✓" if m.passed else "✗")
+                     + ("?" if m.borderline else "")) for m in cells
+                    if m.percent_positive is not None]
+        assert printed == expected, c.culture
+        assert c.verdict.upper() in line
+    assert "2: 68.0 / 32.0" in ov
+
+
+def test_same_input_same_bytes(tmp_path):
+    """Same result, same bytes: in this process and in a fresh one (another hash seed), as a
+    batch run with --jobs writes them."""
+    batch = build_batch(n=2000)
+    c = small_culture(batch)
+    write_culture_pdf(c, batch, tmp_path / "a.pdf", RUN_INFO)
+    write_culture_pdf(c, batch, tmp_path / "b.pdf", RUN_INFO)
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+            "from test_report import build_batch, small_culture, RUN_INFO; "
+            "from cytomsc.report import write_culture_pdf; b = build_batch(n=2000); "
+            "write_culture_pdf(small_culture(b), b, Path(sys.argv[2]), RUN_INFO)")
+    subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent),
+                    str(tmp_path / "c.pdf")], check=True, env={**os.environ,
+                                                               "PYTHONHASHSEED": "7"})
+    a = (tmp_path / "a.pdf").read_bytes()
+    assert a == (tmp_path / "b.pdf").read_bytes() == (tmp_path / "c.pdf").read_bytes()
+    assert b"CreationDate" not in a and b"/Producer (cytomsc 0.1.0)" in a
+
+
+def test_pages_draw_and_text_is_large_enough(tmp_path):
+    import matplotlib.image
+    from matplotlib.text import Text
+
+    from cytomsc.report.pdf import culture_pages
+
+    batch = build_batch(n=2000)
+    pages = culture_pages(_named(batch, "BM-077"), batch, RUN_INFO)
+    for fig in pages:
+        for t in fig.findobj(Text):
+            if t.get_text().strip():
+                assert t.get_fontsize() >= 7, t.get_text()
+    pages[1].savefig(tmp_path / "gating.png", dpi=40)
+    img = matplotlib.image.imread(tmp_path / "gating.png")
+    ink = (img[..., :3].mean(axis=2) < 0.9).mean()
+    assert 0.02 < ink < 0.6  # the density plots and gate outlines are there, not a blank page
+    dark = (img[..., :3].mean(axis=2) < 0.3).mean()
+    assert dark > 0.001
+
+
+def test_unwritable_path_is_one_line_error(tmp_path):
+    batch = build_batch(n=500)
+    target = tmp_path / "no such folder" / "x.pdf"
+    with pytest.raises(CytomscError) as err:
+        write_overview(batch, target, RUN_INFO)
+    assert str(target) in err.value.message and "\n" not in err.value.message
+
+
+def test_importing_report_does_not_load_matplotlib():
+    code = "import sys, cytomsc.report; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_sparse_culture_and_literal_dollars(tmp_path):
+    """A culture the analysis could say little about still gives a readable PDF; FCS keyword
+    names with '$' are printed as written (not typeset as maths)."""
+    batch = build_batch(n=500)
+    bare = CultureResult(
+        culture="odd $name_1", verdict="inconclusive", borderline=False,
+        files=[FileInfo(path="/data/x.fcs", role="stained", sha256="0" * 64)],
+        events={"total": 812}, markers=[MarkerResult(marker="CD73", channel=None,
+                                                     expect="positive", limit=95.0)],
+        warnings=["$PnS and $PnR are empty in x.fcs: channels could not be matched"],
+        missing_markers=["CD73", "CD90"],
+        gates=[GateStep(tube="x.fcs", gate="cells", parent_count=812, count=0, x="FSC-A",
+                        y="SSC-A")])
+    path = tmp_path / "bare.pdf"
+    write_culture_pdf(bare, batch, path, {})
+    text = "\n".join(p.extract_text() for p in pypdf.PdfReader(path).pages)
+    assert "$PnS and $PnR are empty in x.fcs" in text
+    assert "Culture odd $name_1" in text and "INCONCLUSIVE" in text
+    assert "cells: 0.0 % inside" in text and "no plot data returned" in text
+    assert "Not measured (no channel carries them): CD73, CD90." in text
