@@ -143,7 +143,7 @@ def _read_tubes(spec: Any, opts: Options, errors: list[dict[str, str]],
 
 def _prepare_and_gate(tubes: list[_Tube], opts: Options, seed: int, warnings: list[str]) -> None:
     """Compensate, transform with one scale per channel for the culture, gate every tube."""
-    from .gating import gate_tube
+    from .gating import GatingOutcome, gate_tube
     from .preprocess import prepare
 
     comp = opts.comp
@@ -153,8 +153,16 @@ def _prepare_and_gate(tubes: list[_Tube], opts: Options, seed: int, warnings: li
         tube.prep = prepare(tube.fcs, comp=comp, logicle_params=shared or None)
         for ch, p in tube.prep.logicle.items():
             shared.setdefault(ch, p)
-        tube.gating = gate_tube(tube.prep, tube.fcs, tube.name, seed=seed)
         n = tube.prep.compensated.shape[0]
+        try:
+            tube.gating = gate_tube(tube.prep, tube.fcs, tube.name, seed=seed)
+        except CytomscError as err:
+            # A tube whose events leave no cells to gate (all saturated, all debris) is kept
+            # with nothing inside its gates: its culture becomes inconclusive, not an error.
+            none = np.zeros(n, dtype=bool)
+            tube.gating = GatingOutcome(
+                masks={g: none for g in GATE_ORDER}, steps=[], specs=[],
+                warnings=[f"no cells could be gated ({err.reason}); every event was excluded"])
         finite = np.isfinite(tube.prep.compensated).all(axis=1)
         tube.final = _final_mask(tube.gating, n) & finite
         warnings.extend(w if w.startswith(f"{tube.name}:") else f"{tube.name}: {w}"

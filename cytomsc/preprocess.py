@@ -128,6 +128,9 @@ def _check_matrix(names: list[str], matrix: np.ndarray, channels: list[str],
     n = len(names)
     if matrix.shape != (n, n):
         raise CytomscError(f"{what} is {matrix.shape} for {n} detectors", path)
+    twice = sorted({d for d in names if names.count(d) > 1})
+    if twice:
+        raise CytomscError(f"{what} names a detector twice: {', '.join(twice)}", path)
     missing = [d for d in names if d not in channels]
     if missing:
         raise CytomscError(f"{what} names detectors not in the file: {', '.join(missing)}", path)

@@ -331,10 +331,6 @@ def test_manifest_naming_missing_files(tmp_path: Path) -> None:
     assert [(c["culture"], c["verdict"]) for c in summary["cultures"]] == [("M1", "pass")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gating: committed _pile_bounds keeps a pile when every event has one value (saturated events "
-    "judged, verdict 'fail'); the working-tree gating raises 'too few events to place a cells "
-    "gate' for the whole culture, naming the culture, not the file. Remove when fixed."))
 def test_every_event_saturated_is_inconclusive(tmp_path: Path) -> None:
     """All scatter values at $PnR - 1: the margin gate must remove them all (issue 3/6)."""
     folder = tmp_path / "in" / "gated_out"
@@ -370,10 +366,7 @@ def test_spillover_naming_a_detector_twice_is_not_judged(tmp_path: Path) -> None
     assert "Traceback" not in stderr
     summary = _summary(out)
     judged = [c for c in summary["cultures"] if c["verdict"] != "inconclusive"]
-    if judged and not summary["errors"]:
-        pytest.xfail("preprocess._check_matrix accepts duplicate detector names in $SPILLOVER; "
-                     "compensate() then leaves a channel uncompensated (bug for the "
-                     "preprocess owner)")
+    assert not judged
     assert code == 1
     assert any("spillover" in e["message"].lower() for e in summary["errors"])
 
