@@ -280,6 +280,7 @@ def _cluster(stained: _Tube, assignments: list[Any], seed: int
     if X.shape[0] < 100:
         return None, None, None
     het, labels = describe_heterogeneity(X, channels, names, raw, seed=seed)
+    het.names = {ch: names[ch] for ch in channels}
     population = np.zeros(stained.prep.compensated.shape[0], dtype=np.int32)
     population[stained.final] = labels
     rng = np.random.default_rng(seed)

@@ -139,6 +139,7 @@ class HeterogeneityResult:
     channels: list[str]
     method: str
     n_events: int  # events clustered (after subsampling)
+    names: dict[str, str] = field(default_factory=dict)  # channel -> marker ("FITC-A": "CD90")
     # 2-D view of a subsample: coordinates (n, 2) and population ids (n,)
     embedding: np.ndarray | None = plot_field()
     embedding_labels: np.ndarray | None = plot_field()

@@ -296,7 +296,8 @@ def _heterogeneity(flow: Flow, h: HeterogeneityResult) -> None:
     else:
         desc = "; ".join(f"{plots.pct(100 * p.fraction)} % {p.label} (P{p.id})" for p in pops)
         flow.text(f"{h.n_populations} populations: {desc}.", size=11, bold=True)
-    flow.text(f"Live single cells clustered on {', '.join(h.channels)} ({h.n_events:,} events, "
+    named = [_marker_name(h, ch) for ch in h.channels]
+    flow.text(f"Live single cells clustered on {', '.join(named)} ({h.n_events:,} events, "
               f"method: {h.method}). Effective number of populations "
               f"{h.effective_number:.2f} (Shannon entropy {h.entropy:.3f} nats; 1.00 means one "
               "population).", size=8.5)
@@ -318,7 +319,7 @@ def _heterogeneity(flow: Flow, h: HeterogeneityResult) -> None:
         scaled = np.where(hi > lo, (scaled - lo) / span, 0.5)
         labels = np.array([[_short(v) for v in row] for row in med])
         plots.heatmap(ax, np.nan_to_num(scaled, nan=0.0), labels,
-                      [f"P{p.id}" for p in pops], h.channels)
+                      [f"P{p.id}" for p in pops], named)
         ax.set_title("Population medians (compensated units)", fontsize=8, loc="left")
         bx = fig.add_axes((x + w * 0.74, y + 58 / 842, w * 0.26, hh - 78 / 842))
         ypos = np.arange(len(pops))
@@ -352,7 +353,7 @@ def _heterogeneity(flow: Flow, h: HeterogeneityResult) -> None:
     order += sorted(ch for ch in h.bimodality if ch not in h.channels)
     for ch in order:
         b = h.bimodality[ch]
-        rows.append([ch, _num(b.get("dip"), 4), _num(b.get("p_value"), 3),
+        rows.append([_marker_name(h, ch), _num(b.get("dip"), 4), _num(b.get("p_value"), 3),
                      Cell("yes: two peaks" if b.get("bimodal") else "no",
                           bold=bool(b.get("bimodal"))), _num(b.get("robust_cv"), 3)])
     flow.table(["Channel", "Dip statistic", "p value", "Bimodal", "Robust CV"],
@@ -360,6 +361,12 @@ def _heterogeneity(flow: Flow, h: HeterogeneityResult) -> None:
                [0.3, 0.17, 0.17, 0.19, 0.17], size=8, aligns="lrrlr")
     flow.text("Hartigan's dip test: a small p value means the channel has more than one peak.",
               size=7.5)
+
+
+def _marker_name(h: Any, channel: str) -> str:
+    """'CD90 (FL1-A)' when the analysis named the channel's marker, else the channel."""
+    name = getattr(h, "names", {}).get(channel)
+    return f"{name} ({channel})" if name and name != channel else channel
 
 
 def _num(v: Any, digits: int) -> str:
