@@ -3,9 +3,9 @@
 Rules (issue 3 §5): a marker passes when its % positive is >= the limit (positive markers) or
 <= the limit (negative markers and cocktails); informative markers are reported, never judged. In
 order: a stained tube with fewer than ``MIN_EVENTS`` gated events makes the culture inconclusive
-(no percentage can be trusted); else any failed marker makes it fail (a failure is decisive even
-if another criterion was not measured); else a required criterion with no channel makes it
-inconclusive; else it passes.
+(no percentage can be trusted); else a required criterion with no channel makes it inconclusive
+(the panel was not measured in full; an immune panel on a blood sample is not an MSC failure),
+with any failed markers still named; else any failed marker makes it fail; else it passes.
 ``borderline`` flags a marker whose 95 % interval contains its limit: the verdict could flip with
 another acquisition of the same cells.
 """
@@ -20,7 +20,8 @@ WARN_EVENTS = 10_000  # fewer: a warning (the interval widens; ISCT labs acquire
 
 def judge_marker(m: MarkerResult) -> MarkerResult:
     """Set ``passed`` and ``borderline`` of one measured marker (in place, and returned)."""
-    if m.expect == "informative" or m.limit is None or m.percent_positive is None:
+    if (m.expect == "informative" or m.limit is None or m.percent_positive is None
+            or m.percent_positive != m.percent_positive):  # NaN: nothing measured
         m.passed = None
         m.borderline = False
         return m
@@ -53,17 +54,17 @@ def culture_verdict(
         )
         return "inconclusive", borderline, reasons
     failed = [m for m in judged if not m.passed]
-    if failed:
-        # A failed criterion decides the culture even when another marker was not measured.
-        for m in failed:
-            op = ">=" if m.expect == "positive" else "<="
-            reasons.append(
-                f"{m.marker}: {m.percent_positive:.1f} % positive, required {op} {m.limit:g} %"
-            )
-        return "fail", borderline, reasons
+    for m in failed:
+        op = ">=" if m.expect == "positive" else "<="
+        reasons.append(
+            f"{m.marker}: {m.percent_positive:.1f} % positive, required {op} {m.limit:g} %"
+        )
     if missing:
+        # The panel was not measured in full: no verdict, though failed markers are still named.
         reasons.append("no channel for " + ", ".join(missing) + ": verdict inconclusive")
         return "inconclusive", borderline, reasons
+    if failed:
+        return "fail", borderline, reasons
     if not judged:
         return "inconclusive", False, ["no marker could be judged"]
     return "pass", borderline, reasons

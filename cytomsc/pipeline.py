@@ -141,8 +141,14 @@ def _read_tubes(spec: Any, opts: Options, errors: list[dict[str, str]],
     return tubes, files
 
 
-def _prepare_and_gate(tubes: list[_Tube], opts: Options, seed: int, warnings: list[str]) -> None:
-    """Compensate, transform with one scale per channel for the culture, gate every tube."""
+def _prepare_and_gate(tubes: list[_Tube], opts: Options, seed: int, warnings: list[str],
+                      withheld: list[str]) -> None:
+    """Compensate, transform with one scale per channel for the culture, gate every tube.
+
+    A file whose own spillover matrix cannot be used (names detectors it lacks, singular) is
+    analysed uncompensated so that its gates and funnel are still shown, and the reason goes to
+    ``withheld``: uncompensated percentages must not become a verdict. A matrix the user gave with
+    ``--comp`` is an error instead (it is theirs to fix)."""
     from .gating import GatingOutcome, gate_tube
     from .preprocess import prepare
 
@@ -150,7 +156,14 @@ def _prepare_and_gate(tubes: list[_Tube], opts: Options, seed: int, warnings: li
     shared: dict[str, Any] = {}
     # The stained tubes set the scale (they span the positive range); the controls reuse it.
     for tube in sorted(tubes, key=lambda t: t.role != "stained"):
-        tube.prep = prepare(tube.fcs, comp=comp, logicle_params=shared or None)
+        try:
+            tube.prep = prepare(tube.fcs, comp=comp, logicle_params=shared or None)
+        except CytomscError as err:
+            if comp is not None:
+                raise
+            withheld.append(f"{tube.name}: {err.reason}; analysed without compensation, so no "
+                            "verdict is given")
+            tube.prep = prepare(tube.fcs, comp="none", logicle_params=shared or None)
         for ch, p in tube.prep.logicle.items():
             shared.setdefault(ch, p)
         n = tube.prep.compensated.shape[0]
@@ -200,6 +213,12 @@ def _measure(stained: _Tube, assignment: Any, tubes: list[_Tube], opts: Options,
     values = stained.prep.compensated[stained.final, col]
     display = stained.prep.display[stained.final, col]
     params = stained.prep.logicle.get(ch)
+    if values.size == 0:
+        warnings.append(f"{assignment.label} ({ch}): no cells left in {stained.name} after "
+                        "gating: not measured")
+        return (MarkerResult(marker=assignment.label, channel=ch, expect=crit.expect,
+                             limit=crit.limit, tube=stained.name),
+                np.zeros(stained.prep.compensated.shape[0], dtype=bool))
     control, source = _pick_control(tubes, assignment.markers, ch)
     control_display = None
     ratio = 1.0
@@ -344,7 +363,8 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
         warnings.append("no stained tube could be read (only controls): nothing to judge")
         return result, errors, out.written, None
 
-    _prepare_and_gate(tubes, opts, seed, warnings)
+    withheld: list[str] = []
+    _prepare_and_gate(tubes, opts, seed, warnings, withheld)
 
     # Markers to channels, per stained tube; a criterion is read in the first tube that has it.
     missing_sets: list[set[str]] = []
@@ -384,6 +404,9 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
         warnings.append("markers in no channel: " + ", ".join(missing))
     result.verdict, result.borderline, reasons = culture_verdict(result.markers, missing, gated)
     warnings.extend(reasons)
+    if withheld:
+        result.verdict = "inconclusive"
+        warnings.extend(withheld)
     _joint_phenotype(result, main, calls.get(main.name, {}), chosen, panel)
 
     population = None
@@ -395,9 +418,13 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
 
     from .gating import gating_strategy, write_gatingml
 
-    strategy = gating_strategy({t.name: (t.prep, t.gating) for t in tubes})
-    with out.atomic(folder, "gates.xml") as tmp:
-        write_gatingml(strategy, tmp)
+    if any(t.gating.specs for t in tubes):
+        strategy = gating_strategy({t.name: (t.prep, t.gating) for t in tubes})
+        with out.atomic(folder, "gates.xml") as tmp:
+            write_gatingml(strategy, tmp)
+    else:
+        warnings.append("no gate could be placed in any tube (no scatter or time channels): "
+                        "every event was counted and no gates.xml was written")
     result.gates = [s for t in tubes for s in t.gating.steps]
     if opts.export_events:
         taken: set[str] = set()

@@ -643,12 +643,10 @@ def truth_of(design: CultureDesign, tubes: list[SimulatedTube]) -> dict:
     gated = {t.filename: int(t.gated().sum()) for t in tubes}
     missing = _missing(design.panel, list(markers))
     low = any(gated[t.filename] < MIN_GATED for t in stained)
-    if low:
+    if low or missing:
         verdict = "inconclusive"
     elif not all(verdict_markers.values()):
         verdict = "fail"
-    elif missing:
-        verdict = "inconclusive"
     else:
         verdict = "pass"
     joint = _joint(design.panel, stained)

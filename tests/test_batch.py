@@ -351,8 +351,8 @@ def test_every_event_saturated_is_inconclusive(tmp_path: Path) -> None:
 
 
 def test_spillover_naming_a_detector_twice_is_not_judged(tmp_path: Path) -> None:
-    """A $SPILLOVER that lists one detector twice cannot be inverted meaningfully: the tube must
-    be an error (or the culture not judged), never a verdict on miscompensated values."""
+    """A $SPILLOVER that lists one detector twice cannot be inverted meaningfully: the culture is
+    shown uncompensated but not judged, never a verdict on miscompensated values."""
     folder = tmp_path / "in" / "dup_spill"
     folder.mkdir(parents=True)
     for t in _tubes("dup_spill", 1):
@@ -366,9 +366,9 @@ def test_spillover_naming_a_detector_twice_is_not_judged(tmp_path: Path) -> None
     assert "Traceback" not in stderr
     summary = _summary(out)
     judged = [c for c in summary["cultures"] if c["verdict"] != "inconclusive"]
-    assert not judged
-    assert code == 1
-    assert any("spillover" in e["message"].lower() for e in summary["errors"])
+    assert not judged and code == 0
+    warnings = summary["cultures"][0]["warnings"]
+    assert any("detector twice" in w and "no verdict" in w for w in warnings)
 
 
 def test_no_traceback_from_the_installed_command(tmp_path: Path) -> None:

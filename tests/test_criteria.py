@@ -37,6 +37,7 @@ def test_culture_verdicts() -> None:
     assert culture_verdict(good, ["CD14 or CD11b"], [20_000])[0] == "inconclusive"
     assert culture_verdict(good, [], [900])[0] == "inconclusive"
     assert culture_verdict(good, [], [])[0] == "inconclusive"
-    # a failure decides even when another criterion is missing; too few events decides first
-    assert culture_verdict(bad, ["CD14 or CD11b"], [20_000])[0] == "fail"
+    # a missing criterion withholds the verdict, but the failure is still named
+    verdict, _, reasons = culture_verdict(bad, ["CD14 or CD11b"], [20_000])
+    assert verdict == "inconclusive" and any("CD90" in r for r in reasons)
     assert culture_verdict(bad, [], [500])[0] == "inconclusive"
