@@ -46,4 +46,6 @@ def test_real_exports_analyse_without_error(corpus: Path, corpus_expected: dict,
         assert c["verdict"] == "inconclusive", (c["culture"], c["warnings"])
         assert c["missing_markers"], c["culture"]
         assert any("markers in no channel" in w for w in c["warnings"])
-        assert c["events"]["total"] >= c["events"]["cells"] >= c["events"]["singlets"] > 0
+        # (a PBS-only Fortessa file rightly keeps no cells)
+        ev = c["events"]
+        assert ev["total"] > 0 and ev["total"] >= ev["cells"] >= ev["singlets"] >= ev["live"]
