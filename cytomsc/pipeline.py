@@ -19,6 +19,7 @@ import io
 import json
 import os
 import traceback
+import warnings as pywarnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -464,7 +465,12 @@ def _run_one(args: tuple) -> tuple:
     """Process-pool entry: one culture, never raising (a failure becomes an error entry)."""
     spec, panel, opts, out_root, folder, header, run_info = args
     try:
-        return analyze_culture(spec, panel, opts, out_root, folder, header, run_info)
+        # Library warnings (numpy on degenerate bins, scikit-learn convergence) are noise to a lab
+        # scientist; what matters is reported in words in the culture's own warnings.
+        with pywarnings.catch_warnings(), np.errstate(all="ignore"):
+            if not opts.debug:
+                pywarnings.simplefilter("ignore")
+            return analyze_culture(spec, panel, opts, out_root, folder, header, run_info)
     except CytomscError as err:
         if opts.debug:
             raise
