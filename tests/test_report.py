@@ -393,13 +393,18 @@ def test_pages_draw_and_text_is_large_enough(tmp_path):
     from matplotlib.text import Text
 
     from cytomsc.report.pdf import culture_pages
+    from cytomsc.report.plots import TextLayer
 
     batch = build_batch(n=2000)
     pages = culture_pages(_named(batch, "BM-077"), batch, RUN_INFO)
+    sizes = []
     for fig in pages:
         for t in fig.findobj(Text):
             if t.get_text().strip():
                 assert t.get_fontsize() >= 7, t.get_text()
+        for layer in fig.findobj(TextLayer):  # the page's words, drawn as one artist
+            sizes += [(item.size, item.s) for item in layer.items]
+    assert len(sizes) > 300 and min(sizes)[0] >= 7, min(sizes)
     pages[1].savefig(tmp_path / "gating.png", dpi=40)
     img = matplotlib.image.imread(tmp_path / "gating.png")
     ink = (img[..., :3].mean(axis=2) < 0.9).mean()
@@ -442,3 +447,61 @@ def test_sparse_culture_and_literal_dollars(tmp_path):
     assert "Culture odd $name_1" in text and "INCONCLUSIVE" in text
     assert "cells: 0.0 % inside" in text and "no plot data returned" in text
     assert "Not measured (no channel carries them): CD73, CD90." in text
+
+
+JOINT = {"method": "gaussian mixture, BIC", "per_culture": 5000,
+         "populations": [{"id": 1, "label": "CD90 bright CD105 bright, large"},
+                         {"id": 2, "label": "CD90 dim CD105 bright, small"},
+                         {"id": 3, "label": "CD73 dim, small"}],
+         "table": {"BM-077": [0.6804, 0.2996, 0.02], "BM-041": [0.9551, 0.0449, 0.0],
+                   "UC-113": [0.2012, 0.0, 0.7988]},
+         "events": {"BM-077": 20_000, "BM-041": 18_250, "UC-113": 9_731}}
+
+
+def test_overview_joint_populations_table(tmp_path, written):
+    """The batch-wide clustering: each culture's row prints its fractions as percent with one
+    decimal, in population-id order, under the population labels; absent when not clustered."""
+    batch, texts = written
+    assert "Populations across the batch" not in "\n".join(texts["overview"])
+    batch = dataclasses.replace(build_batch(n=300), batch_populations=JOINT)
+    path = tmp_path / "overview.pdf"
+    write_overview(batch, path, RUN_INFO)
+    text = "\n".join(p.extract_text() for p in pypdf.PdfReader(path).pages)
+    joint = text.split("Populations across the batch", 1)[1]
+    for p in JOINT["populations"]:
+        assert f"P{p['id']} {p['label']}" in joint
+    assert "P1 % P2 % P3 %" in joint
+    assert "up to 5,000 cells from each" in " ".join(joint.split())
+    rows = re.findall(r"\n(\S+) ([\d,]+) (\d+\.\d) (\d+\.\d) (\d+\.\d)(?=\n)", joint)
+    # the batch's culture order (BM-041 before UC-113 before BM-077), numbers as set above
+    assert rows == [("BM-041", "18,250", "95.5", "4.5", "0.0"),
+                    ("UC-113", "9,731", "20.1", "0.0", "79.9"),
+                    ("BM-077", "20,000", "68.0", "30.0", "2.0")]
+    # a table keyed by population id is read the same way
+    keyed = {**JOINT, "table": {name: {str(k + 1): f for k, f in enumerate(row)}
+                                for name, row in JOINT["table"].items()}}
+    write_overview(dataclasses.replace(batch, batch_populations=keyed), path, RUN_INFO)
+    again = "\n".join(p.extract_text() for p in pypdf.PdfReader(path).pages)
+    assert again.split("Populations across the batch", 1)[1] == joint
+
+
+def test_core_fonts_and_symbols_as_text(tmp_path):
+    """Plain text is in the PDF core fonts (referenced, not embedded: the writing speed) and
+    only the symbols they lack come from an embedded DejaVu subset, still extractable text."""
+    batch = build_batch(n=500)
+    path = tmp_path / "c.pdf"
+    write_culture_pdf(small_culture(batch), batch, path, RUN_INFO)
+    reader = pypdf.PdfReader(path)
+    fonts = {}
+    for page in reader.pages:
+        for font in page["/Resources"]["/Font"].values():
+            font = font.get_object()
+            fonts[str(font["/BaseFont"])] = str(font["/Subtype"])
+            if font["/Subtype"] == "/Type1":
+                assert "/FontDescriptor" not in font  # referenced by name, not embedded
+    core = {k for k, v in fonts.items() if v == "/Type1"}
+    assert core == {"/Helvetica", "/Helvetica-Bold"}
+    assert all(v == "/Type3" and "DejaVu" in k for k, v in fonts.items() if k not in core)
+    summary, gating = reader.pages[0].extract_text(), reader.pages[1].extract_text()
+    assert "✓ pass" in summary and "≥ 95.0" in summary and "≤ 2.0" in summary
+    assert "10⁵" in gating and "10²" in gating  # tick labels of one axis in one typeface

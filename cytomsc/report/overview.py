@@ -1,9 +1,13 @@
-"""The batch overview PDF: every culture's verdict on one line, then the files that failed.
+"""The batch overview PDF: every culture's verdict on one line, the files that failed, and the
+populations of the batch-wide (joint) clustering.
 
 About 25 cultures per landscape page: verdict, each marker's % positive (printed with one
 decimal as in ``summary.csv``, followed by a symbol; the cell shading only repeats the symbol so
 a black-and-white print loses nothing), the joint phenotype, and the populations found. Then the
-list of input files that could not be read, with the reason. Nothing is recomputed.
+list of input files that could not be read, with the reason. When the cultures were also
+clustered together (``BatchResult.batch_populations``), a cultures x populations table of
+fractions follows: there population P2 means the same cells in every culture, which the
+per-culture clusterings cannot promise. Nothing is recomputed.
 
 matplotlib is imported inside the functions: the CLI imports this module and must start fast.
 """
@@ -65,7 +69,9 @@ def overview_pages(batch: BatchResult, run_info: dict[str, Any]) -> list[Figure]
                        [0.45, 0.55], size=8)
         else:
             flow.text("None: every input file was read.", size=8.5)
-        plots.add_footers(flow.pages, "Batch overview")
+        if batch.batch_populations:
+            _joint(flow, batch)
+        plots.add_footers(flow, "Batch overview")
     return flow.pages
 
 
@@ -137,3 +143,54 @@ def _marker_cell(m: MarkerResult | None) -> Any:
         symbol += "?"
     return Cell(f"{plots.pct(m.percent_positive)} {symbol}", bg=plots.mark_bg(m.passed,
                 m.borderline), bold=m.passed is False)
+
+
+def _joint(flow: Any, batch: BatchResult) -> None:
+    """The joint clustering: its populations in words, then % of each culture's cells in each.
+
+    ``batch_populations`` is ``heterogeneity.joint_populations``'s result: ``populations``
+    ``[{"id", "label"}]``, ``table`` ``{culture: [fraction per id, in id order]}`` (a mapping
+    ``{id: fraction}`` is read too), ``events`` ``{culture: n}``, ``method``, ``per_culture``.
+    """
+    from . import plots
+    from .plots import Cell
+
+    joint = batch.batch_populations or {}
+    pops = list(joint.get("populations") or [])
+    table = dict(joint.get("table") or {})
+    events = dict(joint.get("events") or {})
+    flow.space(6)
+    flow.new_section("Populations across the batch", page_break=False)
+    per = joint.get("per_culture")
+    sample = f"an equal subsample of up to {per:,} cells from each" if isinstance(per, int) \
+        else "an equal subsample from each"
+    flow.text(f"One clustering of {len(table)} cultures together ({sample}, method: "
+              f"{joint.get('method', '–')}), so a population id means the same cells in every "
+              "culture; the per-culture columns above number each culture's populations on "
+              "their own. Percent of each culture's live single cells, one decimal.", size=8)
+    if not pops:
+        flow.text("The joint clustering returned no populations.", size=8.5)
+        return
+    flow.table(["Population", "Phenotype"],
+               [[Cell(f"P{p.get('id')}", bold=True), str(p.get("label", "–"))] for p in pops],
+               [0.12, 0.88], size=8)
+    # the batch's culture order first, then any other culture the table holds
+    order = [c.culture for c in batch.cultures if c.culture in table]
+    order += sorted(name for name in table if name not in set(order))
+    n = len(pops)
+    width = min(0.1, 0.7 / n)
+    rows = [[Cell(name, bold=True), f"{events[name]:,}" if name in events else "–",
+             *[plots.pct(_fraction(table[name], k, p.get("id")))
+               for k, p in enumerate(pops)]] for name in order]
+    flow.table(["Culture", "Cells", *[f"P{p.get('id')} %" for p in pops]],
+               rows or [[Cell("no culture pooled"), "", *[""] * n]],
+               [0.19, 0.09, *[width] * n], size=7.5, aligns="lr" + "r" * n)
+
+
+def _fraction(row: Any, index: int, pid: Any) -> float | None:
+    """A population's fraction (0-1) in one culture's row, as percent; None when absent."""
+    if isinstance(row, dict):
+        value = row.get(pid, row.get(str(pid)))
+    else:
+        value = row[index] if index < len(row) else None
+    return None if value is None else 100.0 * float(value)

@@ -60,7 +60,7 @@ def culture_pages(culture: CultureResult, batch: BatchResult,
         if culture.heterogeneity is not None:
             _heterogeneity(flow, culture.heterogeneity)
         _audit(flow, culture, batch, run_info)
-        plots.add_footers(flow.pages, f"Culture {culture.culture}")
+        plots.add_footers(flow, f"Culture {culture.culture}")
     return flow.pages
 
 
@@ -240,9 +240,9 @@ def _gating(flow: Flow, c: CultureResult) -> None:
                       "are of the parent population.",
                       size=8)
         # two large plots a row: one tube a page, readable without a magnifier
-        axes = flow.axes_grid(len(steps), 2, 150, title_room=30, below=30, wspace=56)
-        for ax, step in zip(axes, steps, strict=True):
-            plots.gate_plot(ax, step)
+        panels = flow.panels(len(steps), 2, 150, title_room=30, below=30, wspace=56)
+        for panel, step in zip(panels, steps, strict=True):
+            plots.gate_plot(panel, step)
         notes = [f"{s.gate}: {s.note}" for s in steps if s.note]
         if notes:
             flow.text("How each gate was placed", size=9, bold=True)
@@ -260,9 +260,9 @@ def _markers(flow: Flow, c: CultureResult) -> None:
               "dash-dot line is the threshold set on the control; events of the stained tube "
               "above it are counted positive.", size=8)
     shown = [m for m in c.markers if m.channel is not None]
-    axes = flow.axes_grid(len(shown), 2, 130, title_room=48, below=30, wspace=50)
-    for ax, m in zip(axes, shown, strict=True):
-        plots.marker_plot(ax, m)
+    panels = flow.panels(len(shown), 2, 130, title_room=48, below=30, wspace=50)
+    for panel, m in zip(panels, shown, strict=True):
+        plots.marker_plot(panel, m)
         if "/" in m.marker:
             head = f"Cocktail channel {m.channel} carries {', '.join(m.marker.split('/'))}"
         else:
@@ -271,10 +271,10 @@ def _markers(flow: Flow, c: CultureResult) -> None:
         role = m.histogram.control_role if m.histogram is not None else None
         drawn = "" if role == m.threshold_source else (
             f"; control drawn: {plots.SOURCE_WORDS.get(role or '', role or 'none')}")
-        ax.set_title(f"{head}\n{plots.pct(m.percent_positive)} % positive "
-                     f"(95 % interval {plots.interval(m.ci95)})\n"
-                     f"{result} · limit {plots.limit_text(m)} %\n"
-                     f"threshold from {plots.source_text(m)}{drawn}", fontsize=8, loc="left")
+        panel.title([head, f"{plots.pct(m.percent_positive)} % positive "
+                     f"(95 % interval {plots.interval(m.ci95)})",
+                     f"{result} · limit {plots.limit_text(m)} %",
+                     f"threshold from {plots.source_text(m)}{drawn}"], loc="left")
     absent = [m.marker for m in c.markers if m.channel is None] + [
         n for n in c.missing_markers if n not in {m.marker for m in c.markers}]
     if absent:
@@ -310,42 +310,33 @@ def _heterogeneity(flow: Flow, h: HeterogeneityResult) -> None:
 
     if pops and h.channels:
         flow.space(6)
-        fig, (x, y, w, hh) = flow.block(20 + 24 * len(pops) + 58)
-        ax = fig.add_axes((x + 0.1, y + 58 / 842, w * 0.55, hh - 78 / 842))
+        rows = [f"P{p.id}" for p in pops]
+        x, y = flow.block(20 + 24 * len(pops) + 58)
+        grid = flow.panel(x + 60, y + 20, flow.width * 0.55, 24 * len(pops))
         med = np.array([[p.medians.get(ch, np.nan) for ch in h.channels] for p in pops])
         scaled = np.arcsinh(med / 150.0)
         lo, hi = np.nanmin(scaled, axis=0), np.nanmax(scaled, axis=0)
         span = np.where(hi > lo, hi - lo, 1.0)
         scaled = np.where(hi > lo, (scaled - lo) / span, 0.5)
         labels = np.array([[_short(v) for v in row] for row in med])
-        plots.heatmap(ax, np.nan_to_num(scaled, nan=0.0), labels,
-                      [f"P{p.id}" for p in pops], named)
-        ax.set_title("Population medians (compensated units)", fontsize=8, loc="left")
-        bx = fig.add_axes((x + w * 0.74, y + 58 / 842, w * 0.26, hh - 78 / 842))
-        ypos = np.arange(len(pops))
-        for k, p in enumerate(pops):
-            bx.barh(k, 100 * p.fraction, color="#cccccc", edgecolor="black", linewidth=0.6,
-                    hatch=plots.POP_HATCHES[k % len(plots.POP_HATCHES)],
-                    xerr=[[100 * (p.fraction - p.ci95[0])], [100 * (p.ci95[1] - p.fraction)]],
-                    capsize=3)
-        bx.set_yticks(ypos, [f"P{p.id}" for p in pops])
-        bx.invert_yaxis()
-        bx.set_xlim(0, 100)
-        bx.set_xlabel("% of cells (bar: 95 % interval)")
-        bx.set_title("Fractions", fontsize=8, loc="left")
+        plots.heatmap(grid, np.nan_to_num(scaled, nan=0.0), labels, rows, named)
+        grid.title(["Population medians (compensated units)"], loc="left")
+        bars = flow.panel(x + flow.width * 0.74, y + 20, flow.width * 0.26, 24 * len(pops))
+        plots.fraction_bars(bars, rows, [p.fraction for p in pops], [p.ci95 for p in pops])
+        bars.title(["Fractions"], loc="left")
         flow.text("Heatmap shade, per channel (column): arcsinh(median / 150) scaled from the "
                   "lowest population (white) to the highest (black); the printed numbers are "
                   "the medians themselves.", size=7.5)
 
     if h.embedding is not None and h.embedding_labels is not None and len(h.embedding):
-        fig, (x, y, w, hh) = flow.block(250)
-        ax = fig.add_axes((x + 0.08, y + 0.01, w * 0.5, hh - 0.035))
+        x, y = flow.block(250)
+        view = flow.panel(x + 48, y + 16, flow.width * 0.5, 226)
         names = {p.id: f"P{p.id} ({plots.pct(100 * p.fraction)} %)" for p in pops}
         ids = [p.id for p in pops]
-        plots.populations_scatter(ax, np.asarray(h.embedding), np.asarray(h.embedding_labels),
+        plots.populations_scatter(view, np.asarray(h.embedding), np.asarray(h.embedding_labels),
                                   ids, lambda i: names.get(i, f"P{i}"))
-        ax.set_title(f"2-D view of {len(h.embedding):,} cells (subsample), one shape and "
-                     "colour per population", fontsize=7.5, loc="left")
+        view.title([f"2-D view of {len(h.embedding):,} cells (subsample), one shape and "
+                    "colour per population"], loc="left", size=7.5)
 
     flow.text("Bimodality per channel", size=10, bold=True)
     rows = []

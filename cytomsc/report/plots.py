@@ -3,9 +3,17 @@
 Everything here draws values the analysis returned; nothing is recomputed except display scalings
 that the page states in words (a histogram shown as % of events per bin, a heatmap scaled per
 channel). Pages are plain ``matplotlib.figure.Figure`` objects (no pyplot, no global state),
-laid out by :class:`Flow`, which places text, tables and plot blocks top to bottom and opens a
+laid out by :class:`Flow`, which places text, tables and plot panels top to bottom and opens a
 continuation page when the next item does not fit. Only ``pdf.py`` and ``overview.py`` import
 this module, and only inside their functions, so importing ``cytomsc.report`` stays light.
+
+Speed (a culture's PDF is written in well under a second): matplotlib's fixed costs are per
+``Text`` and per axis tick, and embedding a TrueType font costs a few tenths of a second. So a
+page's words are one :class:`TextLayer` (one artist, positions precomputed, no layout engine), in
+the PDF's core fonts (Helvetica, Courier: referenced, not embedded) wherever the text fits their
+Windows-1252 encoding; only strings with other symbols (✓ ✗ ≥ ≤ 10⁵ ...) use DejaVu, embedded as a
+small Type 3 subset with a Unicode map, so every word stays searchable text. Plot panels are
+axes without matplotlib's axis machinery: the frame, ticks, labels and titles are drawn here.
 
 Black-and-white rule: pass/fail is always written (a word and a symbol), colour only repeats it;
 plots use a colour map whose lightness is monotone, gate outlines are black on a white halo, and
@@ -14,19 +22,24 @@ populations differ by marker shape and hatching as well as colour.
 
 from __future__ import annotations
 
+import math
 import re
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 import numpy as np
 from matplotlib import patheffects
-from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.artist import Artist
+from matplotlib.backends.backend_pdf import PdfFile, PdfPages
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from ..errors import CytomscError
@@ -37,10 +50,16 @@ MARGIN = 40.0
 TOP = 34.0
 BOTTOM = 48.0  # room for the footer
 DPI = 150  # rasterized plot layers
+ASCENT = 0.76  # a line's baseline below its top, in em (DejaVu's 'l'; Helvetica's is 0.72)
+TICK_SIZE = 7.0
 
 RC: dict[str, Any] = {
-    "pdf.fonttype": 42,  # TrueType: text stays text, searchable and extractable
-    "ps.fonttype": 42,
+    # Type 3: the few DejaVu glyphs the core fonts lack are embedded as outlines with a Unicode
+    # map (searchable), without the TrueType subsetter's ~0.1 s per font face. matplotlib sizes
+    # its glyph subsets from ps.fonttype, so both must agree.
+    "pdf.fonttype": 3,
+    "ps.fonttype": 3,
+    "pdf.use14corefonts": False,  # switched per string by TextLayer
     "font.family": "DejaVu Sans",
     "font.size": 8,
     "axes.titlesize": 8,
@@ -131,6 +150,201 @@ class Cell:
     mono: bool = False
 
 
+@dataclass(frozen=True)
+class _Item:
+    """One line of text at a point given from the page's top-left corner, in points."""
+
+    x: float
+    y: float
+    s: str
+    size: float
+    bold: bool
+    mono: bool
+    color: str
+    ha: str
+    va: str
+    angle: float
+    core: bool  # fits the core fonts' Windows-1252 encoding
+
+
+def _core(s: str) -> bool:
+    try:
+        s.encode("cp1252")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@cache
+def _font(size: float, bold: bool, mono: bool, core: bool) -> FontProperties:
+    family = ("Courier" if mono else "Helvetica") if core else (
+        "DejaVu Sans Mono" if mono else "DejaVu Sans")
+    # the core fonts' metrics call their regular weight "medium"
+    regular = "medium" if core else "normal"
+    return FontProperties(family=family, size=size, weight="bold" if bold else regular)
+
+
+class TextLayer(Artist):
+    """A page's text as one artist: each line is handed straight to the renderer.
+
+    Compared with one ``matplotlib.text.Text`` per line this skips the layout engine (the
+    positions are known) and, in a PDF, writes each line as one string in a core font. Lines are
+    drawn in the order they were added, which is the order of the PDF's text layer (what pypdf
+    and a reader's search see).
+    """
+
+    def __init__(self, zorder: float) -> None:
+        super().__init__()
+        self.items: list[_Item] = []
+        self.set_zorder(zorder)
+
+    def add(self, x: float, y: float, s: str, size: float, bold: bool = False,
+            mono: bool = False, color: str = "black", ha: str = "left", va: str = "top",
+            angle: float = 0.0, core: bool = True) -> None:
+        """One line; ``core=False`` keeps it in DejaVu even where a core font could print it
+        (so the labels of one axis share one typeface)."""
+        s = str(s)
+        if s.strip():
+            self.items.append(_Item(x, y, s, float(size), bold, mono, color, ha, va,
+                                    float(angle), core and _core(s)))
+
+    def draw(self, renderer: Any) -> None:
+        if not self.get_visible() or not self.items:
+            return
+        # a PDF renderer (possibly inside matplotlib's mixed-mode wrapper) writes to a PdfFile
+        pdf = isinstance(getattr(renderer, "file", None), PdfFile)
+        rc = matplotlib.rcParams
+        saved = rc["pdf.use14corefonts"]
+        scale = renderer.points_to_pixels(1.0)
+        height = renderer.get_canvas_width_height()[1]
+        gc = renderer.new_gc()
+        try:
+            for it in self.items:
+                core = pdf and it.core
+                if rc["pdf.use14corefonts"] != core:
+                    rc["pdf.use14corefonts"] = core  # read by the PDF renderer per string
+                prop = _font(it.size, it.bold, it.mono, core)
+                gc.set_foreground(it.color)
+                a = math.radians(it.angle)
+                cos, sin = math.cos(a), math.sin(a)
+                x, y = it.x * scale, height - it.y * scale  # display units, y up
+                drop = {"top": ASCENT, "center": 0.36}.get(it.va, 0.0) * it.size * scale
+                x, y = x + drop * sin, y - drop * cos  # down, across the text's direction
+                if it.ha != "left":
+                    w = renderer.get_text_width_height_descent(it.s, prop, False)[0]
+                    f = 0.5 if it.ha == "center" else 1.0
+                    x, y = x - f * w * cos, y - f * w * sin
+                if renderer.flipy():
+                    y = height - y
+                renderer.draw_text(gc, x, y, it.s, prop, it.angle)
+        finally:
+            rc["pdf.use14corefonts"] = saved
+            gc.restore()
+        self.stale = False
+
+
+@dataclass
+class Panel:
+    """A plot's place on a page, in points from the top-left corner, with its axes.
+
+    The axes draw only the data (images, lines, fills); the frame, ticks, tick labels, axis
+    labels and title are page text and lines, drawn by the methods here: matplotlib's axis
+    machinery costs ~30 ms a plot.
+    """
+
+    fig: Figure
+    layer: TextLayer
+    over: TextLayer
+    x: float
+    y: float
+    w: float
+    h: float
+    ax: Any = None
+    xlim: tuple[float, float] = (0.0, 1.0)
+    ylim: tuple[float, float] = (0.0, 1.0)
+    lines: list[tuple[float, float]] = field(default_factory=list)
+
+    def axes(self) -> Any:
+        """The panel's axes (created once, no axis drawing)."""
+        if self.ax is None:
+            pw, ph = self.fig.get_size_inches() * 72
+            self.ax = self.fig.add_axes((self.x / pw, 1 - (self.y + self.h) / ph, self.w / pw,
+                                         self.h / ph))
+            self.ax.set_axis_off()
+        return self.ax
+
+    def limits(self, xlim: tuple[float, float], ylim: tuple[float, float]) -> None:
+        self.xlim, self.ylim = (float(xlim[0]), float(xlim[1])), (float(ylim[0]), float(ylim[1]))
+        ax = self.axes()
+        ax.set_xlim(*self.xlim)
+        ax.set_ylim(*self.ylim)
+
+    def px(self, v: float) -> float:
+        x0, x1 = self.xlim
+        return self.x + (v - x0) / (x1 - x0) * self.w
+
+    def py(self, v: float) -> float:
+        y0, y1 = self.ylim
+        return self.y + self.h - (v - y0) / (y1 - y0) * self.h
+
+    def frame(self, xticks: Sequence[tuple[float, str]] = (),
+              yticks: Sequence[tuple[float, str]] = (), xlabel: str = "", ylabel: str = "",
+              box: bool = True) -> None:
+        """Frame, outward ticks with labels in the instrument's units, and axis labels."""
+        pw, ph = self.fig.get_size_inches() * 72
+        if box:
+            self.fig.add_artist(Rectangle((self.x / pw, 1 - (self.y + self.h) / ph),
+                                          self.w / pw, self.h / ph, facecolor="none",
+                                          edgecolor="black", linewidth=0.6, zorder=2.5,
+                                          transform=self.fig.transFigure))
+        segs: list[tuple[float, float]] = []
+        bottom = self.y + self.h
+        xcore = all(_core(superscript(t)) for _, t in xticks)
+        ycore = all(_core(superscript(t)) for _, t in yticks)
+        for v, label in xticks:
+            if self.xlim[0] - 1e-9 <= v <= self.xlim[1] + 1e-9 or \
+                    self.xlim[1] - 1e-9 <= v <= self.xlim[0] + 1e-9:
+                x = self.px(v)
+                segs += [(x, bottom), (x, bottom + 3), (math.nan, math.nan)]
+                self.layer.add(x, bottom + 4.5, superscript(label), TICK_SIZE, ha="center",
+                               core=xcore)
+        widest = 0.0
+        for v, label in yticks:
+            lo, hi = sorted(self.ylim)
+            if lo - 1e-9 <= v <= hi + 1e-9:
+                y = self.py(v)
+                segs += [(self.x, y), (self.x - 3, y), (math.nan, math.nan)]
+                text = superscript(label)
+                self.layer.add(self.x - 4.5, y, text, TICK_SIZE, ha="right", va="center",
+                               core=ycore)
+                widest = max(widest, 0.56 * TICK_SIZE * len(text))
+        if segs:
+            xy = np.array(segs)
+            self.fig.add_artist(Line2D(xy[:, 0] / pw, 1 - xy[:, 1] / ph, color="black",
+                                       linewidth=0.6, transform=self.fig.transFigure,
+                                       zorder=2.5))
+        if xlabel:
+            self.layer.add(self.x + self.w / 2, bottom + (15 if xticks else 5), xlabel, 7.5,
+                           ha="center")
+        if ylabel:
+            # rotated, the line's top is its left edge: its foot clears the tick labels by 3 pt
+            self.layer.add(self.x - 7.5 - widest - 3 - 7.5, self.y + self.h / 2, ylabel, 7.5,
+                           ha="center", angle=90.0)
+
+    def title(self, lines: Sequence[str], loc: str = "center", size: float = 8.0) -> None:
+        """Lines above the frame, the last one 5 points above it."""
+        step = size * 1.22
+        top = self.y - 5 - len(lines) * step
+        x = self.x if loc == "left" else self.x + self.w / 2
+        for k, line in enumerate(lines):
+            self.layer.add(x, top + k * step, line, size, ha=loc)
+
+    def message(self, text: str) -> None:
+        """A note in the middle of an empty panel (what the analysis did not return)."""
+        self.over.add(self.x + self.w / 2, self.y + self.h / 2, text, 7, ha="center",
+                      va="center")
+
+
 class Flow:
     """Top-to-bottom layout of text, tables and plot blocks over as many pages as needed."""
 
@@ -138,8 +352,11 @@ class Flow:
         self.header = header
         self.size = (A4[1], A4[0]) if landscape else A4
         self.pages: list[Figure] = []
+        self.layers: list[tuple[TextLayer, TextLayer]] = []
         self.section = ""
         self.fig: Figure
+        self.layer: TextLayer
+        self.over: TextLayer
         self.y = 0.0
         self._page()
 
@@ -155,7 +372,13 @@ class Flow:
     def _page(self) -> None:
         w, h = self.size
         self.fig = Figure(figsize=(w / 72, h / 72), dpi=DPI)
+        # text under the plots (zorder below the axes: reads in page order, title first) and
+        # text over them (numbers printed on a heatmap)
+        self.layer, self.over = TextLayer(-0.5), TextLayer(3.0)
+        self.fig.add_artist(self.layer)
+        self.fig.add_artist(self.over)
         self.pages.append(self.fig)
+        self.layers.append((self.layer, self.over))
         self.y = TOP
         self.put_text(MARGIN, self.y, self.header, 7.5, color="#444444")
         self.y += 14
@@ -179,22 +402,19 @@ class Flow:
 
     # -- primitives (points from the top-left corner) ----------------------------------------
     def put_text(self, x: float, y: float, s: str, size: float, bold: bool = False,
-              mono: bool = False, color: str = "black", ha: str = "left") -> None:
-        w, h = self.size
-        # zorder below the axes: the text layer then reads in page order (title first)
-        self.fig.text(x / w, 1 - y / h, s, fontsize=size, va="top", ha=ha, color=color,
-                      zorder=-0.5, fontweight="bold" if bold else "normal",
-                      family="DejaVu Sans Mono" if mono else "DejaVu Sans")
+                 mono: bool = False, color: str = "black", ha: str = "left") -> None:
+        self.layer.add(x, y, s, size, bold=bold, mono=mono, color=color, ha=ha)
 
     def put_rect(self, x: float, y: float, width: float, height: float, bg: str | None,
-              hatch: str | None = None, edge: str = "none", lw: float = 0.0,
-              dashed: bool = False) -> None:
+                 hatch: str | None = None, edge: str = "none", lw: float = 0.0,
+                 dashed: bool = False) -> None:
+        if bg is None and hatch is None and lw == 0:
+            return  # nothing to draw: an empty cell costs nothing
         w, h = self.size
         self.fig.add_artist(Rectangle((x / w, 1 - (y + height) / h), width / w, height / h,
                                       transform=self.fig.transFigure, facecolor=bg or "none",
                                       hatch=hatch, edgecolor=edge, linewidth=lw, zorder=-1,
                                       linestyle="--" if dashed else "-"))
-
     # -- flowing items -----------------------------------------------------------------------
     def text(self, s: str, size: float = 8.5, bold: bool = False, mono: bool = False,
              indent: float = 0.0, color: str = "black", after: float = 3.0,
@@ -265,45 +485,46 @@ class Flow:
 
     def _rule(self, y: float, lw: float) -> None:
         w, h = self.size
-        self.fig.add_artist(matplotlib.lines.Line2D(
+        self.fig.add_artist(Line2D(
             [MARGIN / w, (MARGIN + self.width) / w], [1 - y / h, 1 - y / h],
             transform=self.fig.transFigure, color="black", linewidth=lw))
 
-    def block(self, height: float) -> tuple[Figure, tuple[float, float, float, float]]:
-        """Reserve ``height`` points for plots; returns the figure and the block's
-        (left, bottom, width, height) in figure fractions."""
+    def block(self, height: float) -> tuple[float, float]:
+        """Reserve ``height`` points (on this page or the next); returns the block's top-left
+        corner in points."""
         self.need(height)
-        w, h = self.size
-        rect = (MARGIN / w, 1 - (self.y + height) / h, self.width / w, height / h)
+        top = self.y
         self.y += height
-        return self.fig, rect
+        return MARGIN, top
 
-    def axes_grid(self, n: int, ncols: int, row_height: float, title_room: float = 28.0,
-                  below: float = 34.0, wspace: float = 44.0, left: float = 36.0) -> list[Any]:
-        """``n`` axes in rows of ``ncols``; each row keeps ``title_room`` above for the titles
+    def panel(self, x: float, y: float, w: float, h: float) -> Panel:
+        """A plot panel at a place on the current page (points from the top-left corner)."""
+        return Panel(self.fig, self.layer, self.over, x, y, w, h)
+
+    def panels(self, n: int, ncols: int, row_height: float, title_room: float = 28.0,
+               below: float = 34.0, wspace: float = 44.0, left: float = 36.0) -> list[Panel]:
+        """``n`` panels in rows of ``ncols``; each row keeps ``title_room`` above for the titles
         and ``below`` for the axis labels, and moves to a new page when it does not fit."""
-        axes = []
+        out = []
         cell_w = (self.width - left - (ncols - 1) * wspace) / ncols
-        w, h = self.size
         for start in range(0, n, ncols):
             self.need(title_room + row_height + below)
             self.y += title_room
             for j in range(min(ncols, n - start)):
-                x0 = MARGIN + left + j * (cell_w + wspace)
-                axes.append(self.fig.add_axes(
-                    (x0 / w, 1 - (self.y + row_height) / h, cell_w / w, row_height / h)))
+                out.append(self.panel(MARGIN + left + j * (cell_w + wspace), self.y, cell_w,
+                                      row_height))
             self.y += row_height + below
-        return axes
+        return out
 
 
-def add_footers(pages: Sequence[Figure], left: str) -> None:
+def add_footers(flow: Flow, left: str) -> None:
     """'<left> · page n of m' at the foot of every page (m known only once all are laid out)."""
-    m = len(pages)
-    for n, fig in enumerate(pages, start=1):
+    m = len(flow.pages)
+    for n, (fig, (layer, _)) in enumerate(zip(flow.pages, flow.layers, strict=True), start=1):
         w, h = fig.get_size_inches() * 72
-        fig.text(MARGIN / w, 22 / h, left, fontsize=7.5, va="bottom", ha="left", color="#333333")
-        fig.text(1 - MARGIN / w, 22 / h, f"page {n} of {m}", fontsize=7.5, va="bottom",
-                 ha="right", color="#333333")
+        base = h - 22 - ASCENT * 7.5 - 2  # the line's foot 22 points above the paper's edge
+        layer.add(MARGIN, base, left, 7.5, color="#333333")
+        layer.add(w - MARGIN, base, f"page {n} of {m}", 7.5, color="#333333", ha="right")
 
 
 def save_pdf(pages: Sequence[Figure], path: Path, title: str, version: str) -> None:
@@ -319,17 +540,6 @@ def save_pdf(pages: Sequence[Figure], path: Path, title: str, version: str) -> N
 
 
 # -- plots ------------------------------------------------------------------------------------
-def _ticks(ax: Any, xt: Sequence[tuple[float, str]], yt: Sequence[tuple[float, str]] = ()) -> None:
-    """Tick labels in the instrument's units at their transformed positions (a fixed locator and
-    formatter: much cheaper than ``set_xticks(labels=...)``, which styles every label anew)."""
-    from matplotlib.ticker import FixedFormatter, FixedLocator
-
-    for axis, ticks in ((ax.xaxis, xt), (ax.yaxis, yt)):
-        if ticks:
-            axis.set_major_locator(FixedLocator([p for p, _ in ticks]))
-            axis.set_major_formatter(FixedFormatter([superscript(s) for _, s in ticks]))
-
-
 def superscript(label: str) -> str:
     """'10^5' -> '10⁵': the label the analysis gave, typeset."""
     return re.sub(r"\^(-?\d+)", lambda m: m.group(1).translate(_SUP), label)
@@ -338,7 +548,7 @@ def superscript(label: str) -> str:
 _SUP = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
-def density(ax: Any, hist: Histogram2D) -> None:
+def density(p: Panel, hist: Histogram2D) -> None:
     """Events as a 2-D histogram on a log colour scale (white where there are none)."""
     counts = np.asarray(hist.counts, dtype=float)
     shown = np.ma.masked_less(counts.T, 1)
@@ -346,17 +556,17 @@ def density(ax: Any, hist: Histogram2D) -> None:
     cmap = matplotlib.colormaps[CMAP].with_extremes(bad="white")
     norm = LogNorm(vmin=1, vmax=vmax)
     xe, ye = np.asarray(hist.x_edges, float), np.asarray(hist.y_edges, float)
+    ax = p.axes()
     if _uniform(xe) and _uniform(ye):
         # an image is embedded as is: far cheaper than a rasterized mesh, same picture
         ax.imshow(shown, origin="lower", extent=(xe[0], xe[-1], ye[0], ye[-1]), aspect="auto",
                   interpolation="nearest", cmap=cmap, norm=norm)
     else:
         ax.pcolormesh(xe, ye, shown, cmap=cmap, norm=norm, rasterized=True, shading="flat")
-    ax.set_xlim(hist.x_edges[0], hist.x_edges[-1])
-    ax.set_ylim(hist.y_edges[0], hist.y_edges[-1])
-    ax.set_xlabel(hist.x)
-    ax.set_ylabel(hist.y)
-    _ticks(ax, hist.x_ticks, hist.y_ticks)
+    p.limits((xe[0], xe[-1]), (ye[0], ye[-1]))
+    # raw scatter and time axes come without ticks from the analysis: round numbers then
+    p.frame(hist.x_ticks or auto_ticks(*p.xlim), hist.y_ticks or auto_ticks(*p.ylim), hist.x,
+            hist.y)
 
 
 def _uniform(edges: np.ndarray) -> bool:
@@ -364,22 +574,22 @@ def _uniform(edges: np.ndarray) -> bool:
     return bool(len(step)) and bool(np.allclose(step, step[0], rtol=1e-6, atol=0))
 
 
-def gate_plot(ax: Any, step: GateStep) -> None:
+def gate_plot(p: Panel, step: GateStep) -> None:
     """One gate over the events it was drawn on: polygon outline, or hatched kept intervals."""
     if step.histogram is not None:
-        density(ax, step.histogram)
+        density(p, step.histogram)
     else:
-        ax.set_xlabel(step.x)
-        ax.text(0.5, 0.5, "no plot data returned", transform=ax.transAxes, ha="center",
-                va="center", fontsize=7)
+        p.limits((0.0, 1.0), (0.0, 1.0))
+        p.frame(xlabel=step.x, ylabel=step.y or "")
+        p.message("no plot data returned")
+    ax = p.axes()
     if step.y is not None and len(step.vertices) >= 3:
         xs = [v[0] for v in step.vertices] + [step.vertices[0][0]]
         ys = [v[1] for v in step.vertices] + [step.vertices[0][1]]
         ax.plot(xs, ys, color="black", linewidth=1.3, path_effects=HALO)
     elif step.y is None and step.vertices:
         # hatch what the gate removed, so the kept events stay clearly visible
-        lo_edge = step.histogram.x_edges[0] if step.histogram is not None else ax.get_xlim()[0]
-        hi_edge = step.histogram.x_edges[-1] if step.histogram is not None else ax.get_xlim()[1]
+        lo_edge, hi_edge = p.xlim
         kept = sorted(step.vertices)
         start = lo_edge
         for lo, hi in kept + [(hi_edge, hi_edge)]:
@@ -391,19 +601,18 @@ def gate_plot(ax: Any, step: GateStep) -> None:
             for v in (lo, hi):
                 if lo_edge < v < hi_edge:
                     ax.axvline(v, color="black", linewidth=1.2, path_effects=HALO)
-    ax.set_title(f"{step.gate}: {pct(step.percent)} % inside\n"
-                 f"{step.count:,} of {step.parent_count:,} events", fontsize=8)
+    p.title([f"{step.gate}: {pct(step.percent)} % inside",
+             f"{step.count:,} of {step.parent_count:,} events"])
 
 
-def marker_plot(ax: Any, m: MarkerResult) -> None:
+def marker_plot(p: Panel, m: MarkerResult) -> None:
     """Stained histogram (grey, solid) over its control's (hatched, dashed), threshold line."""
     h = m.histogram
     if h is None:
-        ax.text(0.5, 0.5, "no histogram returned", transform=ax.transAxes, ha="center",
-                va="center", fontsize=7)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        p.frame()
+        p.message("no histogram returned")
         return
+    ax = p.axes()
     edges = np.asarray(h.edges, dtype=float)
     stained = np.asarray(h.stained, dtype=float)
     top = 0.0
@@ -422,36 +631,84 @@ def marker_plot(ax: Any, m: MarkerResult) -> None:
     top = max(top, float(sy.max(initial=0)))
     if h.threshold is not None:
         ax.axvline(h.threshold, color="black", linewidth=1.3, linestyle="-.", zorder=3)
-    ax.set_xlim(edges[0], edges[-1])
-    ax.set_ylim(0, top * 1.15 if top > 0 else 1)
-    ax.set_ylabel("% of events per bin")
-    ax.set_xlabel(m.channel or "")
-    _ticks(ax, h.ticks)
+    ymax = top * 1.15 if top > 0 else 1.0
+    p.limits((edges[0], edges[-1]), (0.0, ymax))
+    p.frame(h.ticks, _nice_ticks(ymax), m.channel or "", "% of events per bin")
 
 
-def heatmap(ax: Any, scaled: np.ndarray, labels: np.ndarray, rows: Sequence[str],
+def auto_ticks(lo: float, hi: float) -> list[tuple[float, str]]:
+    """About five round-number ticks over [lo, hi], labelled compactly (65k, 1.2M)."""
+    from matplotlib.ticker import MaxNLocator
+
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return []
+    values = [float(v) for v in MaxNLocator(nbins=5).tick_values(lo, hi)
+              if lo - 1e-9 * (hi - lo) <= v <= hi + 1e-9 * (hi - lo)]
+    return [(v, _compact(v)) for v in values]
+
+
+def _compact(v: float) -> str:
+    for scale, unit in ((1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:g}{unit}"
+    return f"{round(v, 6):g}"
+
+
+def _nice_ticks(top: float) -> list[tuple[float, str]]:
+    """Round-number ticks from 0 to ``top`` (about four), labelled without trailing zeros."""
+    raw = top / 4 if top > 0 else 0.25
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw)
+    n = int(math.floor(top / step + 1e-9))
+    return [(k * step, f"{k * step:g}") for k in range(n + 1)]
+
+
+def heatmap(p: Panel, scaled: np.ndarray, labels: np.ndarray, rows: Sequence[str],
             cols: Sequence[str]) -> None:
     """A populations x channels heatmap; ``scaled`` in 0..1, ``labels`` the printed values."""
+    nr, nc = scaled.shape
+    ax = p.axes()
     ax.imshow(scaled, cmap="Greys", vmin=-0.15, vmax=1.15, aspect="auto",
-              interpolation="nearest")
-    for i in range(scaled.shape[0]):
-        for j in range(scaled.shape[1]):
-            ax.text(j, i, labels[i, j], ha="center", va="center", fontsize=7,
-                    color="white" if scaled[i, j] > 0.55 else "black")
-    ax.set_xticks(range(len(cols)), cols, rotation=35, ha="right")
-    ax.set_yticks(range(len(rows)), rows)
-    ax.tick_params(length=0)
+              interpolation="nearest", extent=(0, nc, nr, 0))
+    p.limits((0, nc), (nr, 0))
+    p.frame()
+    for i in range(nr):
+        for j in range(nc):
+            p.over.add(p.px(j + 0.5), p.py(i + 0.5), labels[i, j], 7, ha="center",
+                       va="center", color="white" if scaled[i, j] > 0.55 else "black")
+    for i, row in enumerate(rows):
+        p.layer.add(p.x - 4, p.py(i + 0.5), row, 7, ha="right", va="center")
+    for j, col in enumerate(cols):
+        p.layer.add(p.px(j + 0.5) + 2, p.y + p.h + 4, col, 7, ha="right", angle=35.0)
 
 
-def populations_scatter(ax: Any, xy: np.ndarray, labels: np.ndarray, ids: Sequence[int],
+def fraction_bars(p: Panel, rows: Sequence[str], fractions: Sequence[float],
+                  ci95: Sequence[Sequence[float]]) -> None:
+    """Horizontal bars of % of cells with their 95 % intervals; hatching tells them apart."""
+    ax = p.axes()
+    n = len(rows)
+    for k, (f, ci) in enumerate(zip(fractions, ci95, strict=True)):
+        ax.barh(k, 100 * f, height=0.8, color="#cccccc", edgecolor="black", linewidth=0.6,
+                hatch=POP_HATCHES[k % len(POP_HATCHES)],
+                xerr=[[100 * (f - ci[0])], [100 * (ci[1] - f)]], capsize=3)
+    p.limits((0.0, 100.0), (n - 0.5, -0.5))
+    p.frame([(v, str(v)) for v in (0, 25, 50, 75, 100)],
+            [(k, r) for k, r in enumerate(rows)], "% of cells (bar: 95 % interval)")
+
+
+def populations_scatter(p: Panel, xy: np.ndarray, labels: np.ndarray, ids: Sequence[int],
                         names: Callable[[int], str]) -> None:
     """Cells in a 2-D view, each population its own marker shape and colour (rasterized)."""
     colours = matplotlib.colormaps["tab10"]
+    ax = p.axes()
     for k, pid in enumerate(ids):
         sel = labels == pid
         ax.scatter(xy[sel, 0], xy[sel, 1], s=4, marker=POP_MARKERS[k % len(POP_MARKERS)],
                    color=colours(k % 10), linewidths=0, alpha=0.7, rasterized=True,
                    label=names(pid))
-    ax.set_xticks([])
-    ax.set_yticks([])
+    if len(xy):
+        lo, hi = xy.min(axis=0), xy.max(axis=0)
+        pad = np.where(hi > lo, (hi - lo) * 0.05, 1.0)
+        p.limits((lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1]))
+    p.frame()
     ax.legend(loc="best", frameon=True, markerscale=2.5, fontsize=7)
