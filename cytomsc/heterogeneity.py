@@ -4,23 +4,26 @@ Why this exists: a culture can pass the ISCT criteria and still be a mixture (CD
 cells ...). Forcing a number of clusters (FlowSOM, k-means) always finds that many, so the method
 here chooses k itself and must be able to say "one population".
 
-Method (``PopulationFinder``), documented in docs/heterogeneity-validation.md:
+Method (``PopulationFinder``), validated in docs/heterogeneity-validation.md:
 
-1. Every channel is centred on its median and divided by its robust spread (IQR / 1.349), so that
-   FSC-A/SSC-A (linear, up to ~262144) and the logicle marker channels (~0..4.5) share one scale.
-   Size and granularity are clustered with the markers on purpose: MSC subpopulations differ in
-   size as often as in marker level.
-2. Gaussian mixtures (full covariance) with k = 1..max_k are fitted to a seeded subsample and the
-   lowest BIC wins. BIC's penalty grows with log(n), so subsampling also keeps huge event counts
-   from turning every skewed shoulder into a "population".
-3. Components are not populations yet. Components under ``min_fraction`` are folded into the
-   component their events are closest to; components whose means are closer than
-   ``merge_distance`` (Mahalanobis, average covariance) are merged: that is how a mixture models
-   one skewed or heavy-tailed population with two Gaussians.
+1. Input (chosen by the pipeline): the positive markers on the logicle scale and log10 FSC-A /
+   SSC-A. Negative markers stay out: in a culture that passes they are background, and their
+   skewed, correlated compensation spread would otherwise be "found" as populations. Every channel
+   is centred on its median and divided by its robust spread (IQR / 1.349); events beyond
+   ``trim`` robust SDs in any channel are left out of the fit (and assigned afterwards).
+2. A Gaussian mixture with one shared (tied) covariance is grown by greedy splitting: from one
+   component, each component is cut in two along each channel and the main axis at its 5th,
+   50th and 95th percentiles, EM runs from every cut on a search subsample, the best is refined on
+   the fitting subsample, and the split is kept while BIC improves. The outer cuts find a
+   population of a few percent that k-means starts miss; the tied covariance keeps the price of a
+   population at d + 1 parameters, so BIC can afford a real 5 % population and cannot afford to
+   model one population's shape with two.
+3. Components under ``min_fraction`` are not populations: they are folded into the component
+   their events are otherwise closest to.
 4. Stability: the mixture is refitted (warm start) on ``n_bootstrap`` bootstrap resamples; a
    population whose Jaccard agreement with itself falls under ``min_stability`` on average
-   (Hennig 2007) does not survive resampling and is merged into the population it is most
-   confused with. The same resamples give each fraction's 95 % percentile interval.
+   (Hennig 2007) is merged into the population it is most confused with. The same resamples give
+   each fraction's 95 % percentile interval.
 
 Everything random draws from ``numpy.random.Generator`` seeded by ``random_state``; there is no
 global state, so results do not depend on how many processes run.
@@ -29,17 +32,15 @@ global state, so results do not depend on how many processes run.
 from __future__ import annotations
 
 import math
-import warnings
+from dataclasses import dataclass
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
 from cytomsc.errors import CytomscError
 from cytomsc.results import HeterogeneityResult, Population
 
-METHOD = "gmm-bic+merge+bootstrap-stability"
+METHOD = "tied-gmm greedy-split BIC + bootstrap stability"
 
 # --------------------------------------------------------------------------------------------
 # Hartigan's dip test
@@ -286,13 +287,114 @@ def _check_matrix(X: np.ndarray, what: str = "events") -> np.ndarray:
     return X
 
 
+REG = 1e-6  # added to the covariance diagonal (scaled units): keeps it invertible
+
+
+@dataclass
+class TiedMixture:
+    """A Gaussian mixture whose components share one covariance matrix.
+
+    Why tied: subpopulations of a culture differ mostly in where they sit (a dimmer CD105, smaller
+    cells), and a shared shape costs only d + 1 parameters per extra population. A full covariance
+    per component costs d(d+3)/2 + 1, which BIC cannot afford for a 5 % population 2 SD away in
+    6 dimensions, and which spends components on the shape of a single skewed population instead.
+    """
+
+    weights: np.ndarray  # (k,)
+    means: np.ndarray  # (k, d)
+    cov: np.ndarray  # (d, d)
+
+    @property
+    def n_components(self) -> int:
+        return int(self.weights.size)
+
+    def log_joint(self, Z: np.ndarray) -> np.ndarray:
+        """log(weight_k) + log N(z | mean_k, cov) for every event and component."""
+        d = Z.shape[1]
+        chol = np.linalg.cholesky(self.cov)
+        inv = np.linalg.inv(chol)
+        a = Z @ inv.T
+        b = self.means @ inv.T
+        maha = (a * a).sum(1)[:, None] - 2.0 * a @ b.T + (b * b).sum(1)[None, :]
+        logdet = 2.0 * np.log(np.diag(chol)).sum()
+        return -0.5 * (d * math.log(2 * math.pi) + logdet + np.maximum(maha, 0.0)) \
+            + np.log(np.maximum(self.weights, 1e-300))[None, :]
+
+    def responsibilities(self, Z: np.ndarray) -> tuple[np.ndarray, float]:
+        lj = self.log_joint(Z)
+        top = lj.max(axis=1, keepdims=True)
+        ll = top[:, 0] + np.log(np.exp(lj - top).sum(axis=1))
+        return np.exp(lj - ll[:, None]), float(ll.mean())
+
+    def predict(self, Z: np.ndarray) -> np.ndarray:
+        return np.argmax(self.log_joint(Z), axis=1)
+
+    def n_parameters(self, d: int) -> int:
+        k = self.n_components
+        return k * d + d * (d + 1) // 2 + k - 1
+
+    def bic(self, Z: np.ndarray) -> float:
+        _, ll = self.responsibilities(Z)
+        n, d = Z.shape
+        return -2.0 * n * ll + self.n_parameters(d) * math.log(n)
+
+
+def _em(Z: np.ndarray, model: TiedMixture, max_iter: int = 200, tol: float = 1e-5
+        ) -> tuple[TiedMixture, float]:
+    """Expectation-maximisation from ``model``; returns the fit and its mean log-likelihood."""
+    n, d = Z.shape
+    eye = np.eye(d) * REG
+    prev = -np.inf
+    ll = prev
+    for _ in range(max_iter):
+        resp, ll = model.responsibilities(Z)
+        nk = resp.sum(axis=0) + 1e-12
+        means = (resp.T @ Z) / nk[:, None]
+        cov = (Z.T @ Z - (means.T * nk) @ means) / n + eye
+        model = TiedMixture(nk / n, means, 0.5 * (cov + cov.T))
+        if ll - prev < tol:
+            break
+        prev = ll
+    return model, ll
+
+
+def _splits(Z: np.ndarray, model: TiedMixture) -> list[TiedMixture]:
+    """Starting points for k+1 components: each component cut in two along each channel and along
+    the shared covariance's main axis, at its 5th, 50th and 95th percentile. The outer cuts are
+    what lets EM find a population of a few percent, which a median cut (or k-means) misses."""
+    labels = model.predict(Z)
+    d = Z.shape[1]
+    _, vecs = np.linalg.eigh(model.cov)
+    directions = [*np.eye(d), vecs[:, -1]]
+    starts = []
+    for j in range(model.n_components):
+        mine = Z[labels == j]
+        if mine.shape[0] < 40:
+            continue
+        for u in directions:
+            proj = mine @ u
+            for q in (5, 50, 95):
+                cut = np.percentile(proj, q)
+                low, high = proj <= cut, proj > cut
+                if low.sum() < 10 or high.sum() < 10:
+                    continue
+                w = model.weights[j]
+                starts.append(TiedMixture(
+                    np.r_[np.delete(model.weights, j), w * low.mean(), w * high.mean()],
+                    np.vstack([np.delete(model.means, j, 0), mine[low].mean(0),
+                               mine[high].mean(0)]),
+                    model.cov,
+                ))
+    return starts
+
+
 class PopulationFinder:
-    """Gaussian-mixture clustering that chooses the number of populations itself (scikit-learn
+    """Clustering that chooses the number of populations itself, 1 included (scikit-learn
     estimator shape: parameters in ``__init__``, learned state ending in ``_``).
 
     Fitted attributes: ``n_populations_``, ``labels_`` (1..k for ``subsample_index_``),
-    ``model_`` (the GaussianMixture), ``groups_`` (component indices of each population),
-    ``stability_`` (mean bootstrap Jaccard per population), ``fractions_`` and
+    ``model_`` (the TiedMixture, in scaled units), ``groups_`` (component indices of each
+    population), ``stability_`` (mean bootstrap Jaccard per population), ``fractions_`` and
     ``fraction_ci95_`` (bootstrap percentile interval), ``bic_`` (k -> BIC),
     ``center_``/``scale_`` (the robust scaling).
     """
@@ -300,30 +402,29 @@ class PopulationFinder:
     def __init__(
         self,
         max_k: int = 6,
-        min_fraction: float = 0.02,
+        min_fraction: float = 0.015,
         n_subsample: int = 10000,
+        n_search: int = 4000,
         n_bootstrap: int = 20,
         bootstrap_size: int = 4000,
-        min_stability: float = 0.75,
-        merge_distance: float = 1.3,
+        min_stability: float = 0.5,
+        trim: float = 5.0,
         random_state: int = 0,
     ) -> None:
         self.max_k = max_k
         self.min_fraction = min_fraction
         self.n_subsample = n_subsample
+        self.n_search = n_search
         self.n_bootstrap = n_bootstrap
         self.bootstrap_size = bootstrap_size
         self.min_stability = min_stability
-        self.merge_distance = merge_distance
+        self.trim = trim
         self.random_state = random_state
-
-    # -- fitting ----------------------------------------------------------------------------
 
     def fit(self, X: np.ndarray) -> PopulationFinder:
         """Choose the populations on a subsample of X (events x channels)."""
         X = _check_matrix(X)
-        # EM on a few thousand events is many small BLAS calls: threads only contend (measured
-        # 10-50x slower on a busy 2-core machine), and one thread keeps results bit-stable.
+        # Small matrix products: threads only contend, and one thread keeps results bit-stable.
         with threadpool_limits(1):
             return self._fit(X)
 
@@ -331,33 +432,38 @@ class PopulationFinder:
         rng = np.random.default_rng(self.random_state)
         self.center_, self.scale_ = _robust_scale(X)
         n = X.shape[0]
-        if n > self.n_subsample:
-            idx = np.sort(rng.choice(n, self.n_subsample, replace=False))
-        else:
-            idx = np.arange(n)
+        idx = np.arange(n) if n <= self.n_subsample else \
+            np.sort(rng.choice(n, self.n_subsample, replace=False))
         self.subsample_index_ = idx
         Z = self._scaled(X[idx])
-        max_k = max(1, min(self.max_k, Z.shape[0] // max(20, 5 * Z.shape[1])))
-        self.bic_: dict[int, float] = {}
-        best = _fit(_mixture(1, int(rng.integers(2**31))), Z)
-        self.bic_[1] = float(best.bic(Z))
-        worse = 0
-        for k in range(2, max_k + 1):
-            gm = _mixture(k, int(rng.integers(2**31)))
-            _fit(gm, Z)
-            self.bic_[k] = float(gm.bic(Z))
-            if self.bic_[k] < self.bic_[best.n_components]:
-                best, worse = gm, 0
-            else:
-                worse += 1
-                if worse >= 2:  # BIC has turned up twice: larger k will not win
-                    break
+        # Events far out in any channel (a CD105-negative cell in a CD105-bright culture, a
+        # remaining doublet) would each want a component: the model is fitted without them and
+        # they are assigned afterwards like every other event.
+        core = np.all(np.abs(Z) <= self.trim, axis=1)
+        Zc = Z[core] if core.sum() >= 50 else Z
+        search = Zc if Zc.shape[0] <= self.n_search else \
+            Zc[np.sort(rng.choice(Zc.shape[0], self.n_search, replace=False))]
+        cov = np.cov(Zc.T).reshape(Z.shape[1], Z.shape[1]) + np.eye(Z.shape[1]) * REG
+        best = TiedMixture(np.ones(1), Zc.mean(0, keepdims=True), cov)
+        self.bic_ = {1: best.bic(Zc)}
+        max_k = max(1, min(self.max_k, Zc.shape[0] // max(20, 5 * Z.shape[1])))
+        while best.n_components < max_k:
+            # Greedy splitting: the best of many cheap starts on a search subsample, then EM on
+            # the whole fitting set; stop when BIC no longer improves.
+            trials = [_em(search, s, max_iter=15) for s in _splits(search, best)]
+            if not trials:
+                break
+            top = sorted(trials, key=lambda t: -t[1])[:3]
+            fits = [_em(search, m)[0] for m, _ in top]
+            cand, _ = _em(Zc, max(fits, key=lambda m: m.responsibilities(search)[1]))
+            self.bic_[cand.n_components] = cand.bic(Zc)
+            if self.bic_[cand.n_components] >= self.bic_[best.n_components]:
+                break
+            best = cand
         self.model_ = best
-        resp = best.predict_proba(Z)
-        groups = [[c] for c in range(best.n_components)]
-        groups = self._fold_tiny(resp, groups)
-        groups = self._merge_close(groups)
-        groups, boot = self._stabilize(Z, resp, groups, rng)
+        resp, _ = best.responsibilities(Z)
+        groups = self._fold_tiny(resp, [[c] for c in range(best.n_components)])
+        groups, boot = self._stabilize(Zc, groups, rng)
         # Population 1 is the largest: ids then read the same way in every culture's report.
         size = np.bincount(_argmax_groups(resp, groups), minlength=len(groups))
         order = np.argsort(-size, kind="stable")
@@ -373,7 +479,7 @@ class PopulationFinder:
         return (X - self.center_) / self.scale_
 
     def _fold_tiny(self, resp: np.ndarray, groups: list[list[int]]) -> list[list[int]]:
-        """Fold groups under min_fraction (largest posterior share of their events elsewhere)."""
+        """Fold groups under min_fraction into the group their events are otherwise closest to."""
         while len(groups) > 1:
             lab = _argmax_groups(resp, groups)
             frac = np.bincount(lab, minlength=len(groups)) / lab.size
@@ -384,72 +490,29 @@ class PopulationFinder:
             mine = lab == g if np.any(lab == g) else np.ones(lab.size, bool)
             share = gp[mine].sum(axis=0)
             share[g] = -1.0
-            target = int(np.argmax(share))
-            groups = _join(groups, g, target)
+            groups = _join(groups, g, int(np.argmax(share)))
         return groups
 
-    def _merge_close(self, groups: list[list[int]]) -> list[list[int]]:
-        """Merge groups whose weighted means lie closer than merge_distance (Mahalanobis)."""
-        while len(groups) > 1:
-            means, covs = self._group_moments(groups)
-            best, pair = np.inf, (0, 0)
-            for a in range(len(groups)):
-                for b in range(a + 1, len(groups)):
-                    diff = means[a] - means[b]
-                    cov = 0.5 * (covs[a] + covs[b])
-                    dist = float(np.sqrt(diff @ np.linalg.solve(cov, diff)))
-                    if dist < best:
-                        best, pair = dist, (a, b)
-            if best >= self.merge_distance:
-                break
-            groups = _join(groups, pair[1], pair[0])
-        return groups
-
-    def _group_moments(self, groups: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and covariance of each group as a Gaussian mixture of its components."""
-        w, mu, cov = self.model_.weights_, self.model_.means_, self.model_.covariances_
-        means, covs = [], []
-        for g in groups:
-            wg = w[g] / w[g].sum()
-            m = wg @ mu[g]
-            c = sum(
-                wi * (cov[i] + np.outer(mu[i] - m, mu[i] - m))
-                for wi, i in zip(wg, g, strict=True)
-            )
-            means.append(m)
-            covs.append(c)
-        return np.asarray(means), np.asarray(covs)
-
-    def _stabilize(
-        self, Z: np.ndarray, resp: np.ndarray, groups: list[list[int]], rng: np.random.Generator
-    ) -> tuple[list[list[int]], list[tuple[np.ndarray, np.ndarray]]]:
-        """Bootstrap refits; merge populations that do not survive resampling.
+    def _stabilize(self, Z: np.ndarray, groups: list[list[int]], rng: np.random.Generator
+                   ) -> tuple[list[list[int]], list[tuple[np.ndarray, np.ndarray]]]:
+        """Bootstrap refits; merge populations that do not survive resampling (Hennig 2007).
 
         Returns the surviving groups and, per resample, (drawn indices into the bootstrap base,
         component posteriors of the base) so fractions can be taken without refitting.
         """
-        m = Z.shape[0]
-        base = np.arange(m)
-        if m > self.bootstrap_size:
-            base = np.sort(rng.choice(m, self.bootstrap_size, replace=False))
-        Zb, resp_b = Z[base], resp[base]
+        base = np.arange(Z.shape[0])
+        if base.size > self.bootstrap_size:
+            base = np.sort(rng.choice(base.size, self.bootstrap_size, replace=False))
+        Zb = Z[base]
+        ref_resp, _ = self.model_.responsibilities(Zb)
         boot: list[tuple[np.ndarray, np.ndarray]] = []
-        k = self.model_.n_components
-        for _ in range(self.n_bootstrap):
+        for _ in range(self.n_bootstrap if self.model_.n_components > 1 else 0):
             draw = rng.integers(0, base.size, base.size)
-            gm = _mixture(
-                k,
-                int(rng.integers(2**31)),
-                weights_init=self.model_.weights_,
-                means_init=self.model_.means_,
-                precisions_init=self.model_.precisions_,
-                max_iter=30,
-            )
-            _fit(gm, Zb[draw])
-            boot.append((draw, gm.predict_proba(Zb)))
-        self.stability_ = np.full(len(groups), np.nan)
+            refit, _ = _em(Zb[draw], self.model_, max_iter=30)
+            boot.append((draw, refit.responsibilities(Zb)[0]))
+        self.stability_ = np.ones(len(groups))
         while len(groups) > 1 and boot:
-            ref = _argmax_groups(resp_b, groups)
+            ref = _argmax_groups(ref_resp, groups)
             jac = np.zeros(len(groups))
             confusion = np.zeros((len(groups), len(groups)))
             for _, r in boot:
@@ -486,40 +549,19 @@ class PopulationFinder:
             [np.percentile(fr, 2.5, axis=0), np.percentile(fr, 97.5, axis=0)]
         )
 
-    # -- prediction -------------------------------------------------------------------------
-
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Population 1..k of every event (in chunks, so 10^6 events stay light on memory)."""
         X = _check_matrix(X)
-        with threadpool_limits(1):
-            return self._predict(X)
-
-    def _predict(self, X: np.ndarray) -> np.ndarray:
         out = np.empty(X.shape[0], dtype=np.int64)
         step = 200_000
-        for s in range(0, X.shape[0], step):
-            resp = self.model_.predict_proba(self._scaled(X[s : s + step]))
-            out[s : s + step] = _argmax_groups(resp, self.groups_) + 1
+        with threadpool_limits(1):
+            for s in range(0, X.shape[0], step):
+                resp, _ = self.model_.responsibilities(self._scaled(X[s: s + step]))
+                out[s: s + step] = _argmax_groups(resp, self.groups_) + 1
         return out
 
     def fit_predict(self, X: np.ndarray) -> np.ndarray:
         return self.fit(X).predict(X)
-
-
-def _mixture(k: int, seed: int, **kwargs) -> GaussianMixture:
-    opts = dict(
-        n_components=k, covariance_type="full", reg_covar=1e-4, tol=1e-3, max_iter=200,
-        random_state=seed,
-    )
-    opts.update(kwargs)
-    return GaussianMixture(**opts)
-
-
-def _fit(gm: GaussianMixture, Z: np.ndarray) -> GaussianMixture:
-    """EM on bootstrap resamples may stop before tol; that is expected, not worth a warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return gm.fit(Z)
 
 
 def _group_resp(resp: np.ndarray, groups: list[list[int]]) -> np.ndarray:

@@ -41,6 +41,12 @@ class Culture:
     shifts: list[dict[str, float]] = field(default_factory=list)
 
 
+def _gaussian_noise(rng: np.random.Generator, n: int, corr: np.ndarray) -> np.ndarray:
+    """Correlated Gaussian noise with unit SD per channel: log-normal expression and cell size,
+    as the project's simulator (cytomsc.simulate) draws them, seen on log scales."""
+    return rng.multivariate_normal(np.zeros(corr.shape[0]), corr, size=n)
+
+
 def _noise(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     """Correlated, heavy-tailed, skewed noise with unit SD per channel."""
     a = rng.normal(size=(d, d)) * 0.5
@@ -64,16 +70,36 @@ def simulate(
     seed: int = 0,
     separation: float = 0.0,
     kind: str = "homogeneous",
+    shape: str = "heavy",
 ) -> Culture:
     """A culture of populations with the given fractions; population i is moved by
-    ``shifts[i]`` (channel -> SD units) from the base phenotype (population 1: no shift)."""
+    ``shifts[i]`` (channel -> SD units) from the base phenotype (population 1: no shift).
+
+    ``shape="heavy"``: every population has its own correlation, width, t tails and skew (the
+    stress test). ``shape="gaussian"``: populations share one correlation and width and are
+    Gaussian in plot units, scatter log-normal (the project simulator's physics)."""
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(n, fractions)
     d = len(CHANNELS)
     spread = BASE_SD * rng.uniform(0.9, 1.1, size=d)
+    a = rng.normal(size=(d, d)) * 0.3
+    shared = a @ a.T + np.eye(d)
+    shared = shared / np.sqrt(np.outer(np.diag(shared), np.diag(shared)))
     blocks, labels = [], []
     for i, (c, shift) in enumerate(zip(counts, shifts, strict=True)):
         mean = BASE_MEAN.copy()
+        if shape == "gaussian":
+            z = _gaussian_noise(rng, int(c), shared)
+            block = mean + spread * z
+            for ch, s in shift.items():
+                block[:, INDEX[ch]] += s * spread[INDEX[ch]]
+            # scatter log-normal: SD of log(FSC) = spread/mean, shifts in those SDs
+            for j in (0, 1):
+                cv = spread[j] / BASE_MEAN[j]
+                block[:, j] = BASE_MEAN[j] * np.exp(cv * (z[:, j] + shift.get(CHANNELS[j], 0.0)))
+            blocks.append(block)
+            labels.append(np.full(int(c), i + 1))
+            continue
         for ch, s in shift.items():
             mean[INDEX[ch]] += s * spread[INDEX[ch]]
         own = spread * rng.uniform(0.85, 1.15, size=d)  # populations are not equally wide
@@ -97,6 +123,15 @@ KIND_SHIFTS = {
     # size only: larger, more granular cells
     "size": lambda s: {"FSC-A": s, "SSC-A": s},
 }
+
+
+def pipeline_view(c: Culture) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The culture as the pipeline hands it to the clustering: positive markers in plot units and
+    log10 FSC-A/SSC-A; the negative lineage channel left out."""
+    keep = [i for i, ch in enumerate(CHANNELS) if ch != "BV421-A"]
+    X = c.X[:, keep].copy()
+    X[:, :2] = np.log10(np.maximum(X[:, :2], 1.0))
+    return X, c.raw[:, keep], [CHANNELS[i] for i in keep]
 
 
 def validation_set(n: int = 8000, seed: int = 1000) -> list[Culture]:

@@ -1,0 +1,114 @@
+"""Heterogeneity end to end: the real pipeline on the simulator's "heterogeneity" preset.
+
+Why this exists: only this test says whether the numbers a lab reads
+(``heterogeneity.n_populations`` and the exported ``cytomsc_population`` channel) are right,
+after real gates, compensation and transforms.
+
+Truth: truth.json's ``n_populations`` per culture and the per-event labels of the stained tube
+('1'-'9' = intact live single MSC of that population). The ARI is taken on the events that both
+the truth and the pipeline call intact live single MSCs (label digit and population > 0). The
+"ceiling" is the ARI of a QDA trained on the true labels of those same events: what a rule that
+knows the answer reaches (two Gaussians 2 SD apart overlap ~16 % each way, so no clustering can
+reach ARI 0.9 there).
+
+The issue's targets are asserted: homogeneous cultures are one population in >= 95 %, the
+required set (>= 2 SD apart in one dimension, >= 5 % of cells) gets the right number in >= 95 %,
+and where the number is right the ARI is within 0.1 of the ceiling (docs/heterogeneity-validation.md
+has the measured table).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import flowkit as fk
+import numpy as np
+import pytest
+from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
+from sklearn.metrics import adjusted_rand_score
+
+from cytomsc.pipeline import Options, run_batch
+from cytomsc.simulate import write_preset
+
+
+def culture_rows(data: Path, out: Path) -> list[dict]:
+    """Per culture: truth k, found k, tags, ARI, QDA ceiling, and event counts (also used by
+    benchmarks/validate_heterogeneity.py to write the doc's pipeline table)."""
+    truth = json.loads((data / "truth.json").read_text())["cultures"]
+    summary = json.loads((out / "summary.json").read_text())
+    found = {c["culture"]: c for c in summary["cultures"]}
+    rows = []
+    for t in truth:
+        res = found[t["culture"]]
+        het = res.get("heterogeneity")
+        tube = next(u for u in t["tubes"] if u["role"] == "stained")
+        sample = fk.Sample(str(out / res["output_name"] / "events" / tube["file"]))
+        ev = sample.get_events(source="raw")
+        pop = ev[:, sample.pnn_labels.index("cytomsc_population")].astype(int)
+        lab = np.frombuffer(tube["labels"].encode("ascii"), dtype=np.uint8)
+        is_msc = (lab >= ord("1")) & (lab <= ord("9"))
+        both = is_msc & (pop > 0)
+        y = (lab[both] - ord("0")).astype(int)
+        ari = adjusted_rand_score(y, pop[both])
+        ceiling = 1.0
+        if t["n_populations"] > 1:
+            # Supervised ceiling on the same events and the same channels the pipeline clustered.
+            cols = [sample.pnn_labels.index(c) for c in het["channels"]]
+            feats = ev[both][:, cols]
+            feats = np.sign(feats) * np.log1p(np.abs(feats))
+            qda = QuadraticDiscriminantAnalysis(reg_param=1e-3).fit(feats, y)
+            ceiling = adjusted_rand_score(y, qda.predict(feats))
+        rows.append({
+            "culture": t["culture"], "true_k": t["n_populations"],
+            "found_k": het["n_populations"] if het else 0, "tags": t["tags"],
+            "fractions": t["population_fractions"], "ari": ari, "ceiling": ceiling,
+            "clustered": int((pop > 0).sum()), "max_id": int(pop.max()),
+            "clustered_msc": int(both.sum()), "msc": int(is_msc.sum()),
+        })
+    return rows
+
+
+def required(row: dict) -> bool:
+    """The issue's required set: >= 2 SD apart in at least one dimension, >= 5 % of cells."""
+    tags = row["tags"]
+    return row["true_k"] > 1 and tags.get("separation_sd", 0) >= 2 and tags.get("minor", 0) >= 0.05
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory) -> list[dict]:
+    root = tmp_path_factory.mktemp("het-pipeline")
+    write_preset(root / "data", preset="heterogeneity", seed=0)
+    run_batch([root / "data"], root / "out",
+              Options(jobs=1, pdf=False, export_events=True, cluster="all"))
+    return culture_rows(root / "data", root / "out")
+
+
+def test_every_culture_is_clustered_and_exported(rows):
+    assert len(rows) >= 30
+    for r in rows:
+        assert r["found_k"] >= 1, r["culture"]
+        # the exported channel carries exactly the ids the summary reports
+        assert r["max_id"] == r["found_k"], r["culture"]
+        # clustered events are the gated cells: nearly all of them true intact live single MSCs
+        assert r["clustered_msc"] >= 0.95 * r["clustered"], r["culture"]
+        assert r["clustered_msc"] >= 0.8 * r["msc"], r["culture"]
+
+
+def test_homogeneous_cultures_are_one_population(rows):
+    homo = [r["found_k"] == 1 for r in rows if r["true_k"] == 1]
+    assert len(homo) >= 8
+    assert np.mean(homo) >= 0.95
+
+
+def test_required_set_gets_the_right_number(rows):
+    req = [r["found_k"] == r["true_k"] for r in rows if required(r)]
+    assert len(req) >= 15
+    assert np.mean(req) >= 0.95
+
+
+def test_partition_is_near_the_ceiling(rows):
+    ok = [r for r in rows if required(r) and r["found_k"] == r["true_k"]]
+    assert ok
+    assert all(r["ari"] >= r["ceiling"] - 0.1 for r in ok)
+    assert all(r["ari"] >= 0.9 for r in ok if r["ceiling"] >= 0.95)
