@@ -586,6 +586,7 @@ def _join(groups: list[list[int]], g: int, into: int) -> list[list[int]]:
 LABEL_Z = 0.5  # |population median - culture median| in culture robust SDs to earn a word
 LABEL_WORDS = {"FSC-A": ("small", "large"), "SSC-A": ("low SSC", "high SSC")}
 EMBEDDING_EVENTS = 5000
+JOINT_FIT_EVENTS = 20_000
 
 
 def _is_scatter(channel: str) -> bool:
@@ -721,7 +722,9 @@ def joint_populations(
         take = min(per_culture, Xc.shape[0])
         parts.append(Xc[np.sort(rng.choice(Xc.shape[0], take, replace=False))])
     pooled = np.vstack(parts)
-    kwargs = {"n_subsample": pooled.shape[0], **finder_kwargs}
+    # The model is fitted on at most JOINT_FIT_EVENTS pooled events (still an equal share per
+    # culture in expectation): a 96-culture batch must not cost 96 cultures' worth of EM.
+    kwargs = {"n_subsample": min(pooled.shape[0], JOINT_FIT_EVENTS), **finder_kwargs}
     finder = PopulationFinder(random_state=seed, **kwargs).fit(pooled)
     k = finder.n_populations_
     pooled_labels = finder.predict(pooled)

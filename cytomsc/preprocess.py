@@ -129,7 +129,7 @@ def _check_matrix(names: list[str], matrix: np.ndarray, channels: list[str],
     if matrix.shape != (n, n):
         raise CytomscError(f"{what} is {matrix.shape} for {n} detectors", path)
     twice = sorted({d for d in names if names.count(d) > 1})
-    if twice:
+    if twice:  # one column would be compensated twice and another not at all
         raise CytomscError(f"{what} names a detector twice: {', '.join(twice)}", path)
     missing = [d for d in names if d not in channels]
     if missing:
