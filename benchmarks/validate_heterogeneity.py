@@ -1,93 +1,123 @@
-"""Write docs/heterogeneity-validation.md: the confusion table of PopulationFinder on the
-simulated validation grid (tests/_popsim.py, 8,000 events per culture, default parameters).
+"""Write docs/heterogeneity-validation.md: the population count against known truth.
 
-    python benchmarks/validate_heterogeneity.py
+Two sets, both printed as confusion tables (rows: true k, columns: found k):
+
+1. The pipeline on the project simulator's ``heterogeneity`` preset (31 cultures, real gates,
+   compensation and transforms): the issue's validation, asserted in
+   tests/test_heterogeneity_pipeline.py.
+2. A stress grid (tests/_popsim.py, ``shape="heavy"``): 45 cultures whose populations each have
+   their own correlation, width, t tails (df 8-20) and skew. It shows where the method's
+   assumptions (Gaussian populations on log scales, one shared shape) stop holding.
+
+Run: python benchmarks/validate_heterogeneity.py  (a few minutes on 2 cores)
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from _popsim import validation_set  # noqa: E402
-from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis  # noqa: E402
-from sklearn.metrics import adjusted_rand_score  # noqa: E402
+from _popsim import pipeline_view, validation_set  # noqa: E402
+from test_heterogeneity_pipeline import culture_rows, required  # noqa: E402
 
 from cytomsc.heterogeneity import METHOD, PopulationFinder  # noqa: E402
+from cytomsc.pipeline import Options, run_batch  # noqa: E402
+from cytomsc.simulate import write_preset  # noqa: E402
 
-PIPELINE_MARK = "<!-- pipeline -->"
-HEAD = """# Heterogeneity: validation of the population count
 
-Method: `{method}` (cytomsc/heterogeneity.py). Channels are robust-scaled (median, IQR/1.349);
-Gaussian mixtures (full covariance, k = 1..6) are fitted to a seeded subsample of <= 10,000 events
-and the lowest BIC wins; components under 2 % are folded into their neighbour; components whose
-means are closer than 1.3 (Mahalanobis, averaged covariance) are merged (a skewed or heavy-tailed
-population is modelled by two overlapping Gaussians); populations whose mean bootstrap Jaccard
-(20 warm-started refits on 4,000-event resamples) is under 0.75 are merged into the population they
-are most confused with. Fractions carry the bootstrap 95 % percentile interval.
-
-Phenotype label: a channel is named when the population's median lies >= 0.5 robust SD of the
-whole culture from the culture median (markers "dim"/"bright", FSC "small"/"large", SSC "low
-SSC"/"high SSC"), at most the 3 largest departures; "typical" otherwise, "all cells" when k = 1.
-Bimodality: Hartigan's dip (effect size) and its p-value on a seeded 2,000-event subsample
-(null table simulated once and embedded), "bimodal" when p < 0.05. Robust CV: MAD x 1.4826 /
-median of the raw compensated values (undefined when the median is <= 0).
-
-Simulator (tests/_popsim.py): 7 channels (FSC-A, SSC-A raw; 5 markers in logicle decades);
-each population is a correlated multivariate t (df 8-20) with a sinh-arcsinh skew per channel
-(scatter right-skewed), standardized so that "s SD" is s times the real within-population SD;
-populations differ in width by +-15 %. Kinds: `marker` (CD90 shifted), `phenotype` (CD90 and
-CD105 shifted), `size` (FSC and SSC shifted), 3 populations (phenotype + size).
-"ceiling" is the ARI of a QDA trained on the true labels: what a classifier that knows the answer
-reaches; no clustering can be expected to beat it. With shifts of 2 SD in one channel it is far
-below 0.9, so the issue's "ARI >= 0.9" cannot be met there by any method.
-
-"""
+def confusion(pairs: list[tuple[int, int]]) -> list[str]:
+    found = sorted({f for _, f in pairs} | {t for t, _ in pairs})
+    count = Counter(pairs)
+    lines = ["| true \\ found | " + " | ".join(map(str, found)) + " |",
+             "|---|" + "---|" * len(found)]
+    for t in sorted({t for t, _ in pairs}):
+        lines.append(f"| {t} | " + " | ".join(str(count[(t, f)]) for f in found) + " |")
+    return lines
 
 
 def main() -> None:
-    rows = []
-    for c in validation_set(n=8000):
-        f = PopulationFinder(random_state=0).fit(c.X)
-        lab = f.predict(c.X)
-        ceil = 1.0
-        if c.k > 1:
-            ceil = adjusted_rand_score(
-                c.labels, QuadraticDiscriminantAnalysis().fit(c.X, c.labels).predict(c.X))
-        rows.append((c, f.n_populations_, adjusted_rand_score(c.labels, lab), ceil))
-    out = [HEAD.format(method=METHOD)]
-    conf = Counter((c.k, found) for c, found, _, _ in rows)
-    ks = sorted({c.k for c, *_ in rows} | {f for _, f, _, _ in rows})
-    out.append("## Confusion table, all cultures (rows: true k, columns: found k)\n")
-    out.append("| true \\ found | " + " | ".join(map(str, ks)) + " |")
-    out.append("|---" * (len(ks) + 1) + "|")
-    for t in sorted({c.k for c, *_ in rows}):
-        out.append(f"| {t} | " + " | ".join(str(conf[(t, f)]) for f in ks) + " |")
-    for title, keep in (
-        ("homogeneous", lambda c: c.k == 1),
-        (">= 2 SD and >= 5 % (the issue's required set)", lambda c: c.k > 1 and c.separation >= 2),
-        ("subtle: 1.5 SD", lambda c: c.k > 1 and c.separation < 2),
-    ):
-        sel = [r for r in rows if keep(r[0])]
-        right = sum(f == r[0].k for r in sel for f in [r[1]])
-        out.append(f"\n**{title}**: k right in {right}/{len(sel)} ({100 * right / len(sel):.0f} %)")
-    out.append("\n## Every culture\n")
-    out.append("| culture | kind | SD | fractions | true k | found k | ARI | ceiling |")
-    out.append("|---|---|---|---|---|---|---|---|")
-    for c, found, ari, ceil in rows:
-        fr = "/".join(f"{100 * x:.0f}" for x in c.fractions)
-        out.append(f"| {c.name} | {c.kind} | {c.separation:g} | {fr} | {c.k} | {found} | "
-                   f"{ari:.3f} | {ceil:.3f} |")
+    out = [
+        "# Heterogeneity: validation of the population count",
+        "",
+        f"Method: `{METHOD}` (cytomsc/heterogeneity.py). Generated by "
+        "`python benchmarks/validate_heterogeneity.py`.",
+        "",
+        "## 1. The pipeline on the simulator's `heterogeneity` preset",
+        "",
+        "31 cultures of 10,000 events (8 homogeneous; 2 populations 50/20/5 % apart by 3, 2 or "
+        "1.5 SD in CD105 or CD90; 3 populations; size-only differences), through the whole "
+        "pipeline. ARI on the events both the truth and the pipeline call intact live single "
+        "MSCs; the ceiling is a QDA trained on the true labels (what a rule that knows the "
+        "answer reaches).",
+        "",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        data, res = Path(tmp) / "data", Path(tmp) / "out"
+        write_preset(data, preset="heterogeneity", seed=0)
+        run_batch([data], res, Options(jobs=2, pdf=False, export_events=True, cluster="all"))
+        rows = culture_rows(data, res)
+    homo = [r for r in rows if r["true_k"] == 1]
+    req = [r for r in rows if required(r)]
+    out += confusion([(r["true_k"], r["found_k"]) for r in rows])
+    out += [
+        "",
+        f"- Homogeneous cultures found as one population: "
+        f"{sum(r['found_k'] == 1 for r in homo)}/{len(homo)}.",
+        f"- Required set (>= 2 SD apart in one dimension, >= 5 % of cells), right number: "
+        f"{sum(r['found_k'] == r['true_k'] for r in req)}/{len(req)}.",
+        f"- Subtle set (1.5 SD), right number: "
+        f"{sum(r['found_k'] == r['true_k'] for r in rows if r['tags'].get('separation_sd') == 1.5)}"
+        f"/{sum(r['tags'].get('separation_sd') == 1.5 for r in rows)}.",
+        "",
+        "ARI >= 0.9 is out of reach of any method on these cultures: two populations 3 SD apart "
+        "in one channel overlap by ~7 % each way, 2 SD apart by ~16 %, so even the supervised "
+        "ceiling is 0.7-0.8 at 3 SD and 0.2-0.55 at 2 SD. The tests require the ARI to be within "
+        "0.1 of the ceiling wherever the number found is right.",
+        "",
+        "| culture | true k | found k | ARI | ceiling |",
+        "|---|---|---|---|---|",
+    ]
+    out += [f"| {r['culture']} | {r['true_k']} | {r['found_k']} | {r['ari']:.2f} | "
+            f"{r['ceiling']:.2f} |" for r in rows]
+    out += [
+        "",
+        "## 2. Stress grid: heavy-tailed, skewed populations of different shapes",
+        "",
+        "45 cultures of 8,000 events from tests/_popsim.py (`shape=\"heavy\"`), seen as the "
+        "pipeline sees them (positive markers, log scatter). Each population has its own "
+        "correlation matrix and width, multivariate-t tails (df 8-20) and a sinh-arcsinh skew.",
+        "",
+    ]
+    pairs, hom_ok, hom_n, req_ok, req_n = [], 0, 0, 0, 0
+    for c in validation_set():
+        X, _, _ = pipeline_view(c)
+        k = PopulationFinder(random_state=0).fit(X).n_populations_
+        pairs.append((c.k, k))
+        if c.k == 1:
+            hom_n += 1
+            hom_ok += k == 1
+        elif c.separation >= 2 and min(c.fractions) >= 0.05:
+            req_n += 1
+            req_ok += k == c.k
+    out += confusion(pairs)
+    out += [
+        "",
+        f"- Homogeneous found as one: {hom_ok}/{hom_n}; required set right: {req_ok}/{req_n}.",
+        "",
+        "Here the method over-splits: a Gaussian mixture with one shared shape pays for heavy "
+        "tails, skew and population-specific shapes with extra components. This is the "
+        "method's known limit (README, Limits). A mixture of t distributions with a fixed "
+        "df = 8 was tried and over-split Gaussian cultures instead (0/8 homogeneous on set 1); "
+        "estimating the tail weight per culture is the next step.",
+    ]
     doc = ROOT / "docs" / "heterogeneity-validation.md"
-    # The end-to-end pipeline section (tests/test_heterogeneity_pipeline.py) is kept as written.
-    old = doc.read_text() if doc.exists() else ""
-    keep = old[old.index(PIPELINE_MARK):] if PIPELINE_MARK in old else ""
-    doc.write_text("\n".join(out) + "\n\n" + keep)
-    print("\n".join(out[1:12]))
+    doc.write_text("\n".join(out) + "\n")
+    print(doc.read_text())
 
 
 if __name__ == "__main__":
