@@ -404,7 +404,7 @@ class PopulationFinder:
         max_k: int = 6,
         min_fraction: float = 0.015,
         n_subsample: int = 10000,
-        n_search: int = 4000,
+        n_search: int = 2500,
         n_bootstrap: int = 20,
         bootstrap_size: int = 4000,
         min_stability: float = 0.5,
@@ -450,7 +450,7 @@ class PopulationFinder:
         while best.n_components < max_k:
             # Greedy splitting: the best of many cheap starts on a search subsample, then EM on
             # the whole fitting set; stop when BIC no longer improves.
-            trials = [_em(search, s, max_iter=15) for s in _splits(search, best)]
+            trials = [_em(search, s, max_iter=8) for s in _splits(search, best)]
             if not trials:
                 break
             top = sorted(trials, key=lambda t: -t[1])[:3]
