@@ -356,14 +356,36 @@ def _export_events(out: OutputDir, folder: str, tube: _Tube, population: np.ndar
         write_fcs(tmp, np.hstack(cols), pnn, pns, keywords=keep, spillover=tube.fcs.spillover)
 
 
+def _match_markers(stained: list[_Tube], panel: Any, opts: Options,
+                   errors: list[dict[str, str]]) -> tuple[dict[str, tuple[_Tube, Any]], list[str]]:
+    """Markers to channels in every stained tube. A marker is read in the first tube that has it
+    (a 4-colour instrument splits the panel over tubes); a criterion is missing when no stained
+    tube has it. A tube whose channels match one marker twice is an error, the others go on."""
+    from .errors import PanelError
+
+    missing_sets: list[set[str]] = []
+    chosen: dict[str, tuple[_Tube, Any]] = {}
+    for tube in stained:
+        try:
+            tube.matching = panel.match([(c.pnn, c.pns) for c in tube.fcs.channels],
+                                        {**opts.channel_map, **tube.channel_map})
+        except PanelError as err:
+            errors.append({"path": str(tube.fcs.path), "message": err.reason})
+            continue
+        missing_sets.append(set(tube.matching.missing))
+        for a in tube.matching.assignments:
+            chosen.setdefault(a.label, (tube, a))
+    missing = sorted(set.intersection(*missing_sets)) if missing_sets else [
+        c.name for c in panel.criteria if c.expect != "informative"]
+    return chosen, missing
+
+
 def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder: str,
                     batch_header: BatchResult | None = None, run_info: dict | None = None
                     ) -> tuple[CultureResult, list[dict[str, str]], list[str], np.ndarray | None]:
     """Analyse one culture; returns its result, file errors, files written, and a subsample of
     its clustered events for the batch-wide clustering. ``folder`` is the culture's sanitized,
     unique output name."""
-    from .errors import PanelError
-
     out = OutputDir(Path(out_root))
     errors: list[dict[str, str]] = []
     warnings: list[str] = []
@@ -383,21 +405,7 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
     withheld: list[str] = []
     _prepare_and_gate(tubes, opts, seed, warnings, withheld)
 
-    # Markers to channels, per stained tube; a criterion is read in the first tube that has it.
-    missing_sets: list[set[str]] = []
-    chosen: dict[str, tuple[_Tube, Any]] = {}
-    for tube in stained:
-        try:
-            tube.matching = panel.match([(c.pnn, c.pns) for c in tube.fcs.channels],
-                                        {**opts.channel_map, **tube.channel_map})
-        except PanelError as err:
-            errors.append({"path": str(tube.fcs.path), "message": err.reason})
-            continue
-        missing_sets.append(set(tube.matching.missing))
-        for a in tube.matching.assignments:
-            chosen.setdefault(a.label, (tube, a))
-    missing = sorted(set.intersection(*missing_sets)) if missing_sets else [
-        c.name for c in panel.criteria if c.expect != "informative"]
+    chosen, missing = _match_markers(stained, panel, opts, errors)
     result.missing_markers = missing
 
     calls: dict[str, dict[str, np.ndarray]] = {}
@@ -433,6 +441,15 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
         het, population, joint_sample = _cluster(main, assignments, seed)
         result.heterogeneity = het
 
+    result.gates = [s for t in tubes for s in t.gating.steps]
+    _write_culture(out, folder, result, tubes, main, population, opts, batch_header, run_info)
+    return result, errors, out.written, joint_sample
+
+
+def _write_culture(out: OutputDir, folder: str, result: CultureResult, tubes: list[_Tube],
+                   main: _Tube, population: np.ndarray | None, opts: Options,
+                   batch_header: BatchResult | None, run_info: dict | None) -> None:
+    """gates.xml, the exported events and the culture's PDF, each written atomically."""
     from .gating import gating_strategy, write_gatingml
 
     if any(t.gating.specs for t in tubes):
@@ -440,9 +457,8 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
         with out.atomic(folder, "gates.xml") as tmp:
             write_gatingml(strategy, tmp)
     else:
-        warnings.append("no gate could be placed in any tube (no scatter or time channels): "
-                        "every event was counted and no gates.xml was written")
-    result.gates = [s for t in tubes for s in t.gating.steps]
+        result.warnings.append("no gate could be placed in any tube (no scatter or time "
+                               "channels): every event was counted and no gates.xml was written")
     if opts.export_events:
         taken: set[str] = set()
         for t in tubes:
@@ -452,7 +468,6 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
 
         with out.atomic(f"{folder}.pdf") as tmp:
             write_culture_pdf(result, batch_header, tmp, run_info or {})
-    return result, errors, out.written, joint_sample
 
 
 def _joint_phenotype(result: CultureResult, main: _Tube, calls: dict[str, np.ndarray],
