@@ -341,10 +341,18 @@ class Panel:
 
 
 # ---- loading ---------------------------------------------------------------------------------
+def _panels_dir() -> Path:
+    """Where the shipped panels are: the installed package ``cytomsc.panels``, or, when cytomsc
+    runs from a source checkout (tests run from the repository root import the source tree),
+    the top-level ``panels/`` beside the package."""
+    try:
+        return Path(str(resources.files("cytomsc.panels")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "panels"
+
+
 def _shipped() -> list[Path]:
-    root = resources.files("cytomsc.panels")
-    return sorted((Path(str(p)) for p in root.iterdir() if p.name.endswith(".toml")),
-                  key=lambda p: p.name)
+    return sorted(_panels_dir().glob("*.toml"), key=lambda p: p.name)
 
 
 def list_panels() -> list[Panel]:
