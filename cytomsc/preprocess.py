@@ -379,10 +379,24 @@ class Prepared:
 def channel_top(values: np.ndarray, declared: float | None) -> float:
     """T for a channel: its $PnR, or the data's maximum when values exceed it (log-amplified data
     decoded to linear values can run past $PnR)."""
-    finite = values[np.isfinite(values)]
-    top = float(declared) if declared and declared > 1 else 0.0
-    if finite.size:
-        top = max(top, float(finite.max()))
+    return _top(float(_finite_max(values[:, None])[0]), declared)
+
+
+def _finite_max(events: np.ndarray) -> np.ndarray:
+    """Per-column maximum over finite values (0 for a column without any): one fast reduction,
+    and a masked one only for the rare column holding NaN or infinity."""
+    if events.shape[0] == 0:
+        return np.zeros(events.shape[1])
+    tops = events.max(axis=0).astype(float)
+    for j in np.flatnonzero(~np.isfinite(tops)):
+        col = events[:, j]
+        finite = col[np.isfinite(col)]
+        tops[j] = finite.max() if finite.size else 0.0
+    return tops
+
+
+def _top(maximum: float, declared: float | None) -> float:
+    top = max(float(declared) if declared and declared > 1 else 0.0, maximum)
     return top if top > 1 else 262144.0
 
 
@@ -399,15 +413,18 @@ def prepare(fcs: FcsData, comp: str | Path | None = None,
     names = [c.pnn for c in fcs.channels]
     spill = spillover_matrix(fcs, comp)
     comp_events = compensate(fcs.events, names, spill)
-    display = comp_events.copy()
+    display = np.empty_like(comp_events)  # same memory order as comp_events (column-major)
     params: dict[str, LogicleParams] = {}
+    maxima = None
     for j, ch in enumerate(fcs.channels):
         if not is_fluorescence(ch.pnn, ch.pns):
+            display[:, j] = comp_events[:, j]  # scatter and time: raw units
             continue
         p = (logicle_params or {}).get(ch.pnn)
         if p is None:
-            col = comp_events[:, j]
-            p = fit_logicle(col, channel_top(fcs.events[:, j], ch.range))
+            if maxima is None:
+                maxima = _finite_max(fcs.events)
+            p = fit_logicle(comp_events[:, j], _top(float(maxima[j]), ch.range))
         params[ch.pnn] = p
         display[:, j] = logicle(comp_events[:, j], p)
     return Prepared(names, comp_events, display, params, spill)
