@@ -316,7 +316,17 @@ def _cluster(stained: _Tube, assignments: list[Any], seed: int
     if X.shape[0] < 100:
         return None, None, None
     het, labels = describe_heterogeneity(X, channels, names, raw, seed=seed)
-    het.names = {ch: names[ch] for ch in channels}
+    # Each population's median of every marker of the tube, the negative ones too (they are
+    # not clustered, but a lab reads "population 2 is CD45 dim" from them).
+    others = [a for a in assignments if a.channel not in names]
+    if others:
+        extra = stained.prep.compensated[np.ix_(idx, [stained.column(a.channel) for a in others])]
+        for p in het.populations:
+            mine = extra[labels == p.id]
+            for j, a in enumerate(others):
+                p.medians[a.channel] = float(np.median(mine[:, j])) if mine.size else float("nan")
+                names[a.channel] = a.label
+    het.names = {ch: names[ch] for ch in [*channels, *(a.channel for a in others)]}
     population = np.zeros(stained.prep.compensated.shape[0], dtype=np.int32)
     population[idx] = labels
     rng = np.random.default_rng(seed)

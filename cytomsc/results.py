@@ -224,7 +224,7 @@ def to_json(batch: BatchResult) -> str:
 CSV_COLUMNS = (
     "culture", "verdict", "borderline", "marker", "channel", "expect", "limit",
     "percent_positive", "ci95_low", "ci95_high", "threshold", "threshold_source", "events",
-    "pass", "joint_phenotype_percent", "n_populations",
+    "pass", "joint_phenotype_percent", "n_populations", "populations",
 )
 
 
@@ -233,6 +233,8 @@ def csv_rows(batch: BatchResult) -> list[dict[str, str]]:
     rows = []
     for c in batch.cultures:
         n_pop = c.heterogeneity.n_populations if c.heterogeneity else ""
+        pops = "; ".join(f"P{p.id} {100 * p.fraction:.1f} % {p.label}"
+                         for p in c.heterogeneity.populations) if c.heterogeneity else ""
         for m in c.markers:
             rows.append({
                 "culture": c.culture,
@@ -251,6 +253,7 @@ def csv_rows(batch: BatchResult) -> list[dict[str, str]]:
                 "pass": "" if m.passed is None else str(m.passed).lower(),
                 "joint_phenotype_percent": _fmt(c.joint_phenotype_percent),
                 "n_populations": str(n_pop),
+                "populations": pops,
             })
     return rows
 

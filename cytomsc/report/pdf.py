@@ -313,13 +313,16 @@ def _heterogeneity(flow: Flow, h: HeterogeneityResult) -> None:
         rows = [f"P{p.id}" for p in pops]
         x, y = flow.block(20 + 24 * len(pops) + 58)
         grid = flow.panel(x + 60, y + 20, flow.width * 0.55, 24 * len(pops))
-        med = np.array([[p.medians.get(ch, np.nan) for ch in h.channels] for p in pops])
+        # Clustered channels first, then the tube's other markers (medians, not clustered).
+        columns = list(h.channels) + [ch for ch in pops[0].medians if ch not in h.channels]
+        med = np.array([[p.medians.get(ch, np.nan) for ch in columns] for p in pops])
         scaled = np.arcsinh(med / 150.0)
         lo, hi = np.nanmin(scaled, axis=0), np.nanmax(scaled, axis=0)
         span = np.where(hi > lo, hi - lo, 1.0)
         scaled = np.where(hi > lo, (scaled - lo) / span, 0.5)
         labels = np.array([[_short(v) for v in row] for row in med])
-        plots.heatmap(grid, np.nan_to_num(scaled, nan=0.0), labels, rows, named)
+        plots.heatmap(grid, np.nan_to_num(scaled, nan=0.0), labels, rows,
+                      [_marker_name(h, ch) for ch in columns])
         grid.title(["Population medians (compensated units)"], loc="left")
         bars = flow.panel(x + flow.width * 0.74, y + 20, flow.width * 0.26, 24 * len(pops))
         plots.fraction_bars(bars, rows, [p.fraction for p in pops], [p.ci95 for p in pops])
