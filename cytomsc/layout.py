@@ -297,7 +297,8 @@ def _from_manifest(manifest: Path, panel: Panel | None,
     except UnicodeDecodeError:
         raise LayoutError("manifest is not UTF-8 text", manifest) from None
     rows = list(csv.DictReader(text.splitlines()))
-    fields = {(f or "").strip().lower(): f for f in (rows[0].keys() if rows else [])}
+    # (extra cells beyond the header land under the key None: not a column, ignored)
+    fields = {f.strip().lower(): f for f in (rows[0].keys() if rows else []) if f is not None}
     if not rows:
         raise LayoutError("manifest has no rows (expected columns file,culture,role)", manifest)
     lacking = [c for c in ("file", "culture") if c not in fields]
@@ -348,7 +349,8 @@ def _from_manifest(manifest: Path, panel: Panel | None,
 
 # ---- output names ----------------------------------------------------------------------------
 def safe_name(name: str, taken: set[str]) -> str:
-    """An output-file-safe name for a culture, distinct from every name in ``taken`` (added to it).
+    """An output-file-safe name for a culture, distinct from every name in ``taken``; the name and
+    its PDF's name (NAME.pdf) are added to ``taken``.
 
     Culture names come from folder names and FCS keywords that anyone can write, and become folder
     and file names under ``-o``: so no path separators, no "..", no control characters, nothing
@@ -370,12 +372,13 @@ def safe_name(name: str, taken: set[str]) -> str:
         text = "_" + text
     lowered = {t.lower() for t in taken}
     result, n = text, 1
-    while result.lower() in lowered:
+    # A culture writes both NAME/ and NAME.pdf: neither may meet a name already taken.
+    while result.lower() in lowered or f"{result}.pdf".lower() in lowered:
         n += 1
         suffix = f"-{n}"
         stem = text
         while len((stem + suffix).encode("utf-8")) > _MAX_BYTES:
             stem = stem[:-1]
         result = stem + suffix
-    taken.add(result)
+    taken.update((result, f"{result}.pdf"))
     return result

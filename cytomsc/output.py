@@ -20,6 +20,7 @@ from pathlib import Path
 from .errors import CytomscError
 
 RUN_FILE = "run.json"
+OUTPUT_SUFFIXES = (".pdf", ".json", ".csv", ".xml", ".fcs")  # the kinds of file cytomsc writes
 
 
 class OutputDir:
@@ -47,6 +48,7 @@ class OutputDir:
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=final.suffix, dir=final.parent)
         os.close(fd)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for the whole lab to read
         try:
             yield Path(tmp)
             os.replace(tmp, final)
@@ -64,9 +66,12 @@ class OutputDir:
         """Files the previous run into this folder listed in its run.json."""
         try:
             old = json.loads(self.path(RUN_FILE).read_text(encoding="utf-8"))
-            return [str(f) for f in old.get("outputs", [])]
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError):
             return []
+        if not isinstance(old, dict) or "cytomsc_version" not in old:
+            return []  # not ours: never delete on the word of another tool's run.json
+        return [str(f) for f in old.get("outputs", [])
+                if str(f).lower().endswith(OUTPUT_SUFFIXES)]
 
     def remove_stale(self, previous: list[str]) -> None:
         """Delete what the previous run wrote and this one did not (only inside the folder)."""

@@ -295,6 +295,11 @@ class Panel:
                               dict.fromkeys(c.name for c in negative)))
         return Assignment(pnn, adhoc, s, adhoc.name, via)
 
+    def missing(self, assignments: list[Assignment]) -> list[str]:
+        """Names of the judged criteria that ``assignments`` (of one file, or of all the stained
+        tubes of a culture together) leave without a channel."""
+        return self._missing(assignments)
+
     def _missing(self, assignments: list[Assignment]) -> list[str]:
         covered = {m for a in assignments for m in a.markers}
         whole = {a.criterion for a in assignments}

@@ -99,13 +99,6 @@ def culture_seed(seed: int, culture: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def _final_mask(gating: Any, n: int) -> np.ndarray:
-    for gate in reversed(GATE_ORDER):
-        if gate in gating.masks:
-            return gating.masks[gate]
-    return np.ones(n, dtype=bool)
-
-
 def _funnel(tube: _Tube) -> dict[str, int]:
     """total, time_ok, margin_ok, cells, singlets, live; a skipped gate keeps the count."""
     n = int(tube.prep.compensated.shape[0])
@@ -138,8 +131,16 @@ def _read_tubes(spec: Any, opts: Options, errors: list[dict[str, str]],
             data_set=fcs.data_set,
         ))
         warnings.extend(f"{Path(t.path).name}: {w}" for w in fcs.warnings)
-        tubes.append(_Tube(name=Path(t.path).name, role=t.role, fcs=fcs,
-                           channel_map=dict(t.channel_map)))
+        # Tubes are keyed by name (gates.xml, calls, events); a manifest may list two files of
+        # the same name from different folders, so names are made unique here, once.
+        name = Path(t.path).name
+        stem, suffix = os.path.splitext(name)
+        taken = {u.name for u in tubes}
+        i = 2
+        while name in taken:
+            name = f"{stem}-{i}{suffix}"
+            i += 1
+        tubes.append(_Tube(name=name, role=t.role, fcs=fcs, channel_map=dict(t.channel_map)))
     return tubes, files
 
 
@@ -150,7 +151,8 @@ def _prepare_and_gate(tubes: list[_Tube], opts: Options, seed: int, warnings: li
     A file whose own spillover matrix cannot be used (names detectors it lacks, singular) is
     analysed uncompensated so that its gates and funnel are still shown, and the reason goes to
     ``withheld``: uncompensated percentages must not become a verdict. A matrix the user gave with
-    ``--comp`` is an error instead (it is theirs to fix)."""
+    ``--comp`` that does not fit a stained tube is an error (it is theirs to fix); a control it
+    does not fit is left out, with a warning, and the culture goes on with its other controls."""
     from .gating import GatingOutcome, gate_tube
     from .preprocess import prepare
 
@@ -161,8 +163,14 @@ def _prepare_and_gate(tubes: list[_Tube], opts: Options, seed: int, warnings: li
         try:
             tube.prep = prepare(tube.fcs, comp=comp, logicle_params=shared or None)
         except CytomscError as err:
+            if comp is not None and tube.role == "stained":
+                raise CytomscError(f"--comp {Path(comp).name}: {err.reason}",
+                                   tube.fcs.path) from err
             if comp is not None:
-                raise
+                warnings.append(f"{tube.name}: left out, the --comp matrix does not fit it "
+                                f"({err.reason})")
+                tubes.remove(tube)
+                continue
             withheld.append(f"{tube.name}: {err.reason}; analysed without compensation, so no "
                             "verdict is given")
             tube.prep = prepare(tube.fcs, comp="none", logicle_params=shared or None)
@@ -179,9 +187,13 @@ def _prepare_and_gate(tubes: list[_Tube], opts: Options, seed: int, warnings: li
                 masks={g: none for g in GATE_ORDER}, steps=[], specs=[],
                 warnings=[f"no cells could be gated ({err.reason}); every event was excluded"])
         finite = np.isfinite(tube.prep.compensated).all(axis=1)
-        tube.final = _final_mask(tube.gating, n) & finite
+        tube.final = tube.gating.final & finite
         warnings.extend(w if w.startswith(f"{tube.name}:") else f"{tube.name}: {w}"
                         for w in tube.gating.warnings)
+
+
+def _has_live_gate(tube: _Tube) -> bool:
+    return any(step.gate == "live" for step in tube.gating.steps)
 
 
 def _pick_control(tubes: list[_Tube], markers: tuple[str, ...], channel: str
@@ -224,6 +236,12 @@ def _measure(stained: _Tube, assignment: Any, tubes: list[_Tube], opts: Options,
     control, source = _pick_control(tubes, assignment.markers, ch)
     control_display = None
     ratio = 1.0
+    if control is not None and _has_live_gate(stained) != _has_live_gate(control):
+        with_gate, without = (stained, control) if _has_live_gate(stained) else (control, stained)
+        warnings.append(
+            f"{with_gate.name} has a viability gate and {without.name} has none (no dye in it): "
+            "dead cells are excluded from one tube only, which shifts the thresholds of the "
+            "markers read against it")
     if control is not None:
         ccol = control.column(ch)
         control_values = control.prep.compensated[control.final, ccol]
@@ -334,8 +352,8 @@ def _cluster(stained: _Tube, assignments: list[Any], seed: int
     return het, population, X[np.sort(take)]
 
 
-def _export_events(out: OutputDir, folder: str, tube: _Tube, population: np.ndarray | None,
-                   taken: set[str]) -> None:
+def _export_events(out: OutputDir, folder: str, tube: _Tube, population: np.ndarray | None
+                   ) -> None:
     """The tube's original channels plus one 0/1 channel per gate (and the population id)."""
     from .fcswrite import write_fcs
 
@@ -351,13 +369,7 @@ def _export_events(out: OutputDir, folder: str, tube: _Tube, population: np.ndar
         cols.append(population.astype(np.float64)[:, None])
         pnn.append("cytomsc_population")
         pns.append("")
-    name = tube.name
-    stem, suffix = os.path.splitext(name)
-    i = 2
-    while name in taken:
-        name = f"{stem}-{i}{suffix}"
-        i += 1
-    taken.add(name)
+    name = tube.name  # unique within the culture (see _read_tubes)
     if not name.lower().endswith(".fcs"):
         name += ".fcs"
     keep = {k: v for k, v in tube.fcs.keywords.items()
@@ -366,27 +378,28 @@ def _export_events(out: OutputDir, folder: str, tube: _Tube, population: np.ndar
         write_fcs(tmp, np.hstack(cols), pnn, pns, keywords=keep, spillover=tube.fcs.spillover)
 
 
-def _match_markers(stained: list[_Tube], panel: Any, opts: Options,
-                   errors: list[dict[str, str]]) -> tuple[dict[str, tuple[_Tube, Any]], list[str]]:
+def _match_markers(stained: list[_Tube], panel: Any, opts: Options, errors: list[dict[str, str]],
+                   warnings: list[str]) -> tuple[dict[str, tuple[_Tube, Any]], list[str]]:
     """Markers to channels in every stained tube. A marker is read in the first tube that has it
     (a 4-colour instrument splits the panel over tubes); a criterion is missing when no stained
     tube has it. A tube whose channels match one marker twice is an error, the others go on."""
     from .errors import PanelError
 
-    missing_sets: list[set[str]] = []
     chosen: dict[str, tuple[_Tube, Any]] = {}
     for tube in stained:
         try:
             tube.matching = panel.match([(c.pnn, c.pns) for c in tube.fcs.channels],
-                                        {**opts.channel_map, **tube.channel_map})
+                                        {**opts.channel_map, **tube.channel_map},
+                                        source=tube.fcs.path)
         except PanelError as err:
             errors.append({"path": str(tube.fcs.path), "message": err.reason})
             continue
-        missing_sets.append(set(tube.matching.missing))
+        warnings.extend(f"{tube.name}: {w}" for w in tube.matching.warnings)
         for a in tube.matching.assignments:
             chosen.setdefault(a.label, (tube, a))
-    missing = sorted(set.intersection(*missing_sets)) if missing_sets else [
-        c.name for c in panel.criteria if c.expect != "informative"]
+    # Missing is decided over every stained tube's channels together: a cocktail split over two
+    # tubes is covered only when its markers are, whichever tube carries them.
+    missing = sorted(panel.missing([a for _, a in chosen.values()]))
     return chosen, missing
 
 
@@ -415,7 +428,7 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
     withheld: list[str] = []
     _prepare_and_gate(tubes, opts, seed, warnings, withheld)
 
-    chosen, missing = _match_markers(stained, panel, opts, errors)
+    chosen, missing = _match_markers(stained, panel, opts, errors, warnings)
     result.missing_markers = missing
 
     calls: dict[str, dict[str, np.ndarray]] = {}
@@ -452,6 +465,7 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
         result.heterogeneity = het
 
     result.gates = [s for t in tubes for s in t.gating.steps]
+    result.warnings[:] = list(dict.fromkeys(result.warnings))  # each said once, in order
     _write_culture(out, folder, result, tubes, main, population, opts, batch_header, run_info)
     return result, errors, out.written, joint_sample
 
@@ -470,9 +484,8 @@ def _write_culture(out: OutputDir, folder: str, result: CultureResult, tubes: li
         result.warnings.append("no gate could be placed in any tube (no scatter or time "
                                "channels): every event was counted and no gates.xml was written")
     if opts.export_events:
-        taken: set[str] = set()
         for t in tubes:
-            _export_events(out, folder, t, population if t is main else None, taken)
+            _export_events(out, folder, t, population if t is main else None)
     if opts.pdf and batch_header is not None:
         from .report.pdf import write_culture_pdf
 
@@ -536,7 +549,7 @@ def run_batch(inputs: list[Path], out_dir: Path, opts: Options, command: str = "
     previous = out.previous_outputs()
     manifest = Path(opts.manifest) if opts.manifest else None
     specs, errors = discover(inputs, manifest=manifest, panel=panel)
-    taken: set[str] = {"summary", "overview", "run"}
+    taken: set[str] = {"summary.json", "summary.csv", "run.json", "overview.pdf"}
     folders = []
     for spec in specs:
         folders.append(safe_name(spec.name, taken))

@@ -119,7 +119,7 @@ class MarkerResult:
 class Population:
     """One population found by the clustering."""
 
-    id: int  # 1..k; the batch-wide id when a joint clustering ran
+    id: int  # 1..k within the culture, the largest first (the batch table has its own ids)
     fraction: float
     ci95: tuple[float, float]
     medians: dict[str, float]  # per channel, compensated raw units

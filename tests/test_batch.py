@@ -520,3 +520,77 @@ def test_other_seed_moves_only_random_parts(runs: dict[str, bytes]) -> None:
             # the seed enters the gates (mixture fits) and the clustering, not the thresholds'
             # rule: the same cells are judged within a fraction of a point
             assert abs(mx["percent_positive"] - my["percent_positive"]) < 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Review findings, each pinned by a test
+
+
+def test_two_tubes_with_one_file_name_keep_their_own_gates(tmp_path: Path) -> None:
+    """A manifest may name a/s.fcs (stained) and b/s.fcs (isotype): both tubes are analysed."""
+    tubes = _tubes("same", 1)
+    for t, sub in zip(tubes, ("a", "b"), strict=True):
+        t.filename = "s.fcs"
+        t.write(tmp_path / sub)
+    roles = {t.role for t in tubes}
+    assert roles == {"stained", "isotype"}
+    rows = ["file,culture,role"] + [f"{sub}/s.fcs,same,{t.role}"
+                                    for t, sub in zip(tubes, ("a", "b"), strict=True)]
+    (tmp_path / "sheet.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    code, _, stderr = _run(["analyze", "--manifest", str(tmp_path / "sheet.csv"), str(tmp_path),
+                            "-o", str(out), "--no-pdf", "--cluster", "none", "--jobs", "1"])
+    assert code == 0, stderr
+    c = _summary(out)["cultures"][0]
+    assert c["verdict"] == "pass"
+    assert {m["threshold_source"] for m in c["markers"]} == {"isotype"}
+    gates = (out / c["output_name"] / "gates.xml").read_text()
+    assert 't1_cells' in gates and 't2_cells' in gates
+
+
+def test_comp_csv_that_misses_a_control_detector_leaves_out_that_control(tmp_path: Path) -> None:
+    tubes = _tubes("comp", 2)
+    stained = next(t for t in tubes if t.role == "stained")
+    names, matrix = stained.spillover
+    for t in tubes:
+        t.write(tmp_path / "in" / "comp")
+    iso = next(t for t in tubes if t.role == "isotype")
+    # the CSV names one more detector than the isotype tube has: rename it in the isotype file
+    renamed = iso.pnn.index(names[-1])
+    iso.pnn[renamed] = "Other-A"
+    iso.spillover = ([("Other-A" if n == names[-1] else n) for n in names], matrix)
+    iso.write(tmp_path / "in" / "comp")
+    csv_path = tmp_path / "comp.csv"
+    csv_path.write_text(",".join(names) + "\n" + "\n".join(
+        ",".join(f"{v:.6g}" for v in row) for row in matrix) + "\n")
+    out = tmp_path / "out"
+    code, _, stderr = _run(["analyze", str(tmp_path / "in"), "-o", str(out), "--comp",
+                            str(csv_path), "--no-pdf", "--cluster", "none", "--jobs", "1"])
+    assert code == 0 and "Traceback" not in stderr
+    c = _summary(out)["cultures"][0]
+    assert any("left out" in w and iso.filename in w for w in c["warnings"])
+    assert {m["threshold_source"] for m in c["markers"]} == {"auto"}
+
+
+def test_manifest_row_with_an_extra_cell_is_no_traceback(tmp_path: Path) -> None:
+    paths = _write_culture(tmp_path / "x", "x", 3)
+    rows = ["file,culture,role"] + [f"x/{p.name},x,,extra" for p in paths]
+    (tmp_path / "sheet.csv").write_text("\n".join(rows) + "\n")
+    code, _, stderr = _run(["analyze", "--manifest", str(tmp_path / "sheet.csv"), str(tmp_path),
+                            "-o", str(tmp_path / "out"), "--no-pdf", "--cluster", "none",
+                            "--jobs", "1"])
+    assert "Traceback" not in stderr
+    assert [c["culture"] for c in _summary(tmp_path / "out")["cultures"]] == ["x"]
+
+
+def test_a_foreign_run_json_deletes_nothing(tmp_path: Path) -> None:
+    _write_culture(tmp_path / "in" / "f", "f", 4)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.pdf").write_text("mine")
+    (out / "run.json").write_text(json.dumps({"outputs": ["notes.pdf"]}))
+    code, _, _ = _run(["analyze", str(tmp_path / "in"), "-o", str(out), "--no-pdf",
+                       "--cluster", "none", "--jobs", "1"])
+    assert code == 0
+    assert (out / "notes.pdf").read_text() == "mine"
+    assert oct((out / "summary.json").stat().st_mode & 0o777) == oct(0o644)

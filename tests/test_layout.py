@@ -129,7 +129,20 @@ def test_safe_name_attacks(tmp_path):
         assert target.parent == tmp_path.resolve()
     assert len({n.lower() for n in names}) == len(names)
     assert names[7:9] == ["P3", "p3-2"]
-    assert taken == set(names)
+    assert taken == set(names) | {f"{n}.pdf" for n in names}  # each culture's folder and PDF
+
+
+def test_folder_and_pdf_names_never_meet_other_outputs():
+    """A culture writes NAME/ and NAME.pdf: cultures "x" and "x.pdf", or a culture named like a
+    batch file, must not land on each other."""
+    taken = {"summary.json", "summary.csv", "run.json", "overview.pdf"}
+    names = [safe_name(n, taken) for n in ("x.pdf", "x", "summary.json", "overview", "run")]
+    assert names[0] == "x.pdf" and names[1] == "x-2"  # "x" would write x.pdf: taken
+    assert names[2] == "summary.json-2" and names[3] == "overview-2" and names[4] == "run"
+    outputs = [o for n in names for o in (n, f"{n}.pdf")]
+    assert len({o.lower() for o in outputs}) == len(outputs)
+    assert not {o.lower() for o in outputs} & {"summary.json", "summary.csv", "run.json",
+                                              "overview.pdf"}
 
 
 def test_safe_name_duplicates_get_suffixes():

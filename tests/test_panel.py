@@ -207,3 +207,17 @@ def test_cli_panels_list_and_show(tmp_path):
     bad = _write(tmp_path, "id = ")
     out = runner.invoke(main, ["panels", "show", str(bad)])
     assert out.exit_code == 1 and "Traceback" not in out.output
+
+
+def test_missing_is_decided_over_all_stained_tubes() -> None:
+    """A cocktail split over tubes is covered only by its markers, whichever tube has them: a
+    tube without the cocktail and a tube with only CD34 leave four markers missing."""
+    panel = load_panel("stemflow-cocktail")
+    one = panel.match([("FITC-A", "CD90"), ("APC-A", "CD73"), ("PerCP-Cy5-5-A", "CD105"),
+                       ("PE-A", "CD44")])
+    two = panel.match([("FITC-A", "CD90"), ("PE-A", "CD34")])
+    assert "CD34" not in panel.missing(one.assignments + two.assignments)
+    assert set(panel.missing(one.assignments + two.assignments)) >= {"CD11b", "CD19", "CD45",
+                                                                    "HLA-DR"}
+    full = panel.match([("PE-A", "CD34/CD11b/CD19/CD45/HLA-DR")])
+    assert panel.missing(one.assignments + full.assignments) == []
