@@ -25,18 +25,14 @@ def _fail(err: CytomscError, debug: bool) -> None:
 
 
 def parse_channel_map(text: str | None) -> dict[str, str]:
-    """``FL1-A=CD90,FL2-A=CD105`` (commas or semicolons) -> {"FL1-A": "CD90", ...}."""
-    if not text:
-        return {}
-    mapping: dict[str, str] = {}
-    for item in text.replace(";", ",").split(","):
-        if not item.strip():
-            continue
-        if "=" not in item:
-            raise click.BadParameter(f"'{item}' is not CHANNEL=MARKER", param_hint="--channel-map")
-        channel, marker = item.split("=", 1)
-        mapping[channel.strip()] = marker.strip()
-    return mapping
+    """``FL1-A=CD90,FL2-A=CD105`` (commas or semicolons) -> {"FL1-A": "CD90", ...}; the same
+    syntax as a manifest's channels column."""
+    from .layout import parse_channels
+
+    try:
+        return parse_channels(text or "")
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--channel-map") from err
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

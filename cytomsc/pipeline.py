@@ -311,7 +311,7 @@ def _cluster(stained: _Tube, assignments: list[Any], seed: int
 
     pnn = stained.prep.channels
     scatter = find_scatter(pnn, [c.pns for c in stained.fcs.channels])
-    markers = [a for a in assignments if a.criterion.expect == "positive"] or list(assignments)
+    markers = [a for a in assignments if a.criterion.expect == "positive"]
     channels = [a.channel for a in markers]
     names = {a.channel: a.label for a in markers}
     logged = []
@@ -320,6 +320,8 @@ def _cluster(stained: _Tube, assignments: list[Any], seed: int
             channels.append(ch)
             names[ch] = word
             logged.append(len(channels) - 1)
+    if not channels:
+        return None, None, None
     cols = [stained.column(c) for c in channels]
     # Above CLUSTER_MAX_EVENTS cells, a seeded subsample is clustered (population fractions to
     # +-0.2 %; memory bounded for 10^6-10^7-event files); the rest get population 0.

@@ -376,12 +376,6 @@ class Prepared:
     spill: tuple[list[str], np.ndarray] | None
 
 
-def channel_top(values: np.ndarray, declared: float | None) -> float:
-    """T for a channel: its $PnR, or the data's maximum when values exceed it (log-amplified data
-    decoded to linear values can run past $PnR)."""
-    return _top(float(_finite_max(values[:, None])[0]), declared)
-
-
 def _finite_max(events: np.ndarray) -> np.ndarray:
     """Per-column maximum over finite values (0 for a column without any): one fast reduction,
     and a masked one only for the rare column holding NaN or infinity."""
