@@ -572,7 +572,7 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
     if not finite.all():
         warnings.append(f"{tube_name}: {int((~finite).sum())} events with NaN/infinite values "
                         f"excluded")
-    fsc, ssc = sc.fsc_a or sc.fsc_h, sc.ssc_a or sc.ssc_h
+    fsc, ssc = sc.fsc, sc.ssc
 
     def record(gate: str, mask: np.ndarray, parent: np.ndarray, x: str, y: str | None,
                vertices: list, note: str, hist: Histogram2D | None) -> None:
@@ -681,6 +681,9 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
                scatter_hist(x, sc.fsc_w, current))
         specs.append(GateSpec("singlets", "rect", [sc.fsc_w], bounds={sc.fsc_w: (lo, hi)}))
         current = new
+    elif (sc.fsc_a and sc.fsc_h) or sc.fsc_w:
+        warnings.append(f"{tube_name}: fewer than 50 events left to place the singlets gate; "
+                        "skipped")
     else:
         warnings.append(f"{tube_name}: no FSC-H or FSC-W channel; singlets gate skipped")
     masks["singlets"] = current.copy()
@@ -774,6 +777,9 @@ def write_gatingml(strategy: flowkit.GatingStrategy, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        export_gatingml(strategy, fh)
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as fh:
+            export_gatingml(strategy, fh)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; removed if the export failed
