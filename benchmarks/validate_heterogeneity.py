@@ -2,7 +2,7 @@
 
 Two sets, both printed as confusion tables (rows: true k, columns: found k):
 
-1. The pipeline on the project simulator's ``heterogeneity`` preset (31 cultures, real gates,
+1. The pipeline on the project simulator's ``heterogeneity`` preset (38 cultures, real gates,
    compensation and transforms): the issue's validation, asserted in
    tests/test_heterogeneity_pipeline.py.
 2. A stress grid (tests/_popsim.py, ``shape="heavy"``): 45 cultures whose populations each have
@@ -49,8 +49,8 @@ def main() -> None:
         "",
         "## 1. The pipeline on the simulator's `heterogeneity` preset",
         "",
-        "31 cultures of 10,000 events (8 homogeneous; 2 populations 50/20/5 % apart by 3, 2 or "
-        "1.5 SD in CD105 or CD90; 3 populations; size-only differences), through the whole "
+        "38 cultures of 10,000 events (8 homogeneous; 2 populations 50/20/5 % apart by 5, 3, 2 "
+        "or 1.5 SD in CD105 or CD90; 3 populations; size-only differences), through the whole "
         "pipeline. ARI on the events both the truth and the pipeline call intact live single "
         "MSCs; the ceiling is a QDA trained on the true labels (what a rule that knows the "
         "answer reaches).",
@@ -63,6 +63,7 @@ def main() -> None:
         rows = culture_rows(data, res)
     homo = [r for r in rows if r["true_k"] == 1]
     req = [r for r in rows if required(r)]
+    clear = [r for r in rows if r["true_k"] > 1 and r["tags"].get("separation_sd", 0) >= 5]
     out += confusion([(r["true_k"], r["found_k"]) for r in rows])
     out += [
         "",
@@ -74,10 +75,16 @@ def main() -> None:
         f"{sum(r['found_k'] == r['true_k'] for r in rows if r['tags'].get('separation_sd') == 1.5)}"
         f"/{sum(r['tags'].get('separation_sd') == 1.5 for r in rows)}.",
         "",
-        "ARI >= 0.9 is out of reach of any method on these cultures: two populations 3 SD apart "
-        "in one channel overlap by ~7 % each way, 2 SD apart by ~16 %, so even the supervised "
-        "ceiling is 0.7-0.8 at 3 SD and 0.2-0.55 at 2 SD. The tests require the ARI to be within "
-        "0.1 of the ceiling wherever the number found is right.",
+        f"- Populations 5 SD apart, ARI >= 0.9: {sum(r['ari'] >= 0.9 for r in clear)}"
+        f"/{len(clear)}.",
+        "",
+        "ARI >= 0.9 at 2-3 SD is out of reach of any method: two populations 3 SD apart in one "
+        "channel overlap by ~7 % each way, 2 SD apart by ~16 %. `python "
+        "benchmarks/identifiability.py` prints the best ARI that any split into two groups "
+        "reaches, knowing the truth: 0.47-0.53 at 2 SD, 0.74-0.78 at 3 SD, 0.91-0.92 at 4 SD and "
+        "0.97-0.98 at 5 SD (5-50 % minor population). The tests therefore require the ARI to be "
+        "within 0.1 of the ceiling wherever the number found is right, and >= 0.9 for the "
+        "populations 5 SD apart.",
         "",
         "| culture | true k | found k | ARI | ceiling |",
         "|---|---|---|---|---|",
@@ -111,13 +118,31 @@ def main() -> None:
         "",
         "Here the method over-splits: a Gaussian mixture with one shared shape pays for heavy "
         "tails, skew and population-specific shapes with extra components. This is the "
-        "method's known limit (README, Limits). Two variants were tried: a mixture of t "
-        "distributions with a fixed df = 8 over-split the Gaussian cultures of set 1 (0/8 "
-        "homogeneous found as one); choosing df per culture from {4, 8, 16, 32, Gaussian} kept "
-        "set 1 at 8/8 and 20/20 but left this grid at 2/12 and 1/22. The over-splitting comes "
-        "from population-specific shapes and skew more than from tails; a component shape per "
-        "population with a price BIC can pay, or a merge rule that tells a skewed flank from a "
-        "5 % shoulder, is the open problem.",
+        "method's known limit (README, Limits). Taking the grid apart, skew alone is enough: "
+        "homogeneous cultures with Gaussian markers but Gaussian (not log-normal) FSC/SSC, "
+        "which the log scale turns left-skewed, are found as 3-5 populations.",
+        "",
+        "At 2 SD the limit is in the data, not in the method. `python "
+        "benchmarks/identifiability.py` fits one channel two ways, as two Gaussians and as one "
+        "skewed, heavy-tailed (sinh-arcsinh) population: on 10,000 events two populations 2 SD "
+        "apart beat the single skewed population by only 2-20 BIC points (and not at all at "
+        "50/50), while single skewed populations beat two Gaussians by 9-64. Finding a 5 % "
+        "population 2 SD away and refusing to split a skewed population need the shape of a "
+        "population to be assumed. cytomsc assumes Gaussian on logicle/log scales.",
+        "",
+        "Tried, and not kept, because each helped here only by hurting elsewhere:",
+        "",
+        "- a mixture of t distributions with df = 8: over-split the Gaussian cultures of set 1 "
+        "(0/8 homogeneous found as one);",
+        "- df chosen per culture from {4, 8, 16, 32, Gaussian}: kept set 1 at 8/8 and 20/20, "
+        "left this grid at 2/12 and 1/22;",
+        "- one covariance per component (scikit-learn `full`): 3 of 6 homogeneous cultures "
+        "split in 3 by BIC instead of 2;",
+        "- merging two populations when one skewed population explains them better (BIC of two "
+        "Gaussians against one sinh-arcsinh on their discriminant direction): this grid rose to "
+        "4/12 and 7/22, but it merged two of the four three-population cultures into one or two, "
+        "and the 50/50 cultures 2 SD apart of set 1 into one; with t components in place of the "
+        "Gaussians, 2/12 and 5/22.",
     ]
     doc = ROOT / "docs" / "heterogeneity-validation.md"
     doc.write_text("\n".join(out) + "\n")

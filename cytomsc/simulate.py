@@ -803,8 +803,8 @@ def _apart(level: float, sd: float) -> float:
 
 
 def _heterogeneity() -> list[CultureDesign]:
-    """33 passing cultures for the clustering (issue 4): homogeneous; 2 and 3 populations in
-    proportions down to 5 %; separations from 3 SD down to 1.5 SD in one marker; size only.
+    """38 passing cultures for the clustering (issue 4): homogeneous; 2 and 3 populations in
+    proportions down to 5 %; separations of 5 SD, 3 SD down to 1.5 SD in one marker; size only.
     Each truth entry's ``tags`` give the kind, the minor fraction and the separation in SD."""
     d: list[CultureDesign] = []
 
@@ -839,6 +839,18 @@ def _heterogeneity() -> list[CultureDesign]:
             add(f"size_only_{int(frac * 100)}pct_{sd:g}sd",
                 [Population(1 - frac), Population(frac, size=size)], kind="size", minor=frac,
                 separation_sd=sd)
+    # Well apart (5 SD): the only separations where any partition can reach ARI >= 0.9 (two
+    # populations 3 SD apart overlap by ~7 % each way). Appended, so the cultures above keep
+    # their seeds.
+    for marker in ("CD105", "CD90"):
+        for frac in (0.5, 0.2, 0.05):
+            pop2 = Population(frac, markers={marker: (0.998, _apart(base[marker], 5.0))})
+            add(f"two_{marker}_{int(frac * 100)}pct_5sd", [Population(1 - frac), pop2],
+                kind="two", marker=marker, minor=frac, separation_sd=5.0)
+    pops = [Population(0.6),
+            Population(0.3, markers={"CD105": (0.995, _apart(base["CD105"], 5.0))}),
+            Population(0.1, markers={"CD73": (0.998, _apart(base["CD73"], 5.0))})]
+    add("three_10pct_5sd", pops, kind="three", minor=0.1, separation_sd=5.0)
     return d
 
 

@@ -13,8 +13,8 @@ reach ARI 0.9 there).
 
 The issue's targets are asserted: homogeneous cultures are one population in >= 95 %, the
 required set (>= 2 SD apart in one dimension, >= 5 % of cells) gets the right number in >= 95 %,
-and where the number is right the ARI is within 0.1 of the ceiling (docs/heterogeneity-validation.md
-has the measured table).
+where the number is right the ARI is within 0.1 of the ceiling, and populations 5 SD apart are
+partitioned with ARI >= 0.9 (docs/heterogeneity-validation.md has the measured table).
 """
 
 from __future__ import annotations
@@ -110,5 +110,14 @@ def test_required_set_gets_the_right_number(rows):
 def test_partition_is_near_the_ceiling(rows):
     ok = [r for r in rows if required(r) and r["found_k"] == r["true_k"]]
     assert ok
-    assert all(r["ari"] >= r["ceiling"] - 0.1 for r in ok)
-    assert all(r["ari"] >= 0.9 for r in ok if r["ceiling"] >= 0.95)
+    assert all(r["ari"] >= r["ceiling"] - 0.1 for r in ok), [
+        (r["culture"], round(r["ari"], 3), round(r["ceiling"], 3)) for r in ok]
+
+
+def test_well_separated_populations_reach_ari_09(rows):
+    """The issue's ARI >= 0.9, where the data allow it: populations 5 SD apart (7 cultures,
+    5-50 %, two and three populations). At 2-3 SD the ceiling itself is 0.2-0.8."""
+    clear = [r for r in rows if r["true_k"] > 1 and r["tags"].get("separation_sd", 0) >= 5]
+    assert len(clear) >= 7
+    assert all(r["found_k"] == r["true_k"] for r in clear), [r["culture"] for r in clear]
+    assert all(r["ari"] >= 0.9 for r in clear), [(r["culture"], r["ari"]) for r in clear]
