@@ -9,7 +9,7 @@ Prints figures; it is not a test (timings on a shared 2-core machine are not pas
    compensate + transform, gates, % positive, clustering, GatingML, culture PDF, overview PDF,
    and the rest. Each stage's figure is its minimum over ``--repeats`` runs; events/s is the
    culture's events (all tubes) divided by that stage's seconds.
-2. A fresh process importing what a worker needs (FlowKit, scikit-learn, matplotlib): paid once
+2. A fresh process importing what a worker needs (FlowKit, scipy, matplotlib): paid once
    per process, so once per worker of a ``--jobs`` pool.
 3. ``--cultures N`` (default 12) such cultures through ``cytomsc analyze --jobs J`` (default 2) in
    a subprocess, PDFs included, minimum over ``--repeats``; with the per-culture cost it prints
@@ -140,7 +140,7 @@ def timed_run(cmd: list[str], repeats: int, cwd: Path | None = None) -> float:
 
 def imports(repeats: int) -> None:
     code = ("import cytomsc.fcs, cytomsc.gating, cytomsc.heterogeneity, cytomsc.report.pdf, "
-            "sklearn.mixture, contourpy")
+            "scipy.stats, contourpy")
     base = timed_run([sys.executable, "-c", "pass"], repeats)
     full = timed_run([sys.executable, "-c", code], repeats)
     fk = timed_run([sys.executable, "-c", "import flowkit"], repeats)
@@ -149,8 +149,9 @@ def imports(repeats: int) -> None:
 
 
 def cytomsc_cmd() -> list[str]:
+    """The installed command, or this interpreter's ``-m cytomsc`` (the same entry point)."""
     exe = shutil.which("cytomsc")
-    return [exe] if exe else [sys.executable, "-m", "cytomsc.cli"]
+    return [exe] if exe else [sys.executable, "-m", "cytomsc"]
 
 
 def batch(root: Path, n: int, jobs: int, repeats: int) -> None:

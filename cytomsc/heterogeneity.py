@@ -11,6 +11,12 @@ Method (``PopulationFinder``), validated in docs/heterogeneity-validation.md:
    skewed, correlated compensation spread would otherwise be "found" as populations. Every channel
    is centred on its median and divided by its robust spread (IQR / 1.349); events beyond
    ``trim`` robust SDs in any channel are left out of the fit (and assigned afterwards).
+   Cell size is log-normal on some instruments and nearer Gaussian on the linear scale on
+   others, and a Gaussian mixture on the wrong scale splits one skewed population into several.
+   So the scatter channels' scale is chosen per culture among Box-Cox powers of the linear value
+   (0 = log, 0.5, 1 = linear), jointly with the populations: step 2 is run on a small subsample
+   for each power and the one with the lowest BIC, Jacobian included, is kept (flowClust's
+   Box-Cox idea, Lo et al. 2008, restricted to the channels where the physics is in doubt).
 2. A Gaussian mixture with one shared (tied) covariance is grown by greedy splitting: from one
    component, each component is cut in two along each channel and the main axis at its 5th,
    50th and 95th percentiles, EM runs from every cut on a search subsample, the best is refined on
@@ -40,7 +46,7 @@ from threadpoolctl import threadpool_limits
 from cytomsc.errors import CytomscError
 from cytomsc.results import HeterogeneityResult, Population
 
-METHOD = "tied-gmm greedy-split BIC + bootstrap stability"
+METHOD = "tied-gmm greedy-split BIC, scatter scale by BIC + bootstrap stability"
 
 # --------------------------------------------------------------------------------------------
 # Hartigan's dip test
@@ -287,6 +293,8 @@ def _check_matrix(X: np.ndarray, what: str = "events") -> np.ndarray:
     return X
 
 
+POWER_EVENTS = 1000  # events on which the scatter scale is chosen
+POWER_MAX_K = 3  # components grown per candidate scale (enough to see which needs fewer)
 REG = 1e-6  # added to the covariance diagonal (scaled units): keeps it invertible
 
 
@@ -396,7 +404,8 @@ class PopulationFinder:
     ``model_`` (the TiedMixture, in scaled units), ``groups_`` (component indices of each
     population), ``stability_`` (mean bootstrap Jaccard per population), ``fractions_`` and
     ``fraction_ci95_`` (bootstrap percentile interval), ``bic_`` (k -> BIC),
-    ``center_``/``scale_`` (the robust scaling).
+    ``scatter_power_`` (the Box-Cox power chosen for ``log_columns``),
+    ``center_``/``scale_`` (the robust scaling, after that power).
     """
 
     def __init__(
@@ -409,6 +418,8 @@ class PopulationFinder:
         bootstrap_size: int = 4000,
         min_stability: float = 0.5,
         trim: float = 5.0,
+        log_columns: tuple[int, ...] = (),
+        scatter_powers: tuple[float, ...] = (0.0, 0.5, 1.0),
         random_state: int = 0,
     ) -> None:
         self.max_k = max_k
@@ -419,6 +430,8 @@ class PopulationFinder:
         self.bootstrap_size = bootstrap_size
         self.min_stability = min_stability
         self.trim = trim
+        self.log_columns = tuple(log_columns)
+        self.scatter_powers = tuple(scatter_powers)
         self.random_state = random_state
 
     def fit(self, X: np.ndarray) -> PopulationFinder:
@@ -430,37 +443,46 @@ class PopulationFinder:
 
     def _fit(self, X: np.ndarray) -> PopulationFinder:
         rng = np.random.default_rng(self.random_state)
-        self.center_, self.scale_ = _robust_scale(X)
         n = X.shape[0]
         idx = np.arange(n) if n <= self.n_subsample else \
             np.sort(rng.choice(n, self.n_subsample, replace=False))
         self.subsample_index_ = idx
-        Z = self._scaled(X[idx])
+        # Scaling is taken on the fitting subsample: the model sees only it, and medians of 10^6
+        # events per candidate scale would cost more than the fit.
+        Xs = X[idx]
         # Events far out in any channel (a CD105-negative cell in a CD105-bright culture, a
         # remaining doublet) would each want a component: the model is fitted without them and
-        # they are assigned afterwards like every other event.
-        core = np.all(np.abs(Z) <= self.trim, axis=1)
-        Zc = Z[core] if core.sum() >= 50 else Z
-        search = Zc if Zc.shape[0] <= self.n_search else \
-            Zc[np.sort(rng.choice(Zc.shape[0], self.n_search, replace=False))]
-        cov = np.cov(Zc.T).reshape(Z.shape[1], Z.shape[1]) + np.eye(Z.shape[1]) * REG
-        best = TiedMixture(np.ones(1), Zc.mean(0, keepdims=True), cov)
-        self.bic_ = {1: best.bic(Zc)}
-        max_k = max(1, min(self.max_k, Zc.shape[0] // max(20, 5 * Z.shape[1])))
-        while best.n_components < max_k:
-            # Greedy splitting: the best of many cheap starts on a search subsample, then EM on
-            # the whole fitting set; stop when BIC no longer improves.
-            trials = [_em(search, s, max_iter=8) for s in _splits(search, best)]
-            if not trials:
-                break
-            top = sorted(trials, key=lambda t: -t[1])[:3]
-            fits = [_em(search, m)[0] for m, _ in top]
-            cand, _ = _em(Zc, max(fits, key=lambda m: m.responsibilities(search)[1]))
-            self.bic_[cand.n_components] = cand.bic(Zc)
-            if self.bic_[cand.n_components] >= self.bic_[best.n_components]:
-                break
-            best = cand
-        self.model_ = best
+        # they are assigned afterwards like every other event. Judged on the input scales, so
+        # every scatter power below is fitted to the same events.
+        c0, s0 = _robust_scale(Xs)
+        core = np.all(np.abs((Xs - c0) / s0) <= self.trim, axis=1)
+        if core.sum() < 50:
+            core = np.ones(idx.size, dtype=bool)
+        n_core = int(core.sum())
+        pick = np.arange(n_core) if n_core <= self.n_search else \
+            np.sort(rng.choice(n_core, self.n_search, replace=False))
+        powers = self.scatter_powers if self.log_columns else (0.0,)
+        best_score, chosen = math.inf, powers[0]
+        few = pick[:: max(1, pick.size // POWER_EVENTS)][:POWER_EVENTS]  # spread over the run
+        for power in (powers if len(powers) > 1 else ()):
+            # The scatter scale is chosen on the search subsample (cheap); only the chosen one
+            # is then fitted on the whole fitting set.
+            center, scale = _robust_scale(self._transform(Xs, power))
+            S = (self._transform(Xs[core][few], power) - center) / scale
+            model, bic = self._grow(S, S, max_k=POWER_MAX_K)
+            # BIC of the data on the input scales: the transform's Jacobian and the scaling
+            # enter the likelihood, so models fitted after different powers compare fairly.
+            score = bic[model.n_components] - 2.0 * float(
+                self._log_jacobian(Xs[core][few], power).sum()
+            ) + 2.0 * S.shape[0] * float(np.log(scale).sum())
+            if score < best_score:
+                best_score, chosen = score, power
+        self.scatter_power_ = chosen
+        self.center_, self.scale_ = _robust_scale(self._transform(Xs, chosen))
+        Z = self._scaled(Xs)
+        Zc = Z[core]
+        self.model_, self.bic_ = self._grow(Zc, Zc[pick])
+        best = self.model_
         resp, _ = best.responsibilities(Z)
         groups = self._fold_tiny(resp, [[c] for c in range(best.n_components)])
         groups, boot = self._stabilize(Zc, groups, rng)
@@ -475,8 +497,49 @@ class PopulationFinder:
         self._bootstrap_fractions(boot, groups)
         return self
 
+    def _grow(self, Zc: np.ndarray, search: np.ndarray, max_k: int | None = None
+              ) -> tuple[TiedMixture, dict[int, float]]:
+        """Greedy splitting from one component while BIC improves: the best of many cheap starts
+        on the search subsample, then EM on the whole fitting set. Returns the model and the BIC
+        of every k tried."""
+        d = Zc.shape[1]
+        cov = np.cov(Zc.T).reshape(d, d) + np.eye(d) * REG
+        best = TiedMixture(np.ones(1), Zc.mean(0, keepdims=True), cov)
+        bic = {1: best.bic(Zc)}
+        max_k = max(1, min(max_k or self.max_k, Zc.shape[0] // max(20, 5 * d)))
+        while best.n_components < max_k:
+            trials = [_em(search, s, max_iter=8) for s in _splits(search, best)]
+            if not trials:
+                break
+            top = sorted(trials, key=lambda t: -t[1])[:3]
+            fits = [_em(search, m)[0] for m, _ in top]
+            cand, _ = _em(Zc, max(fits, key=lambda m: m.responsibilities(search)[1]))
+            bic[cand.n_components] = cand.bic(Zc)
+            if bic[cand.n_components] >= bic[best.n_components]:
+                break
+            best = cand
+        return best, bic
+
+    def _transform(self, X: np.ndarray, power: float | None = None) -> np.ndarray:
+        """The ``log_columns`` (log10 of scatter) moved to the Box-Cox power ``power`` of the
+        linear value: 0 leaves them on the log scale, 1 is linear."""
+        power = self.scatter_power_ if power is None else power
+        if power == 0 or not self.log_columns:
+            return X
+        cols = list(self.log_columns)
+        Y = X.copy()
+        Y[:, cols] = np.expm1(power * math.log(10.0) * X[:, cols]) / power
+        return Y
+
+    def _log_jacobian(self, X: np.ndarray, power: float) -> np.ndarray:
+        """log |d transform / d input| per event, summed over the log columns."""
+        if power == 0 or not self.log_columns:
+            return np.zeros(X.shape[0])
+        t = X[:, list(self.log_columns)]
+        return (math.log(math.log(10.0)) + power * math.log(10.0) * t).sum(axis=1)
+
     def _scaled(self, X: np.ndarray) -> np.ndarray:
-        return (X - self.center_) / self.scale_
+        return (self._transform(X) - self.center_) / self.scale_
 
     def _fold_tiny(self, resp: np.ndarray, groups: list[list[int]]) -> list[list[int]]:
         """Fold groups under min_fraction into the group their events are otherwise closest to."""
@@ -593,6 +656,15 @@ def _is_scatter(channel: str) -> bool:
     return channel.upper().startswith(("FSC", "SSC"))
 
 
+def scale_name(power: float) -> str:
+    """The Box-Cox power of the scatter scale in words, for reports."""
+    return {0.0: "log", 0.5: "square root", 1.0: "linear"}.get(power, f"power {power:g}")
+
+
+def _scatter_columns(channels: list[str]) -> tuple[int, ...]:
+    return tuple(i for i, ch in enumerate(channels) if _is_scatter(ch))
+
+
 def phenotype_label(
     medians_t: np.ndarray, center: np.ndarray, scale: np.ndarray, channels: list[str],
     names: dict[str, str], max_terms: int = 3,
@@ -650,7 +722,7 @@ def describe_heterogeneity(
 ) -> tuple[HeterogeneityResult, np.ndarray]:
     """Cluster one culture's live single cells and describe its heterogeneity.
 
-    X: events x channels, marker channels in plot (logicle) units and FSC-A/SSC-A linear; raw:
+    X: events x channels, marker channels in plot (logicle) units and FSC-A/SSC-A as log10; raw:
     the same events and channels, compensated but untransformed (medians and robust CVs are
     reported in these units). Returns the result and each event's population 1..k.
     """
@@ -663,14 +735,15 @@ def describe_heterogeneity(
         )
     if X.shape[0] < 50:
         raise CytomscError(f"heterogeneity input: {X.shape[0]} events are too few to cluster")
-    finder = PopulationFinder(random_state=seed, **finder_kwargs).fit(X)
+    finder = PopulationFinder(random_state=seed, log_columns=_scatter_columns(channels),
+                              **finder_kwargs).fit(X)
     labels = finder.predict(X)
     k = finder.n_populations_
     fractions = np.bincount(labels - 1, minlength=k) / labels.size
     populations = []
     for j in range(k):
         mine = labels == j + 1
-        med_t = np.median(X[mine], axis=0)
+        med_t = finder._transform(np.median(X[mine], axis=0)[None, :])[0]
         med_raw = np.median(raw[mine], axis=0)
         label = ("all cells" if k == 1 else
                  phenotype_label(med_t, finder.center_, finder.scale_, channels, names))
@@ -694,6 +767,7 @@ def describe_heterogeneity(
         bimodality=bimodality, channels=list(channels), method=METHOD,
         n_events=int(finder.subsample_index_.size), embedding=coords,
         embedding_labels=emb_labels,
+        scatter_scale=scale_name(finder.scatter_power_) if finder.log_columns else "",
     )
     return result, labels
 
@@ -724,13 +798,14 @@ def joint_populations(
     pooled = np.vstack(parts)
     # The model is fitted on at most JOINT_FIT_EVENTS pooled events (still an equal share per
     # culture in expectation): a 96-culture batch must not cost 96 cultures' worth of EM.
-    kwargs = {"n_subsample": min(pooled.shape[0], JOINT_FIT_EVENTS), **finder_kwargs}
+    kwargs = {"n_subsample": min(pooled.shape[0], JOINT_FIT_EVENTS),
+              "log_columns": _scatter_columns(channels), **finder_kwargs}
     finder = PopulationFinder(random_state=seed, **kwargs).fit(pooled)
     k = finder.n_populations_
     pooled_labels = finder.predict(pooled)
     populations = []
     for j in range(k):
-        med = np.median(pooled[pooled_labels == j + 1], axis=0)
+        med = finder._transform(np.median(pooled[pooled_labels == j + 1], axis=0)[None, :])[0]
         label = ("all cells" if k == 1 else
                  phenotype_label(med, finder.center_, finder.scale_, channels, names))
         populations.append({"id": j + 1, "label": label})

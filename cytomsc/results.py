@@ -140,6 +140,8 @@ class HeterogeneityResult:
     method: str
     n_events: int  # events clustered (after subsampling)
     names: dict[str, str] = field(default_factory=dict)  # channel -> marker ("FITC-A": "CD90")
+    # the FSC/SSC scale chosen for the clustering: "log", "square root" or "linear" ("" without)
+    scatter_scale: str = ""
     # 2-D view of a subsample: coordinates (n, 2) and population ids (n,)
     embedding: np.ndarray | None = plot_field()
     embedding_labels: np.ndarray | None = plot_field()

@@ -71,13 +71,15 @@ def simulate(
     separation: float = 0.0,
     kind: str = "homogeneous",
     shape: str = "heavy",
+    scatter: str = "lognormal",
 ) -> Culture:
     """A culture of populations with the given fractions; population i is moved by
     ``shifts[i]`` (channel -> SD units) from the base phenotype (population 1: no shift).
 
     ``shape="heavy"``: every population has its own correlation, width, t tails and skew (the
     stress test). ``shape="gaussian"``: populations share one correlation and width and are
-    Gaussian in plot units, scatter log-normal (the project simulator's physics)."""
+    Gaussian in plot units, scatter log-normal (the project simulator's physics), or with
+    ``scatter="normal"`` Gaussian on the linear scale (shifts then in linear SDs)."""
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(n, fractions)
     d = len(CHANNELS)
@@ -96,7 +98,9 @@ def simulate(
             # scatter log-normal: SD of log(FSC) = spread/mean, shifts in those SDs
             for j in (0, 1):
                 cv = spread[j] / BASE_MEAN[j]
-                block[:, j] = BASE_MEAN[j] * np.exp(cv * (z[:, j] + shift.get(CHANNELS[j], 0.0)))
+                zj = z[:, j] + shift.get(CHANNELS[j], 0.0)
+                block[:, j] = BASE_MEAN[j] * (np.exp(cv * zj) if scatter == "lognormal"
+                                              else 1.0 + cv * zj)
             blocks.append(block)
             labels.append(np.full(int(c), i + 1))
             continue

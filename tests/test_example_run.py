@@ -42,6 +42,8 @@ def test_verdicts_match_the_truth(run: tuple[Path, dict]) -> None:
     for c in summary["cultures"]:
         if c["heterogeneity"] is not None:
             assert c["heterogeneity"]["n_populations"] == populations[c["culture"]]
+            # the simulator's cell sizes are log-normal: the chosen scatter scale must say so
+            assert c["heterogeneity"]["scatter_scale"] == "log", c["culture"]
 
 
 def test_every_pdf_prints_what_summary_json_holds(run: tuple[Path, dict]) -> None:
@@ -62,6 +64,8 @@ def test_every_pdf_prints_what_summary_json_holds(run: tuple[Path, dict]) -> Non
             assert section in whole, (c["culture"], section)
         if c["heterogeneity"] is not None:
             assert "Heterogeneity" in whole
+            scale = f"scatter on the {c['heterogeneity']['scatter_scale']} scale"
+            assert scale in " ".join(whole.split()), c["culture"]
         for h in c["files"]:
             assert h["sha256"] in whole
         n = len(pages)

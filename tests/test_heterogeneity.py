@@ -56,6 +56,39 @@ def test_clear_three_populations_fractions_and_labels():
     json.dumps({k: v for k, v in res.bimodality.items()})  # plain values only
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_linear_scatter_is_not_split_into_populations(seed):
+    """Cell size is not log-normal on every instrument. A homogeneous culture whose FSC/SSC are
+    Gaussian on the linear scale is left-skewed on the log scale, and a log-only clustering
+    invents populations there; the scatter scale chosen by BIC (power 1 here) says one."""
+    c = simulate("lin", (1.0,), [{}], n=10000, seed=7000 + seed, shape="gaussian",
+                 scatter="normal")
+    X, raw, channels = pipeline_view(c)
+    res, _ = describe_heterogeneity(X, channels, NAMES, raw, seed=0, **FAST)
+    assert res.n_populations == 1
+    chosen = PopulationFinder(log_columns=(0, 1), **FAST).fit(X)
+    assert chosen.scatter_power_ == 1.0
+    log_only = PopulationFinder(log_columns=(0, 1), scatter_powers=(0.0,), **FAST).fit(X)
+    assert log_only.n_populations_ >= 3  # what the choice of scale prevents
+
+
+@pytest.mark.parametrize(("scatter", "power"), [("normal", 1.0), ("lognormal", 0.0)])
+def test_scatter_scale_keeps_size_populations(scatter, power):
+    """The scale is chosen jointly with the populations, so a real small-cell population is not
+    absorbed: 10 % of cells 2 SD smaller are found on either physics."""
+    c = simulate("size", (0.9, 0.1), [{}, {"FSC-A": -2.0, "SSC-A": -2.0}], n=10000, seed=7100,
+                 shape="gaussian", scatter=scatter)
+    X, raw, channels = pipeline_view(c)
+    finder = PopulationFinder(log_columns=(0, 1), **FAST).fit(X)
+    assert finder.scatter_power_ == power
+    assert finder.n_populations_ == 2
+    res, labels = describe_heterogeneity(X, channels, NAMES, raw, seed=0, **FAST)
+    assert res.n_populations == 2
+    assert abs(res.populations[1].fraction - 0.1) < 0.03
+    assert res.populations[1].label in ("small, low SSC", "low SSC, small")
+    assert adjusted_rand_score(c.labels, labels) >= 0.3  # 2 SD: ceiling ~0.5
+
+
 def test_deterministic_for_a_seed():
     c = simulate("d", (0.8, 0.2), [{}, {"FITC-A": -3}], n=4000, seed=11, shape="gaussian")
     X, raw, channels = pipeline_view(c)

@@ -75,3 +75,16 @@ def test_inspect_missing_file_is_one_line(tmp_path):
     assert result.exit_code == 1
     assert result.stderr.strip() == f"error: {tmp_path / 'absent.fcs'}: cannot open " \
                                     "(No such file or directory)"
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    """``python -m cytomsc`` is the same command (for environments without the script on PATH):
+    it must run the CLI, not import it and exit 0 doing nothing."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "cytomsc", "inspect", str(tmp_path / "no.fcs")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "no.fcs" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr

@@ -297,7 +297,8 @@ def _heterogeneity(flow: Flow, h: HeterogeneityResult) -> None:
         desc = "; ".join(f"{plots.pct(100 * p.fraction)} % {p.label} (P{p.id})" for p in pops)
         flow.text(f"{h.n_populations} populations: {desc}.", size=11, bold=True)
     named = [_marker_name(h, ch) for ch in h.channels]
-    flow.text(f"Live single cells clustered on {', '.join(named)} ({h.n_events:,} events, "
+    scale = f"; scatter on the {h.scatter_scale} scale, chosen by BIC" if h.scatter_scale else ""
+    flow.text(f"Live single cells clustered on {', '.join(named)} ({h.n_events:,} events{scale}; "
               f"method: {h.method}). Effective number of populations "
               f"{h.effective_number:.2f} (Shannon entropy {h.entropy:.3f} nats; 1.00 means one "
               "population).", size=8.5)
