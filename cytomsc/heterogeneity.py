@@ -293,8 +293,10 @@ def _check_matrix(X: np.ndarray, what: str = "events") -> np.ndarray:
     return X
 
 
+LOG10_MAX = 9.0  # a log10 scatter value above this is a linear value passed by mistake
 POWER_EVENTS = 1000  # events on which the scatter scale is chosen
-POWER_MAX_K = 3  # components grown per candidate scale (enough to see which needs fewer)
+POWER_MAX_K = 2  # components grown per candidate scale (enough to see which needs fewer)
+POWER_CUTS = (5, 50, 95)  # split starts per candidate scale (outer cuts find a 5 % population)
 REG = 1e-6  # added to the covariance diagonal (scaled units): keeps it invertible
 
 
@@ -366,7 +368,8 @@ def _em(Z: np.ndarray, model: TiedMixture, max_iter: int = 200, tol: float = 1e-
     return model, ll
 
 
-def _splits(Z: np.ndarray, model: TiedMixture) -> list[TiedMixture]:
+def _splits(Z: np.ndarray, model: TiedMixture, cuts: tuple[float, ...] = (5, 50, 95)
+            ) -> list[TiedMixture]:
     """Starting points for k+1 components: each component cut in two along each channel and along
     the shared covariance's main axis, at its 5th, 50th and 95th percentile. The outer cuts are
     what lets EM find a population of a few percent, which a median cut (or k-means) misses."""
@@ -381,7 +384,7 @@ def _splits(Z: np.ndarray, model: TiedMixture) -> list[TiedMixture]:
             continue
         for u in directions:
             proj = mine @ u
-            for q in (5, 50, 95):
+            for q in cuts:
                 cut = np.percentile(proj, q)
                 low, high = proj <= cut, proj > cut
                 if low.sum() < 10 or high.sum() < 10:
@@ -442,6 +445,9 @@ class PopulationFinder:
             return self._fit(X)
 
     def _fit(self, X: np.ndarray) -> PopulationFinder:
+        if self.log_columns and float(X[:, list(self.log_columns)].max()) > LOG10_MAX:
+            raise CytomscError("heterogeneity input: scatter columns must be log10 values "
+                               f"(found values above {LOG10_MAX:g})")
         rng = np.random.default_rng(self.random_state)
         n = X.shape[0]
         idx = np.arange(n) if n <= self.n_subsample else \
@@ -469,7 +475,7 @@ class PopulationFinder:
             # is then fitted on the whole fitting set.
             center, scale = _robust_scale(self._transform(Xs, power))
             S = (self._transform(Xs[core][few], power) - center) / scale
-            model, bic = self._grow(S, S, max_k=POWER_MAX_K)
+            model, bic = self._grow(S, S, max_k=POWER_MAX_K, cuts=POWER_CUTS)
             # BIC of the data on the input scales: the transform's Jacobian and the scaling
             # enter the likelihood, so models fitted after different powers compare fairly.
             score = bic[model.n_components] - 2.0 * float(
@@ -497,8 +503,8 @@ class PopulationFinder:
         self._bootstrap_fractions(boot, groups)
         return self
 
-    def _grow(self, Zc: np.ndarray, search: np.ndarray, max_k: int | None = None
-              ) -> tuple[TiedMixture, dict[int, float]]:
+    def _grow(self, Zc: np.ndarray, search: np.ndarray, max_k: int | None = None,
+              cuts: tuple[float, ...] = (5, 50, 95)) -> tuple[TiedMixture, dict[int, float]]:
         """Greedy splitting from one component while BIC improves: the best of many cheap starts
         on the search subsample, then EM on the whole fitting set. Returns the model and the BIC
         of every k tried."""
@@ -508,7 +514,7 @@ class PopulationFinder:
         bic = {1: best.bic(Zc)}
         max_k = max(1, min(max_k or self.max_k, Zc.shape[0] // max(20, 5 * d)))
         while best.n_components < max_k:
-            trials = [_em(search, s, max_iter=8) for s in _splits(search, best)]
+            trials = [_em(search, s, max_iter=8) for s in _splits(search, best, cuts)]
             if not trials:
                 break
             top = sorted(trials, key=lambda t: -t[1])[:3]

@@ -155,3 +155,6 @@ def test_bad_input_is_one_line_error():
         describe_heterogeneity(np.zeros((10, 2)), ["a", "b"], {}, np.zeros((10, 2)))
     with pytest.raises(CytomscError, match="do not match"):
         describe_heterogeneity(np.zeros((100, 2)), ["a"], {}, np.zeros((100, 2)))
+    with pytest.raises(CytomscError, match="log10"):  # linear FSC passed where log10 belongs
+        describe_heterogeneity(np.full((100, 2), 130000.0), ["FSC-A", "a"], {},
+                               np.full((100, 2), 130000.0))
