@@ -295,8 +295,10 @@ def _check_matrix(X: np.ndarray, what: str = "events") -> np.ndarray:
 
 LOG10_MAX = 9.0  # a log10 scatter value above this is a linear value passed by mistake
 POWER_EVENTS = 1000  # events on which the scatter scale is chosen
-POWER_MAX_K = 2  # components grown per candidate scale (enough to see which needs fewer)
-POWER_CUTS = (5, 50, 95)  # split starts per candidate scale (outer cuts find a 5 % population)
+# Components grown per candidate scale. Fewer would be unfair: a scale that squeezes a third
+# population into the others' tails would win against the right scale held to two components.
+POWER_MAX_K = 3
+POWER_TRIAL_ITER = 4  # EM steps per split start when comparing scales (8 in the real fit)
 REG = 1e-6  # added to the covariance diagonal (scaled units): keeps it invertible
 
 
@@ -368,8 +370,7 @@ def _em(Z: np.ndarray, model: TiedMixture, max_iter: int = 200, tol: float = 1e-
     return model, ll
 
 
-def _splits(Z: np.ndarray, model: TiedMixture, cuts: tuple[float, ...] = (5, 50, 95)
-            ) -> list[TiedMixture]:
+def _splits(Z: np.ndarray, model: TiedMixture) -> list[TiedMixture]:
     """Starting points for k+1 components: each component cut in two along each channel and along
     the shared covariance's main axis, at its 5th, 50th and 95th percentile. The outer cuts are
     what lets EM find a population of a few percent, which a median cut (or k-means) misses."""
@@ -384,7 +385,7 @@ def _splits(Z: np.ndarray, model: TiedMixture, cuts: tuple[float, ...] = (5, 50,
             continue
         for u in directions:
             proj = mine @ u
-            for q in cuts:
+            for q in (5, 50, 95):
                 cut = np.percentile(proj, q)
                 low, high = proj <= cut, proj > cut
                 if low.sum() < 10 or high.sum() < 10:
@@ -475,7 +476,7 @@ class PopulationFinder:
             # is then fitted on the whole fitting set.
             center, scale = _robust_scale(self._transform(Xs, power))
             S = (self._transform(Xs[core][few], power) - center) / scale
-            model, bic = self._grow(S, S, max_k=POWER_MAX_K, cuts=POWER_CUTS)
+            model, bic = self._grow(S, S, max_k=POWER_MAX_K, trial_iter=POWER_TRIAL_ITER)
             # BIC of the data on the input scales: the transform's Jacobian and the scaling
             # enter the likelihood, so models fitted after different powers compare fairly.
             score = bic[model.n_components] - 2.0 * float(
@@ -504,7 +505,7 @@ class PopulationFinder:
         return self
 
     def _grow(self, Zc: np.ndarray, search: np.ndarray, max_k: int | None = None,
-              cuts: tuple[float, ...] = (5, 50, 95)) -> tuple[TiedMixture, dict[int, float]]:
+              trial_iter: int = 8) -> tuple[TiedMixture, dict[int, float]]:
         """Greedy splitting from one component while BIC improves: the best of many cheap starts
         on the search subsample, then EM on the whole fitting set. Returns the model and the BIC
         of every k tried."""
@@ -514,7 +515,7 @@ class PopulationFinder:
         bic = {1: best.bic(Zc)}
         max_k = max(1, min(max_k or self.max_k, Zc.shape[0] // max(20, 5 * d)))
         while best.n_components < max_k:
-            trials = [_em(search, s, max_iter=8) for s in _splits(search, best, cuts)]
+            trials = [_em(search, s, max_iter=trial_iter) for s in _splits(search, best)]
             if not trials:
                 break
             top = sorted(trials, key=lambda t: -t[1])[:3]
