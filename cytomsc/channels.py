@@ -124,6 +124,13 @@ def is_scatter(pnn: str, pns: str = "") -> bool:
     return _scatter(pnn) is not None
 
 
+def scatter_family(pnn: str) -> str | None:
+    """"FSC" or "SSC" for a scatter channel in any instrument's spelling ("FSC-A", Beckman
+    "FS INT", "Side Scatter"), else None."""
+    got = _scatter(pnn)
+    return got[0] if got else None
+
+
 def is_time(pnn: str, pns: str = "") -> bool:
     """True for the acquisition clock ("Time", "TIME", MACSQuant "HDR-T")."""
     n = pnn.strip().upper()

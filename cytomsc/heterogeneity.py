@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from cytomsc.channels import scatter_family
 from cytomsc.errors import CytomscError
 from cytomsc.results import HeterogeneityResult, Population
 
@@ -470,17 +471,17 @@ class PopulationFinder:
             np.sort(rng.choice(n_core, self.n_search, replace=False))
         powers = self.scatter_powers if self.log_columns else (0.0,)
         best_score, chosen = math.inf, powers[0]
-        few = pick[:: max(1, pick.size // POWER_EVENTS)][:POWER_EVENTS]  # spread over the run
+        # The scatter scale is chosen on a small part of the search subsample, spread over the
+        # run; only the chosen scale is then fitted on the whole fitting set.
+        few = Xs[core][pick[:: max(1, pick.size // POWER_EVENTS)][:POWER_EVENTS]]
         for power in (powers if len(powers) > 1 else ()):
-            # The scatter scale is chosen on the search subsample (cheap); only the chosen one
-            # is then fitted on the whole fitting set.
             center, scale = _robust_scale(self._transform(Xs, power))
-            S = (self._transform(Xs[core][few], power) - center) / scale
+            S = (self._transform(few, power) - center) / scale
             model, bic = self._grow(S, S, max_k=POWER_MAX_K, trial_iter=POWER_TRIAL_ITER)
             # BIC of the data on the input scales: the transform's Jacobian and the scaling
             # enter the likelihood, so models fitted after different powers compare fairly.
             score = bic[model.n_components] - 2.0 * float(
-                self._log_jacobian(Xs[core][few], power).sum()
+                self._log_jacobian(few, power).sum()
             ) + 2.0 * S.shape[0] * float(np.log(scale).sum())
             if score < best_score:
                 best_score, chosen = score, power
@@ -654,13 +655,13 @@ def _join(groups: list[list[int]], g: int, into: int) -> list[list[int]]:
 # --------------------------------------------------------------------------------------------
 
 LABEL_Z = 0.5  # |population median - culture median| in culture robust SDs to earn a word
-LABEL_WORDS = {"FSC-A": ("small", "large"), "SSC-A": ("low SSC", "high SSC")}
+LABEL_WORDS = {"FSC": ("small", "large"), "SSC": ("low SSC", "high SSC")}
 EMBEDDING_EVENTS = 5000
 JOINT_FIT_EVENTS = 20_000
 
 
 def _is_scatter(channel: str) -> bool:
-    return channel.upper().startswith(("FSC", "SSC"))
+    return scatter_family(channel) is not None
 
 
 def scale_name(power: float) -> str:
@@ -691,8 +692,7 @@ def phenotype_label(
     words = [f"{names.get(channels[i], channels[i])} {'bright' if z[i] > 0 else 'dim'}"
              for i in markers]
     for i in scatter:
-        lo, hi = LABEL_WORDS.get(channels[i][:5].upper(), ("low " + channels[i],
-                                                           "high " + channels[i]))
+        lo, hi = LABEL_WORDS[scatter_family(channels[i]) or "FSC"]
         words.append(hi if z[i] > 0 else lo)
     if not words:
         return "typical"

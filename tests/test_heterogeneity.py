@@ -72,17 +72,23 @@ def test_linear_scatter_is_not_split_into_populations(seed):
     assert log_only.n_populations_ >= 3  # what the choice of scale prevents
 
 
-@pytest.mark.parametrize(("scatter", "power"), [("normal", 1.0), ("lognormal", 0.0)])
-def test_scatter_scale_keeps_size_populations(scatter, power):
+@pytest.mark.parametrize(("scatter", "power", "scatter_names"), [
+    ("normal", 1.0, ("FSC-A", "SSC-A")), ("lognormal", 0.0, ("FSC-A", "SSC-A")),
+    ("normal", 1.0, ("FS INT", "SS INT")),  # Beckman's names for the same channels
+])
+def test_scatter_scale_keeps_size_populations(scatter, power, scatter_names):
     """The scale is chosen jointly with the populations, so a real small-cell population is not
-    absorbed: 10 % of cells 2 SD smaller are found on either physics."""
+    absorbed: 10 % of cells 2 SD smaller are found on either physics, whatever the instrument
+    calls its scatter channels."""
     c = simulate("size", (0.9, 0.1), [{}, {"FSC-A": -2.0, "SSC-A": -2.0}], n=10000, seed=7100,
                  shape="gaussian", scatter=scatter)
     X, raw, channels = pipeline_view(c)
+    channels = [*scatter_names, *channels[2:]]
     finder = PopulationFinder(log_columns=(0, 1), **FAST).fit(X)
     assert finder.scatter_power_ == power
     assert finder.n_populations_ == 2
     res, labels = describe_heterogeneity(X, channels, NAMES, raw, seed=0, **FAST)
+    assert res.scatter_scale == {0.0: "log", 1.0: "linear"}[power]
     assert res.n_populations == 2
     assert abs(res.populations[1].fraction - 0.1) < 0.03
     assert res.populations[1].label in ("small, low SSC", "low SSC, small")
