@@ -294,7 +294,7 @@ def _check_matrix(X: np.ndarray, what: str = "events") -> np.ndarray:
     return X
 
 
-LOG10_MAX = 9.0  # a log10 scatter value above this is a linear value passed by mistake
+LOG10_MAX = 12.0  # a log10 scatter value above this is a linear value passed by mistake
 POWER_EVENTS = 1000  # events on which the scatter scale is chosen
 # Components grown per candidate scale. Fewer would be unfair: a scale that squeezes a third
 # population into the others' tails would win against the right scale held to two components.
