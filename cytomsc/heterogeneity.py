@@ -470,13 +470,13 @@ class PopulationFinder:
         pick = np.arange(n_core) if n_core <= self.n_search else \
             np.sort(rng.choice(n_core, self.n_search, replace=False))
         powers = self.scatter_powers if self.log_columns else (0.0,)
-        best_score, chosen = math.inf, powers[0]
+        best_score, chosen, chosen_scaling = math.inf, powers[0], None
         # The scatter scale is chosen on a small part of the search subsample, spread over the
         # run; only the chosen scale is then fitted on the whole fitting set.
         few = Xs[core][pick[:: max(1, pick.size // POWER_EVENTS)][:POWER_EVENTS]]
         for power in (powers if len(powers) > 1 else ()):
-            center, scale = _robust_scale(self._transform(Xs, power))
-            S = (self._transform(few, power) - center) / scale
+            center, scale = _robust_scale(self.transform(Xs, power))
+            S = (self.transform(few, power) - center) / scale
             model, bic = self._grow(S, S, max_k=POWER_MAX_K, trial_iter=POWER_TRIAL_ITER)
             # BIC of the data on the input scales: the transform's Jacobian and the scaling
             # enter the likelihood, so models fitted after different powers compare fairly.
@@ -484,9 +484,9 @@ class PopulationFinder:
                 self._log_jacobian(few, power).sum()
             ) + 2.0 * S.shape[0] * float(np.log(scale).sum())
             if score < best_score:
-                best_score, chosen = score, power
+                best_score, chosen, chosen_scaling = score, power, (center, scale)
         self.scatter_power_ = chosen
-        self.center_, self.scale_ = _robust_scale(self._transform(Xs, chosen))
+        self.center_, self.scale_ = chosen_scaling or _robust_scale(self.transform(Xs, chosen))
         Z = self._scaled(Xs)
         Zc = Z[core]
         self.model_, self.bic_ = self._grow(Zc, Zc[pick])
@@ -528,7 +528,7 @@ class PopulationFinder:
             best = cand
         return best, bic
 
-    def _transform(self, X: np.ndarray, power: float | None = None) -> np.ndarray:
+    def transform(self, X: np.ndarray, power: float | None = None) -> np.ndarray:
         """The ``log_columns`` (log10 of scatter) moved to the Box-Cox power ``power`` of the
         linear value: 0 leaves them on the log scale, 1 is linear."""
         power = self.scatter_power_ if power is None else power
@@ -547,7 +547,7 @@ class PopulationFinder:
         return (math.log(math.log(10.0)) + power * math.log(10.0) * t).sum(axis=1)
 
     def _scaled(self, X: np.ndarray) -> np.ndarray:
-        return (self._transform(X) - self.center_) / self.scale_
+        return (self.transform(X) - self.center_) / self.scale_
 
     def _fold_tiny(self, resp: np.ndarray, groups: list[list[int]]) -> list[list[int]]:
         """Fold groups under min_fraction into the group their events are otherwise closest to."""
@@ -750,7 +750,7 @@ def describe_heterogeneity(
     populations = []
     for j in range(k):
         mine = labels == j + 1
-        med_t = finder._transform(np.median(X[mine], axis=0)[None, :])[0]
+        med_t = finder.transform(np.median(X[mine], axis=0)[None, :])[0]
         med_raw = np.median(raw[mine], axis=0)
         label = ("all cells" if k == 1 else
                  phenotype_label(med_t, finder.center_, finder.scale_, channels, names))
@@ -812,7 +812,7 @@ def joint_populations(
     pooled_labels = finder.predict(pooled)
     populations = []
     for j in range(k):
-        med = finder._transform(np.median(pooled[pooled_labels == j + 1], axis=0)[None, :])[0]
+        med = finder.transform(np.median(pooled[pooled_labels == j + 1], axis=0)[None, :])[0]
         label = ("all cells" if k == 1 else
                  phenotype_label(med, finder.center_, finder.scale_, channels, names))
         populations.append({"id": j + 1, "label": label})
