@@ -30,6 +30,26 @@ def corpus() -> Path:
     return path
 
 
+def real_fcs_path() -> Path | None:
+    """``$CYTOMSC_REAL_FCS`` or ``../shared/real-fcs`` beside the checkout, if present: real
+    exports with an expert's answer (see its SOURCES.md). Never copied into the project."""
+    env = os.environ.get("CYTOMSC_REAL_FCS")
+    candidates = [Path(env)] if env else []
+    candidates.append(ROOT.parent / "shared" / "real-fcs")
+    for c in candidates:
+        if (c / "SOURCES.md").is_file():
+            return c
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_fcs() -> Path:
+    path = real_fcs_path()
+    if path is None:
+        pytest.skip("real exports absent: set CYTOMSC_REAL_FCS or place ../shared/real-fcs")
+    return path
+
+
 @pytest.fixture(scope="session")
 def corpus_expected(corpus: Path) -> dict:
     return json.loads((corpus / "expected.json").read_text())
