@@ -1,7 +1,7 @@
 """``python -m cytomsc``: the same as the ``cytomsc`` command (for environments without the
 script on PATH)."""
 
-from cytomsc.cli import main
+from cytomsc.cli import entry
 
 if __name__ == "__main__":
-    main(prog_name="cytomsc")
+    entry()

@@ -9,19 +9,57 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from . import __version__
-from .errors import CytomscError
+from .errors import CytomscError, one_line
 
 
 def _fail(err: CytomscError, debug: bool) -> None:
     """Print a user error as one line (a traceback only with --debug) and exit 1."""
     if debug:
         raise err
-    click.echo(f"error: {err.message}", err=True)
+    click.echo(f"error: {one_line(err.message)}", err=True)
     sys.exit(1)
+
+
+def _debug_flag(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.obj["debug"] = True
+
+
+class _Commands(click.Group):
+    """cytomsc's command group: ``--debug`` is accepted after the subcommand too
+    (``cytomsc analyze ... --debug``), as users type it."""
+
+    group_class = type  # subgroups (``panels``) behave the same
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        super().add_command(cmd, name)
+        if not any(p.name == "debug" for p in cmd.params):
+            cmd.params.append(click.Option(["--debug"], is_flag=True, expose_value=False,
+                                           callback=_debug_flag,
+                                           help="Show tracebacks instead of one-line errors."))
+
+
+def entry() -> None:
+    """The installed command: ``main``, and after Ctrl-C an immediate exit.
+
+    Once an interrupted run has stopped its workers and removed its staging folder there is
+    nothing left to do, but the interpreter's own tear-down (freeing scipy, FlowKit and the
+    rest) takes 1-2 s on a busy machine; Ctrl-C must stop within 2 s, so it is skipped."""
+    import os
+
+    try:
+        main(prog_name="cytomsc")
+    except SystemExit as stop:
+        if stop.code == 130:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        raise
 
 
 def parse_channel_map(text: str | None) -> dict[str, str]:
@@ -35,7 +73,7 @@ def parse_channel_map(text: str | None) -> dict[str, str]:
         raise click.BadParameter(str(err), param_hint="--channel-map") from err
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cytomsc")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.pass_context
@@ -93,25 +131,35 @@ def panels_show(ctx: click.Context, panel_id: str) -> None:
 @click.option("--seed", default=0, show_default=True, help="Random seed.")
 @click.option("--preset", default="example", show_default=True,
               help="Which cultures to simulate (see README).")
+@click.option("--overwrite", is_flag=True, help="Write into OUT even if it is not empty.")
 @click.pass_context
-def simulate(ctx: click.Context, out: Path, seed: int, preset: str) -> None:
+def simulate(ctx: click.Context, out: Path, seed: int, preset: str, overwrite: bool) -> None:
     """Write simulated MSC cultures with known truth (FCS files + truth.json)."""
     from .simulate import write_preset
 
     try:
-        write_preset(out, preset=preset, seed=seed)
+        if out.is_dir() and any(out.iterdir()) and not overwrite:
+            raise CytomscError("is not empty: pass --overwrite to write the simulated cultures "
+                               "into it anyway", out)
+        written = write_preset(out, preset=preset, seed=seed)
     except CytomscError as err:
         _fail(err, ctx.obj["debug"])
+    except OSError as err:
+        _fail(CytomscError(f"cannot write ({err.strerror or err})", err.filename or out),
+              ctx.obj["debug"])
+    fcs = [p for p in written if p.suffix.lower() == ".fcs"]
+    click.echo(f"wrote {len({p.parent for p in fcs})} simulated culture(s), {len(fcs)} FCS "
+               f"file(s) and truth.json (the known answers) to {one_line(str(out))}")
 
 
 @main.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
               help="Output folder (created; nothing is written outside it).")
 @click.option("--panel", default="isct-2006", show_default=True, help="Panel id or TOML path.")
 @click.option("--manifest", type=click.Path(path_type=Path), default=None,
               help="Sample sheet CSV: file,culture,role[,channels,...].")
-@click.option("--comp", default=None,
+@click.option("--comp", default=None, callback=lambda c, p, v: _check_comp(v),
               help="Compensation: the file's spillover (default), 'none', or a CSV matrix path.")
 @click.option("--control-percentile", default=99.5, show_default=True,
               type=click.FloatRange(50, 100),
@@ -125,15 +173,36 @@ def simulate(ctx: click.Context, out: Path, seed: int, preset: str) -> None:
 @click.option("--seed", default=0, show_default=True, help="Random seed (subsampling, clustering).")
 @click.option("--jobs", default=None, type=click.IntRange(1, None),
               help="Processes (default: the number of cores).")
+@click.option("--overwrite", is_flag=True,
+              help="Remove results in OUT of cultures that are not in this run.")
+@click.option("-v", "--verbose", is_flag=True, help="Print each culture's warnings.")
 @click.pass_context
 def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
             manifest: Path | None, comp: str | None, control_percentile: float, cluster: str,
             export_events: bool, no_pdf: bool, data_set: int, channel_map: str | None,
-            seed: int, jobs: int | None) -> None:
-    """Gate, measure and judge every culture in INPUTS (files and folders); write OUT."""
+            seed: int, jobs: int | None, overwrite: bool, verbose: bool) -> None:
+    """Gate, measure and judge every culture in INPUTS (files and folders) or in --manifest;
+    write OUT."""
+    if not inputs and manifest is None:
+        raise click.UsageError("give the FCS files or folders to analyse, or --manifest")
+    console = _Console(verbose)
+    console.status("loading")
+    try:
+        _analyze(ctx, console, inputs, out, panel, manifest, comp, control_percentile, cluster,
+                 export_events, no_pdf, data_set, channel_map, seed, jobs, overwrite)
+    except KeyboardInterrupt:  # outside the batch (while starting or printing)
+        console.close()
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+def _analyze(ctx: click.Context, console: _Console, inputs: tuple[Path, ...], out: Path,
+             panel: str, manifest: Path | None, comp: str | None, control_percentile: float,
+             cluster: str, export_events: bool, no_pdf: bool, data_set: int,
+             channel_map: str | None, seed: int, jobs: int | None, overwrite: bool) -> None:
     import os
 
-    from .pipeline import Options, run_batch
+    from .pipeline import Interrupted, Options, run_batch
 
     debug = ctx.obj["debug"]
     opts = Options(
@@ -142,21 +211,116 @@ def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
         pdf=not no_pdf, data_set=data_set, channel_map=parse_channel_map(channel_map),
         manifest=str(manifest) if manifest else None, debug=debug,
     )
+    console.close()  # an error below must not land on the status line
     _check_panel(panel, debug)
     command = "cytomsc " + " ".join(sys.argv[1:]) if sys.argv else "cytomsc analyze"
+    console.status("finding cultures")
     try:
-        progress = _show_progress if sys.stderr.isatty() else None
-        batch = run_batch(list(inputs), out, opts, command, progress=progress)
+        batch = run_batch(list(inputs), out, opts, command, progress=console,
+                          overwrite=overwrite)
     except CytomscError as err:
+        console.close()
         _fail(err, debug)
-    for c in batch.cultures:
-        flag = " (borderline)" if c.borderline else ""
-        click.echo(f"{c.culture}: {c.verdict.upper()}{flag}")
+    except Interrupted as stop:
+        console.close()
+        if stop.committed:
+            click.echo(f"interrupted; the results were already complete in {one_line(str(out))}",
+                       err=True)
+        else:
+            click.echo(f"interrupted: nothing was changed in {one_line(str(out))}", err=True)
+        sys.exit(130)
+    console.close()
     for e in batch.errors:
-        click.echo(f"error: {e['path']}: {e['message']}", err=True)
+        console.error(e)
     click.echo(f"{len(batch.cultures)} culture(s) analysed, {len(batch.errors)} error(s); "
-               f"results in {out}")
+               f"results in {one_line(str(out))}")
     sys.exit(1 if batch.errors else 0)
+
+
+def _check_comp(value: str | None) -> str | None:
+    """A --comp CSV that is missing or malformed is a usage error (exit 2), said once before
+    any work, not once per culture."""
+    if value is None or value.lower() in ("none", "file"):
+        return value
+    from .preprocess import _read_comp_csv
+
+    try:
+        _read_comp_csv(Path(value))
+    except CytomscError as err:
+        raise click.BadParameter(one_line(err.message), param_hint="--comp") from None
+    return value
+
+
+class _Console:
+    """What a person sees while a batch runs.
+
+    On a terminal, a progress line on stderr from the first second (cultures done of the total,
+    time elapsed and left); each culture's verdict on stdout as it finishes, with its number of
+    warnings (the warnings themselves with -v); notes and errors on stderr. When stderr is not a
+    terminal (a log file, a pipe), there is no progress line at all. Every name printed has its
+    control characters escaped, so one message stays one line."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+        self.tty = sys.stderr.isatty()
+        self.bar: Any = None
+        self.printed: set[tuple[str, str]] = set()
+
+    def status(self, text: str) -> None:
+        if self.tty and self.bar is None:
+            click.echo(f"\r{text}...\033[K", err=True, nl=False)
+
+    def started(self, total: int) -> None:
+        if not self.tty:
+            return
+        from tqdm import tqdm
+
+        tqdm.monitor_interval = 0  # no monitor thread: the pool's workers are forked
+        click.echo("\r\033[K", err=True, nl=False)
+        self.bar = tqdm(total=total, file=sys.stderr, leave=False, dynamic_ncols=True,
+                        bar_format="analysing {n_fmt}/{total_fmt} culture(s) |{bar:20}| "
+                                   "{elapsed} elapsed, about {remaining} left")
+
+    def note(self, message: str) -> None:
+        self._line(f"note: {one_line(message)}", err=True)
+
+    def error(self, e: dict[str, str]) -> None:
+        key = (e["path"], e["message"])
+        if key not in self.printed:
+            self.printed.add(key)
+            self._line(f"error: {one_line(e['path'])}: {one_line(e['message'])}", err=True)
+
+    def finished(self, done: Any) -> None:
+        for e in done.errors:
+            self.error(e)
+        c = done.result
+        if c is not None and c.files:
+            flag = " (borderline)" if c.borderline else ""
+            n = len(c.warnings)
+            warned = f", {n} warning{'s' if n != 1 else ''}" if n else ""
+            self._line(f"{one_line(c.culture)}: {c.verdict.upper()}{flag}{warned}")
+            if self.verbose:
+                for w in c.warnings:
+                    self._line(f"  warning: {one_line(w)}")
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def tick(self) -> None:
+        if self.bar is not None:
+            self.bar.refresh()  # the elapsed time moves while a long culture runs
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        elif self.tty:
+            click.echo("\r\033[K", err=True, nl=False)
+
+    def _line(self, text: str, err: bool = False) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr if err else sys.stdout)
+        else:
+            click.echo(text, err=err)
 
 
 def _check_panel(panel: str, debug: bool) -> None:
@@ -170,11 +334,3 @@ def _check_panel(panel: str, debug: bool) -> None:
             raise
         click.echo(f"error: --panel: {err.message}", err=True)
         sys.exit(2)
-
-
-def _show_progress(done: int, total: int) -> None:
-    """A one-line progress counter on a terminal (never in logs or pipes)."""
-    end = "\n" if done == total else ""
-    click.echo(f"\ranalysed {done}/{total} culture(s)", err=True, nl=False)
-    if end:
-        click.echo("", err=True)

@@ -7,6 +7,7 @@ message and sets the exit status; it never shows a traceback unless ``--debug`` 
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 
@@ -33,3 +34,23 @@ class PanelError(CytomscError):
 
 class LayoutError(CytomscError):
     """A manifest or folder layout that does not describe cultures and tubes."""
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character escaped (``\\n``, ``\\x00``, ``\\u2028``...).
+
+    Folder names, file names and FCS keywords may hold a newline or a NUL; printed raw they
+    split a one-line error in two, or a row of summary.csv. Escaped, they stay visible and the
+    line stays one line."""
+    if not isinstance(text, str):
+        return text
+    return "".join(_escape(ch) if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch
+                   for ch in text)
+
+
+def _escape(ch: str) -> str:
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    if ch in named:
+        return named[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

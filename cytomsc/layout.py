@@ -7,10 +7,13 @@ module groups files and gives each a role, from the most explicit source availab
 1. a manifest CSV (``--manifest``): columns ``file,culture,role`` and optionally ``channels``
    (``FL1-A=CD90;FL2-A=CD105``); paths relative to the CSV's folder; other columns (tissue,
    passage, detachment, donor ...) become the culture's metadata;
-2. otherwise folders: each folder that directly holds FCS files (.fcs, .lmd, any case) is one
-   culture named after it, split by specimen keyword ($SRC, Diva's SPECIMEN or SAMPLE ID) when its
-   files name different specimens; files given directly are a culture each, unless files of one
-   folder name the same specimen;
+2. otherwise folders: each folder that directly holds FCS files is one culture named after it,
+   split by specimen keyword ($SRC, Diva's SPECIMEN or SAMPLE ID) when its files name different
+   specimens; files given directly are a culture each, unless files of one folder name the same
+   specimen. An FCS file is one named .fcs or .lmd (any case), or any file whose first bytes are
+   an FCS header ("FCS2.0", "FCS3.1"...: FACSCalibur/CellQuest exports are named 060909.001).
+   Symbolic links to folders are followed, each real folder read once (no loops); the output
+   folder is never searched, nor, when it is itself an input, the files cytomsc wrote there;
 3. roles from the TUBE NAME keyword, then $FIL, then the file name ("unstained", "blank", "iso",
    "IgG1", "FMO CD73", "CD73-FMO"...), else "stained".
 
@@ -23,13 +26,15 @@ from __future__ import annotations
 import csv
 import os
 import re
+import stat
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import CytomscError, LayoutError
+from .output import STAGING
 
 if TYPE_CHECKING:
     from .panel import Panel
@@ -155,8 +160,57 @@ def _default_reader() -> Callable[[Path], dict[str, str]]:
     return read_text
 
 
+_FCS_HEADER = re.compile(rb"FCS[23]\.\d")
+
+
 def _is_fcs(path: Path) -> bool:
-    return path.suffix.lower() in FCS_SUFFIXES and not path.name.startswith("._")
+    """An FCS file by its name, or by its first 6 bytes whatever its name (cheap: no TEXT is
+    read here). A file named .fcs that is not FCS is kept, so that it is reported, not skipped;
+    macOS's "._" shadow files and anything that is not a regular file are skipped."""
+    if path.name.startswith("._"):
+        return False
+    named = path.suffix.lower() in FCS_SUFFIXES
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+    except OSError:
+        return named  # a broken link named .fcs: reported as unreadable
+    if named:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return bool(_FCS_HEADER.fullmatch(fh.read(6)))
+    except OSError:
+        return False
+
+
+def _walk(top: Path, pruned: Callable[[Path], bool], visited: set[str]
+          ) -> Iterator[tuple[Path, list[str]]]:
+    """(folder, file names) of every folder under ``top``, real folders first, then the folders
+    reached through symbolic links; each real folder once (a link back up is not a loop), and
+    never a folder ``pruned`` says (the output folder)."""
+    queue = [top]
+    while queue:
+        start = queue.pop(0)
+        links: list[Path] = []
+        for root, dirs, files in os.walk(start):
+            real = os.path.realpath(root)
+            if real in visited:
+                dirs[:] = []
+                continue
+            visited.add(real)
+            keep = []
+            for d in sorted(dirs):
+                sub = Path(root) / d
+                if pruned(Path(os.path.realpath(sub))):
+                    continue
+                if sub.is_symlink():
+                    links.append(sub)
+                else:
+                    keep.append(d)
+            dirs[:] = keep
+            yield Path(root), files
+        queue.extend(links)
 
 
 def _specimen(keywords: dict[str, str]) -> str | None:
@@ -183,12 +237,18 @@ def _error(path: Path | str, message: str) -> dict[str, str]:
 
 def discover(inputs: list[Path], manifest: Path | None = None, panel: Panel | None = None,
              read_keywords: Callable[[Path], dict[str, str]] | None = None,
+             output: Path | None = None, output_files: Collection[Path] = (),
              ) -> tuple[list[CultureSpec], list[dict[str, str]]]:
     """Cultures found in ``inputs`` (files and folders), or described by a manifest CSV.
 
     Returns the cultures sorted by name (tubes sorted by path) and the error entries of files that
-    could not be used. A manifest that cannot be read or lacks its columns raises LayoutError: it
-    describes the whole batch, so nothing sensible can run without it.
+    could not be used; an input folder without FCS files is such an entry. When no input holds
+    any FCS file there is nothing to analyse, and that raises LayoutError naming the input, as
+    does a manifest that cannot be read or lacks its columns (it describes the whole batch).
+
+    ``output`` (the output folder) is never searched from an input above it, so that a run's own
+    exports are not read back as cultures; when it is an input itself (or below one), only
+    ``output_files`` (the files cytomsc wrote there) and its staging folder are left out.
     """
     reader = read_keywords or _default_reader()
     if manifest is not None:
@@ -197,22 +257,48 @@ def discover(inputs: list[Path], manifest: Path | None = None, panel: Panel | No
     folders: dict[Path, list[Path]] = {}
     singles: list[Path] = []
     seen: set[Path] = set()
+    out = Path(os.path.realpath(output)) if output is not None else None
+    skipped = {Path(os.path.realpath(p)) for p in output_files}
+    visited: set[str] = set()
+    found = 0
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            for root, dirs, files in os.walk(item):
-                dirs.sort()
-                fcs = sorted(Path(root) / f for f in files if _is_fcs(Path(f)))
+            real = Path(os.path.realpath(item))
+            inside = out is not None and (real == out or out in real.parents)
+
+            def pruned(d: Path, inside: bool = inside) -> bool:
+                if out is None:
+                    return False
+                if d == out / STAGING or out / STAGING in d.parents:
+                    return True
+                return not inside and (d == out or out in d.parents)
+
+            if str(real) in visited:
+                continue  # searched already, as part of another input
+            candidates = 0
+            for root, files in _walk(item, pruned, visited):
+                fcs = sorted(Path(root) / f for f in files if _is_fcs(Path(root) / f))
+                fcs = [f for f in fcs if f.resolve() not in skipped]
+                candidates += len(fcs)
                 fcs = [f for f in fcs if f.resolve() not in seen]
                 seen.update(f.resolve() for f in fcs)
                 if fcs:
                     folders.setdefault(Path(root), []).extend(fcs)
+            found += candidates
+            if not candidates:
+                errors.append(_error(item, "no FCS files in this folder or its subfolders"))
         elif item.is_file():
+            found += 1
             if item.resolve() not in seen:
                 seen.add(item.resolve())
                 singles.append(item)
         else:
             errors.append(_error(item, "no such file or folder"))
+    if not found:
+        if len(errors) == 1:
+            raise LayoutError(errors[0]["message"], errors[0]["path"])
+        raise LayoutError("no FCS files found in " + ", ".join(str(i) for i in inputs))
 
     groups: list[tuple[str, Path, list[tuple[Path, dict[str, str]]]]] = []
     for folder in sorted(folders):

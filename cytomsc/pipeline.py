@@ -13,25 +13,28 @@ the batch: it becomes an entry of ``errors`` and the rest goes on.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
-import json
 import os
+import signal
+import threading
+import time
 import traceback
 import warnings as pywarnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from . import __version__
 from .criteria import WARN_EVENTS, culture_verdict, judge_marker
-from .errors import CytomscError
-from .output import RUN_FILE, OutputDir
+from .errors import CytomscError, one_line
+from .output import BATCH_FILES, OutputDir, RunFolder, interrupts_held
 from .results import (
     CSV_COLUMNS,
     GATE_ORDER,
@@ -407,10 +410,11 @@ def _match_markers(stained: list[_Tube], panel: Any, opts: Options, errors: list
 
 def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder: str,
                     batch_header: BatchResult | None = None, run_info: dict | None = None
-                    ) -> tuple[CultureResult, list[dict[str, str]], list[str], np.ndarray | None]:
-    """Analyse one culture; returns its result, file errors, files written, and a subsample of
-    its clustered events for the batch-wide clustering. ``folder`` is the culture's sanitized,
-    unique output name."""
+                    ) -> tuple[CultureResult, list[dict[str, str]], dict[str, str],
+                               np.ndarray | None]:
+    """Analyse one culture; returns its result, file errors, the files written (name -> SHA-256),
+    and a subsample of its clustered events for the batch-wide clustering. ``folder`` is the
+    culture's sanitized, unique output name."""
     out = OutputDir(Path(out_root))
     errors: list[dict[str, str]] = []
     warnings: list[str] = []
@@ -425,7 +429,7 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
     stained = [t for t in tubes if t.role == "stained"]
     if not stained:
         warnings.append("no stained tube could be read (only controls): nothing to judge")
-        return result, errors, out.written, None
+        return result, errors, out.hashes, None
 
     withheld: list[str] = []
     _prepare_and_gate(tubes, opts, seed, warnings, withheld)
@@ -469,7 +473,7 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
     result.gates = [s for t in tubes for s in t.gating.steps]
     result.warnings[:] = list(dict.fromkeys(result.warnings))  # each said once, in order
     _write_culture(out, folder, result, tubes, main, population, opts, batch_header, run_info)
-    return result, errors, out.written, joint_sample
+    return result, errors, out.hashes, joint_sample
 
 
 def _write_culture(out: OutputDir, folder: str, result: CultureResult, tubes: list[_Tube],
@@ -530,32 +534,106 @@ def _run_one(args: tuple) -> tuple:
     except CytomscError as err:
         if opts.debug:
             raise
-        return None, [{"path": err.path or spec.name, "message": err.reason}], [], None
+        return None, [{"path": err.path or spec.name, "message": err.reason}], {}, None
+    except OSError as err:  # the output folder filled up or became unwritable during the run
+        if opts.debug:
+            raise
+        msg = f"cannot write the results of culture {spec.name} ({err.strerror or err})"
+        return None, [{"path": spec.name, "message": " ".join(msg.split())}], {}, None
     except Exception as err:  # noqa: BLE001 - one culture's bug must not stop the batch
         if opts.debug:
             raise
         where = traceback.extract_tb(err.__traceback__)[-1]
         msg = f"internal error analysing culture {spec.name}: {type(err).__name__}: {err} " \
               f"({Path(where.filename).name}:{where.lineno})"
-        return None, [{"path": spec.name, "message": " ".join(msg.split())}], [], None
+        return None, [{"path": spec.name, "message": " ".join(msg.split())}], {}, None
+
+
+class Interrupted(Exception):
+    """Ctrl-C stopped the batch. ``committed``: the results had already been moved into place
+    (the interrupt came during the last milliseconds); otherwise OUT is as it was."""
+
+    def __init__(self, committed: bool) -> None:
+        super().__init__("interrupted")
+        self.committed = committed
+
+
+@dataclass
+class CultureDone:
+    """One culture finished: what the console shows as cultures finish (in any order)."""
+
+    index: int  # position in the batch (input order)
+    total: int
+    culture: str
+    result: CultureResult | None  # None: nothing analysed (see errors)
+    errors: list[dict[str, str]]
+
+
+class Listener(Protocol):
+    """What a batch tells its caller while it runs (the CLI prints it; nothing here prints)."""
+
+    def started(self, total: int) -> None: ...
+
+    def note(self, message: str) -> None: ...
+
+    def finished(self, done: CultureDone) -> None: ...
+
+    def tick(self) -> None: ...  # about once a second while workers run (elapsed time)
 
 
 def run_batch(inputs: list[Path], out_dir: Path, opts: Options, command: str = "",
-              progress: Any = None) -> BatchResult:
-    """Analyse every culture found in ``inputs`` and write the batch outputs into ``out_dir``."""
+              progress: Listener | None = None, overwrite: bool = False) -> BatchResult:
+    """Analyse every culture found in ``inputs`` and write the batch outputs into ``out_dir``.
+
+    The run locks ``out_dir``, writes into a staging folder inside it and moves the results into
+    place only when the batch is complete (``output.RunFolder``). Results of cultures that are
+    not in this run are removed only with ``overwrite``; otherwise the run refuses before any
+    work. Ctrl-C raises ``Interrupted`` once the workers are stopped and the staging folder is
+    gone."""
+    folder = RunFolder(out_dir)
+    previous_handler = None
+    try:
+        with folder:
+            try:
+                return _batch(folder, inputs, out_dir, opts, command, progress, overwrite)
+            except KeyboardInterrupt:
+                previous_handler = _ignore_interrupts()  # a 2nd Ctrl-C must not break clean-up
+                raise
+    except KeyboardInterrupt:
+        raise Interrupted(folder.committed) from None
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
+
+
+def _batch(folder: RunFolder, inputs: list[Path], out_dir: Path, opts: Options, command: str,
+           progress: Listener | None, overwrite: bool) -> BatchResult:
     from .layout import discover, safe_name
     from .panel import load_panel
 
     panel = load_panel(opts.panel)
-    out = OutputDir(out_dir)
-    previous = out.previous_outputs()
     manifest = Path(opts.manifest) if opts.manifest else None
-    specs, errors = discover(inputs, manifest=manifest, panel=panel)
-    taken: set[str] = {"summary.json", "summary.csv", "run.json", "overview.pdf"}
+    specs, errors = discover(inputs, manifest=manifest, panel=panel, output=folder.root,
+                             output_files=folder.owned_inputs())
+    taken: set[str] = set(BATCH_FILES)
     folders = []
     for spec in specs:
         folders.append(safe_name(spec.name, taken))
         taken.add(folders[-1])
+    others = folder.other_cultures(set(folders))
+    if others and not overwrite:
+        raise CytomscError(f"holds the results of {len(others)} culture(s) not in this run "
+                           f"({_names(others)}): pass --overwrite to remove them, or choose "
+                           "another output folder", out_dir)
+    if others and progress is not None:
+        n = sum(len(v) for v in others.values())
+        progress.note(f"removing {n} file(s) of {len(others)} culture(s) not in this run: "
+                      f"{_names(others)}")
+    planned = ["summary.json", "summary.csv", *(f"{f}/gates.xml" for f in folders)]
+    if opts.pdf:
+        planned += ["overview.pdf", *(f"{f}.pdf" for f in folders)]
+    folder.check_free(planned)
+    out = folder.staging()
     header = BatchResult(
         cytomsc_version=__version__,
         panel={"id": panel.id, "name": panel.name, "reference": panel.reference,
@@ -566,17 +644,27 @@ def run_batch(inputs: list[Path], out_dir: Path, opts: Options, command: str = "
         timespec="seconds"), "seed": opts.seed, "parameters": opts.as_parameters()}
     jobs_args = [(s, panel, opts, str(out.root), f, header, run_info)
                  for s, f in zip(specs, folders, strict=True)]
+    outcomes: list[tuple] = [(None, [], {}, None)] * len(specs)
+
+    def finished(i: int, outcome: tuple) -> None:
+        outcomes[i] = outcome
+        if progress is not None:
+            progress.finished(CultureDone(i, len(specs), specs[i].name, outcome[0], outcome[1]))
+
+    if progress is not None:
+        progress.started(len(specs))
     if opts.jobs > 1 and len(specs) > 1:
         _preload_stages(opts)
-        with ProcessPoolExecutor(max_workers=opts.jobs) as pool:
-            outcomes = list(_progress(pool.map(_run_one, jobs_args), len(specs), progress))
+        _in_pool(jobs_args, opts.jobs, finished, specs, progress)
     else:
-        outcomes = list(_progress(map(_run_one, jobs_args), len(specs), progress))
+        for i, job in enumerate(jobs_args):
+            finished(i, _run_one(job))
     cultures: list[CultureResult] = []
     samples: dict[str, np.ndarray] = {}
+    hashes: dict[str, str] = {}
     for result, errs, written, sample in outcomes:
         errors.extend(errs)
-        out.written.extend(written)
+        hashes.update(written)
         # A culture none of whose files could be read is only its errors, not an analysed culture.
         if result is not None and result.files:
             cultures.append(result)
@@ -585,8 +673,109 @@ def run_batch(inputs: list[Path], out_dir: Path, opts: Options, command: str = "
     batch = BatchResult(cytomsc_version=__version__, panel=header.panel,
                         parameters=header.parameters, cultures=cultures, errors=errors)
     batch.batch_populations = _joint_clustering(cultures, samples, opts.seed)
-    _write_batch(out, batch, run_info, opts, previous)
+    _write_batch(out, batch, run_info, opts)
+    hashes.update(out.hashes)
+    run = {"cytomsc_version": __version__, **run_info,
+           "cultures": {f: s.name for s, f in zip(specs, folders, strict=True)}}
+    removed = folder.commit(hashes, run)
+    announced = {rel for files in others.values() for rel in files}
+    rest = [rel for rel in removed if rel not in announced]
+    if rest and progress is not None:
+        shown = ", ".join(rest[:5]) + (f" and {len(rest) - 5} more" if len(rest) > 5 else "")
+        progress.note(f"removed {len(rest)} file(s) of the previous run that this run did not "
+                      f"write again: {shown}")
     return batch
+
+
+def _names(groups: dict[str, list[str]]) -> str:
+    names = sorted(groups)
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _in_pool(jobs_args: list[tuple], jobs: int, finished: Any, specs: list[Any],
+             progress: Listener | None) -> None:
+    """The cultures in a process pool, each reported as it finishes.
+
+    On Ctrl-C (or any failure) the workers are killed at once rather than left to finish their
+    culture (which took 3-11 s): their files are only in the staging folder, which goes."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context,
+                               initializer=_worker_start, initargs=(os.getpid(),))
+    try:
+        # The workers are forked by the first submit: Ctrl-C is held back meanwhile, so that no
+        # worker is born before it ignores Ctrl-C (it would print a traceback of its own).
+        with interrupts_held():
+            futures = {pool.submit(_run_one, job): i for i, job in enumerate(jobs_args)}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=futures.__getitem__):
+                i = futures[future]
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:
+                    raise CytomscError(f"a worker process died while analysing culture "
+                                       f"{specs[i].name} (killed by the system: out of "
+                                       "memory?); nothing was written") from None
+                finished(i, outcome)
+            if progress is not None:
+                progress.tick()
+    except BaseException:
+        _stop_workers(pool)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _worker_start(parent: int) -> None:
+    """Every pool worker, first thing: Ctrl-C is the parent's to handle (a terminal sends it to
+    every process of the group, and each worker printed its own KeyboardInterrupt traceback),
+    and a worker dies with its parent, even when the parent is killed with SIGKILL (else it
+    would go on writing into OUT)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # held back by the parent while it forked
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        import ctypes
+
+        if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL) != 0:  # PR_SET_PDEATHSIG
+            raise OSError("prctl")
+    except (OSError, AttributeError):  # not Linux: watch the parent instead
+        import threading
+
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(0.2)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    kill = getattr(pool, "kill_workers", None)  # Python >= 3.14
+    if kill is not None:
+        kill()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            process.kill()
+
+
+def _ignore_interrupts() -> Any:
+    """Ignore Ctrl-C from now on; returns the handler to restore (None: not the main thread,
+    where handlers cannot be changed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _preload_stages(opts: Options) -> None:
@@ -602,14 +791,6 @@ def _preload_stages(opts: Options) -> None:
     from . import fcs, gating, heterogeneity, positivity, preprocess  # noqa: F401
     if opts.pdf:
         from .report import overview, pdf, plots  # noqa: F401
-
-
-def _progress(iterable: Any, n: int, progress: Any) -> Any:
-    """Pass the items through, telling ``progress(done, total)`` after each."""
-    for i, item in enumerate(iterable, 1):
-        if progress is not None:
-            progress(i, n)
-        yield item
 
 
 def _joint_clustering(cultures: list[CultureResult], samples: dict[str, np.ndarray],
@@ -639,20 +820,15 @@ def _joint_clustering(cultures: list[CultureResult], samples: dict[str, np.ndarr
     return table
 
 
-def _write_batch(out: OutputDir, batch: BatchResult, run_info: dict, opts: Options,
-                 previous: list[str]) -> None:
+def _write_batch(out: OutputDir, batch: BatchResult, run_info: dict, opts: Options) -> None:
     out.write_text(to_json(batch), "summary.json")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(csv_rows(batch))
+    writer.writerows({k: one_line(v) for k, v in row.items()} for row in csv_rows(batch))
     out.write_text(buf.getvalue(), "summary.csv")
     if opts.pdf:
         from .report.overview import write_overview
 
         with out.atomic("overview.pdf") as tmp:
             write_overview(batch, tmp, run_info)
-    out.remove_stale(previous)
-    run = {"cytomsc_version": __version__, **run_info,
-           "outputs": sorted(set(out.written)) + [RUN_FILE]}
-    out.write_text(json.dumps(run, indent=1) + "\n", RUN_FILE)

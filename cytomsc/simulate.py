@@ -868,22 +868,25 @@ def _designs(name: str) -> list[CultureDesign]:
     return PRESETS[name]()
 
 
-def write_preset(out: str | Path, preset: str = "example", seed: int = 0) -> None:
+def write_preset(out: str | Path, preset: str = "example", seed: int = 0) -> list[Path]:
     """Simulate a preset: one folder of FCS files per culture under ``out``, plus
-    ``out/truth.json``. The same preset and seed give the same bytes."""
+    ``out/truth.json``. The same preset and seed give the same bytes. Returns the files
+    written (the FCS files, then truth.json)."""
     out = Path(out)
     designs = _designs(preset)
     cultures = []
+    written = []
     for design in designs:
         tubes = simulate_culture(design, seed)
         folder = out / design.name
         for t in tubes:
-            t.write(folder)
+            written.append(t.write(folder))
         cultures.append(truth_of(design, tubes))
     doc = {"format": "cytomsc.truth/1", "preset": preset, "seed": seed,
            "label_encoding": LABEL_ENCODING, "cultures": cultures}
     text = json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
     _atomic_write(out / "truth.json", text.encode("utf-8"))
+    return [*written, out / "truth.json"]
 
 
 __all__ = ["KIND_CELL", "KIND_DEBRIS", "KIND_DOUBLET", "KIND_DEAD", "KIND_CONTAMINANT",

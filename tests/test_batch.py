@@ -460,12 +460,23 @@ def test_hostile_inputs_unchanged(hostile: dict) -> None:
 
 
 def test_rerun_replaces_old_results(hostile: dict) -> None:
-    """Run again into the same folder with one culture gone and no PDFs: nothing stale stays."""
+    """Run again into the same folder with one culture gone and no PDFs: without --overwrite the
+    other cultures' results are kept and the run refuses, naming them; with it, they are removed
+    (and said so), and nothing stale stays."""
     out = hostile["out"]
     keep = [f for f in hostile["files"] if "files0" in str(f)]  # the ../../../tmp/x culture
-    code, _, stderr = _run(["analyze", *map(str, keep), "-o", str(out), "--no-pdf",
-                            "--cluster", "none", "--jobs", "1"])
+    args = ["analyze", *map(str, keep), "-o", str(out), "--no-pdf", "--cluster", "none",
+            "--jobs", "1"]
+    before = _tree(out)
+    code, _, stderr = _run(args)
+    assert code == 1 and "--overwrite" in stderr and len(stderr.splitlines()) == 1
+    others = sorted(c["output_name"] for c in hostile["summary"]["cultures"]
+                    if c["culture"] != HOSTILE)
+    assert f"holds the results of 4 culture(s) not in this run ({', '.join(others)})" in stderr
+    assert _tree(out) == before  # nothing changed
+    code, _, stderr = _run([*args, "--overwrite"])
     assert code == 0, stderr
+    assert "removing 8 file(s) of 4 culture(s) not in this run" in stderr
     summary = _summary(out)
     assert [c["culture"] for c in summary["cultures"]] == [HOSTILE]
     name = summary["cultures"][0]["output_name"]
@@ -584,13 +595,23 @@ def test_manifest_row_with_an_extra_cell_is_no_traceback(tmp_path: Path) -> None
 
 
 def test_a_foreign_run_json_deletes_nothing(tmp_path: Path) -> None:
+    """Another tool's run.json is neither obeyed (nothing it lists is deleted) nor overwritten:
+    the run refuses in one line and leaves the folder as it was."""
     _write_culture(tmp_path / "in" / "f", "f", 4)
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.pdf").write_text("mine")
-    (out / "run.json").write_text(json.dumps({"outputs": ["notes.pdf"]}))
-    code, _, _ = _run(["analyze", str(tmp_path / "in"), "-o", str(out), "--no-pdf",
-                       "--cluster", "none", "--jobs", "1"])
+    foreign = json.dumps({"outputs": ["notes.pdf"]})
+    (out / "run.json").write_text(foreign)
+    args = ["analyze", str(tmp_path / "in"), "-o", str(out), "--no-pdf", "--cluster", "none",
+            "--jobs", "1"]
+    code, _, stderr = _run(args)
+    assert code == 1 and len(stderr.splitlines()) == 1
+    assert "would overwrite run.json, which cytomsc did not write" in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["notes.pdf", "run.json"]
+    assert (out / "notes.pdf").read_text() == "mine" and (out / "run.json").read_text() == foreign
+    (out / "run.json").unlink()
+    code, _, _ = _run(args)
     assert code == 0
     assert (out / "notes.pdf").read_text() == "mine"
     assert oct((out / "summary.json").stat().st_mode & 0o777) == oct(0o644)

@@ -51,7 +51,7 @@ def test_role_tube_name_wins_over_file_name():
 def test_folders_are_cultures_and_specimens_split(tmp_path):
     for n in ("stained.fcs", "unstained.fcs"):
         _touch(tmp_path / "batch" / "P3_donorA" / n)
-    _touch(tmp_path / "batch" / "P3_donorA" / "notes.txt")
+    (tmp_path / "batch" / "P3_donorA" / "notes.txt").write_text("not FCS")  # no FCS header
     for n in ("a1.fcs", "a2.FCS", "b1.lmd"):
         _touch(tmp_path / "batch" / "mixed" / n)
     _touch(tmp_path / "batch" / "mixed" / "bad.fcs")
