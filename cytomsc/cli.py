@@ -244,6 +244,9 @@ def _check_comp(value: str | None) -> str | None:
         return value
     from .preprocess import _read_comp_csv
 
+    if not Path(value).is_file():
+        raise click.BadParameter(f"{one_line(value)}: no such file (give a CSV matrix, or "
+                                 "'none')", param_hint="--comp")
     try:
         _read_comp_csv(Path(value))
     except CytomscError as err:
