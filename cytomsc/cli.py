@@ -176,11 +176,16 @@ def simulate(ctx: click.Context, out: Path, seed: int, preset: str, overwrite: b
 @click.option("--overwrite", is_flag=True,
               help="Remove results in OUT of cultures that are not in this run.")
 @click.option("-v", "--verbose", is_flag=True, help="Print each culture's warnings.")
+@click.option("--gates", type=click.Path(path_type=Path), default=None,
+              help="The lab's gates (FlowJo 10 .wsp or GatingML 2.0) instead of automatic ones.")
+@click.option("--gate-path", default=None,
+              help="With --gates: the analysed population, e.g. /Lymphocytes/Singlets/Live.")
 @click.pass_context
 def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
             manifest: Path | None, comp: str | None, control_percentile: float, cluster: str,
             export_events: bool, no_pdf: bool, data_set: int, channel_map: str | None,
-            seed: int, jobs: int | None, overwrite: bool, verbose: bool) -> None:
+            seed: int, jobs: int | None, overwrite: bool, verbose: bool, gates: Path | None,
+            gate_path: str | None) -> None:
     """Gate, measure and judge every culture in INPUTS (files and folders) or in --manifest;
     write OUT."""
     if not inputs and manifest is None:
@@ -189,7 +194,8 @@ def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
     console.status("loading")
     try:
         _analyze(ctx, console, inputs, out, panel, manifest, comp, control_percentile, cluster,
-                 export_events, no_pdf, data_set, channel_map, seed, jobs, overwrite)
+                 export_events, no_pdf, data_set, channel_map, seed, jobs, overwrite, gates,
+                 gate_path)
     except KeyboardInterrupt:  # outside the batch (while starting or printing)
         console.close()
         click.echo("interrupted", err=True)
@@ -199,7 +205,8 @@ def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
 def _analyze(ctx: click.Context, console: _Console, inputs: tuple[Path, ...], out: Path,
              panel: str, manifest: Path | None, comp: str | None, control_percentile: float,
              cluster: str, export_events: bool, no_pdf: bool, data_set: int,
-             channel_map: str | None, seed: int, jobs: int | None, overwrite: bool) -> None:
+             channel_map: str | None, seed: int, jobs: int | None, overwrite: bool,
+             gates: Path | None, gate_path: str | None) -> None:
     import os
 
     from .pipeline import Interrupted, Options, run_batch
@@ -210,9 +217,11 @@ def _analyze(ctx: click.Context, console: _Console, inputs: tuple[Path, ...], ou
         jobs=jobs or os.cpu_count() or 1, cluster=cluster, export_events=export_events,
         pdf=not no_pdf, data_set=data_set, channel_map=parse_channel_map(channel_map),
         manifest=str(manifest) if manifest else None, debug=debug,
+        gates=str(gates) if gates else None, gate_path=gate_path,
     )
     console.close()  # an error below must not land on the status line
     _check_panel(panel, debug)
+    _check_gates(gates, gate_path, debug)
     command = "cytomsc " + " ".join(sys.argv[1:]) if sys.argv else "cytomsc analyze"
     console.status("finding cultures")
     try:
@@ -337,3 +346,76 @@ def _check_panel(panel: str, debug: bool) -> None:
             raise
         click.echo(f"error: --panel: {err.message}", err=True)
         sys.exit(2)
+
+
+def _check_gates(gates: Path | None, gate_path: str | None, debug: bool) -> None:
+    """An unreadable --gates file, or a --gate-path in none of its samples, is a usage error
+    (exit 2), found before any work."""
+    if gates is None:
+        if gate_path:
+            click.echo("error: --gate-path needs --gates", err=True)
+            sys.exit(2)
+        return
+    from .workspace import check_gate_path, load_lab_gates
+
+    try:
+        check_gate_path(load_lab_gates(gates), gate_path)
+    except CytomscError as err:
+        if debug:
+            raise
+        click.echo(f"error: --gates: {err.message}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--gates", required=True, type=click.Path(path_type=Path),
+              help="The lab's gates: a FlowJo 10 workspace (.wsp) or a GatingML 2.0 file.")
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Output folder: compare.csv, compare.json, compare.pdf.")
+@click.option("--match", "matches", multiple=True, metavar="QUANTITY=PATH",
+              help="Pair a cytomsc gate (cells, singlets, live) or a marker with a workspace "
+                   "gate, e.g. cells=/Lymphocytes or CD73=/Cells/CD73+ (repeatable).")
+@click.option("--panel", default="isct-2006", show_default=True, help="Panel id or TOML path.")
+@click.option("--manifest", type=click.Path(path_type=Path), default=None,
+              help="Sample sheet CSV: file,culture,role[,channels,...].")
+@click.option("--comp", default=None,
+              help="Compensation: the file's spillover (default), 'none', or a CSV matrix path.")
+@click.option("--control-percentile", default=99.5, show_default=True,
+              type=click.FloatRange(50, 100), help="As for analyze.")
+@click.option("--data-set", default=0, show_default=True, help="Data set of multi-set files.")
+@click.option("--channel-map", default=None, help="CHANNEL=MARKER,... for files without $PnS.")
+@click.option("--seed", default=0, show_default=True, help="Random seed.")
+@click.option("--no-pdf", is_flag=True, help="Skip compare.pdf.")
+@click.pass_context
+def compare(ctx: click.Context, inputs: tuple[Path, ...], gates: Path, out: Path,
+            matches: tuple[str, ...], panel: str, manifest: Path | None, comp: str | None,
+            control_percentile: float, data_set: int, channel_map: str | None, seed: int,
+            no_pdf: bool) -> None:
+    """Automatic gates beside the lab's manual ones: counts, differences, F1, Bland-Altman."""
+    from .compare import parse_matches, run_compare
+    from .pipeline import Options
+
+    debug = ctx.obj["debug"]
+    _check_panel(panel, debug)
+    _check_gates(gates, None, debug)
+    try:
+        pairs = parse_matches(matches)
+    except CytomscError as err:
+        click.echo(f"error: {err.message}", err=True)
+        sys.exit(2)
+    opts = Options(panel=panel, comp=comp, control_percentile=control_percentile, seed=seed,
+                   jobs=1, cluster="none", pdf=False, data_set=data_set,
+                   channel_map=parse_channel_map(channel_map),
+                   manifest=str(manifest) if manifest else None, debug=debug, gates=str(gates))
+    try:
+        result = run_compare(list(inputs), out, opts, pairs, pdf=not no_pdf)
+    except CytomscError as err:
+        _fail(err, debug)
+    for s in result.summaries:
+        click.echo(f"{s.quantity}: n={s.n}, bias {s.bias_pp:+.2f} pp, mean F1 {s.mean_f1:.4f}")
+    for e in result.errors:
+        click.echo(f"error: {e['path']}: {e['message']}", err=True)
+    click.echo(f"{len(result.rows)} comparison(s), {len(result.errors)} error(s); results in {out}")
+    sys.exit(1 if result.errors else 0)
+

@@ -9,23 +9,31 @@ Coordinates, stated once: scatter and time gates are in raw channel units with n
 no transform (scatter is linear; ``Prepared.display`` leaves it raw); the viability gate is on the
 compensated channel's Logicle scale (``transformation_ref`` to a ``LogicleTransform``).
 
-- time: acquisition cut into bins; a bin is dropped when its event rate or the median of any
-  channel is a robust outlier (|z| > 5; z floored by Poisson / sampling error), as flowAI and
-  PeacoQC do; at most 30 % of events are dropped (the most extreme bins first) with a warning.
+- time: acquisition cut into bins; a bin is dropped when its event rate or the share of its
+  events above a channel's overall median is a robust outlier (|z| > 5; z floored by Poisson /
+  binomial sampling error), in the spirit of flowAI and PeacoQC; at most 30 % of events are
+  dropped (the most extreme bins first) with a warning.
 - margin: events piled at the top ($PnR saturation) or at the bottom of FSC-A/SSC-A.
 - cells: a Gaussian mixture on log FSC-A / log SSC-A (EM on a 128 x 128 histogram of every event,
-  k = 1..5 by BIC); components far below the main population on FSC are debris; the gate is
+  k = 1..5 by BIC); components far below the main population on FSC that run down into the
+  acquisition threshold or are broad smears are debris (small compact cells are not); the gate is
   the contour where the cell components outweigh debris and hold 99.5 % of their own mass.
-- singlets: the FSC-A/FSC-H band (A/H ratio from median - 6 sigma to median + 4 sigma, sigma from
-  the singlet side only), or an FSC-W range where the instrument records width instead of height.
+- singlets: the band around the singlet ridge of FSC-H against FSC-A, fitted on log scales by a
+  biweight (any slope: height proportional to area, or nearly flat as on some LSRs), 6 SD on the
+  clean side and up to a density valley (else 4 SD) on the doublet side, SD from the clean side
+  only; an FSC-W range where the instrument records width instead of height; where scatter has
+  heights only (FACSCalibur), the same band on a fluorescence channel's area/height pair for the
+  events bright enough to judge, or a warning that no doublet discrimination was possible.
 - live: the dim population of a viability dye, cut at the density valley above it.
 
 GatingML convention (one ``gates.xml`` per culture, every tube's gates in it): the i-th tube
 (in the order given to ``gating_strategy``) gets the prefix ``t<i>_``; its gates form one chain
 from the root, ``t1_time -> t1_margin -> t1_cells -> t1_singlets -> t1_live`` (skipped gates are
 left out of the chain). A time gate that keeps several stretches is a BooleanGate ``or`` of
-RectangleGates ``t1_time_1``, ``t1_time_2`` ... beside it at the root. The tube's compensation
-matrix is ``t1_comp`` and its Logicle scales ``t1_logicle_<channel>``. FlowKit applies every gate
+RectangleGates ``t1_time_1``, ``t1_time_2`` ... beside it at the root; a cells gate with separate
+outlines (a small population apart from the main one) likewise an ``or`` of PolygonGates
+``t1_cells_1``, ``t1_cells_2`` ... The tube's compensation matrix is ``t1_comp`` and its Logicle
+scales ``t1_logicle_<channel>``. FlowKit applies every gate
 to every sample: read tube i's counts from the ``t<i>_`` gates (with tubes of different channels,
 remove the other tubes' root gates before applying).
 """
@@ -52,10 +60,12 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_TIME_DROP = 0.30  # never drop more than this fraction of events for flow stability
 TIME_Z = 5.0
 CELL_MASS = 0.995  # the cells gate holds this much of the cell components' mass
-SINGLET_UP, SINGLET_DOWN = 4.0, 6.0  # sigmas of the singlet A/H ratio kept above/below its median
+SINGLET_UP, SINGLET_DOWN = 4.0, 6.0  # robust SDs kept on the doublet side / the clean side
+SINGLET_VALLEY_MAX = 12.0  # a density valley on the doublet side moves the cut up to this many SD
+PAIR_FLOOR = 0.02  # fluorescence A/H pair: events below this share of $PnR in A cannot be judged
 HIST_BINS = 64
 CHUNK = 1_000_000  # events per block where a step's temporaries scale with the events
-_SORT_MEDIANS = 200_000  # time gate: above this many events, per-bin medians beat one sort
+DEBRIS_SD = 0.45  # a mixture component broader than this on log FSC is a debris smear, not cells
 FIT_EVENTS = 6_000  # the scatter mixture's BIC weighs model size as for this many events
 
 
@@ -74,6 +84,9 @@ class GateSpec:
     bounds: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     vertices: list[tuple[float, float]] = field(default_factory=list)
     intervals: list[tuple[float, float]] = field(default_factory=list)  # time gate: kept stretches
+    # several disjoint outlines (cells gate with a separate small population): their union, a
+    # BooleanGate "or" of PolygonGates in GatingML; ``vertices`` is then the first of them
+    rings: list[list[tuple[float, float]]] = field(default_factory=list)
     logicle: dict[str, LogicleParams] = field(default_factory=dict)
     compensated: bool = False
 
@@ -208,48 +221,12 @@ def _robust_sd(v: np.ndarray) -> float:
     return 1.4826 * float(np.median(np.abs(dev, out=dev), overwrite_input=True))
 
 
-def _bin_medians(sig: np.ndarray, which: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Median of every channel (column of ``sig``) in every bin: (channels, bins), NaN if empty.
-
-    One sort of all channels at once on the key ``4 bin + value scaled to [0, 0.5]`` replaces a
-    median call per bin and channel (thousands of small calls were the time gate's whole cost).
-    Keys are spaced 4 apart per bin, so values keep their bin; within a bin, the order is exact
-    up to values closer than ~1e-13 of the channel's range, whose swap cannot move a median.
-    Above ``_SORT_MEDIANS`` events a sort costs more than a linear-time median per bin (and its
-    temporaries are large), so events are grouped by bin once and each bin's median taken.
-    """
-    if len(sig) > _SORT_MEDIANS:
-        order = np.argsort(which.astype(np.int16), kind="stable")  # radix sort: linear
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        meds = np.full((sig.shape[1], len(counts)), np.nan)
-        for j in range(sig.shape[1]):
-            grouped = sig[order, j]
-            for b in np.flatnonzero(counts):
-                meds[j, b] = np.median(grouped[bounds[b]:bounds[b + 1]])
-        return meds
-    lo = sig.min(axis=0)
-    span = sig.max(axis=0) - lo
-    span[~(span > 0)] = 1.0
-    key = np.ascontiguousarray(((sig - lo) / span * 0.5).T)
-    key += 4.0 * which
-    idx = np.argsort(key, axis=1)
-    vals = np.take_along_axis(np.ascontiguousarray(sig.T), idx, axis=1)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    lo_i = starts + np.maximum(counts - 1, 0) // 2
-    hi_i = starts + counts // 2
-    lo_i = np.minimum(lo_i, max(vals.shape[1] - 1, 0))
-    hi_i = np.minimum(hi_i, max(vals.shape[1] - 1, 0))
-    meds = 0.5 * (vals[:, lo_i] + vals[:, hi_i])
-    meds[:, counts == 0] = np.nan
-    return meds
-
-
-def _time_gate(t: np.ndarray, signals: list[tuple[np.ndarray, bool]], parent: np.ndarray
+def _time_gate(t: np.ndarray, signals: list[np.ndarray], parent: np.ndarray
                ) -> tuple[list[tuple[float, float]], str, str | None]:
     """Kept time stretches [lo, hi) of the parent events, a note, and a warning if capped.
 
-    ``signals``: (channel values of all events, take the log first) for each channel whose
-    per-bin medians must stay stable."""
+    ``signals``: the values of all events of each channel whose level must stay stable (any
+    monotone scale: only their order against the channel's median counts)."""
     tp = t[parent]
     n = tp.size
     t_lo, t_hi = float(tp.min()), float(tp.max())
@@ -272,19 +249,24 @@ def _time_gate(t: np.ndarray, signals: list[tuple[np.ndarray, bool]], parent: np
     med_rate = float(np.median(rate))
     sd_rate = max(_robust_sd(rate), math.sqrt(max(np.median(counts), 1.0)) / np.median(widths))
     score = np.abs(rate - med_rate) / sd_rate
-    icounts = counts.astype(np.intp)
-    for signal, on_log in signals:  # one channel at a time: few n-sized temporaries, whatever n
+    for signal in signals:  # one channel at a time: few n-sized temporaries, whatever n
+        # The share of a bin's events above the channel's overall median, not the bin's median:
+        # a bimodal channel (a marker ~50 % positive) makes a bin's median jump between the two
+        # peaks with the sampling noise of the positive fraction, which is no acquisition fault
+        # (it dropped 11 % of a real, stable run), while this share moves smoothly with any shift
+        # and has an exact binomial sampling error. Its power on unimodal channels is the median's.
         col = signal[parent]
-        if on_log:
-            np.log(np.maximum(col, 1.0, out=col), out=col)
-        meds = _bin_medians(col[:, None], which, icounts)[0]
-        ok = np.isfinite(meds)
+        above = col > np.median(col)
+        p0 = float(above.mean())
+        if not 0.0 < p0 < 1.0:
+            continue  # a constant channel says nothing about stability
+        share = np.bincount(which, weights=above, minlength=nb) / np.maximum(counts, 1.0)
+        ok = counts > 0
         if ok.sum() < 5:
             continue
-        # sampling error of a bin's median: 1.2533 sd / sqrt(count)
-        se = 1.2533 * _robust_sd(col) / np.sqrt(np.maximum(counts, 1.0))
-        sd = np.maximum(_robust_sd(meds[ok]), se)
-        z = np.where(ok, np.abs(meds - np.median(meds[ok])) / sd, 0.0)
+        se = np.sqrt(p0 * (1.0 - p0) / np.maximum(counts, 1.0))
+        sd = np.maximum(_robust_sd(share[ok]), se)
+        z = np.where(ok, np.abs(share - p0) / sd, 0.0)
         score = np.maximum(score, z)
     bad = score > TIME_Z
     warning = None
@@ -309,9 +291,9 @@ def _time_gate(t: np.ndarray, signals: list[tuple[np.ndarray, bool]], parent: np
         else:
             intervals.append((lo, hi))
     dropped_bins = int(bad.sum())
-    note = (f"{nb} time bins; {dropped_bins} dropped (event rate or a channel's median beyond "
+    note = (f"{nb} time bins; {dropped_bins} dropped (event rate or a channel's level beyond "
             f"{TIME_Z:g} robust SD)" if dropped_bins else
-            f"{nb} time bins; event rate and medians stable, all kept")
+            f"{nb} time bins; event rate and signal levels stable, all kept")
     return intervals, note, warning
 
 
@@ -444,9 +426,30 @@ def _binned(pts: np.ndarray, n_eff: float, bins: int = 128) -> tuple[np.ndarray,
     return np.column_stack([xc, yc]), w * (n_eff / w.sum())
 
 
-def _cells_polygon(fa: np.ndarray, sa: np.ndarray, seed: int
-                   ) -> tuple[list[tuple[float, float]], str]:
-    """The cell population's outline on raw FSC-A/SSC-A, from a mixture fitted on the log scale."""
+def _debris_components(gm: _Mixture, fsc_floor: float) -> np.ndarray:
+    """Which mixture components are debris (log FSC in column 0; ``fsc_floor``: the 0.5th
+    percentile of the events' log FSC, where the acquisition threshold cuts them).
+
+    Debris is a smear that runs down into the threshold: a component far below the main cell
+    population on FSC (more than ~2.5-fold) that either reaches the threshold (its mean - 2 SD
+    within 0.5 of ``fsc_floor``) or is broad (FSC SD > DEBRIS_SD). Distance alone called any
+    small cell population debris: lymphocyte-sized contaminants of an MSC culture (a third of its
+    FSC) were removed entirely, hiding exactly the CD45+ cells the criteria look for. A compact
+    population well above the threshold is cells, however small. The main population is the
+    heaviest component that is not broad, so a tube that is mostly debris keeps its cells."""
+    sd = np.sqrt(gm.covs[:, 0, 0])
+    broad = sd > DEBRIS_SD
+    pool = np.flatnonzero(~broad) if np.any(~broad) else np.arange(gm.k)
+    main = int(pool[np.argmax(gm.weights[pool])])
+    far_below = gm.means[:, 0] < gm.means[main, 0] - 0.9
+    reaches = gm.means[:, 0] - 2.0 * sd < fsc_floor + 0.5
+    return far_below & (reaches | broad)
+
+
+def _cells_polygons(fa: np.ndarray, sa: np.ndarray, seed: int, names: str = "FSC-A/SSC-A"
+                    ) -> tuple[list[list[tuple[float, float]]], str]:
+    """The cell populations' outlines on raw FSC-A/SSC-A (the main one first, then any separate
+    island of small cells), from a mixture fitted on the log scale."""
     from contourpy import contour_generator
     from scipy.stats import chi2
 
@@ -464,10 +467,9 @@ def _cells_polygon(fa: np.ndarray, sa: np.ndarray, seed: int
     if best is None:
         raise CytomscError("too few events to place a cells gate")
     gm = best
-    main = int(np.argmax(gm.weights))
-    # debris: components centred more than ~2.5-fold below the main population on FSC
-    debris = gm.means[:, 0] < gm.means[main, 0] - 0.9
+    debris = _debris_components(gm, float(np.percentile(pts[:, 0], 0.5)))
     cells = ~debris
+    main = int(np.flatnonzero(cells)[np.argmax(gm.weights[cells])])
 
     # each cell component's ellipse holding CELL_MASS of its mass (a union: a small population
     # such as hematopoietic contaminants keeps its own outline), where cells outweigh debris
@@ -496,23 +498,56 @@ def _cells_polygon(fa: np.ndarray, sa: np.ndarray, seed: int
     field[:, [0, -1]] = -1.0
     field[[0, -1], :] = -1.0
     lines = contour_generator(gx, gy, np.nan_to_num(field, neginf=-50.0)).lines(0.0)
-    if not lines:
+    rings = _outer_rings(lines, xs, ws, gm.means[main])
+    if not rings:
         raise CytomscError("no cell population found on FSC/SSC")
-    main_pt = gm.means[main]
-    poly = max(lines, key=lambda ln: _area(ln) + 1e9 * float(
-        points_in_polygon(np.array([main_pt[0]]), np.array([main_pt[1]]), ln.tolist())[0]))
-    poly = _thin(poly, 120)
-    verts = [(float(math.exp(px)), float(math.exp(py))) for px, py in poly]
-    if verts[0] == verts[-1]:
-        verts = verts[:-1]
-    note = (f"Gaussian mixture on log FSC-A/SSC-A ({gm.k} components, "
-            f"{int(debris.sum())} debris); contour holding {CELL_MASS:.1%} of the cells")
-    return verts, note
+    out = []
+    for ring in rings:
+        verts = [(float(math.exp(px)), float(math.exp(py))) for px, py in _thin(ring, 120)]
+        out.append(verts[:-1] if verts[0] == verts[-1] else verts)
+    islands = f", {len(out)} separate outlines" if len(out) > 1 else ""
+    note = (f"Gaussian mixture on log {names} ({gm.k} components, "
+            f"{int(debris.sum())} debris); contour holding {CELL_MASS:.1%} of the cells{islands}")
+    return out, note
+
+
+def _outer_rings(lines: list[np.ndarray], xs: np.ndarray, ws: np.ndarray, main: np.ndarray
+                 ) -> list[np.ndarray]:
+    """The closed outlines that hold cells: every outermost contour holding >= 0.2 % of the
+    events (``xs``/``ws``: binned points and weights), the one around the main population first.
+
+    A small population far from the main one (lymphocyte-sized contaminants of an MSC culture)
+    has its own island of the contour; keeping only the outline around the main population
+    removed it as if it were debris. Outlines inside another one (holes) and specks are left out.
+    """
+    total = float(ws.sum())
+    kept: list[tuple[float, np.ndarray]] = []
+    for ln in sorted(lines, key=_area, reverse=True):
+        if len(ln) < 4:
+            continue
+        if any(points_in_polygon(ln[:1, 0], ln[:1, 1], other.tolist())[0] for _, other in kept):
+            continue  # inside a larger outline: a hole or a nested level, not a new population
+        inside = points_in_polygon(xs[:, 0], xs[:, 1], ln.tolist())
+        has_main = bool(points_in_polygon(main[:1], main[1:2], ln.tolist())[0])
+        mass = float(ws[inside].sum())
+        if has_main or mass >= 0.002 * total:
+            kept.append((mass + (1e18 if has_main else 0.0), ln))
+    return [ln for _, ln in sorted(kept, key=lambda t: -t[0])]
 
 
 def _area(line: np.ndarray) -> float:
     x, y = line[:, 0], line[:, 1]
     return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+
+
+def _joined(rings: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """Several outlines as one vertex list for the report, separated by (nan, nan)."""
+    out: list[tuple[float, float]] = []
+    for ring in rings:
+        if out:
+            out.append((math.nan, math.nan))
+        out.extend(ring)
+    return out
 
 
 def _thin(line: np.ndarray, most: int) -> np.ndarray:
@@ -545,6 +580,155 @@ def _valley_threshold(v: np.ndarray) -> tuple[float, str]:
         if rest.size and rest.max() > 2.0 * s[valley] + 2 and mids[valley] < limit + 0.3:
             return float(mids[valley]), "density valley above the dim (live) population"
     return float(limit), "dim population's peak + 5 robust SD (no dead population seen)"
+
+
+@dataclass(frozen=True)
+class _SingletBand:
+    """The singlet ridge on log scales, log H = offset + slope * log A, and the kept band around
+    it (``lo`` <= residual <= ``hi``, natural-log units); ``sd`` is the ridge's robust SD."""
+
+    slope: float
+    offset: float
+    lo: float
+    hi: float
+    sd: float
+    doublet_side: int  # -1: doublets sit below the ridge (lower H for their A), +1: above
+    valley: bool  # the doublet-side cut sits at a density valley (else at SINGLET_UP SD)
+
+    def describe(self) -> str:
+        side = ("density valley before the doublets" if self.valley
+                else f"{SINGLET_UP:g} SD, no separate doublet cluster")
+        return (f"singlet ridge H ~ A^{self.slope:.2f} (biweight fit on log scales, robust SD "
+                f"{self.sd:.2g}); kept {self.lo / self.sd:+.1f} to {self.hi / self.sd:+.1f} SD "
+                f"around it (doublet side: {side})")
+
+
+def _ridge_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(slope, offset) of y = offset + slope x by Tukey's biweight (IRLS), from slope 1.
+
+    Singlets lie on one ridge of height against area; doublets lie off it on one side. Instruments
+    differ in the ridge's slope on log scales: ~1 where height is proportional to area (most), but
+    ~0.05 on a cytometer whose FSC-H barely grows with cell size (a real LSR export: small
+    lymphocytes at FSC-H ~70,000 over FSC-A 55,000-140,000), where a ratio band cut 2.5 % of
+    doublets too few. A redescending fit gives doublets zero weight once they lie more than
+    4.7 SD off, however many there are; starting from the proportional ridge (slope 1, offset
+    the median log ratio) keeps the start on the singlets whenever they are the majority."""
+    b = 1.0
+    c = float(np.median(y - x))
+    for _ in range(50):
+        r = y - (c + b * x)
+        s = 1.4826 * float(np.median(np.abs(r - np.median(r))))
+        if not s > 0:
+            break
+        u = r / (4.685 * s)
+        w = np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
+        sw = float(w.sum())
+        if sw <= 0:
+            break
+        xm, ym = float(w @ x) / sw, float(w @ y) / sw
+        sxx = float(w @ ((x - xm) ** 2))
+        nb = float(w @ ((x - xm) * (y - ym))) / sxx if sxx > 0 else b
+        nc = ym - nb * xm
+        moved = abs(nb - b) + abs(nc - c)
+        b, c = nb, nc
+        if moved < 1e-7:
+            break
+    return b, c
+
+
+def _doublet_cut(d: np.ndarray) -> tuple[float, bool]:
+    """Cut on the doublet side, in SD: the density valley between the singlet ridge and a
+    separate doublet cluster when there is one (searched from SINGLET_UP to SINGLET_VALLEY_MAX
+    SD), else SINGLET_UP SD. ``d``: distances (in SD) of the events on the doublet side."""
+    edges = np.arange(SINGLET_UP, SINGLET_VALLEY_MAX + 4.0 + 1e-9, 0.25)
+    h, _ = np.histogram(d, edges)
+    k = np.exp(-0.5 * (np.arange(-4, 5) / 2.0) ** 2)
+    sm = np.convolve(np.pad(h.astype(float), 4, mode="edge"), k / k.sum(), mode="valid")
+    last = int(np.searchsorted(edges, SINGLET_VALLEY_MAX)) - 1
+    i = int(np.argmin(sm[: last + 1]))
+    rest = sm[i + 1:]
+    # a cluster beyond: at least 1.5 times the valley's density (with ~50 events per smoothing
+    # window, > 3 sampling SD), plus a few events so that empty tails never count
+    if i > 0 and rest.size and rest.max() >= 1.5 * sm[i] + 2.0:
+        return float(0.5 * (edges[i] + edges[i + 1])), True
+    return SINGLET_UP, False
+
+
+def _singlet_band(a: np.ndarray, h: np.ndarray) -> _SingletBand:
+    """The band of singlets on a height-against-area plot (any instrument, any cell size).
+
+    The ridge is fitted on log scales (``_ridge_fit``). Which side the doublets are on is read
+    from the data: the side with more events beyond 4 SD (normally below: two cells in the beam
+    add their areas but not their heights; one real LSR export has them above). The SD comes from
+    the other, clean side only, so doublets cannot widen it. The clean side keeps
+    SINGLET_DOWN SD; the doublet side is cut at a density valley before a doublet cluster, else
+    at SINGLET_UP SD."""
+    ok = (a > 0) & (h > 0)
+    x, y = np.log(a[ok]), np.log(h[ok])
+    if x.size < 20:  # nothing to fit: a proportional band of the conventional width
+        c = float(np.median(y - x)) if x.size else 0.0
+        sd = 0.05
+        return _SingletBand(1.0, c, -SINGLET_DOWN * sd, SINGLET_UP * sd, sd, -1, False)
+    step = max(1, x.size // 100_000)  # the fit needs no more; every event is still gated
+    b, c = _ridge_fit(x[::step], y[::step])
+    r = y - (c + b * x)
+    s = max(1.4826 * float(np.median(np.abs(r))), 1e-4)
+    side = 1 if np.count_nonzero(r > 4 * s) > np.count_nonzero(r < -4 * s) else -1
+    clean = -side * r[side * r < 0]
+    sd = max(1.4826 * float(np.median(clean)) if clean.size else s, 1e-4)
+    cut, valley = _doublet_cut(side * r[side * r > 0] / sd)
+    lo, hi = (-cut * sd, SINGLET_DOWN * sd) if side < 0 else (-SINGLET_DOWN * sd, cut * sd)
+    return _SingletBand(b, c, lo, hi, sd, side, valley)
+
+
+def _band_vertices(band: _SingletBand, a: np.ndarray, floor: float | None = None,
+                   reach: float | None = None) -> list[tuple[float, float]]:
+    """The band as a polygon on raw (A, H): its two edges H = exp(offset + lo|hi) A^slope drawn
+    through 48 areas from half the smallest to twice the largest (straight in linear units
+    wherever the slope is 1, and within a small fraction of the band elsewhere). With ``floor``,
+    events with A below it (too dim to judge) are inside too: a strip left of the band."""
+    pos = a[a > 0]
+    a_lo = float(floor) if floor is not None else (0.5 * float(pos.min()) if pos.size else 1.0)
+    a_hi = max(2.0 * float(pos.max()) if pos.size else 2.0 * a_lo, 2.0 * a_lo)
+    xs = np.geomspace(a_lo, a_hi, 48)
+    lower = np.exp(band.offset + band.lo) * xs ** band.slope
+    upper = np.exp(band.offset + band.hi) * xs ** band.slope
+    verts = [(float(u), float(v)) for u, v in zip(xs, lower, strict=True)]
+    verts += [(float(u), float(v)) for u, v in zip(xs[::-1], upper[::-1], strict=True)]
+    if floor is not None:
+        r = float(reach) if reach else 4.0 * max(a_hi, float(upper.max()))
+        verts = [(-r, -r), (float(floor), -r), *verts, (float(floor), r), (-r, r)]
+    return verts
+
+
+def _fluorescence_pair(fcs: FcsData, names: list[str], pns: list[str],
+                       ranges: dict[str, float], parent: np.ndarray
+                       ) -> tuple[str, str, float] | None:
+    """A fluorescence detector recorded as both area and height (FACSCalibur FL2-A/FL2-H, a
+    Diva "-A"/"-H" pair) with enough bright events to see doublets: (area, height, floor).
+
+    Where scatter has heights only, pulse area against height of a bright fluorescence signal is
+    the only doublet evidence in the file (the classic DNA-content doublet gate). Events dimmer
+    than ``PAIR_FLOOR`` of the area's $PnR are noise on a linear FL-A and cannot be judged; the
+    pair needs 200 bright events and 5 % of the parent."""
+    from .channels import is_fluorescence
+
+    upper = {n.upper(): n for n in names}
+    best: tuple[int, str, str, float] | None = None
+    n_parent = int(parent.sum())
+    for n, label in zip(names, pns, strict=False):
+        if not n.upper().endswith("-A") or not is_fluorescence(n, label or ""):
+            continue
+        hname = upper.get(n.upper()[:-2] + "-H")
+        if hname is None:
+            continue
+        top = ranges.get(n) or 0.0
+        a = fcs.events[:, names.index(n)]
+        floor = PAIR_FLOOR * (top if top > 1 else float(np.max(a[parent], initial=1.0)))
+        bright = int(np.count_nonzero(parent & (a >= floor)))
+        if bright >= max(200, 0.05 * n_parent) and (best is None or bright > best[0]):
+            best = (bright, n, hname, floor)
+    return None if best is None else (best[1], best[2], best[3])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -589,7 +773,7 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
         t = col[sc.time]
         fluo = [ch for ch in prep.logicle]
         sig_names = [c for c in (fsc, ssc) if c] + fluo
-        signals = [(disp[c], False) if c in prep.logicle else (col[c], True) for c in sig_names]
+        signals = [disp[c] for c in sig_names]
         intervals, note, warn = _time_gate(t, signals, current)
         if warn:
             warnings.append(f"{tube_name}: {warn}")
@@ -637,30 +821,29 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
 
     # --- cells
     if fsc and ssc and current.sum() >= 100:
-        verts, note = _cells_polygon(col[fsc][current], col[ssc][current], seed)
-        new = _polygon_mask(col[fsc], col[ssc], verts, current)
-        record("cells", new, current, fsc, ssc, verts, note, scatter_hist(fsc, ssc, current))
-        specs.append(GateSpec("cells", "poly", [fsc, ssc], vertices=verts))
+        rings, note = _cells_polygons(col[fsc][current], col[ssc][current], seed,
+                                      f"{fsc}/{ssc}")
+        new = np.zeros(n, dtype=bool)
+        for ring in rings:
+            new |= _polygon_mask(col[fsc], col[ssc], ring, current & ~new)
+        record("cells", new, current, fsc, ssc, _joined(rings), note,
+               scatter_hist(fsc, ssc, current))
+        specs.append(GateSpec("cells", "poly", [fsc, ssc], vertices=rings[0],
+                              rings=rings if len(rings) > 1 else []))
         current = new
     else:
         warnings.append(f"{tube_name}: no FSC/SSC pair or too few events; cells gate skipped")
     masks["cells"] = current.copy()
 
     # --- singlets
+    pair = None if (sc.fsc_a and sc.fsc_h) or sc.fsc_w else _fluorescence_pair(
+        fcs, names, pns, ranges, current)
     if sc.fsc_a and sc.fsc_h and current.sum() >= 50:
         a, h = col[sc.fsc_a], col[sc.fsc_h]
-        ok = current & (h > 0)
-        r = a[ok] / h[ok]
-        r0 = float(np.median(r))
-        below = r0 - r[r < r0]
-        sd = 1.4826 * float(np.median(below)) if below.size else 0.05 * r0
-        sd = max(sd, 1e-3 * r0)
-        up, down = r0 + SINGLET_UP * sd, max(r0 - SINGLET_DOWN * sd, 1e-3 * r0)
-        reach = 4.0 * max(float(np.max(np.abs(a[current]))), float(np.max(np.abs(h[current]))))
-        verts = [(0.0, 0.0), (reach, reach / up), (reach, reach / down)]
+        band = _singlet_band(a[current], h[current])
+        verts = _band_vertices(band, a[current])
         new = _polygon_mask(a, h, verts, current)
-        note = (f"FSC-A/FSC-H ratio {r0:.3g} (robust SD {sd:.2g} on the singlet side); kept "
-                f"{down:.3g}-{up:.3g}")
+        note = f"FSC-H against FSC-A: {band.describe()}"
         record("singlets", new, current, sc.fsc_a, sc.fsc_h, verts, note,
                scatter_hist(sc.fsc_a, sc.fsc_h, current))
         specs.append(GateSpec("singlets", "poly", [sc.fsc_a, sc.fsc_h], vertices=verts))
@@ -681,11 +864,32 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
                scatter_hist(x, sc.fsc_w, current))
         specs.append(GateSpec("singlets", "rect", [sc.fsc_w], bounds={sc.fsc_w: (lo, hi)}))
         current = new
-    elif (sc.fsc_a and sc.fsc_h) or sc.fsc_w:
+    elif pair is not None and current.sum() >= 50:
+        ach, hch, floor = pair
+        a, h = fcs.events[:, names.index(ach)], fcs.events[:, names.index(hch)]
+        bright = current & (a >= floor)
+        band = _singlet_band(a[bright], h[bright])
+        verts = _band_vertices(band, a[bright], floor=floor)
+        new = _polygon_mask(a, h, verts, current)
+        dim = int((current & ~bright).sum())
+        note = (f"{hch} against {ach} (scatter has heights only): {band.describe()}; "
+                f"{dim} events dimmer than {floor:g} in {ach} cannot be judged and are kept")
+        record("singlets", new, current, ach, hch, verts, note,
+               _histogram(a[current], h[current], ach, hch, _span(a[current], ranges.get(ach)),
+                          _span(h[current], ranges.get(hch))))
+        specs.append(GateSpec("singlets", "poly", [ach, hch], vertices=verts))
+        current = new
+    elif (sc.fsc_a and sc.fsc_h) or sc.fsc_w or pair is not None:
         warnings.append(f"{tube_name}: fewer than 50 events left to place the singlets gate; "
                         "skipped")
+    elif sc.fsc_h and not sc.fsc_a:
+        warnings.append(f"{tube_name}: no doublet discrimination was possible: the scatter "
+                        "channels are heights only (no FSC-A or FSC-W) and no fluorescence "
+                        "channel recorded as both area and height is bright enough in this tube; "
+                        "singlets gate skipped")
     else:
-        warnings.append(f"{tube_name}: no FSC-H or FSC-W channel; singlets gate skipped")
+        warnings.append(f"{tube_name}: no FSC-H or FSC-W channel and no fluorescence area/height "
+                        "pair: no doublet discrimination was possible; singlets gate skipped")
     masks["singlets"] = current.copy()
 
     # --- live
@@ -744,6 +948,12 @@ def _flowkit_gates(spec: GateSpec, prefix: str, comp_id: str | None
         dims = [dim(ch, *spec.bounds[ch]) for ch in spec.channels]
         return [(gates.RectangleGate(name, dims), False)], xforms
     dims = [dim(ch) for ch in spec.channels]
+    if spec.rings:
+        parts = [(gates.PolygonGate(f"{name}_{i + 1}", [dim(ch) for ch in spec.channels],
+                                    [list(v) for v in ring]), True)
+                 for i, ring in enumerate(spec.rings)]
+        refs = [{"ref": g.gate_name, "path": ("root",), "complement": False} for g, _ in parts]
+        return [*parts, (gates.BooleanGate(name, "or", refs), False)], xforms
     return [(gates.PolygonGate(name, dims, [list(v) for v in spec.vertices]), False)], xforms
 
 

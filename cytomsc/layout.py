@@ -150,6 +150,8 @@ def _normal_role(value: str, panel: Panel | None) -> str | None:
         return f"fmo:{(panel.canonical(marker) if panel else None) or marker}"
     if low in ("stain", "sample", "test", "marker", "markers"):
         return "stained"
+    if low.startswith("single:") and v[7:].strip():  # a single-stain control (spillover.py)
+        return f"single:{v[7:].strip()}"
     return _role_from_text(v, panel)
 
 
@@ -415,7 +417,7 @@ def _from_manifest(manifest: Path, panel: Panel | None,
             role = _normal_role(cell["role"], panel)
             if role is None:
                 errors.append(_error(where, f"unknown role '{cell['role']}' (stained, isotype, "
-                                     "unstained or fmo:MARKER)"))
+                                     "unstained, fmo:MARKER or single:DYE)"))
                 continue
         else:
             got = _read_all([path], reader, errors)

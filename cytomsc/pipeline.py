@@ -67,15 +67,20 @@ class Options:
     data_set: int = 0
     channel_map: dict[str, str] = field(default_factory=dict)
     manifest: str | None = None
+    gates: str | None = None  # the lab's gates: a FlowJo 10 workspace or GatingML (workspace.py)
+    gate_path: str | None = None  # the analysed population in it (default: deepest common chain)
+    comp_label: str | None = None  # what ``comp`` is when cytomsc wrote it (single-stain controls)
+    comp_notes: tuple[str, ...] = ()  # warnings about that matrix, repeated in every culture
     debug: bool = False
 
     def as_parameters(self) -> dict[str, Any]:
         """The parameters that change results (not jobs or debug: they must not)."""
         return {
-            "panel": self.panel, "comp": self.comp or "file",
+            "panel": self.panel, "comp": self.comp_label or self.comp or "file",
             "control_percentile": self.control_percentile, "seed": self.seed,
             "cluster": self.cluster, "data_set": self.data_set,
             "channel_map": dict(sorted(self.channel_map.items())), "manifest": self.manifest,
+            "gates": self.gates, "gate_path": self.gate_path,
         }
 
 
@@ -148,7 +153,7 @@ def _read_tubes(spec: Any, opts: Options, errors: list[dict[str, str]],
 
 
 def _prepare_and_gate(tubes: list[_Tube], opts: Options, seed: int, warnings: list[str],
-                      withheld: list[str]) -> None:
+                      withheld: list[str], manual: dict[str, Any] | None = None) -> None:
     """Compensate, transform with one scale per channel for the culture, gate every tube.
 
     A file whose own spillover matrix cannot be used (names detectors it lacks, singular) is
@@ -181,7 +186,8 @@ def _prepare_and_gate(tubes: list[_Tube], opts: Options, seed: int, warnings: li
             shared.setdefault(ch, p)
         n = tube.prep.compensated.shape[0]
         try:
-            tube.gating = gate_tube(tube.prep, tube.fcs, tube.name, seed=seed)
+            tube.gating = manual[tube.name] if manual is not None else gate_tube(
+                tube.prep, tube.fcs, tube.name, seed=seed)
         except CytomscError as err:
             # A tube whose events leave no cells to gate (all saturated, all debris) is kept
             # with nothing inside its gates: its culture becomes inconclusive, not an error.
@@ -417,7 +423,7 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
     culture's sanitized, unique output name."""
     out = OutputDir(Path(out_root))
     errors: list[dict[str, str]] = []
-    warnings: list[str] = []
+    warnings: list[str] = [f"compensation from single stains: {n}" for n in opts.comp_notes]
     seed = culture_seed(opts.seed, spec.name)
     tubes, files = _read_tubes(spec, opts, errors, warnings)
     result = CultureResult(culture=spec.name, verdict="inconclusive", borderline=False,
@@ -432,7 +438,15 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
         return result, errors, out.hashes, None
 
     withheld: list[str] = []
-    _prepare_and_gate(tubes, opts, seed, warnings, withheld)
+    manual = None
+    if opts.gates:
+        manual = _lab_gates(tubes, files, opts, errors, result)
+        stained = [t for t in tubes if t.role == "stained"]
+        if not stained:
+            warnings.append(f"no stained tube has gates in {Path(opts.gates).name}: nothing to "
+                            "judge")
+            return result, errors, out.hashes, None
+    _prepare_and_gate(tubes, opts, seed, warnings, withheld, manual)
 
     chosen, missing = _match_markers(stained, panel, opts, errors, warnings)
     result.missing_markers = missing
@@ -486,7 +500,7 @@ def _write_culture(out: OutputDir, folder: str, result: CultureResult, tubes: li
         strategy = gating_strategy({t.name: (t.prep, t.gating) for t in tubes})
         with out.atomic(folder, "gates.xml") as tmp:
             write_gatingml(strategy, tmp)
-    else:
+    elif not opts.gates:  # with --gates the lab's own file holds the gates
         result.warnings.append("no gate could be placed in any tube (no scatter or time "
                                "channels): every event was counted and no gates.xml was written")
     if opts.export_events:
@@ -497,6 +511,22 @@ def _write_culture(out: OutputDir, folder: str, result: CultureResult, tubes: li
 
         with out.atomic(f"{folder}.pdf") as tmp:
             write_culture_pdf(result, batch_header, tmp, run_info or {})
+
+
+def _lab_gates(tubes: list[_Tube], files: list[FileInfo], opts: Options,
+               errors: list[dict[str, str]], result: CultureResult) -> dict[str, Any]:
+    """--gates: the lab's gates for every tube (workspace.py); a tube they lack is an error
+    entry and leaves the culture, as an unreadable file does."""
+    from .workspace import gate_culture, load_lab_gates
+
+    lab = load_lab_gates(opts.gates)
+    manual, path, errs = gate_culture(lab, [(t.name, t.fcs) for t in tubes], opts.gate_path)
+    errors.extend(errs)
+    lost = {str(t.fcs.path) for t in tubes if t.name not in manual}
+    tubes[:] = [t for t in tubes if t.name in manual]
+    files[:] = [f for f in files if f.path not in lost]
+    result.metadata["gating"] = f"manual: {lab.name}, analysed population {path}"
+    return manual
 
 
 def _joint_phenotype(result: CultureResult, main: _Tube, calls: dict[str, np.ndarray],
@@ -615,6 +645,8 @@ def _batch(folder: RunFolder, inputs: list[Path], out_dir: Path, opts: Options, 
     manifest = Path(opts.manifest) if opts.manifest else None
     specs, errors = discover(inputs, manifest=manifest, panel=panel, output=folder.root,
                              output_files=folder.owned_inputs())
+    out = folder.staging()
+    specs, opts, compensation = _single_stains(specs, out, opts, errors)
     taken: set[str] = set(BATCH_FILES)
     folders = []
     for spec in specs:
@@ -633,7 +665,6 @@ def _batch(folder: RunFolder, inputs: list[Path], out_dir: Path, opts: Options, 
     if opts.pdf:
         planned += ["overview.pdf", *(f"{f}.pdf" for f in folders)]
     folder.check_free(planned)
-    out = folder.staging()
     header = BatchResult(
         cytomsc_version=__version__,
         panel={"id": panel.id, "name": panel.name, "reference": panel.reference,
@@ -671,7 +702,8 @@ def _batch(folder: RunFolder, inputs: list[Path], out_dir: Path, opts: Options, 
             if sample is not None:
                 samples[result.culture] = sample
     batch = BatchResult(cytomsc_version=__version__, panel=header.panel,
-                        parameters=header.parameters, cultures=cultures, errors=errors)
+                        parameters=header.parameters, cultures=cultures, errors=errors,
+                        compensation=compensation)
     batch.batch_populations = _joint_clustering(cultures, samples, opts.seed)
     _write_batch(out, batch, run_info, opts)
     hashes.update(out.hashes)
@@ -776,6 +808,24 @@ def _ignore_interrupts() -> Any:
     if threading.current_thread() is not threading.main_thread():
         return None
     return signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _single_stains(specs: list[Any], out: OutputDir, opts: Options,
+                   errors: list[dict[str, str]]) -> tuple[list[Any], Options, Any]:
+    """Manifest roles single:<dye>: the batch's spillover matrix from them (spillover.py),
+    written as OUT/compensation.csv and used for every culture unless --comp was given."""
+    import dataclasses
+
+    if not any(t.role.lower().startswith("single:") for s in specs for t in s.tubes):
+        return specs, opts, None
+    from .spillover import COMP_FILE, compensation_from_controls
+
+    specs, result = compensation_from_controls(specs, out, opts.data_set, errors, opts.comp)
+    if result is not None and result.used:
+        opts = dataclasses.replace(opts, comp=str(out.path(COMP_FILE)),
+                                   comp_label=f"single-stain controls ({COMP_FILE})",
+                                   comp_notes=tuple(result.warnings))
+    return specs, opts, result
 
 
 def _preload_stages(opts: Options) -> None:

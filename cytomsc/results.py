@@ -71,11 +71,14 @@ class GateStep:
     count: int
     x: str  # channel on the x axis
     y: str | None = None  # channel on the y axis (None for a 1-D gate)
-    # Outline in plot coordinates: a closed polygon [(x, y), ...] for 2-D gates, or the kept
-    # intervals [(lo, hi), ...] on x for 1-D gates (time stretches, viability range).
+    # Outline in plot coordinates: a closed polygon [(x, y), ...] for 2-D gates (several
+    # outlines separated by (nan, nan)), or the kept intervals [(lo, hi), ...] on x for 1-D gates
+    # (time stretches, viability range).
     vertices: list[tuple[float, float]] = field(default_factory=list)
     note: str = ""  # how the gate was placed, in words, for the report
     histogram: Histogram2D | None = plot_field()
+    source: str = "automatic"  # "automatic" (placed by cytomsc) | "manual" (the lab's --gates)
+    path: str = ""  # manual gates: the gate's path in the lab's file ("/Lymphocytes/Singlets")
 
     @property
     def percent(self) -> float:
@@ -177,6 +180,7 @@ class BatchResult:
     cultures: list[CultureResult]
     errors: list[dict[str, str]] = field(default_factory=list)  # {"path", "message"}
     batch_populations: dict[str, Any] | None = None  # cultures x populations table, when joint
+    compensation: Any = None  # spillover.SpilloverResult, when single-stain controls were given
 
 
 def _plain(value: Any) -> Any:
@@ -214,7 +218,9 @@ def _culture_json(c: dict[str, Any]) -> dict[str, Any]:
     # The public field name is "pass" (a Python keyword, hence ``passed`` inside).
     for m in c["markers"]:
         m["pass"] = m.pop("passed")
-    c.pop("gates", None)
+    # every gate, marked manual or automatic (outlines and plots stay in gates.xml and the PDF)
+    c["gates"] = [{k: g[k] for k in ("tube", "gate", "source", "path", "parent_count", "count",
+                                     "x", "y")} for g in c.get("gates", [])]
     return c
 
 

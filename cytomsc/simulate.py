@@ -97,6 +97,9 @@ class Style:
     datatype: str
     range: float
     timestep: float
+    # dyes whose detector is also recorded as a pulse area ("FL2-A" beside "FL2-H"): the
+    # height is the dye's channel, the area an extra column (a FACSCalibur's DNA doublet pair)
+    areas: dict[str, str] = field(default_factory=dict)
 
 
 STYLES = {
@@ -118,6 +121,11 @@ STYLES = {
                      {"FITC": "FL1", "PE": "FL2", "PerCP-Cy5.5": "FL3", "7-AAD": "FL3",
                       "APC": "FL4"},
                      "marker dye", "3.0", "I", 65536.0, 0.01),
+    # heights only for scatter (FACSCalibur): doublets can be seen only on FL2-A against FL2-H
+    "calibur": Style("FACSCalibur", ("FSC-H", "SSC-H"),
+                     {"FITC": "FL1-H", "PE": "FL2-H", "PerCP-Cy5.5": "FL3-H", "7-AAD": "FL3-H",
+                      "APC": "FL4-H"},
+                     "marker dye", "3.0", "I", 65536.0, 0.1, areas={"PE": "FL2-A"}),
 }
 
 COCKTAIL = "CD34/CD11b/CD19/CD45/HLA-DR"
@@ -200,6 +208,7 @@ class CultureDesign:
     doublets: float = 0.04
     dead: float = 0.0
     contaminants: float = 0.002
+    contaminant_size: float = 0.55  # FSC of a contaminant / an average MSC's (lymphocytes ~0.3)
     saturated: float = 0.002
     viability: str | None = None  # a dye ("DAPI", "7-AAD") in every tube except the unstained
     controls: tuple[str, ...] = ("unstained", "isotype")  # and/or "fmo:<marker>"
@@ -314,7 +323,7 @@ def _draw_cells(rng: np.random.Generator, design: CultureDesign, n: int, contami
     """``n`` intact cells: MSCs from the design's populations, or hematopoietic contaminants."""
     b = _Bodies(n, dyes, markers)
     if contaminant:
-        size = np.full(n, 0.55)
+        size = np.full(n, design.contaminant_size)
         gran = np.full(n, 0.35)
         b.af_scale = np.full(n, 0.3)
         for m in markers:
@@ -491,22 +500,33 @@ def _simulate_tube(rng: np.random.Generator, design: CultureDesign, style: Style
         kind[inside] = KIND_ANOMALY
     ticks = np.floor(ticks)
 
+    # a dye recorded as area too: the area is the integrated signal, the height its pulse's peak,
+    # shaped like the event's FSC pulse (a doublet's is wider: its height ~0.6 of its area's)
+    area_cols = [dyes.index(d) for d in style.areas if d in dyes]
+    areas = det[:, area_cols].copy()
+    if area_cols:
+        shape = np.clip(scatter[:, 1] / np.maximum(scatter[:, 0], 1.0), 0.05, 1.5)
+        det[:, area_cols] = areas * shape[:, None]
     scale = style.range / 262144.0
     scatter *= scale
     det *= scale
+    areas *= scale
     n_sat = int(rng.binomial(n, design.saturated)) if design.saturated > 0 else 0
     if n_sat:
         sat = rng.choice(np.flatnonzero(kind != KIND_ANOMALY), size=n_sat, replace=False)
         col = rng.choice([0, 2], size=n_sat)
         scatter[sat, col] = top
-    clipped = (scatter >= top).any(axis=1) | (det >= top).any(axis=1)
+    clipped = (scatter >= top).any(axis=1) | (det >= top).any(axis=1) | \
+        (areas >= top).any(axis=1)
     scatter = np.clip(scatter, None, top)
     det = np.clip(det, None, top)
+    areas = np.clip(areas, None, top)
     kind[clipped & np.isin(kind, GATED_KINDS)] = KIND_SATURATED
 
     order = np.argsort(ticks, kind="stable")
     sc_cols = {"FSC-A": 0, "FSC-H": 1, "SSC-A": 2, "SSC-H": 3}
     cols = [scatter[:, sc_cols[s]] for s in style.scatter] + [det[:, j] for j in range(nd)]
+    cols += [areas[:, k] for k in range(areas.shape[1])]
     events = np.column_stack([*cols, ticks])[order]
     # hold exactly what the file will hold (float32, or integers clipped to [0, $PnR - 1])
     if (design.datatype or style.datatype) == "I":
@@ -545,7 +565,8 @@ def simulate_culture(design: CultureDesign, seed: int) -> list[SimulatedTube]:
     rng = np.random.default_rng([seed, design.seed_offset])
     spill = _spillover(rng, dyes)
     det_names = [style.channels[d] for d in dyes]
-    pnn = [*style.scatter, *det_names, "Time"]
+    area_names = [style.areas[d] for d in style.areas if d in dyes]
+    pnn = [*style.scatter, *det_names, *area_names, "Time"]
     version = design.version or style.version
     datatype = design.datatype or style.datatype
     ranges = [style.range] * len(pnn)
@@ -553,7 +574,8 @@ def simulate_culture(design: CultureDesign, seed: int) -> list[SimulatedTube]:
     for i, (role, tube_name, stains) in enumerate(_tubes_of(design)):
         trng = np.random.default_rng([seed, design.seed_offset, i + 1])
         events, info = _simulate_tube(trng, design, style, stains, spill, dyes, markers)
-        pns = ["" for _ in style.scatter] + [_pns(style, d, stains.get(d)) for d in dyes] + [""]
+        pns = ["" for _ in style.scatter] + [_pns(style, d, stains.get(d)) for d in dyes] + \
+            [_pns(style, d, stains.get(d)) for d in style.areas if d in dyes] + [""]
         filename = f"{design.name}_{tube_name.replace(' ', '_')}.fcs"
         # $FIL is the file name, as instruments write it (unique, and it names the role too)
         keywords = {"$CYT": style.cytometer, "$SRC": design.name, "$DATE": design.date,
@@ -573,6 +595,96 @@ def simulate_culture(design: CultureDesign, seed: int) -> list[SimulatedTube]:
             stains={d: s for d, s in stains.items() if s not in ("isotype",)},
             version=version, datatype=datatype, ranges=ranges))
     return tubes
+
+
+SINGLE_LEVEL = 40000.0  # median load of a single-stain control's positives (262144 units)
+BAD_CONTROLS = ("dim", "saturated", "double")
+
+
+def simulate_single_stains(design: CultureDesign, seed: int, level: float = SINGLE_LEVEL,
+                           n_events: int = 10000, bad: dict[str, str] | None = None
+                           ) -> list[SimulatedTube]:
+    """Single-stain compensation controls for the dyes of ``design``: an unstained tube, then one
+    tube per dye (viability dye included), drawn through the culture's own spillover matrix (the
+    same draw as ``simulate_culture``), so the matrix they should give is ``tube.spillover``.
+
+    Every cell of a control carries its dye (log-normal around ``level``); debris and doublets as
+    in the design. ``bad`` makes a control a known bad one: "dim" (level 100: inside the
+    autofluorescence), "saturated" (most positives at $PnR), "double" (half of its cells also
+    carry the next dye). Roles: "unstained" and "single:<dye>"."""
+    if design.style not in STYLES:
+        raise CytomscError(f"unknown instrument style {design.style!r} in culture {design.name}")
+    style = STYLES[design.style]
+    dyes = design.dyes()
+    rng = np.random.default_rng([seed, design.seed_offset])
+    spill = _spillover(rng, dyes)  # the culture's matrix: the first draw, as simulate_culture's
+    det_names = [style.channels[d] for d in dyes]
+    area_names = [style.areas[d] for d in style.areas if d in dyes]
+    pnn = [*style.scatter, *det_names, *area_names, "Time"]
+    version = design.version or style.version
+    datatype = design.datatype or style.datatype
+    bad = dict(bad or {})
+    tubes = []
+    for i, dye in enumerate([None, *dyes]):
+        kind = bad.get(dye or "", "")
+        lvl = {"dim": 100.0, "saturated": 1.3 * 262144.0}.get(kind, level)
+        stains = {} if dye is None else {dye: "SS"}
+        markers = {"SS": (1.0, lvl), "SS2": (0.5, level)}
+        if kind == "double":
+            other = dyes[(dyes.index(dye) + 1) % len(dyes)]
+            stains[other] = "SS2"
+        one = CultureDesign(f"{design.name}_single", style=design.style, layout=design.layout,
+                            n_events=n_events, populations=[Population(markers=markers)],
+                            debris=design.debris, doublets=design.doublets, dead=0.0,
+                            contaminants=0.0, saturated=0.0, controls=(), version=version,
+                            datatype=datatype, date=design.date)
+        trng = np.random.default_rng([seed, design.seed_offset, 1000 + i])
+        events, info = _simulate_tube(trng, one, style, stains, spill, dyes, ["SS", "SS2"])
+        label = "unstained" if dye is None else dye
+        pns = ["" for _ in style.scatter] + [dye if d == dye else "" for d in dyes] + \
+            [dye if d == dye else "" for d in style.areas if d in dyes] + [""]
+        filename = f"{design.name}_single_{label.replace(' ', '_')}.fcs"
+        keywords = {"$CYT": style.cytometer, "$DATE": design.date, "$FIL": filename,
+                    "TUBE NAME": f"{label} single stain", "$TIMESTEP": f"{info['timestep']:g}",
+                    "EXPERIMENT NAME": "Compensation controls"}
+        tubes.append(SimulatedTube(
+            role="unstained" if dye is None else f"single:{dye}", filename=filename,
+            events=events, pnn=list(pnn), pns=pns, keywords=keywords,
+            spillover=(det_names, spill), kind=info["kind"], population=info["population"],
+            positive=info["positive"], base_kind=info["base_kind"], stains=stains,
+            version=version, datatype=datatype, ranges=[style.range] * len(pnn)))
+    return tubes
+
+
+def write_compensation_set(out: str | Path, design: CultureDesign, seed: int = 0,
+                           bad: dict[str, str] | None = None, file_spillover: bool = False,
+                           n_events: int = 10000) -> dict:
+    """One culture and its single-stain controls under ``out``, with ``manifest.csv`` (roles
+    ``single:<dye>``) and ``truth.json`` (the culture's truth and the spillover matrix the
+    controls must give). Without ``file_spillover`` the culture's files carry no $SPILLOVER, so
+    the controls are their only compensation."""
+    out = Path(out)
+    tubes = simulate_culture(design, seed)
+    singles = simulate_single_stains(design, seed, bad=bad, n_events=n_events)
+    rows = ["file,culture,role"]
+    for t in tubes:
+        if not file_spillover:
+            t.spillover = None  # type: ignore[assignment]
+        t.write(out / design.name)
+        rows.append(f"{design.name}/{t.filename},{design.name},{t.role}")
+    for t in singles:
+        t.write(out / "controls")
+        rows.append(f"controls/{t.filename},controls,{t.role}")
+    _atomic_write(out / "manifest.csv", ("\n".join(rows) + "\n").encode("utf-8"))
+    names, matrix = singles[0].spillover
+    doc = {"format": "cytomsc.truth/1", "preset": "compensation", "seed": seed,
+           "label_encoding": LABEL_ENCODING, "cultures": [truth_of(design, tubes)],
+           "spillover": {"detectors": list(names), "matrix": np.asarray(matrix).tolist()},
+           "controls": [{"file": f"controls/{t.filename}", "role": t.role,
+                         "bad": (bad or {}).get(t.role.split(":", 1)[-1])} for t in singles]}
+    _atomic_write(out / "truth.json",
+                  (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+    return doc
 
 
 def _separated(design: CultureDesign, dye: str, entity: str) -> bool:
@@ -854,6 +966,8 @@ def _heterogeneity() -> list[CultureDesign]:
     return d
 
 
+COMPENSATION_CULTURE = CultureDesign("MSC-comp", style="accuri", layout="isct-4c",
+                                     controls=("isotype",), seed_offset=900, n_events=10000)
 PRESETS = {"example": _example, "validation": _validation, "heterogeneity": _heterogeneity}
 
 
@@ -864,7 +978,8 @@ def preset(name: str) -> list[CultureDesign]:
 
 def _designs(name: str) -> list[CultureDesign]:
     if name not in PRESETS:
-        raise CytomscError(f"unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+        raise CytomscError(f"unknown preset {name!r} (choose from "
+                           f"{', '.join([*PRESETS, 'compensation'])})")
     return PRESETS[name]()
 
 
@@ -873,6 +988,9 @@ def write_preset(out: str | Path, preset: str = "example", seed: int = 0) -> lis
     ``out/truth.json``. The same preset and seed give the same bytes. Returns the files
     written (the FCS files, then truth.json)."""
     out = Path(out)
+    if preset == "compensation":  # one culture without $SPILLOVER and its single-stain controls
+        write_compensation_set(out, COMPENSATION_CULTURE, seed)
+        return
     designs = _designs(preset)
     cultures = []
     written = []
@@ -892,4 +1010,5 @@ def write_preset(out: str | Path, preset: str = "example", seed: int = 0) -> lis
 __all__ = ["KIND_CELL", "KIND_DEBRIS", "KIND_DOUBLET", "KIND_DEAD", "KIND_CONTAMINANT",
            "KIND_ANOMALY", "KIND_SATURATED", "KIND_NAMES", "GATED_KINDS", "LABEL_CHARS",
            "Anomaly", "CultureDesign", "Population", "SimulatedTube", "simulate_culture",
-           "truth_of", "preset", "write_preset"]
+           "truth_of", "preset", "write_preset", "simulate_single_stains",
+           "write_compensation_set"]

@@ -71,6 +71,10 @@ def overview_pages(batch: BatchResult, run_info: dict[str, Any]) -> list[Figure]
             flow.text("None: every input file was read.", size=8.5)
         if batch.batch_populations:
             _joint(flow, batch)
+        if batch.compensation is not None:
+            from .compensation import spillover_pages
+
+            spillover_pages(flow, batch.compensation)
         plots.add_footers(flow, "Batch overview")
     return flow.pages
 

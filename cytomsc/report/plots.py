@@ -584,9 +584,10 @@ def gate_plot(p: Panel, step: GateStep) -> None:
         p.message("no plot data returned")
     ax = p.axes()
     if step.y is not None and len(step.vertices) >= 3:
-        xs = [v[0] for v in step.vertices] + [step.vertices[0][0]]
-        ys = [v[1] for v in step.vertices] + [step.vertices[0][1]]
-        ax.plot(xs, ys, color="black", linewidth=1.3, path_effects=HALO)
+        for ring in _rings(step.vertices):  # several outlines are separated by (nan, nan)
+            xs = [v[0] for v in ring] + [ring[0][0]]
+            ys = [v[1] for v in ring] + [ring[0][1]]
+            ax.plot(xs, ys, color="black", linewidth=1.3, path_effects=HALO)
     elif step.y is None and step.vertices:
         # hatch what the gate removed, so the kept events stay clearly visible
         lo_edge, hi_edge = p.xlim
@@ -602,7 +603,17 @@ def gate_plot(p: Panel, step: GateStep) -> None:
                 if lo_edge < v < hi_edge:
                     ax.axvline(v, color="black", linewidth=1.2, path_effects=HALO)
     p.title([f"{step.gate}: {pct(step.percent)} % inside",
-             f"{step.count:,} of {step.parent_count:,} events"])
+             f"{step.count:,} of {step.parent_count:,} events, {step.source} gate"])
+
+
+def _rings(vertices: list[tuple[float, float]]) -> list[list[tuple[float, float]]]:
+    rings: list[list[tuple[float, float]]] = [[]]
+    for v in vertices:
+        if math.isnan(v[0]):
+            rings.append([])
+        else:
+            rings[-1].append(v)
+    return [r for r in rings if r]
 
 
 def marker_plot(p: Panel, m: MarkerResult) -> None:
