@@ -125,11 +125,13 @@ def simulate(ctx: click.Context, out: Path, seed: int, preset: str) -> None:
 @click.option("--seed", default=0, show_default=True, help="Random seed (subsampling, clustering).")
 @click.option("--jobs", default=None, type=click.IntRange(1, None),
               help="Processes (default: the number of cores).")
+@click.option("--operator", default="", help="Operator named on each report (release record).")
+@click.option("--comment", default="", help="Free comment printed on each report.")
 @click.pass_context
 def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
             manifest: Path | None, comp: str | None, control_percentile: float, cluster: str,
             export_events: bool, no_pdf: bool, data_set: int, channel_map: str | None,
-            seed: int, jobs: int | None) -> None:
+            seed: int, jobs: int | None, operator: str, comment: str) -> None:
     """Gate, measure and judge every culture in INPUTS (files and folders); write OUT."""
     import os
 
@@ -140,7 +142,8 @@ def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
         panel=panel, comp=comp, control_percentile=control_percentile, seed=seed,
         jobs=jobs or os.cpu_count() or 1, cluster=cluster, export_events=export_events,
         pdf=not no_pdf, data_set=data_set, channel_map=parse_channel_map(channel_map),
-        manifest=str(manifest) if manifest else None, debug=debug,
+        manifest=str(manifest) if manifest else None, debug=debug, operator=operator,
+        comment=comment,
     )
     _check_panel(panel, debug)
     command = "cytomsc " + " ".join(sys.argv[1:]) if sys.argv else "cytomsc analyze"

@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .preprocess import Prepared
 
 MAX_TIME_DROP = 0.30  # never drop more than this fraction of events for flow stability
+TIME_WARN = 0.05  # a time gate removing more than this fraction of events is warned about
 TIME_Z = 5.0
 CELL_MASS = 0.995  # the cells gate holds this much of the cell components' mass
 SINGLET_UP, SINGLET_DOWN = 4.0, 6.0  # sigmas of the singlet A/H ratio kept above/below its median
@@ -86,6 +87,9 @@ class GatingOutcome:
     steps: list[GateStep]
     warnings: list[str]
     specs: list[GateSpec] = field(default_factory=list)  # the applied gates, for GatingML
+    # gates not applied, with the reason in words ("no viability dye"): the report says
+    # "skipped (...)" instead of printing a count the gate never made
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def final(self) -> np.ndarray:
@@ -568,6 +572,7 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
     steps: list[GateStep] = []
     specs: list[GateSpec] = []
     warnings: list[str] = []
+    skipped: dict[str, str] = {}
     current = finite.copy()
     if not finite.all():
         warnings.append(f"{tube_name}: {int((~finite).sum())} events with NaN/infinite values "
@@ -597,6 +602,11 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
         for lo, hi in intervals:
             m |= (t >= lo) & (t < hi)
         new = current & m
+        removed = 1.0 - new.sum() / max(int(current.sum()), 1)
+        if removed > TIME_WARN and not warn:
+            warnings.append(f"{tube_name}: the time gate removed {removed:.1%} of events "
+                            f"(more than {TIME_WARN:.0%}): the flow was unstable in the hatched "
+                            "stretches of the gating page; check the acquisition")
         yname = fsc or names[0]
         hist = _histogram(t[current], col[yname][current], sc.time, yname,
                           _span(t[current]), _span(col[yname][current], ranges.get(yname)))
@@ -605,6 +615,9 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
         current = new
     elif n:
         warnings.append(f"{tube_name}: no Time channel; time gate skipped")
+        skipped["time"] = "no Time channel"
+    else:
+        skipped["time"] = "no events"
     masks["time"] = current.copy()
 
     # --- margin
@@ -633,6 +646,8 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
         if bounds:
             specs.append(GateSpec("margin", "rect", list(bounds), bounds=bounds))
         current = new
+    else:
+        skipped["margin"] = "no FSC/SSC pair" if n else "no events"
     masks["margin"] = current.copy()
 
     # --- cells
@@ -644,6 +659,8 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
         current = new
     else:
         warnings.append(f"{tube_name}: no FSC/SSC pair or too few events; cells gate skipped")
+        skipped["cells"] = ("no FSC/SSC pair" if not (fsc and ssc)
+                            else "fewer than 100 events left")
     masks["cells"] = current.copy()
 
     # --- singlets
@@ -684,8 +701,10 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
     elif (sc.fsc_a and sc.fsc_h) or sc.fsc_w:
         warnings.append(f"{tube_name}: fewer than 50 events left to place the singlets gate; "
                         "skipped")
+        skipped["singlets"] = "fewer than 50 events left"
     else:
         warnings.append(f"{tube_name}: no FSC-H or FSC-W channel; singlets gate skipped")
+        skipped["singlets"] = "no FSC-H or FSC-W channel"
     masks["singlets"] = current.copy()
 
     # --- live
@@ -706,8 +725,12 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
         current = new
     elif not via:
         warnings.append(f"{tube_name}: no viability dye channel; live gate skipped")
+        skipped["live"] = "no viability dye"
+    else:
+        skipped["live"] = ("fewer than 50 events left" if via in prep.logicle
+                           else f"{via} is not on a fluorescence scale")
     masks["live"] = current.copy()
-    return GatingOutcome(masks, steps, warnings, specs)
+    return GatingOutcome(masks, steps, warnings, specs, skipped)
 
 
 # ---------------------------------------------------------------------------------------------
