@@ -6,7 +6,10 @@ matters little. Prints wall and CPU time (median of several runs) and the file s
 overview for 25 cultures with the joint clustering's populations table.
 
 Figures on the 2-core shared machine (load ~3), CPU median of 5: 1.78 s before the text layer
-and core fonts, 0.56 s after (wall 2.55 s -> 0.64 s); 0.19 MB.
+and core fonts, 0.56 s after (wall 2.55 s -> 0.64 s); 0.19 MB. With one embedded TrueType font
+(DejaVu Sans, pdf.fonttype 42; issue 11) at load 5: 1.74 s against 1.04 s for the core-font code
+in the same conditions, 0.22 MB; about 0.35 s of it is fontTools subsetting the regular and bold
+faces, the rest the TrueType text layout of each line.
 
     python benchmarks/bench_report.py [--runs 5]
 """

@@ -180,12 +180,14 @@ def simulate(ctx: click.Context, out: Path, seed: int, preset: str, overwrite: b
               help="The lab's gates (FlowJo 10 .wsp or GatingML 2.0) instead of automatic ones.")
 @click.option("--gate-path", default=None,
               help="With --gates: the analysed population, e.g. /Lymphocytes/Singlets/Live.")
+@click.option("--operator", default="", help="Operator named on each report (release record).")
+@click.option("--comment", default="", help="Free comment printed on each report.")
 @click.pass_context
 def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
             manifest: Path | None, comp: str | None, control_percentile: float, cluster: str,
             export_events: bool, no_pdf: bool, data_set: int, channel_map: str | None,
             seed: int, jobs: int | None, overwrite: bool, verbose: bool, gates: Path | None,
-            gate_path: str | None) -> None:
+            gate_path: str | None, operator: str, comment: str) -> None:
     """Gate, measure and judge every culture in INPUTS (files and folders) or in --manifest;
     write OUT."""
     if not inputs and manifest is None:
@@ -195,7 +197,7 @@ def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
     try:
         _analyze(ctx, console, inputs, out, panel, manifest, comp, control_percentile, cluster,
                  export_events, no_pdf, data_set, channel_map, seed, jobs, overwrite, gates,
-                 gate_path)
+                 gate_path, operator, comment)
     except KeyboardInterrupt:  # outside the batch (while starting or printing)
         console.close()
         click.echo("interrupted", err=True)
@@ -206,7 +208,7 @@ def _analyze(ctx: click.Context, console: _Console, inputs: tuple[Path, ...], ou
              panel: str, manifest: Path | None, comp: str | None, control_percentile: float,
              cluster: str, export_events: bool, no_pdf: bool, data_set: int,
              channel_map: str | None, seed: int, jobs: int | None, overwrite: bool,
-             gates: Path | None, gate_path: str | None) -> None:
+             gates: Path | None, gate_path: str | None, operator: str, comment: str) -> None:
     import os
 
     from .pipeline import Interrupted, Options, run_batch
@@ -218,6 +220,7 @@ def _analyze(ctx: click.Context, console: _Console, inputs: tuple[Path, ...], ou
         pdf=not no_pdf, data_set=data_set, channel_map=parse_channel_map(channel_map),
         manifest=str(manifest) if manifest else None, debug=debug,
         gates=str(gates) if gates else None, gate_path=gate_path,
+        operator=operator, comment=comment,
     )
     console.close()  # an error below must not land on the status line
     _check_panel(panel, debug)

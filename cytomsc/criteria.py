@@ -6,8 +6,11 @@ order: a stained tube with fewer than ``MIN_EVENTS`` gated events makes the cult
 (no percentage can be trusted); else a required criterion with no channel makes it inconclusive
 (the panel was not measured in full; an immune panel on a blood sample is not an MSC failure),
 with any failed markers still named; else any failed marker makes it fail; else it passes.
-``borderline`` flags a marker whose 95 % interval contains its limit: the verdict could flip with
-another acquisition of the same cells.
+``borderline`` flags a marker whose 95 % interval contains its limit: its pass/fail could flip
+with another acquisition of the same cells. The culture is borderline only when such flips could
+change its verdict: a pass with any borderline marker, or a fail whose every failed marker is
+borderline (a fail with one marker far outside its limit stays a fail whatever its neighbours do;
+an inconclusive verdict does not rest on the percentages).
 """
 
 from __future__ import annotations
@@ -44,7 +47,6 @@ def culture_verdict(
     """
     reasons: list[str] = []
     judged = [m for m in markers if m.passed is not None]
-    borderline = any(m.borderline for m in judged)
     low = [n for n in stained_events if n < MIN_EVENTS]
     if low or not stained_events:
         # Too few cells: no percentage, passing or failing, can be trusted.
@@ -52,7 +54,7 @@ def culture_verdict(
             f"fewer than {MIN_EVENTS:,} gated events in a stained tube "
             f"({min(stained_events) if stained_events else 0:,}): verdict inconclusive"
         )
-        return "inconclusive", borderline, reasons
+        return "inconclusive", False, reasons
     failed = [m for m in judged if not m.passed]
     for m in failed:
         op = ">=" if m.expect == "positive" else "<="
@@ -62,9 +64,9 @@ def culture_verdict(
     if missing:
         # The panel was not measured in full: no verdict, though failed markers are still named.
         reasons.append("no channel for " + ", ".join(missing) + ": verdict inconclusive")
-        return "inconclusive", borderline, reasons
+        return "inconclusive", False, reasons
     if failed:
-        return "fail", borderline, reasons
+        return "fail", all(m.borderline for m in failed), reasons
     if not judged:
         return "inconclusive", False, ["no marker could be judged"]
-    return "pass", borderline, reasons
+    return "pass", any(m.borderline for m in judged), reasons

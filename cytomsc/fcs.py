@@ -708,3 +708,23 @@ def read_fcs(path: str | Path, data_set: int = 0, use_flowkit: bool = False) -> 
     return FcsData(path=path, sample=sample, version=ds.version, keywords=ds.keywords,
                    channels=_channels(lay), n_data_sets=n_sets, data_set=data_set,
                    warnings=warns, spillover=spill, nonfinite=nonfinite, reader=reader)
+
+
+def read_stored(path: str | Path, data_set: int = 0) -> tuple[str, np.ndarray]:
+    """The DATA segment as the file stores it: ($DATATYPE, values of shape (events, $PAR)).
+
+    For the event export (``cytomsc.export``), which must write the original values back, not
+    FlowKit's pre-processed ones: those are already multiplied by $TIMESTEP, divided by $PnG and
+    anti-logged by $PnE, and inverting that in floating point is not exact. Integer values are
+    masked to $PnR's bit width as FlowKit masks them; float data keep their stored bits.
+    """
+    path = Path(path)
+    with _open(path) as (fh, size):
+        ds, _, _ = _data_sets(fh, size, path, data_set)
+        lay = _layout(ds, size, path)
+        fh.seek(lay.start)
+        raw = fh.read(lay.nbytes)
+    if len(raw) != lay.nbytes:
+        raise FcsReadError(f"truncated in DATA ({len(raw)} of {lay.nbytes} bytes)", path)
+    values = _decode_data(raw, lay, path).reshape(lay.tot, lay.par)
+    return lay.datatype, values.astype(values.dtype.newbyteorder("="), copy=False)

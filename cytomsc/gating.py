@@ -58,6 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .preprocess import Prepared
 
 MAX_TIME_DROP = 0.30  # never drop more than this fraction of events for flow stability
+TIME_WARN = 0.05  # a time gate removing more than this fraction of events is warned about
 TIME_Z = 5.0
 CELL_MASS = 0.995  # the cells gate holds this much of the cell components' mass
 SINGLET_UP, SINGLET_DOWN = 4.0, 6.0  # robust SDs kept on the doublet side / the clean side
@@ -99,6 +100,9 @@ class GatingOutcome:
     steps: list[GateStep]
     warnings: list[str]
     specs: list[GateSpec] = field(default_factory=list)  # the applied gates, for GatingML
+    # gates not applied, with the reason in words ("no viability dye"): the report says
+    # "skipped (...)" instead of printing a count the gate never made
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def final(self) -> np.ndarray:
@@ -752,6 +756,7 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
     steps: list[GateStep] = []
     specs: list[GateSpec] = []
     warnings: list[str] = []
+    skipped: dict[str, str] = {}
     current = finite.copy()
     if not finite.all():
         warnings.append(f"{tube_name}: {int((~finite).sum())} events with NaN/infinite values "
@@ -781,6 +786,11 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
         for lo, hi in intervals:
             m |= (t >= lo) & (t < hi)
         new = current & m
+        removed = 1.0 - new.sum() / max(int(current.sum()), 1)
+        if removed > TIME_WARN and not warn:
+            warnings.append(f"{tube_name}: the time gate removed {removed:.1%} of events "
+                            f"(more than {TIME_WARN:.0%}): the flow was unstable in the hatched "
+                            "stretches of the gating page; check the acquisition")
         yname = fsc or names[0]
         hist = _histogram(t[current], col[yname][current], sc.time, yname,
                           _span(t[current]), _span(col[yname][current], ranges.get(yname)))
@@ -789,6 +799,9 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
         current = new
     elif n:
         warnings.append(f"{tube_name}: no Time channel; time gate skipped")
+        skipped["time"] = "no Time channel"
+    else:
+        skipped["time"] = "no events"
     masks["time"] = current.copy()
 
     # --- margin
@@ -817,6 +830,8 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
         if bounds:
             specs.append(GateSpec("margin", "rect", list(bounds), bounds=bounds))
         current = new
+    else:
+        skipped["margin"] = "no FSC/SSC pair" if n else "no events"
     masks["margin"] = current.copy()
 
     # --- cells
@@ -833,6 +848,8 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
         current = new
     else:
         warnings.append(f"{tube_name}: no FSC/SSC pair or too few events; cells gate skipped")
+        skipped["cells"] = ("no FSC/SSC pair" if not (fsc and ssc)
+                            else "fewer than 100 events left")
     masks["cells"] = current.copy()
 
     # --- singlets
@@ -882,14 +899,17 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
     elif (sc.fsc_a and sc.fsc_h) or sc.fsc_w or pair is not None:
         warnings.append(f"{tube_name}: fewer than 50 events left to place the singlets gate; "
                         "skipped")
+        skipped["singlets"] = "fewer than 50 events left"
     elif sc.fsc_h and not sc.fsc_a:
         warnings.append(f"{tube_name}: no doublet discrimination was possible: the scatter "
                         "channels are heights only (no FSC-A or FSC-W) and no fluorescence "
                         "channel recorded as both area and height is bright enough in this tube; "
                         "singlets gate skipped")
+        skipped["singlets"] = "no doublet discrimination possible (heights only)"
     else:
         warnings.append(f"{tube_name}: no FSC-H or FSC-W channel and no fluorescence area/height "
                         "pair: no doublet discrimination was possible; singlets gate skipped")
+        skipped["singlets"] = "no FSC-H or FSC-W channel"
     masks["singlets"] = current.copy()
 
     # --- live
@@ -910,8 +930,12 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
         current = new
     elif not via:
         warnings.append(f"{tube_name}: no viability dye channel; live gate skipped")
+        skipped["live"] = "no viability dye"
+    else:
+        skipped["live"] = ("fewer than 50 events left" if via in prep.logicle
+                           else f"{via} is not on a fluorescence scale")
     masks["live"] = current.copy()
-    return GatingOutcome(masks, steps, warnings, specs)
+    return GatingOutcome(masks, steps, warnings, specs, skipped)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,9 +14,7 @@ the batch: it becomes an entry of ``errors`` and the rest goes on.
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
-import io
 import os
 import signal
 import threading
@@ -31,9 +29,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import __version__
+from . import __version__, record
 from .criteria import WARN_EVENTS, culture_verdict, judge_marker
-from .errors import CytomscError, one_line
+from .dates import iso_date
+from .errors import CytomscError
 from .output import BATCH_FILES, OutputDir, RunFolder, interrupts_held
 from .results import (
     CSV_COLUMNS,
@@ -44,6 +43,8 @@ from .results import (
     MarkerHistogram,
     MarkerResult,
     csv_rows,
+    csv_text,
+    culture_rows,
     to_json,
 )
 
@@ -72,6 +73,9 @@ class Options:
     comp_label: str | None = None  # what ``comp`` is when cytomsc wrote it (single-stain controls)
     comp_notes: tuple[str, ...] = ()  # warnings about that matrix, repeated in every culture
     debug: bool = False
+    # release metadata for every culture without its own (manifest column, else $OP / $COM)
+    operator: str = ""
+    comment: str = ""
 
     def as_parameters(self) -> dict[str, Any]:
         """The parameters that change results (not jobs or debug: they must not)."""
@@ -135,7 +139,8 @@ def _read_tubes(spec: Any, opts: Options, errors: list[dict[str, str]],
         kw = fcs.keywords
         files.append(FileInfo(
             path=str(t.path), role=t.role, sha256=sha256_file(t.path),
-            events=int(fcs.events.shape[0]), cytometer=kw.get("cyt"), date=kw.get("date"),
+            events=int(fcs.events.shape[0]), cytometer=kw.get("cyt"),
+            date=iso_date(kw.get("date")) or None,
             data_set=fcs.data_set,
         ))
         warnings.extend(f"{Path(t.path).name}: {w}" for w in fcs.warnings)
@@ -363,30 +368,25 @@ def _cluster(stained: _Tube, assignments: list[Any], seed: int
     return het, population, X[np.sort(take)]
 
 
-def _export_events(out: OutputDir, folder: str, tube: _Tube, population: np.ndarray | None
-                   ) -> None:
-    """The tube's original channels plus one 0/1 channel per gate (and the population id)."""
-    from .fcswrite import write_fcs
+def _export_events(out: OutputDir, folder: str, tube: _Tube, population: np.ndarray | None,
+                   sha256: str | None) -> None:
+    """The tube's original channels as stored, plus one 0/1 channel per gate (and the population
+    id); see ``export.py`` for what survives the round trip."""
+    from .export import AddedChannel, export_events
 
-    cols = [tube.fcs.events]
-    pnn = [c.pnn for c in tube.fcs.channels]
-    pns = [c.pns for c in tube.fcs.channels]
-    for gate in GATE_ORDER:
-        if gate in tube.gating.masks:
-            cols.append(tube.gating.masks[gate].astype(np.float64)[:, None])
-            pnn.append(f"cytomsc_{gate}")
-            pns.append("")
+    added = [AddedChannel(f"cytomsc_{gate}", tube.gating.masks[gate].astype(np.uint8))
+             for gate in GATE_ORDER
+             if gate in tube.gating.masks and gate not in tube.gating.skipped]
     if population is not None:
-        cols.append(population.astype(np.float64)[:, None])
-        pnn.append("cytomsc_population")
-        pns.append("")
+        added.append(AddedChannel("cytomsc_population", population.astype(np.int64)))
     name = tube.name  # unique within the culture (see _read_tubes)
     if not name.lower().endswith(".fcs"):
         name += ".fcs"
-    keep = {k: v for k, v in tube.fcs.keywords.items()
-            if k in ("cyt", "src", "fil", "tube name", "date", "btim", "etim", "timestep")}
+    own = {"CYTOMSC_VERSION": __version__, "CYTOMSC_SOURCE": Path(tube.fcs.path).name}
+    if sha256:
+        own["CYTOMSC_SOURCE_SHA256"] = sha256
     with out.atomic(folder, "events", name) as tmp:
-        write_fcs(tmp, np.hstack(cols), pnn, pns, keywords=keep, spillover=tube.fcs.spillover)
+        export_events(tmp, tube.fcs, added, own)
 
 
 def _match_markers(stained: list[_Tube], panel: Any, opts: Options, errors: list[dict[str, str]],
@@ -432,6 +432,8 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
     if files:
         result.metadata.setdefault("cytometer", files[0].cytometer or "")
         result.metadata.setdefault("date", files[0].date or "")
+    result.metadata = record.release_metadata(result.metadata, [t.fcs.keywords for t in tubes],
+                                              opts.operator, opts.comment)
     stained = [t for t in tubes if t.role == "stained"]
     if not stained:
         warnings.append("no stained tube could be read (only controls): nothing to judge")
@@ -474,6 +476,7 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
     warnings.extend(reasons)
     if withheld:
         result.verdict = "inconclusive"
+        result.borderline = False
         warnings.extend(withheld)
     _joint_phenotype(result, main, calls.get(main.name, {}), chosen, panel)
 
@@ -483,9 +486,23 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
         assignments = [a for (t, a) in chosen.values() if t is main]
         het, population, joint_sample = _cluster(main, assignments, seed)
         result.heterogeneity = het
+        if het is not None:  # which tube, and medians by marker name as well as by channel
+            het.tube = main.name
+            marker_of = {m.channel: m.marker for m in result.markers if m.tube == main.name}
+            for p in het.populations:
+                p.medians_by_marker = {marker_of.get(ch, ch): v for ch, v in p.medians.items()}
 
-    result.gates = [s for t in tubes for s in t.gating.steps]
-    result.warnings[:] = list(dict.fromkeys(result.warnings))  # each said once, in order
+    # stained tubes first (the one the markers were read in first of all), then the controls
+    ordered = sorted(tubes, key=lambda t: (t.role != "stained", t is not main))
+    result.gates = [s for t in ordered for s in t.gating.steps]
+    result.funnels = [record.tube_funnel(t.name, t.role, t.prep.compensated.shape[0],
+                                         t.gating.masks, t.gating.skipped) for t in ordered]
+    result.compensation = [record.compensation_used(t.name, t.prep.spill, opts.comp,
+                                                    t.fcs.spillover, t.fcs.keywords)
+                           for t in ordered]
+    # each said once, in order; a message every tube shares said once for them all
+    result.warnings[:] = record.merge_tube_warnings(list(dict.fromkeys(result.warnings)),
+                                                    [t.name for t in tubes])
     _write_culture(out, folder, result, tubes, main, population, opts, batch_header, run_info)
     return result, errors, out.hashes, joint_sample
 
@@ -504,8 +521,11 @@ def _write_culture(out: OutputDir, folder: str, result: CultureResult, tubes: li
         result.warnings.append("no gate could be placed in any tube (no scatter or time "
                                "channels): every event was counted and no gates.xml was written")
     if opts.export_events:
+        hashes = {f.path: f.sha256 for f in result.files}
         for t in tubes:
-            _export_events(out, folder, t, population if t is main else None)
+            _export_events(out, folder, t, population if t is main else None,
+                           hashes.get(str(t.fcs.path)))
+    result.outputs = dict(sorted(out.hashes.items()))  # for the PDF's audit page
     if opts.pdf and batch_header is not None:
         from .report.pdf import write_culture_pdf
 
@@ -668,11 +688,12 @@ def _batch(folder: RunFolder, inputs: list[Path], out_dir: Path, opts: Options, 
     header = BatchResult(
         cytomsc_version=__version__,
         panel={"id": panel.id, "name": panel.name, "reference": panel.reference,
-               "sha256": panel.sha256},
+               "version": panel.version, "sha256": panel.sha256},
         parameters=opts.as_parameters(), cultures=[],
     )
     run_info = {"command": command, "started": datetime.now(timezone.utc).isoformat(
-        timespec="seconds"), "seed": opts.seed, "parameters": opts.as_parameters()}
+        timespec="seconds"), "seed": opts.seed, "parameters": opts.as_parameters(),
+        "versions": record.software_versions()}
     jobs_args = [(s, panel, opts, str(out.root), f, header, run_info)
                  for s, f in zip(specs, folders, strict=True)]
     outcomes: list[tuple] = [(None, [], {}, None)] * len(specs)
@@ -706,6 +727,8 @@ def _batch(folder: RunFolder, inputs: list[Path], out_dir: Path, opts: Options, 
                         compensation=compensation)
     batch.batch_populations = _joint_clustering(cultures, samples, opts.seed)
     _write_batch(out, batch, run_info, opts)
+    hashes.update(out.hashes)
+    record.write_sums(out, hashes)
     hashes.update(out.hashes)
     run = {"cytomsc_version": __version__, **run_info,
            "cultures": {f: s.name for s, f in zip(specs, folders, strict=True)}}
@@ -872,11 +895,9 @@ def _joint_clustering(cultures: list[CultureResult], samples: dict[str, np.ndarr
 
 def _write_batch(out: OutputDir, batch: BatchResult, run_info: dict, opts: Options) -> None:
     out.write_text(to_json(batch), "summary.json")
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: one_line(v) for k, v in row.items()} for row in csv_rows(batch))
-    out.write_text(buf.getvalue(), "summary.csv")
+    out.write_text(csv_text(CSV_COLUMNS, csv_rows(batch)), "summary.csv")
+    out.write_text(csv_text(*culture_rows(batch, str(run_info.get("started", "")))),
+                   "cultures.csv")
     if opts.pdf:
         from .report.overview import write_overview
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-SCHEMA = "cytomsc.summary/2"
+SCHEMA = "cytomsc.summary/3"
 
 # Roles of a tube within a culture. FMO tubes are "fmo:<canonical marker>".
 ROLES = ("stained", "isotype", "unstained")  # plus "fmo:<marker>"
@@ -31,7 +32,8 @@ GATE_ORDER = ("time", "margin", "cells", "singlets", "live")
 
 def plot_field(**kwargs: Any) -> Any:
     """A dataclass field that carries drawing data only: kept out of the JSON."""
-    kwargs.setdefault("default", None)
+    if "default_factory" not in kwargs:
+        kwargs.setdefault("default", None)
     return field(metadata={"json": False}, **kwargs)
 
 
@@ -127,6 +129,8 @@ class Population:
     ci95: tuple[float, float]
     medians: dict[str, float]  # per channel, compensated raw units
     label: str  # short phenotype, e.g. "CD90 dim CD105 bright, small"
+    # the same medians keyed by marker name ("CD90"); scatter keeps its channel name
+    medians_by_marker: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -145,9 +149,53 @@ class HeterogeneityResult:
     names: dict[str, str] = field(default_factory=dict)  # channel -> marker ("FITC-A": "CD90")
     # the FSC/SSC scale chosen for the clustering: "log", "square root" or "linear" ("" without)
     scatter_scale: str = ""
+    tube: str = ""  # the stained tube clustered (file name)
     # 2-D view of a subsample: coordinates (n, 2) and population ids (n,)
     embedding: np.ndarray | None = plot_field()
     embedding_labels: np.ndarray | None = plot_field()
+
+
+@dataclass
+class TubeFunnel:
+    """One tube's event funnel: the events left after each gate, in GATE_ORDER."""
+
+    tube: str  # file name
+    role: str
+    # total, time_ok, margin_ok, cells, singlets, live; None for a gate that was not applied
+    counts: dict[str, int | None]
+    skipped: dict[str, str] = field(default_factory=dict)  # gate -> why ("no viability dye")
+
+
+@dataclass
+class Compensation:
+    """The compensation applied to one tube, for the audit trail."""
+
+    tube: str
+    source: str  # in words: "the file's $SPILLOVER", "--comp matrix.csv", "none: ..."
+    detectors: list[str] = field(default_factory=list)
+    matrix: list[list[float]] = field(default_factory=list)  # spillover, rows = detectors
+
+
+# Release metadata a lab records, and the names a manifest column or FCS keyword gives it
+# ($OP is the FCS operator keyword, $COM its comment).
+RELEASE_FACTS: dict[str, tuple[str, ...]] = {
+    "lot": ("lot", "lot_number", "lot number", "lot_no", "lot no", "batch"),
+    "donor": ("donor", "donor_id", "donor id"),
+    "operator": ("operator", "op"),
+    "comment": ("comment", "comments", "com", "note", "notes"),
+    "tissue": ("tissue", "tissue_source", "tissue source", "source"),
+    "passage": ("passage",),
+    "detachment": ("detachment", "detachment_reagent", "detachment reagent", "reagent"),
+}
+
+
+def release_fact(metadata: dict[str, str], name: str) -> str:
+    """One release fact from a culture's metadata, whichever spelling recorded it ("" if none)."""
+    for key in RELEASE_FACTS.get(name, (name,)):
+        value = str(metadata.get(key, "")).strip()
+        if value:
+            return value
+    return ""
 
 
 @dataclass
@@ -168,6 +216,11 @@ class CultureResult:
     heterogeneity: HeterogeneityResult | None = None
     gates: list[GateStep] = field(default_factory=list)
     output_name: str = ""  # sanitized, unique name of this culture's outputs
+    funnels: list[TubeFunnel] = field(default_factory=list)  # every tube, stained tubes first
+    compensation: list[Compensation] = field(default_factory=list)
+    # culture files written before its PDF (gates.xml, events): relative path -> SHA-256, for the
+    # PDF's audit page (not in summary.json: the batch's sha256sums.txt lists every output)
+    outputs: dict[str, str] = plot_field(default_factory=dict)
 
 
 @dataclass
@@ -230,25 +283,41 @@ def to_json(batch: BatchResult) -> str:
 
 
 CSV_COLUMNS = (
-    "culture", "verdict", "borderline", "marker", "channel", "expect", "limit",
+    "culture", "verdict", "marker", "tube", "channel", "expect", "limit",
     "percent_positive", "ci95_low", "ci95_high", "threshold", "threshold_source", "events",
-    "pass", "joint_phenotype_percent", "n_populations", "populations",
+    "pass", "borderline", "joint_phenotype_percent", "n_populations", "populations",
+)
+# cultures.csv, one row per culture (for a LIMS); the culture's other metadata follow these
+CULTURE_COLUMNS = (
+    "culture", "output_name", "verdict", "borderline", "joint_phenotype_percent",
+    "joint_phenotype_ci95_low", "joint_phenotype_ci95_high", "n_populations", "populations",
+    "failed_markers", "missing_markers", "borderline_markers", "thresholds_automatic",
+    "stained_tubes", "events_total", "events_gated", "lot", "donor", "operator", "comment",
+    "tissue", "passage", "detachment", "cytometer", "acquisition_date", "panel_id",
+    "panel_version", "panel_sha256", "cytomsc_version", "analysis_date", "warnings",
 )
 
 
+def _populations(c: CultureResult) -> tuple[str, str]:
+    if c.heterogeneity is None:
+        return "", ""
+    return str(c.heterogeneity.n_populations), "; ".join(
+        f"P{p.id} {100 * p.fraction:.1f} % {p.label}" for p in c.heterogeneity.populations)
+
+
 def csv_rows(batch: BatchResult) -> list[dict[str, str]]:
-    """``summary.csv``: one row per culture and marker; percentages with one decimal."""
+    """``summary.csv``: one row per culture and marker; percentages with one decimal. Each row
+    names the tube its number was read in and carries its own borderline flag (the culture's is
+    in ``cultures.csv``)."""
     rows = []
     for c in batch.cultures:
-        n_pop = c.heterogeneity.n_populations if c.heterogeneity else ""
-        pops = "; ".join(f"P{p.id} {100 * p.fraction:.1f} % {p.label}"
-                         for p in c.heterogeneity.populations) if c.heterogeneity else ""
+        n_pop, pops = _populations(c)
         for m in c.markers:
             rows.append({
                 "culture": c.culture,
                 "verdict": c.verdict,
-                "borderline": str(c.borderline).lower(),
                 "marker": m.marker,
+                "tube": m.tube or "",
                 "channel": m.channel or "",
                 "expect": m.expect,
                 "limit": _fmt(m.limit),
@@ -259,11 +328,83 @@ def csv_rows(batch: BatchResult) -> list[dict[str, str]]:
                 "threshold_source": m.threshold_source or "",
                 "events": str(m.events),
                 "pass": "" if m.passed is None else str(m.passed).lower(),
+                "borderline": str(m.borderline).lower(),
                 "joint_phenotype_percent": _fmt(c.joint_phenotype_percent),
-                "n_populations": str(n_pop),
+                "n_populations": n_pop,
                 "populations": pops,
             })
     return rows
+
+
+def culture_rows(batch: BatchResult, analysis_date: str) -> tuple[list[str], list[dict[str, str]]]:
+    """``cultures.csv``: the columns (CULTURE_COLUMNS, then every other metadata key of the
+    batch, sorted) and one row per culture. ``analysis_date`` is the run's ISO 8601 start."""
+    used = {k for names in RELEASE_FACTS.values() for k in names} | {"cytometer", "date"}
+    extra = sorted({k for c in batch.cultures for k in c.metadata if k not in used}
+                   - set(CULTURE_COLUMNS))
+    rows = []
+    for c in batch.cultures:
+        n_pop, pops = _populations(c)
+        judged = [m for m in c.markers if m.passed is not None]
+        ci = c.joint_phenotype_ci95
+        stained = [f.tube for f in c.funnels if f.role == "stained"]
+        row = {
+            "culture": c.culture, "output_name": c.output_name, "verdict": c.verdict,
+            "borderline": str(c.borderline).lower(),
+            "joint_phenotype_percent": _fmt(c.joint_phenotype_percent),
+            "joint_phenotype_ci95_low": _fmt(ci[0]) if ci else "",
+            "joint_phenotype_ci95_high": _fmt(ci[1]) if ci else "",
+            "n_populations": n_pop, "populations": pops,
+            "failed_markers": "; ".join(m.marker for m in judged if not m.passed),
+            "missing_markers": "; ".join(c.missing_markers),
+            "borderline_markers": "; ".join(m.marker for m in judged if m.borderline),
+            "thresholds_automatic": str(bool(judged) and all(
+                m.threshold_source == "auto" for m in judged)).lower(),
+            "stained_tubes": "; ".join(stained),
+            "events_total": str(c.events.get("total", "")),
+            "events_gated": str(c.events.get("live", "")),
+            "cytometer": str(c.metadata.get("cytometer", "")),
+            "acquisition_date": str(c.metadata.get("date", "")),
+            "panel_id": str(batch.panel.get("id", "")),
+            "panel_version": str(batch.panel.get("version", "")),
+            "panel_sha256": str(batch.panel.get("sha256", "")),
+            "cytomsc_version": batch.cytomsc_version, "analysis_date": analysis_date,
+            "warnings": str(len(c.warnings)),
+        }
+        for name in RELEASE_FACTS:
+            row[name] = release_fact(c.metadata, name)
+        for k in extra:
+            row[k] = str(c.metadata.get(k, ""))
+        rows.append(row)
+    return [*CULTURE_COLUMNS, *extra], rows
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    """A cell a spreadsheet shows as text: a value starting with a formula prefix (= + - @, tab,
+    CR) gets a leading apostrophe (OWASP's CSV-injection rule), unless it is a plain number
+    ("-0.5" stays a number)."""
+    if value.startswith(FORMULA_PREFIXES) and not _NUMBER.match(value):
+        return "'" + value
+    return value
+
+
+def csv_text(columns: list[str] | tuple[str, ...], rows: list[dict[str, str]]) -> str:
+    """CSV text of ``rows``, every cell neutralised by :func:`csv_cell`, its control characters
+    escaped (a name holding a newline must not split a row)."""
+    import csv
+    import io
+
+    from .errors import one_line
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: csv_cell(one_line(str(v))) for k, v in row.items()} for row in rows)
+    return buf.getvalue()
 
 
 def _fmt(x: float | None) -> str:

@@ -483,7 +483,8 @@ def test_rerun_replaces_old_results(hostile: dict) -> None:
     present = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     listed = set(json.loads((out / "run.json").read_text())["outputs"])
     assert present == listed
-    assert present == {"summary.json", "summary.csv", "run.json", f"{name}/gates.xml"}
+    assert present == {"summary.json", "summary.csv", "cultures.csv", "sha256sums.txt",
+                       "run.json", f"{name}/gates.xml"}
     assert [p for p in out.rglob("*") if p.is_dir()] == [out / name]
     assert not [p for p in out.rglob(".tmp-*")]
 

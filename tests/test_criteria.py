@@ -41,3 +41,38 @@ def test_culture_verdicts() -> None:
     verdict, _, reasons = culture_verdict(bad, ["CD14 or CD11b"], [20_000])
     assert verdict == "inconclusive" and any("CD90" in r for r in reasons)
     assert culture_verdict(bad, [], [500])[0] == "inconclusive"
+
+
+def test_borderline_only_when_a_flip_could_change_the_verdict() -> None:
+    """Issue 11: a FAIL whose failing marker is far from its limit (CD45 3.7 %, 3.3-4.3 against
+    <= 2 %) is not borderline, whatever a neighbour's interval does."""
+    cd45 = _m("CD45", "negative", 2, 3.7, (3.3, 4.3))
+    cd73 = _m("CD73", "positive", 95, 95.2, (94.7, 95.6))  # passes, interval holds the limit
+    cd90 = _m("CD90", "positive", 95, 99.0, (98.8, 99.2))
+    assert not cd45.borderline and cd73.borderline
+    verdict, borderline, _ = culture_verdict([cd45, cd73, cd90], [], [20_000])
+    assert verdict == "fail" and borderline is False
+    # a fail that rests only on markers whose intervals contain their limits is borderline
+    cd105 = _m("CD105", "positive", 95, 94.8, (94.3, 95.3))
+    assert culture_verdict([cd105, cd90], [], [20_000])[:2] == ("fail", True)
+    assert culture_verdict([cd105, cd45, cd90], [], [20_000])[:2] == ("fail", False)
+    # a pass with any borderline marker could become a fail
+    assert culture_verdict([cd73, cd90], [], [20_000])[:2] == ("pass", True)
+    assert culture_verdict([cd90], [], [20_000])[:2] == ("pass", False)
+    # no verdict rests on the percentages when the panel is incomplete or cells too few
+    assert culture_verdict([cd73, cd90], ["HLA-DR"], [20_000])[:2] == ("inconclusive", False)
+    assert culture_verdict([cd73, cd90], [], [500])[:2] == ("inconclusive", False)
+
+
+def test_csv_rows_carry_each_markers_own_borderline_and_tube() -> None:
+    from cytomsc.results import BatchResult, CultureResult, csv_rows
+
+    cd45 = _m("CD45", "negative", 2, 3.7, (3.3, 4.3))
+    cd73 = _m("CD73", "positive", 95, 95.2, (94.7, 95.6))
+    cd45.tube, cd73.tube = "stained_2.fcs", "stained_1.fcs"
+    verdict, borderline, _ = culture_verdict([cd45, cd73], [], [20_000])
+    c = CultureResult(culture="C1", verdict=verdict, borderline=borderline, files=[],
+                      events={"total": 1}, markers=[cd45, cd73])
+    rows = csv_rows(BatchResult("0.1.0", {"id": "isct-2006"}, {}, [c]))
+    assert [(r["marker"], r["tube"], r["borderline"]) for r in rows] == [
+        ("CD45", "stained_2.fcs", "false"), ("CD73", "stained_1.fcs", "true")]

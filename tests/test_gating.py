@@ -56,6 +56,26 @@ def test_anomaly_stretch_dropped(hard_culture) -> None:
     assert step.gate == "time" and len(step.vertices) >= 2  # the stretch splits the run
 
 
+def test_time_gate_removing_a_large_share_is_warned_and_skips_are_named(hard_culture,
+                                                                        tmp_path) -> None:
+    """Issue 11: 20 % removed by the time gate was silent. Above TIME_WARN a warning states the
+    share; a gate not applied is named with its reason (no viability dye here)."""
+    from cytomsc.gating import TIME_WARN
+
+    _, fcs, _, out = hard_culture
+    step = out.steps[0]
+    removed = 1 - step.count / step.parent_count
+    assert removed > TIME_WARN
+    assert any(f"the time gate removed {removed:.1%} of events (more than {TIME_WARN:.0%})" in w
+               for w in out.warnings), out.warnings
+    assert out.skipped == {}
+    clean = S.CultureDesign("clean", style="accuri", layout="isct-4c", n_events=4000,
+                            controls=())
+    _, _, _, plain = run(tmp_path, clean)
+    assert plain.skipped == {"live": "no viability dye"}
+    assert not any("time gate removed" in w for w in plain.warnings)
+
+
 def test_steps_and_masks_are_consistent(hard_culture) -> None:
     _, fcs, _, out = hard_culture
     assert [s.gate for s in out.steps] == list(GATE_ORDER)

@@ -1,10 +1,13 @@
 """One culture's PDF: the page a QC reviewer reads and signs.
 
-Sections, in order: QC summary (verdict, panel, instrument, files, criteria table, joint phenotype,
-event funnel, warnings, sign-off), Gating (one page per tube), Marker histograms, Heterogeneity
-(when the culture was clustered) and Audit trail. Every number printed comes from the
-``CultureResult``/``BatchResult`` the analysis returned, percentages with one decimal exactly as in
-``summary.csv``, so the PDF and ``summary.json`` cannot disagree.
+Sections, in order: QC summary (page 1 always holds the verdict, the release facts, the criteria
+table, the joint phenotype, the event funnel per stained tube and the sign-off block; warnings
+that do not fit continue on a page that says so, then the files), Gating (one page per tube, the
+stained tube first), Marker histograms, Heterogeneity (when the culture was clustered) and Audit
+trail (software versions, parameters, compensation matrices, input and output hashes). Every
+number printed comes from the ``CultureResult``/``BatchResult`` the analysis returned,
+percentages with one decimal exactly as in ``summary.csv``, so the PDF and ``summary.json`` cannot
+disagree.
 
 matplotlib is imported inside the functions: the CLI imports this module and must start fast.
 """
@@ -65,11 +68,18 @@ def culture_pages(culture: CultureResult, batch: BatchResult,
 
 
 # -- 1. summary ------------------------------------------------------------------------------
+SIGN_OFF_HEIGHT = 74.0  # the sign-off block at the foot of page 1
+
+
 def _summary(flow: Flow, c: CultureResult, batch: BatchResult) -> None:
+    """Page 1, the page a reviewer signs: verdict, release facts, criteria, funnel and the
+    sign-off block always on it; warnings that do not fit continue on a page that says so."""
     from . import plots
     from .plots import Cell
 
     flow.section = "QC summary"
+    # the sign-off block's place at the foot of page 1 is kept free: nothing flows into it
+    flow.floor = sign_top = flow.size[1] - plots.BOTTOM - SIGN_OFF_HEIGHT - 6
     y0 = flow.y
     flow.put_text(plots.MARGIN, y0, "QC summary", 12, bold=True)
     box_w, box_h = 190.0, 62.0
@@ -82,7 +92,8 @@ def _summary(flow: Flow, c: CultureResult, batch: BatchResult) -> None:
         lines = [lines[0], lines[1][:-1] + "…"]
     for k, line in enumerate(lines):
         flow.put_text(plots.MARGIN, y0 + 20 + k * size * 1.2, line, size, bold=True)
-    panel_line = f"Panel: {batch.panel.get('name') or batch.panel.get('id', '–')}"
+    version = f", version {batch.panel['version']}" if batch.panel.get("version") else ""
+    panel_line = f"Panel: {batch.panel.get('name') or batch.panel.get('id', '–')}{version}"
     flow.put_text(plots.MARGIN, y0 + 24 + len(lines) * size * 1.2, panel_line, 9)
     # the verdict box: a word in large type; the colour only repeats it
     word = VERDICT_WORDS.get(c.verdict, c.verdict.upper())
@@ -95,50 +106,42 @@ def _summary(flow: Flow, c: CultureResult, batch: BatchResult) -> None:
     flow.put_text(bx + box_w / 2, y0 + 8, "Verdict", 8, ha="center", color=ink)
     flow.put_text(bx + box_w / 2, y0 + 19, word, 24 if len(word) < 6 else 17, bold=True,
                   ha="center", color=ink)
-    if c.borderline:
-        flow.put_text(bx + box_w / 2, y0 + 47, "borderline", 10, bold=True, ha="center",
-                      color=ink)
+    tag = "borderline" if c.borderline else ("no control" if _all_auto(c) else "")
+    if tag:
+        flow.put_text(bx + box_w / 2, y0 + 47, tag, 10, bold=True, ha="center", color=ink)
     flow.y = y0 + box_h + 10
     flow.text(_verdict_reason(c), size=9)
+    if _all_auto(c):
+        flow.text("All thresholds automatic (no control): no control tube was measured for any "
+                  "judged marker, so every threshold was placed from the stained tube alone "
+                  f"{'and this PASS rests on them' if c.verdict == 'pass' else ''}. "
+                  "Confirm with an isotype, FMO or unstained control before release.",
+                  size=9, bold=True)
 
-    # the culture and where it was measured
-    cyts = _unique([f.cytometer for f in c.files] + [c.metadata.get("cytometer")])
-    dates = _unique([f.date for f in c.files] + [c.metadata.get("date")])
-    facts = [("Panel", f"{batch.panel.get('name', '–')} (id {batch.panel.get('id', '–')})"),
-             ("Instrument ($CYT)", ", ".join(cyts) or "not recorded in the files"),
-             ("Acquisition date", ", ".join(dates) or "not recorded in the files")]
-    used = {"cytometer", "date"}
-    for label, keys in CULTURE_FACTS:
-        key = next((k for k in keys if c.metadata.get(k)), None)
-        facts.append((label, c.metadata[key] if key else "not recorded"))
-        used.update(keys)
-    facts += [(k.replace("_", " ").capitalize(), str(v)) for k, v in sorted(c.metadata.items())
-              if k not in used]
-    # two facts a row keeps the summary on one page; the reference gets the full width
-    if len(facts) % 2:
-        facts.append(("", ""))
-    flow.table(None, [[Cell(k, bold=True), v, Cell(k2, bold=True), v2]
-                      for (k, v), (k2, v2) in zip(facts[::2], facts[1::2], strict=True)],
-               [0.19, 0.31, 0.19, 0.31], size=8)
-    flow.space(-4)
-    flow.text(f"Panel reference: {batch.panel.get('reference') or '–'}", size=7.5, after=6)
+    _release_facts(flow, c)
 
-    flow.text("Files", size=10, bold=True)
-    flow.table(["File", "Role", "Events", "Instrument", "Date"],
-               [[Path(f.path).name, f.role, f"{f.events:,}", f.cytometer or "–", f.date or "–"]
-                for f in c.files], [0.42, 0.14, 0.12, 0.17, 0.15], size=8, aligns="llrll")
-
+    keys = _tube_keys(c)
+    several = len(keys) > 1
     flow.text("Criteria", size=10, bold=True)
-    rows = [_criteria_row(m) for m in c.markers]
+    if several:
+        flow.text("Stained tubes: " + "; ".join(f"{k} = {t}" for t, k in keys.items()) + ".",
+                  size=8)
+    elif keys:
+        flow.text(f"Every marker was read in the stained tube {next(iter(keys))}.", size=8)
+    rows = [_criteria_row(m, keys if several else None) for m in c.markers]
     listed = {part for m in c.markers for part in m.marker.split("/")}
     for name in c.missing_markers:
         if name not in listed:
-            rows.append([Cell(name, bold=True), "none", "required", "–", "–", "–", "–", "–",
-                         Cell("– not measured", bold=True)])
-    flow.table(["Marker", "Channel", "Expected", "Limit %", "% positive", "95 % interval",
-                "Threshold from", "Events", "Result"], rows,
-               [0.15, 0.12, 0.09, 0.07, 0.09, 0.11, 0.13, 0.08, 0.16], size=7.5,
-               aligns="llllrrlrl")
+            rows.append([Cell(name, bold=True), *(["–"] if several else []), "none", "required",
+                         "–", "–", "–", "–", "–", Cell("– not measured", bold=True)])
+    heads = ["Marker", *(["Tube"] if several else []), "Channel", "Limit %", "% pos.",
+             "95 % interval", "Threshold (raw)", "Control", "Events", "Result"]
+    widths = [0.11, *([0.045] if several else []), 0.125, 0.075, 0.065, 0.1, 0.1, 0.16, 0.07,
+              0.14]
+    flow.table(heads, rows, widths, size=7.5, aligns="l" + ("l" if several else "") + "llrrrlrl")
+    flow.space(-4)
+    flow.text("Threshold: in the channel's compensated units (the instrument's scale); events "
+              "above it count as positive.", size=7)
     if c.joint_phenotype_percent is not None:
         flow.text(f"Joint phenotype: {plots.pct(c.joint_phenotype_percent)} % of cells "
                   f"(95 % interval {plots.interval(c.joint_phenotype_ci95)}) are positive for "
@@ -148,37 +151,157 @@ def _summary(flow: Flow, c: CultureResult, batch: BatchResult) -> None:
     else:
         flow.text("Joint phenotype: not available (the markers were not measured together in "
                   "one tube).", size=8.5)
-    flow.space(4)
+    flow.space(2)
+    _funnel_table(flow, c, keys)
+    _warnings(flow, c)
+    with flow.on_page(0):
+        _sign_off(flow, sign_top + 6)
+    _files_table(flow, c)
 
-    flow.text("Event funnel", size=10, bold=True)
-    funnel = [(label, c.events[key]) for key, label in FUNNEL if key in c.events]
+
+def _sign_off(flow: Flow, top: float) -> None:
+    """Reviewed by, date, signature and decision, in a ruled box at ``top`` of page 1."""
+    from . import plots
+
+    x, w = plots.MARGIN, flow.width
+    flow.put_rect(x, top, w, SIGN_OFF_HEIGHT, None, edge="black", lw=0.8)
+    flow.put_text(x + 8, top + 7, "Review and release decision", 10, bold=True)
+    flow.put_text(x + 8, top + 27, "Reviewed by: ______________________________", 9)
+    flow.put_text(x + 8 + w * 0.56, top + 27, "Date (YYYY-MM-DD): ______________", 9)
+    flow.put_text(x + 8, top + 44, "Signature: ________________________________", 9)
+    flow.put_text(x + 8, top + 61, "Decision:  ☐ release   ☐ reject   ☐ repeat measurement", 9)
+
+
+def _all_auto(c: CultureResult) -> bool:
+    """Every judged marker's threshold came from the stained tube alone (no control)."""
+    judged = [m for m in c.markers if m.passed is not None]
+    return bool(judged) and all(m.threshold_source == "auto" for m in judged)
+
+
+def _stained_tubes(c: CultureResult) -> list[str]:
+    """The stained tubes the markers were read in, in the order of the criteria."""
+    return list(dict.fromkeys(m.tube for m in c.markers if m.tube))
+
+
+def _tube_keys(c: CultureResult) -> dict[str, str]:
+    """Short keys (T1, T2 ...) for the stained tubes, so page 1's tables stay one line a row:
+    the tubes the markers were read in first, then any other stained tube."""
+    tubes = _stained_tubes(c) + [f.tube for f in c.funnels if f.role == "stained"]
+    return {t: f"T{k}" for k, t in enumerate(dict.fromkeys(tubes), start=1)}
+
+
+def _release_facts(flow: Flow, c: CultureResult) -> None:
+    """Lot, donor, operator, tissue, passage, detachment, instrument, acquisition date (ISO
+    8601), every other metadata the lab recorded, and the free comment on its own row."""
+    from ..dates import iso_date
+    from ..results import RELEASE_FACTS, release_fact
+    from .plots import Cell
+
+    cyts = _unique([f.cytometer for f in c.files] + [c.metadata.get("cytometer")])
+    dates = _unique([iso_date(f.date) for f in c.files] + [iso_date(c.metadata.get("date"))])
+    facts = [(label, release_fact(c.metadata, key) or "not recorded")
+             for key, label in (("lot", "Lot"), ("donor", "Donor"), ("operator", "Operator"))]
+    facts += [(label, release_fact(c.metadata, key) or "not recorded") for key, label in (
+        ("tissue", "Tissue source"), ("passage", "Passage"),
+        ("detachment", "Detachment reagent"))]
+    facts += [("Instrument ($CYT)", ", ".join(cyts) or "not recorded in the files"),
+              ("Acquisition date", ", ".join(dates) or "not recorded in the files")]
+    used = {"cytometer", "date"} | {k for names in RELEASE_FACTS.values() for k in names}
+    facts += [(k.replace("_", " ").capitalize(), str(v)) for k, v in sorted(c.metadata.items())
+              if k not in used and str(v).strip()]
+    if len(facts) % 2:
+        facts.append(("", ""))
+    rows = [[Cell(k, bold=True), v, Cell(k2, bold=True), v2]
+            for (k, v), (k2, v2) in zip(facts[::2], facts[1::2], strict=True)]
+    flow.table(None, rows, [0.19, 0.31, 0.19, 0.31], size=8)
+    comment = release_fact(c.metadata, "comment")
+    if comment:
+        flow.space(-4)
+        flow.text(f"Comment: {comment}", size=8.5, after=5)
+
+
+def _funnel_table(flow: Flow, c: CultureResult, keys: dict[str, str]) -> None:
+    """The event funnel of each stained tube side by side; a skipped gate says why."""
+    from . import plots
+
+    funnels = sorted((f for f in c.funnels if f.role == "stained"),
+                     key=lambda f: list(keys).index(f.tube) if f.tube in keys else len(keys))
+    if funnels:
+        columns = [(keys.get(f.tube, f.tube), f.counts, f.skipped) for f in funnels]
+    else:  # results without per-tube funnels: the culture's funnel
+        columns = [("", dict(c.events), {})]
+    flow.text("Event funnel" + (" per stained tube" if len(columns) > 1 else
+                                f" ({funnels[0].tube})" if funnels else ""),
+              size=10, bold=True)
+    gate_of = {"time_ok": "time", "margin_ok": "margin", "cells": "cells",
+               "singlets": "singlets", "live": "live"}
     rows = []
-    prev = None
-    total = funnel[0][1] if funnel else 0
-    for label, n in funnel:
-        of_prev = plots.pct(100.0 * n / prev) if prev else "–"
-        of_total = plots.pct(100.0 * n / total) if total else "–"
-        rows.append([label, f"{n:,}", of_prev, of_total])
-        prev = n
-    flow.table(["Step", "Events", "% of previous step", "% of total"], rows,
-               [0.46, 0.18, 0.18, 0.18], size=8, aligns="lrrr")
+    for key, label in FUNNEL:
+        row = [label]
+        for _, counts, skipped in columns:
+            total = counts.get("total") or 0
+            n = counts.get(key)
+            gate = gate_of.get(key)
+            if gate in skipped or (key != "total" and key in counts and n is None):
+                row += [f"skipped ({skipped.get(gate, 'not applied')})", ""]
+                continue
+            if n is None:
+                row += ["–", ""]
+                continue
+            share = plots.pct(100.0 * n / total) if total and key != "total" else ""
+            row += [f"{n:,}", share]
+        rows.append(row)
+    heads = ["Step"]
+    for tube, _, _ in columns:
+        heads += [f"{tube}: events" if len(columns) > 1 else "Events", "% of total"]
+    k = len(columns)
+    widths = [0.28] + [0.72 / k * 0.7, 0.72 / k * 0.3] * k
+    flow.table(heads, rows, widths, size=7.5, aligns="l" + "rr" * k)
 
+
+def _files_table(flow: Flow, c: CultureResult) -> None:
+    from ..dates import iso_date
+
+    flow.need(60)  # the heading with the table's first rows, never alone at a page's foot
+    flow.text("Files", size=10, bold=True)
+    flow.table(["File", "Role", "Events", "Instrument", "Acquired"],
+               [[Path(f.path).name, f.role, f"{f.events:,}", f.cytometer or "–",
+                 iso_date(f.date) or "–"] for f in c.files],
+               [0.42, 0.14, 0.12, 0.17, 0.15], size=7.5, aligns="llrll")
+
+
+def _warnings(flow: Flow, c: CultureResult) -> None:
+    """As many warnings as fit above the sign-off block; the rest on a continuation page that
+    says where it continues from."""
+    from . import plots
+
+    size, line_h = 8.0, 8.0 * 1.3
     flow.text("Warnings", size=10, bold=True)
-    if c.warnings:
-        flow.bullets(c.warnings)
-    else:
+    if not c.warnings:
         flow.text("None.", size=8.5)
-    flow.space(8)
-    flow.need(70)
-    flow.text("Reviewed by: ______________________    Date: ______________    "
-              "Signature: ______________________", size=9, after=6)
-    flow.text("Decision:  ☐ release   ☐ reject   ☐ repeat measurement", size=9)
+        return
+    note_h = line_h + 4
+    k = 0
+    for k, item in enumerate(c.warnings):
+        lines = plots.wrap(item, flow.width - 12, size)
+        rest = len(c.warnings) - k - 1
+        need = len(lines) * line_h + 2 + (note_h if rest else 0)
+        if flow.floor is not None and need > flow.room:
+            break
+        flow.bullets([item], size=size)
+    else:
+        return
+    more = len(c.warnings) - k
+    flow.text(f"{more} more warning{'s' if more > 1 else ''} continue{'s' if more == 1 else ''} "
+              "on the next page (Warnings, continued from page 1).", size=8, bold=True)
+    flow.new_section("Warnings (continued from page 1)")
+    flow.bullets(c.warnings[k:], size=size)
 
 
 def _verdict_reason(c: CultureResult) -> str:
     """Why the verdict, in a sentence: names the markers, repeats no new number."""
     failed = [m.marker for m in c.markers if m.passed is False]
-    border = [m.marker for m in c.markers if m.borderline]
+    border = [m.marker for m in c.markers if m.borderline and m.passed is not None]
     parts = []
     if c.verdict == "pass":
         parts.append("Every judged marker meets the panel's limit.")
@@ -188,15 +311,33 @@ def _verdict_reason(c: CultureResult) -> str:
         why = []
         if c.missing_markers:
             why.append("markers in no channel: " + ", ".join(c.missing_markers))
+        # the other reasons the analysis gave (too few cells, no usable compensation)
+        why += [w.removesuffix(": verdict inconclusive") for w in c.warnings
+                if (w.endswith(": verdict inconclusive") and not w.startswith("no channel"))
+                or "no verdict is given" in w]
         parts.append("No verdict possible" + (f" ({'; '.join(why)})" if why else "")
                      + "; see the warnings.")
-    if border:
+    if border and c.borderline:
         parts.append("Borderline: the 95 % interval of " + ", ".join(border) + " crosses its "
                      "limit, so a repeat measurement could change the verdict.")
+    elif border and c.verdict == "fail":
+        far = [m for m in failed if m not in border]
+        parts.append("The 95 % interval of " + ", ".join(border) + " contains its limit, but "
+                     "the verdict does not depend on it: " + ", ".join(far)
+                     + (" fails" if len(far) == 1 else " fail") + " regardless.")
     return " ".join(parts)
 
 
-def _criteria_row(m: MarkerResult) -> list[Any]:
+def _threshold_text(v: float | None) -> str:
+    """A threshold in raw channel units: thousands separated, about 4 significant figures."""
+    if v is None or not math.isfinite(v):
+        return "–"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def _criteria_row(m: MarkerResult, keys: dict[str, str] | None = None) -> list[Any]:
     from . import plots
     from .plots import Cell
 
@@ -204,10 +345,10 @@ def _criteria_row(m: MarkerResult) -> list[Any]:
     name = m.marker.replace("/", "/\u200b")
     if "/" in m.marker:
         name = "cocktail: " + ", ".join(m.marker.split("/"))
-    return [Cell(name, bold=True), m.channel or "none", m.expect, plots.limit_text(m),
+    tube = [keys.get(m.tube or "", m.tube or "–")] if keys is not None else []
+    return [Cell(name, bold=True), *tube, m.channel or "none", plots.limit_text(m),
             plots.pct(m.percent_positive), plots.interval(m.ci95),
-            plots.source_text(m),
-            f"{m.events:,}",
+            _threshold_text(m.threshold), plots.source_text(m), f"{m.events:,}",
             Cell(plots.mark(m.passed, m.borderline, measured), bg=plots.mark_bg(m.passed,
                  m.borderline), bold=m.passed is False)]
 
@@ -223,6 +364,13 @@ def _gating(flow: Flow, c: CultureResult) -> None:
     tubes: dict[str, list[GateStep]] = {}
     for g in c.gates:
         tubes.setdefault(g.tube, []).append(g)
+    # the stained tubes' pages first (the one most markers were read in first), then controls
+    roles = {Path(f.path).name: f.role for f in c.files}
+    read_in = _stained_tubes(c)
+    tubes = dict(sorted(tubes.items(), key=lambda kv: (
+        roles.get(Path(kv[0]).name) != "stained",
+        read_in.index(kv[0]) if kv[0] in read_in else len(read_in))))
+    skipped = {f.tube: f.skipped for f in c.funnels}
     if not tubes:
         flow.new_section("Gating")
         flow.text("The analysis returned no gates for this culture.")
@@ -244,6 +392,7 @@ def _gating(flow: Flow, c: CultureResult) -> None:
         for panel, step in zip(panels, steps, strict=True):
             plots.gate_plot(panel, step)
         notes = [f"{s.gate}: {s.note}" for s in steps if s.note]
+        notes += [f"{gate}: skipped ({why})" for gate, why in skipped.get(tube, {}).items()]
         if notes:
             flow.text("How each gate was placed", size=9, bold=True)
             flow.bullets(notes, size=8)
@@ -257,10 +406,10 @@ def _markers(flow: Flow, c: CultureResult) -> None:
     flow.text("Stained tube (grey, solid line) over its control (hatched, dashed line), on the "
               "transformed scale with axis labels in the instrument's units; each histogram is "
               "shown as % of its events per bin so tubes of different size compare. The "
-              "dash-dot line is the threshold set on the control; events of the stained tube "
-              "above it are counted positive.", size=8)
+              "dash-dot line is the threshold set on the control (its value in raw units in "
+              "the title); events of the stained tube above it are counted positive.", size=8)
     shown = [m for m in c.markers if m.channel is not None]
-    panels = flow.panels(len(shown), 2, 130, title_room=48, below=30, wspace=50)
+    panels = flow.panels(len(shown), 2, 120, title_room=58, below=30, wspace=50)
     for panel, m in zip(panels, shown, strict=True):
         plots.marker_plot(panel, m)
         if "/" in m.marker:
@@ -271,10 +420,12 @@ def _markers(flow: Flow, c: CultureResult) -> None:
         role = m.histogram.control_role if m.histogram is not None else None
         drawn = "" if role == m.threshold_source else (
             f"; control drawn: {plots.SOURCE_WORDS.get(role or '', role or 'none')}")
-        panel.title([head, f"{plots.pct(m.percent_positive)} % positive "
+        panel.title([head, f"tube {m.tube or '–'}",
+                     f"{plots.pct(m.percent_positive)} % positive "
                      f"(95 % interval {plots.interval(m.ci95)})",
                      f"{result} · limit {plots.limit_text(m)} %",
-                     f"threshold from {plots.source_text(m)}{drawn}"], loc="left")
+                     f"threshold {_threshold_text(m.threshold)} from "
+                     f"{plots.source_text(m)}{drawn}"], loc="left")
     absent = [m.marker for m in c.markers if m.channel is None] + [
         n for n in c.missing_markers if n not in {m.marker for m in c.markers}]
     if absent:
@@ -385,11 +536,17 @@ def _audit(flow: Flow, c: CultureResult, batch: BatchResult, run_info: dict[str,
     from .plots import Cell
 
     flow.new_section("Audit trail")
+    versions = run_info.get("versions") or {}
+    software = "; ".join(f"{'Python' if k == 'python' else k} {v}"
+                         for k, v in versions.items() if k != "cytomsc")
     facts = [("cytomsc version", batch.cytomsc_version),
-             ("Command", str(run_info.get("command", "–"))),
-             ("Analysis started", str(run_info.get("started", "–"))),
+             ("Python and libraries", software or "not recorded"),
+             ("Command", str(run_info.get("command") or "not recorded")),
+             ("Analysis started", str(run_info.get("started") or "not recorded")),
              ("Random seed", str(run_info.get("seed", batch.parameters.get("seed", "–")))),
-             ("Panel", f"{batch.panel.get('name', '–')} (id {batch.panel.get('id', '–')})"),
+             ("Panel", f"{batch.panel.get('name', '–')} (id {batch.panel.get('id', '–')}"
+                       + (f", version {batch.panel['version']}" if batch.panel.get("version")
+                          else "") + ")"),
              ("Panel reference", batch.panel.get("reference") or "–"),
              ("Panel file SHA-256", batch.panel.get("sha256") or "–"),
              ("Output name", c.output_name or c.culture)]
@@ -400,20 +557,74 @@ def _audit(flow: Flow, c: CultureResult, batch: BatchResult, run_info: dict[str,
     for k, v in (run_info.get("parameters") or {}).items():
         params.setdefault(k, v)
     flow.table(["Parameter", "Value"],
-               [[k, _value(v)] for k, v in sorted(params.items())]
+               [[_option(k), _value(k, v)] for k, v in sorted(params.items())]
                or [["(none recorded)", ""]], [0.35, 0.65], size=7.5)
+
+    _compensation(flow, c)
 
     flow.text("Input files", size=10, bold=True)
     flow.table(["File", "Role", "Events", "SHA-256"],
                [[f.path, f.role, f"{f.events:,}", f.sha256] for f in c.files],
-               [0.28, 0.09, 0.08, 0.55], size=7, aligns="llrl")
+               [0.24, 0.09, 0.07, 0.6], size=7, aligns="llrl")
+
+    flow.text("Outputs of this culture", size=10, bold=True)
+    if c.outputs:
+        flow.table(["File (in the output folder)", "SHA-256"],
+                   [[rel, digest] for rel, digest in sorted(c.outputs.items())],
+                   [0.4, 0.6], size=7)
+    flow.text("This PDF, summary.json, summary.csv, cultures.csv and the overview are listed "
+              "with their SHA-256 in sha256sums.txt in the output folder (check them with "
+              "`sha256sum -c sha256sums.txt`).", size=7.5)
 
 
-def _value(v: Any) -> str:
+OPTION_NAMES = {"comp": "--comp", "export_events": "--export-events", "pdf": "--no-pdf"}
+
+
+def _option(key: str) -> str:
+    """A parameter by the command-line option that sets it."""
+    return OPTION_NAMES.get(key, "--" + key.replace("_", "-"))
+
+
+def _value(key: str, v: Any) -> str:
+    """A parameter's value in words: no Python spellings (None, True, {})."""
+    if key == "comp" and v in (None, "file"):
+        return "the file's own spillover matrix"
+    if v is None or v == "" or v == {} or v == []:
+        return "none"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, (list, tuple)):
-        return ", ".join(_value(x) for x in v)
+        return ", ".join(_value("", x) for x in v)
     if isinstance(v, dict):
-        return "; ".join(f"{k}={_value(x)}" for k, x in sorted(v.items()))
+        return ", ".join(f"{k}={_value('', x)}" for k, x in sorted(v.items()))
     return str(v)
+
+
+def _compensation(flow: Flow, c: CultureResult) -> None:
+    """The spillover matrix each tube was compensated with (tubes sharing one listed together),
+    at most 10 detectors to a table."""
+    from .plots import Cell
+
+    flow.text("Compensation", size=10, bold=True)
+    if not c.compensation:
+        flow.text("Not recorded in these results.", size=8)
+        return
+    groups: dict[tuple, list[str]] = {}
+    for comp in c.compensation:
+        key = (comp.source, tuple(comp.detectors),
+               tuple(tuple(row) for row in comp.matrix))
+        groups.setdefault(key, []).append(comp.tube)
+    for (source, detectors, matrix), tubes in groups.items():
+        flow.text(f"{', '.join(tubes)}: {source}.", size=8)
+        if not detectors:
+            continue
+        flow.text("Spillover matrix (row: the dye's own detector; column: the detector it "
+                  "spills into).", size=7.5)
+        for start in range(0, len(detectors), 10):
+            cols = list(range(start, min(start + 10, len(detectors))))
+            rows = [[Cell(d, bold=True)] + [f"{matrix[i][j]:.4g}" for j in cols]
+                    for i, d in enumerate(detectors)]
+            flow.table(["", *(detectors[j] for j in cols)], rows,
+                       [1.4] + [1.0] * len(cols), size=7, aligns="l" + "r" * len(cols))

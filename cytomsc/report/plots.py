@@ -8,12 +8,13 @@ continuation page when the next item does not fit. Only ``pdf.py`` and ``overvie
 this module, and only inside their functions, so importing ``cytomsc.report`` stays light.
 
 Speed (a culture's PDF is written in well under a second): matplotlib's fixed costs are per
-``Text`` and per axis tick, and embedding a TrueType font costs a few tenths of a second. So a
-page's words are one :class:`TextLayer` (one artist, positions precomputed, no layout engine), in
-the PDF's core fonts (Helvetica, Courier: referenced, not embedded) wherever the text fits their
-Windows-1252 encoding; only strings with other symbols (✓ ✗ ≥ ≤ 10⁵ ...) use DejaVu, embedded as a
-small Type 3 subset with a Unicode map, so every word stays searchable text. Plot panels are
-axes without matplotlib's axis machinery: the frame, ticks, labels and titles are drawn here.
+``Text`` and per axis tick. So a page's words are one :class:`TextLayer` (one artist, positions
+precomputed, no layout engine). Every word is in one font, DejaVu Sans (regular and bold, shipped
+with matplotlib), embedded as a TrueType subset (``pdf.fonttype`` 42) with a Unicode map: the PDF
+looks the same on every reader and printer, and every word stays searchable text (✓ ✗ ≥ ≤ 10⁵
+included). Plot panels are axes without matplotlib's axis machinery: the frame, ticks, labels
+and titles are drawn here; tick labels that would touch a neighbour are left out (the tick mark
+stays).
 
 Black-and-white rule: pass/fail is always written (a word and a symbol), colour only repeats it;
 plots use a colour map whose lightness is monotone, gate outlines are black on a white halo, and
@@ -22,10 +23,10 @@ populations differ by marker shape and hatching as well as colour.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -35,12 +36,12 @@ import matplotlib
 import numpy as np
 from matplotlib import patheffects
 from matplotlib.artist import Artist
-from matplotlib.backends.backend_pdf import PdfFile, PdfPages
+from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Patch, Rectangle
 
 from ..errors import CytomscError
 from ..results import GateStep, Histogram2D, MarkerResult, _fmt
@@ -54,12 +55,12 @@ ASCENT = 0.76  # a line's baseline below its top, in em (DejaVu's 'l'; Helvetica
 TICK_SIZE = 7.0
 
 RC: dict[str, Any] = {
-    # Type 3: the few DejaVu glyphs the core fonts lack are embedded as outlines with a Unicode
-    # map (searchable), without the TrueType subsetter's ~0.1 s per font face. matplotlib sizes
-    # its glyph subsets from ps.fonttype, so both must agree.
-    "pdf.fonttype": 3,
-    "ps.fonttype": 3,
-    "pdf.use14corefonts": False,  # switched per string by TextLayer
+    # TrueType subsets of DejaVu Sans for all text (no core Helvetica): one font, embedded, so the
+    # record prints as it was checked. matplotlib sizes its glyph subsets from ps.fonttype, so
+    # both must agree.
+    "pdf.fonttype": 42,
+    "ps.fonttype": 42,
+    "pdf.use14corefonts": False,
     "font.family": "DejaVu Sans",
     "font.size": 8,
     "axes.titlesize": 8,
@@ -130,13 +131,37 @@ def limit_text(m: MarkerResult) -> str:
 
 def wrap(text: str, width_pt: float, size: float, mono: bool = False,
          bold: bool = False) -> list[str]:
-    """Wrap to a width in points, estimating DejaVu glyph widths (generous, never overflows)."""
+    """Wrap to a width in points, estimating DejaVu glyph widths (generous, never overflows).
+
+    Words break at spaces; a word longer than a line (a file path, a hash) breaks after a path
+    separator, else after "_", "-" or ".", and only as a last resort mid-word."""
     per_char = (0.61 if mono else 0.64 if bold else 0.58) * size
     n = max(4, int(width_pt / per_char))
     lines: list[str] = []
     for para in str(text).split("\n"):
-        lines.extend(textwrap.wrap(para, n, break_long_words=True, break_on_hyphens=False) or [""])
+        cur = ""
+        for word in para.split():
+            for k, piece in enumerate(_pieces(word, n)):
+                glue = " " if k == 0 and cur else ""
+                if len(cur) + len(glue) + len(piece) <= n:
+                    cur += glue + piece
+                else:
+                    if cur:
+                        lines.append(cur)
+                    cur = piece
+        lines.append(cur)
     return lines
+
+
+def _pieces(word: str, n: int) -> list[str]:
+    """``word`` cut into parts of at most ``n`` characters at the best break points."""
+    if len(word) <= n:
+        return [word]
+    for pattern in (r"(?<=[/\\])", r"(?<=[_.\-])"):
+        parts = [p for p in re.split(pattern, word) if p]
+        if len(parts) > 1:
+            return [q for part in parts for q in _pieces(part, n)]
+    return [word[i:i + n] for i in range(0, len(word), n)]
 
 
 @dataclass
@@ -164,33 +189,80 @@ class _Item:
     ha: str
     va: str
     angle: float
-    core: bool  # fits the core fonts' Windows-1252 encoding
-
-
-def _core(s: str) -> bool:
-    try:
-        s.encode("cp1252")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 @cache
-def _font(size: float, bold: bool, mono: bool, core: bool) -> FontProperties:
-    family = ("Courier" if mono else "Helvetica") if core else (
-        "DejaVu Sans Mono" if mono else "DejaVu Sans")
-    # the core fonts' metrics call their regular weight "medium"
-    regular = "medium" if core else "normal"
-    return FontProperties(family=family, size=size, weight="bold" if bold else regular)
+def _font(size: float, bold: bool = False) -> FontProperties:
+    """DejaVu Sans, the one font of every page (``mono`` text uses it too), by file: matplotlib's
+    own copy, so that another DejaVu installed on the system (fonts-dejavu) can never be picked
+    instead by the font lookup, which would change the PDF's bytes from one machine to the
+    next."""
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    return FontProperties(fname=str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name),
+                          size=size)
+
+
+@cache
+def text_width(s: str, size: float, bold: bool = False) -> float:
+    """Width of a line of text in points, measured with the font itself (Agg's metrics at
+    72 dpi, where a pixel is a point)."""
+    return float(_measurer().get_text_width_height_descent(s, _font(size, bold), False)[0])
+
+
+@cache
+def _measurer() -> Any:
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    return RendererAgg(10, 10, 72.0)
+
+
+TICK_GAP = 2.0  # points of white between two tick labels
+
+
+def spaced(labels: Sequence[tuple[float, str]], size: float, vertical: bool = False
+           ) -> list[tuple[float, str]]:
+    """The tick labels that can be printed without touching each other, centred on their
+    positions (points along the axis): "0" first, then the decades from the top of the scale
+    down, then the rest (negative decades), each kept only if it clears every label kept so far
+    by ``TICK_GAP``. So "-10¹", "0" and "10¹" squeezed together print as "0" alone."""
+    def priority(item: tuple[int, tuple[float, str]]) -> tuple[int, float]:
+        k, (_, text) = item
+        if text == "0":
+            return (0, 0.0)
+        return (1, -k) if not text.startswith(("-", "−", "⁻")) else (2, k)
+
+    kept: list[tuple[float, float, int]] = []  # (low, high, index)
+    for k, (pos, text) in sorted(enumerate(labels), key=priority):
+        half = (size if vertical else text_width(text, size)) / 2 + TICK_GAP / 2
+        if all(pos + half <= lo or pos - half >= hi for lo, hi, _ in kept):
+            kept.append((pos - half, pos + half, k))
+    return [labels[k] for _, _, k in sorted(kept, key=lambda t: t[2])]
+
+
+class _Plain:
+    """What a renderer asks a ``Text`` for its shaping: no ligatures. A ligature ("fl" in
+    "flow") is a glyph for two characters, which the PDF backend embeds as a second subset of the
+    font (twice the TrueType subsetting time) and a text extractor may read as one character."""
+
+    @staticmethod
+    def get_fontfeatures() -> tuple[str, ...]:
+        return ("-liga", "-clig")
+
+    @staticmethod
+    def get_language() -> None:
+        return None
+
+
+_PLAIN = _Plain()
 
 
 class TextLayer(Artist):
     """A page's text as one artist: each line is handed straight to the renderer.
 
     Compared with one ``matplotlib.text.Text`` per line this skips the layout engine (the
-    positions are known) and, in a PDF, writes each line as one string in a core font. Lines are
-    drawn in the order they were added, which is the order of the PDF's text layer (what pypdf
-    and a reader's search see).
+    positions are known) and, in a PDF, writes each line as one string. Lines are drawn in the
+    order they were added, which is the order of the PDF's text layer (what pypdf and a reader's
+    search see).
     """
 
     def __init__(self, zorder: float) -> None:
@@ -200,30 +272,23 @@ class TextLayer(Artist):
 
     def add(self, x: float, y: float, s: str, size: float, bold: bool = False,
             mono: bool = False, color: str = "black", ha: str = "left", va: str = "top",
-            angle: float = 0.0, core: bool = True) -> None:
-        """One line; ``core=False`` keeps it in DejaVu even where a core font could print it
-        (so the labels of one axis share one typeface)."""
+            angle: float = 0.0) -> None:
+        """One line, its top-left (or ``ha``/``va`` anchor) at (x, y) points from the page's
+        top-left corner."""
         s = str(s)
         if s.strip():
             self.items.append(_Item(x, y, s, float(size), bold, mono, color, ha, va,
-                                    float(angle), core and _core(s)))
+                                    float(angle)))
 
     def draw(self, renderer: Any) -> None:
         if not self.get_visible() or not self.items:
             return
-        # a PDF renderer (possibly inside matplotlib's mixed-mode wrapper) writes to a PdfFile
-        pdf = isinstance(getattr(renderer, "file", None), PdfFile)
-        rc = matplotlib.rcParams
-        saved = rc["pdf.use14corefonts"]
         scale = renderer.points_to_pixels(1.0)
         height = renderer.get_canvas_width_height()[1]
         gc = renderer.new_gc()
         try:
             for it in self.items:
-                core = pdf and it.core
-                if rc["pdf.use14corefonts"] != core:
-                    rc["pdf.use14corefonts"] = core  # read by the PDF renderer per string
-                prop = _font(it.size, it.bold, it.mono, core)
+                prop = _font(it.size, it.bold)
                 gc.set_foreground(it.color)
                 a = math.radians(it.angle)
                 cos, sin = math.cos(a), math.sin(a)
@@ -236,9 +301,8 @@ class TextLayer(Artist):
                     x, y = x - f * w * cos, y - f * w * sin
                 if renderer.flipy():
                     y = height - y
-                renderer.draw_text(gc, x, y, it.s, prop, it.angle)
+                renderer.draw_text(gc, x, y, it.s, prop, it.angle, mtext=_PLAIN)
         finally:
-            rc["pdf.use14corefonts"] = saved
             gc.restore()
         self.stale = False
 
@@ -299,25 +363,26 @@ class Panel:
                                           transform=self.fig.transFigure))
         segs: list[tuple[float, float]] = []
         bottom = self.y + self.h
-        xcore = all(_core(superscript(t)) for _, t in xticks)
-        ycore = all(_core(superscript(t)) for _, t in yticks)
+        shown = []
         for v, label in xticks:
             if self.xlim[0] - 1e-9 <= v <= self.xlim[1] + 1e-9 or \
                     self.xlim[1] - 1e-9 <= v <= self.xlim[0] + 1e-9:
                 x = self.px(v)
                 segs += [(x, bottom), (x, bottom + 3), (math.nan, math.nan)]
-                self.layer.add(x, bottom + 4.5, superscript(label), TICK_SIZE, ha="center",
-                               core=xcore)
+                shown.append((x, superscript(label)))
+        for x, text in spaced(shown, TICK_SIZE):
+            self.layer.add(x, bottom + 4.5, text, TICK_SIZE, ha="center")
         widest = 0.0
+        shown = []
         for v, label in yticks:
             lo, hi = sorted(self.ylim)
             if lo - 1e-9 <= v <= hi + 1e-9:
                 y = self.py(v)
                 segs += [(self.x, y), (self.x - 3, y), (math.nan, math.nan)]
-                text = superscript(label)
-                self.layer.add(self.x - 4.5, y, text, TICK_SIZE, ha="right", va="center",
-                               core=ycore)
-                widest = max(widest, 0.56 * TICK_SIZE * len(text))
+                shown.append((y, superscript(label)))
+        for y, text in spaced(shown, TICK_SIZE, vertical=True):
+            self.layer.add(self.x - 4.5, y, text, TICK_SIZE, ha="right", va="center")
+            widest = max(widest, text_width(text, TICK_SIZE))
         if segs:
             xy = np.array(segs)
             self.fig.add_artist(Line2D(xy[:, 0] / pw, 1 - xy[:, 1] / ph, color="black",
@@ -354,6 +419,7 @@ class Flow:
         self.pages: list[Figure] = []
         self.layers: list[tuple[TextLayer, TextLayer]] = []
         self.section = ""
+        self.floor: float | None = None
         self.fig: Figure
         self.layer: TextLayer
         self.over: TextLayer
@@ -367,7 +433,8 @@ class Flow:
 
     @property
     def room(self) -> float:
-        return self.size[1] - BOTTOM - self.y
+        bottom = self.floor if self.floor is not None else self.size[1] - BOTTOM
+        return bottom - self.y
 
     def _page(self) -> None:
         w, h = self.size
@@ -379,6 +446,7 @@ class Flow:
         self.fig.add_artist(self.over)
         self.pages.append(self.fig)
         self.layers.append((self.layer, self.over))
+        self.floor = None  # a page's flowing items end here (None: at the footer)
         self.y = TOP
         self.put_text(MARGIN, self.y, self.header, 7.5, color="#444444")
         self.y += 14
@@ -395,6 +463,18 @@ class Flow:
         self.need(40)
         self.put_text(MARGIN, self.y, title, 12, bold=True)
         self.y += 22
+
+    @contextlib.contextmanager
+    def on_page(self, index: int) -> Iterator[None]:
+        """Draw on an earlier page (the sign-off block at the foot of page 1, placed last so
+        that it is last in the page's text too), then carry on where the flow was."""
+        saved = self.fig, self.layer, self.over
+        self.fig = self.pages[index]
+        self.layer, self.over = self.layers[index]
+        try:
+            yield
+        finally:
+            self.fig, self.layer, self.over = saved
 
     def need(self, height: float) -> None:
         if height > self.room and self.y > TOP + 40:
@@ -583,12 +663,14 @@ def gate_plot(p: Panel, step: GateStep) -> None:
         p.frame(xlabel=step.x, ylabel=step.y or "")
         p.message("no plot data returned")
     ax = p.axes()
-    if step.y is not None and len(step.vertices) >= 3:
+    # the time gate and the 1-D gates carry the kept intervals on x, whatever y shows
+    intervals = step.gate == "time" or step.y is None
+    if not intervals and len(step.vertices) >= 3:
         for ring in _rings(step.vertices):  # several outlines are separated by (nan, nan)
             xs = [v[0] for v in ring] + [ring[0][0]]
             ys = [v[1] for v in ring] + [ring[0][1]]
             ax.plot(xs, ys, color="black", linewidth=1.3, path_effects=HALO)
-    elif step.y is None and step.vertices:
+    elif intervals and step.vertices:
         # hatch what the gate removed, so the kept events stay clearly visible
         lo_edge, hi_edge = p.xlim
         kept = sorted(step.vertices)
@@ -602,8 +684,11 @@ def gate_plot(p: Panel, step: GateStep) -> None:
             for v in (lo, hi):
                 if lo_edge < v < hi_edge:
                     ax.axvline(v, color="black", linewidth=1.2, path_effects=HALO)
-    p.title([f"{step.gate}: {pct(step.percent)} % inside",
-             f"{step.count:,} of {step.parent_count:,} events, {step.source} gate"])
+    lines = [f"{step.gate}: {pct(step.percent)} % inside",
+             f"{step.count:,} of {step.parent_count:,} events, {step.source} gate"]
+    if intervals and step.count < step.parent_count:
+        lines[1] += f"; hatched: removed ({pct(100.0 - step.percent)} %)"
+    p.title(lines)
 
 
 def _rings(vertices: list[tuple[float, float]]) -> list[list[tuple[float, float]]]:
@@ -642,9 +727,25 @@ def marker_plot(p: Panel, m: MarkerResult) -> None:
     top = max(top, float(sy.max(initial=0)))
     if h.threshold is not None:
         ax.axvline(h.threshold, color="black", linewidth=1.3, linestyle="-.", zorder=3)
-    ymax = top * 1.15 if top > 0 else 1.0
+    ymax = top * 1.6 if top > 0 else 1.0  # headroom for the legend
     p.limits((edges[0], edges[-1]), (0.0, ymax))
     p.frame(h.ticks, _nice_ticks(ymax), m.channel or "", "% of events per bin")
+    handles = [Patch(facecolor="#bdbdbd", edgecolor="black", linewidth=1.0,
+                     label="stained tube")]
+    if h.control is not None:
+        role = SOURCE_WORDS.get(h.control_role or "", h.control_role or "control")
+        handles.append(Patch(facecolor="none", edgecolor="black", hatch="////", linestyle="--",
+                             linewidth=0.9, label=f"control: {role}"))
+    if h.threshold is not None:
+        handles.append(Line2D([], [], color="black", linestyle="-.", linewidth=1.3,
+                              label="threshold"))
+    # the legend in the corner away from the stained events' bulk
+    mid = (edges[:-1] + edges[1:]) / 2
+    weight = np.asarray(h.stained, dtype=float)
+    centre = float((mid * weight).sum() / weight.sum()) if weight.sum() else 0.0
+    left = centre > (edges[0] + edges[-1]) / 2
+    ax.legend(handles=handles, loc="upper left" if left else "upper right", frameon=True,
+              prop=_font(7), handlelength=2.2, borderaxespad=0.4, framealpha=0.9)
 
 
 def auto_ticks(lo: float, hi: float) -> list[tuple[float, str]]:
@@ -722,4 +823,4 @@ def populations_scatter(p: Panel, xy: np.ndarray, labels: np.ndarray, ids: Seque
         pad = np.where(hi > lo, (hi - lo) * 0.05, 1.0)
         p.limits((lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1]))
     p.frame()
-    ax.legend(loc="best", frameon=True, markerscale=2.5, fontsize=7)
+    ax.legend(loc="best", frameon=True, markerscale=2.5, prop=_font(7))
