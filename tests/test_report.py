@@ -710,8 +710,8 @@ def test_time_gate_drawn_with_removed_stretches():
     assert len(hatched) == 2  # the two removed stretches between the three kept ones
     text = [i.s for layer in gating.findobj(lambda a: hasattr(a, "items")) for i in layer.items]
     step = next(g for g in c.gates if g.tube == "stained_1.fcs" and g.gate == "time")
-    assert f"{step.count:,} of {step.parent_count:,} events; hatched: removed " \
-           f"({_fmt(100 - step.percent)} %)" in text
+    assert f"{step.count:,} of {step.parent_count:,} events, {step.source} gate; hatched: " \
+           f"removed ({_fmt(100 - step.percent)} %)" in text
 
 
 def test_release_metadata_and_iso_dates(record):
