@@ -254,7 +254,9 @@ def _time_gate(t: np.ndarray, signals: list[tuple[np.ndarray, bool]], parent: np
     n = tp.size
     t_lo, t_hi = float(tp.min()), float(tp.max())
     end = np.nextafter(t_hi, np.inf)
-    if n < 500 or t_hi <= t_lo:
+    # (a span that overflows, or is a few float steps wide, cannot be cut into bins)
+    if n < 500 or not t_hi - t_lo > 1e-9 * max(abs(t_lo), abs(t_hi)) \
+            or not np.isfinite(t_hi - t_lo):
         return [(t_lo, end)], "too few events or no time span: all kept", None
     nb = int(min(100, max(10, n // 150)))
     edges = np.linspace(t_lo, end, nb + 1)
@@ -330,6 +332,15 @@ def _pile_bounds(v: np.ndarray, top: float | None) -> tuple[float | None, float 
     if len(u) > 1 and c[0] >= need:
         lo, n_lo = 0.5 * (u[0] + u[1]), int(c[0])
     return lo, hi, n_lo, n_hi
+
+
+def _positive_ratio(a: np.ndarray, h: np.ndarray, current: np.ndarray) -> bool:
+    """Whether the FSC-A/FSC-H ratios of the current events have a positive, finite median."""
+    ok = current & (h > 0)
+    if ok.sum() < 50:
+        return False
+    r0 = float(np.median(a[ok] / h[ok]))
+    return math.isfinite(r0) and r0 > 0
 
 
 def _log(v: np.ndarray) -> np.ndarray:
@@ -502,7 +513,9 @@ def _cells_polygon(fa: np.ndarray, sa: np.ndarray, seed: int
     poly = max(lines, key=lambda ln: _area(ln) + 1e9 * float(
         points_in_polygon(np.array([main_pt[0]]), np.array([main_pt[1]]), ln.tolist())[0]))
     poly = _thin(poly, 120)
-    verts = [(float(math.exp(px)), float(math.exp(py))) for px, py in poly]
+    # (exp capped at the largest float: scatter near it still gets a finite outline)
+    top = math.log(np.finfo(float).max)
+    verts = [(math.exp(min(float(px), top)), math.exp(min(float(py), top))) for px, py in poly]
     if verts[0] == verts[-1]:
         verts = verts[:-1]
     note = (f"Gaussian mixture on log FSC-A/SSC-A ({gm.k} components, "
@@ -569,6 +582,8 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
     specs: list[GateSpec] = []
     warnings: list[str] = []
     current = finite.copy()
+    if n and not finite.any():
+        raise CytomscError("every event holds a NaN or infinite value")
     if not finite.all():
         warnings.append(f"{tube_name}: {int((~finite).sum())} events with NaN/infinite values "
                         f"excluded")
@@ -647,7 +662,12 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
     masks["cells"] = current.copy()
 
     # --- singlets
-    if sc.fsc_a and sc.fsc_h and current.sum() >= 50:
+    pair = bool(sc.fsc_a and sc.fsc_h and current.sum() >= 50)
+    if pair and not _positive_ratio(col[sc.fsc_a], col[sc.fsc_h], current):
+        pair = False  # (zero or negative FSC-A/FSC-H: no band to place; FSC-W may serve)
+        warnings.append(f"{tube_name}: FSC-A/FSC-H ratios are not positive; no singlets gate "
+                        "on them")
+    if pair:
         a, h = col[sc.fsc_a], col[sc.fsc_h]
         ok = current & (h > 0)
         r = a[ok] / h[ok]
@@ -656,7 +676,8 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
         sd = 1.4826 * float(np.median(below)) if below.size else 0.05 * r0
         sd = max(sd, 1e-3 * r0)
         up, down = r0 + SINGLET_UP * sd, max(r0 - SINGLET_DOWN * sd, 1e-3 * r0)
-        reach = 4.0 * max(float(np.max(np.abs(a[current]))), float(np.max(np.abs(h[current]))))
+        reach = min(4.0 * max(float(np.max(np.abs(a[current]))),
+                              float(np.max(np.abs(h[current])))), float(np.finfo(float).max))
         verts = [(0.0, 0.0), (reach, reach / up), (reach, reach / down)]
         new = _polygon_mask(a, h, verts, current)
         note = (f"FSC-A/FSC-H ratio {r0:.3g} (robust SD {sd:.2g} on the singlet side); kept "
@@ -673,7 +694,7 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
         sd = max(1.4826 * float(np.median(below)) if below.size else 0.05 * abs(w0), 1e-9)
         lo, hi = w0 - SINGLET_DOWN * sd, w0 + SINGLET_UP * sd
         new = current & (w >= lo) & (w < hi)
-        x = sc.fsc_a or fsc
+        x = sc.fsc_a or fsc or sc.fsc_w  # a file may record FSC-W without FSC-A or FSC-H
         x0, x1 = _span(col[x][current], ranges.get(x))
         verts = [(x0, lo), (x1, lo), (x1, hi), (x0, hi)]
         note = f"FSC-W {w0:.4g} (robust SD {sd:.2g} on the singlet side); kept {lo:.4g}-{hi:.4g}"
@@ -681,9 +702,11 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
                scatter_hist(x, sc.fsc_w, current))
         specs.append(GateSpec("singlets", "rect", [sc.fsc_w], bounds={sc.fsc_w: (lo, hi)}))
         current = new
-    elif (sc.fsc_a and sc.fsc_h) or sc.fsc_w:
+    elif sc.fsc_w or (sc.fsc_a and sc.fsc_h and current.sum() < 50):
         warnings.append(f"{tube_name}: fewer than 50 events left to place the singlets gate; "
                         "skipped")
+    elif sc.fsc_a and sc.fsc_h:
+        pass  # said above: the ratios were not positive
     else:
         warnings.append(f"{tube_name}: no FSC-H or FSC-W channel; singlets gate skipped")
     masks["singlets"] = current.copy()
