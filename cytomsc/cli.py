@@ -83,15 +83,18 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path),
+                metavar="FILE_OR_FOLDER...")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--panel", default="isct-2006", show_default=True, help="Panel id or TOML path.")
-@click.option("--data-set", default=0, show_default=True, help="Data set of multi-set files.")
+@click.option("--data-set", default=0, show_default=True,
+              help="Data set of multi-set files, numbered from 0.")
 @click.option("--channel-map", default=None, help="CHANNEL=MARKER,... for files without $PnS.")
 @click.pass_context
 def inspect(ctx: click.Context, files: tuple[Path, ...], as_json: bool, panel: str,
             data_set: int, channel_map: str | None) -> None:
-    """Describe FCS files: version, cytometer, channels, markers, spillover, tube role."""
+    """Describe FCS files (a folder: every FCS file under it): version, cytometer, channels,
+    markers, spillover, tube role."""
     from .inspect import inspect_files
 
     try:
@@ -168,7 +171,8 @@ def simulate(ctx: click.Context, out: Path, seed: int, preset: str, overwrite: b
               show_default=True, help="Which cultures to cluster.")
 @click.option("--export-events", is_flag=True, help="Write each tube as FCS with gate channels.")
 @click.option("--no-pdf", is_flag=True, help="Skip the PDF reports.")
-@click.option("--data-set", default=0, show_default=True, help="Data set of multi-set files.")
+@click.option("--data-set", default=0, show_default=True,
+              help="Data set of multi-set files, numbered from 0 (as inspect numbers them).")
 @click.option("--channel-map", default=None, help="CHANNEL=MARKER,... for files without $PnS.")
 @click.option("--seed", default=0, show_default=True, help="Random seed (subsampling, clustering).")
 @click.option("--jobs", default=None, type=click.IntRange(1, None),

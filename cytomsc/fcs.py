@@ -11,6 +11,11 @@ a file it can read.
 
 Every HEADER/TEXT/DATA offset and size is checked against the file size *before* anything is read
 or allocated, so a hostile or truncated file costs nothing and fails with one ``FcsReadError`` line.
+Time and memory are linear in the file's bytes: TEXT is split in one pass (escaped delimiters
+included), the data sets of a ``$NEXTDATA`` chain must follow one another without their TEXT
+segments overlapping (so no byte of TEXT is parsed twice, however the offsets are forged), and at
+most ``MAX_DATA_SETS`` data sets and ``MAX_PARAMETERS`` channels are read (an error past either).
+The TEXT of a file read twice (``read_text`` for the layout, then ``read_fcs``) is parsed once.
 By default every file goes through this decoder (measured as fast as FlowKit's reader and
 value-identical to it); ``read_fcs(..., use_flowkit=True)`` lets FlowKit read the well-formed ones
 itself, and only after those checks passed.
@@ -20,7 +25,10 @@ Choices for awkward but readable files (each leaves a line in ``FcsData.warnings
 - zero events: read (the analysis reports the empty tube);
 - NaN/inf in float data: read as-is; ``FcsData.nonfinite`` counts them (the analysis drops them);
 - non-numeric ``$TIMESTEP``: Time is left unscaled (step 1);
-- several data sets: the first (or ``data_set``) is read.
+- several data sets: the first (or ``data_set``, numbered from 0) is read;
+- FCS 3.2: read like 3.1, with ``$PnDATATYPE`` (a channel stored as I, F or D whatever
+  ``$DATATYPE`` says) decoded per channel;
+- a ``$TIMESTEP`` that would make Time overflow: Time is left unscaled.
 Keyword values are decoded as UTF-8, else latin-1, and stripped of surrounding blanks.
 """
 
@@ -42,7 +50,10 @@ __all__ = ["Channel", "FcsData", "read_fcs", "read_text", "sha256_file"]
 
 HEADER_SIZE = 58
 MAX_PARAMETERS = 10_000  # more than any instrument writes; bounds per-channel work on garbage
-MAX_DATA_SETS = 1_000
+MAX_DATA_SETS = 1_000  # data sets in one $NEXTDATA chain; instruments write 1-3
+MAX_SPILLOVER = 1_000  # detectors of a spillover matrix (inverting it is cubic in this)
+VERSIONS = ("2.0", "3.0", "3.1", "3.2")
+_TEXT_CACHE_BYTES = 64 << 20  # TEXT kept for a second read of the same unchanged file
 
 _PNN = re.compile(r"^p(\d+)n$")
 
@@ -66,7 +77,7 @@ class FcsData:
 
     path: Path
     sample: flowkit.Sample
-    version: str  # "2.0" | "3.0" | "3.1"
+    version: str  # "2.0" | "3.0" | "3.1" | "3.2"
     keywords: dict[str, str]  # TEXT keywords: lower-case, leading "$" removed
     channels: list[Channel]
     n_data_sets: int
@@ -119,8 +130,9 @@ def _parse_header(raw: bytes, base: int, size: int,
         where = "file" if base == 0 else f"data set at byte {base}"
         raise FcsReadError(f"too short for an FCS HEADER ({len(raw)} bytes in the {where})", path)
     version = raw[3:6].decode("latin-1")
-    if version not in ("2.0", "3.0", "3.1"):
-        raise FcsReadError(f"unsupported FCS version '{version!r}'", path)
+    if version not in VERSIONS:
+        raise FcsReadError(f"unsupported FCS version {version!r} (cytomsc reads "
+                           f"{', '.join(VERSIONS)})", path)
     names = ("text_start", "text_stop", "data_start", "data_stop", "analysis_start",
              "analysis_stop")
     header: dict[str, int | None] = {}
@@ -164,14 +176,16 @@ def _parse_text(raw: bytes, path: Path) -> tuple[dict[str, str], list[str]]:
     if body.endswith(delim):
         body = body[:-1]
     parts = body.split(delim)
+    # An empty part between two others is a doubled (escaped) delimiter: join the pieces once,
+    # never by repeated concatenation (quadratic on a value holding many escapes).
     tokens: list[bytes] = []
-    i = 0
-    while i < len(parts):
-        cur = parts[i]
-        while i + 2 < len(parts) and parts[i + 1] == b"":
-            cur += delim + parts[i + 2]
+    i, n = 0, len(parts)
+    while i < n:
+        pieces = [parts[i]]
+        while i + 2 < n and parts[i + 1] == b"":
+            pieces.append(parts[i + 2])
             i += 2
-        tokens.append(cur)
+        tokens.append(delim.join(pieces) if len(pieces) > 1 else pieces[0])
         i += 1
     if len(tokens) % 2:
         warns.append(f"TEXT keyword '{_decode(tokens[-1])[:40]}' has no value; ignored")
@@ -191,43 +205,91 @@ def _read_data_set(fh, base: int, size: int, path: Path) -> _DataSet:
     version, header = _parse_header(fh.read(HEADER_SIZE), base, size, path)
     fh.seek(base + header["text_start"])
     raw = fh.read(header["text_stop"] - header["text_start"] + 1)
-    keywords, warns = _parse_text(raw, path)
+    keywords, warns = _parse_text_once(raw, path)
     return _DataSet(base, version, header, keywords, warns)
 
 
+class _TextMemo:
+    """Parsed TEXT segments by a digest of their bytes, at most ``limit`` bytes of TEXT."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: dict[bytes, tuple[dict[str, str], list[str], int]] = {}  # oldest first
+        self.total = 0
+
+    def parse(self, raw: bytes, path: Path) -> tuple[dict[str, str], list[str]]:
+        key = hashlib.blake2b(raw, digest_size=20).digest() + len(raw).to_bytes(8, "little")
+        hit = self.items.pop(key, None)
+        if hit is None:
+            keywords, warns = _parse_text(raw, path)
+            hit = (keywords, warns, len(raw))
+            self.total += len(raw)
+        self.items[key] = hit  # (re)inserted last: the most recently used
+        while self.total > self.limit and len(self.items) > 1:
+            self.total -= self.items.pop(next(iter(self.items)))[2]
+        return dict(hit[0]), list(hit[1])
+
+
+_memo = _TextMemo(_TEXT_CACHE_BYTES)
+
+
+def _parse_text_once(raw: bytes, path: Path) -> tuple[dict[str, str], list[str]]:
+    """``_parse_text``, remembered by the TEXT's own bytes.
+
+    ``cytomsc analyze`` reads each file's TEXT to lay out the cultures, then reads the file:
+    the second read hashes the TEXT (fast) instead of splitting it again, and a process pool
+    forked after the layout inherits what was parsed. Keyed by content, never by name or date,
+    a changed file is always parsed afresh; callers get their own copies, and at most
+    ``_TEXT_CACHE_BYTES`` of TEXT is remembered (the oldest dropped first).
+    """
+    return _memo.parse(raw, path)
+
+
 def _data_sets(fh, size: int, path: Path, wanted: int) -> tuple[_DataSet, int, list[str]]:
-    """Follow $NEXTDATA from the first data set: the wanted one, the count, and any warnings."""
+    """Follow $NEXTDATA from the first data set: the wanted one, the count, and any warnings.
+
+    Each data set must start beyond the end of the previous one's TEXT, so the TEXT segments of
+    a chain are disjoint and the whole walk reads each byte of the file at most once; a chain
+    that points backwards or into the previous TEXT ends there (with a warning). Only the wanted
+    data set is kept. More than ``MAX_DATA_SETS`` data sets is an error.
+    """
     if size == 0:
         raise FcsReadError("empty file", path)
-    first = _read_data_set(fh, 0, size, path)
-    sets = [first]
+    if wanted < 0:
+        raise FcsReadError(f"data set {wanted} requested; data sets are numbered from 0", path)
+    current = _read_data_set(fh, 0, size, path)
+    chosen = current if wanted == 0 else None
+    count = 1
     warns: list[str] = []
-    seen = {0}
-    base = 0
-    current = first
-    while len(sets) < MAX_DATA_SETS:
+    while True:
         nxt = _as_int(current.keywords.get("nextdata", "0"))
         if not nxt:
             break
-        target = base + nxt
-        if nxt < 0 or target in seen or target + HEADER_SIZE > size:
-            warns.append(f"$NEXTDATA of data set {len(sets)} points outside the file; ignored")
+        target = current.base + nxt
+        text_end = current.base + int(current.header["text_stop"] or 0)
+        if nxt < 0 or target <= text_end or target + HEADER_SIZE > size:
+            where = "outside the file" if target + HEADER_SIZE > size or target < 0 else \
+                "back into data set " + str(count - 1)
+            warns.append(f"$NEXTDATA of data set {count - 1} points {where}; ignored")
             break
+        if count == MAX_DATA_SETS:
+            raise FcsReadError(f"more than {MAX_DATA_SETS:,} data sets chained by $NEXTDATA "
+                               f"(cytomsc reads at most {MAX_DATA_SETS:,})", path)
         try:
             current = _read_data_set(fh, target, size, path)
         except FcsReadError as err:
-            warns.append(f"data set {len(sets) + 1} unreadable ({err.reason}); ignored")
+            warns.append(f"data set {count} unreadable ({err.reason}); ignored")
             break
-        seen.add(target)
-        sets.append(current)
-        base = target
-    if not 0 <= wanted < len(sets):
-        raise FcsReadError(f"data set {wanted} requested but the file holds {len(sets)} "
-                           f"(0-based)", path)
-    if len(sets) > 1:
-        which = "the first" if wanted == 0 else f"data set {wanted}"
-        warns.append(f"{len(sets)} data sets; read {which} (--data-set N)")
-    return sets[wanted], len(sets), warns
+        if count == wanted:
+            chosen = current
+        count += 1
+    if chosen is None:
+        raise FcsReadError(f"data set {wanted} requested but the file holds {count} "
+                           f"(numbered 0 to {count - 1})", path)
+    if count > 1:
+        warns.append(f"{count} data sets (numbered 0 to {count - 1}); read data set {wanted} "
+                     f"(--data-set N)")
+    return chosen, count, warns
 
 
 def _as_int(text: str | None) -> int | None:
@@ -317,6 +379,7 @@ class _Layout:
     timestep: float | None
     warnings: list[str]
     flowkit_ok: bool  # FlowKit's own reader will give the same answer
+    types: list[str]  # per channel: "I" | "F" | "D" (FCS 3.2 $PnDATATYPE), or all "A"
 
 
 def _byte_order(byteord: str, path: Path) -> str:
@@ -332,7 +395,10 @@ def _layout(ds: _DataSet, size: int, path: Path) -> _Layout:
     kw = ds.keywords
     warns = list(ds.warnings)
     par = _as_int(kw.get("par"))
-    if par is None or not 0 < par <= MAX_PARAMETERS:
+    if par is not None and par > MAX_PARAMETERS:
+        raise FcsReadError(f"$PAR is {par:,} channels, more than the {MAX_PARAMETERS:,} "
+                           f"cytomsc reads", path)
+    if par is None or not 0 < par:
         raise FcsReadError(f"$PAR '{kw.get('par')}' is not a valid number of parameters", path)
     extra = sorted(int(m.group(1)) for k in kw if (m := _PNN.match(k)) and int(m.group(1)) > par)
     missing = [n for n in range(1, par + 1) if f"p{n}n" not in kw]
@@ -349,21 +415,29 @@ def _layout(ds: _DataSet, size: int, path: Path) -> _Layout:
         raise FcsReadError(f"$MODE '{mode}' (histogram data) is not list-mode event data", path)
     order = _byte_order(kw.get("byteord", "1,2,3,4"), path)
 
-    names, pns, bits, ranges, pne, png = [], [], [], [], [], []
+    names, pns, bits, ranges, pne, png, types = [], [], [], [], [], [], []
     for n in range(1, par + 1):
         names.append(kw[f"p{n}n"])
         pns.append(kw.get(f"p{n}s", ""))
+        t = datatype
+        own = kw.get(f"p{n}datatype", "").strip().upper()  # FCS 3.2: this channel's own type
+        if own:
+            if own not in ("I", "F", "D") or datatype == "A":
+                raise FcsReadError(f"unsupported $P{n}DATATYPE '{kw[f'p{n}datatype']}' "
+                                   f"(with $DATATYPE {datatype})", path)
+            t = own
+        types.append(t)
         b = _as_int(kw.get(f"p{n}b"))
-        if datatype in ("F", "D"):
-            want = 32 if datatype == "F" else 64
+        if t in ("F", "D"):
+            want = 32 if t == "F" else 64
             if b != want:
                 if b is not None:
-                    warns.append(f"$P{n}B is {b} for ${'F' if want == 32 else 'D'} data; "
-                                 f"read as {want} bits")
+                    warns.append(f"$P{n}B is {b} for {'float' if want == 32 else 'double'} "
+                                 f"data; read as {want} bits")
                 b = want
-        elif b is None or b <= 0 or (datatype == "I" and (b % 8 or b > 64)):
+        elif b is None or b <= 0 or (t == "I" and (b % 8 or b > 64)):
             raise FcsReadError(f"unsupported $P{n}B '{kw.get(f'p{n}b')}' for "
-                               f"$DATATYPE {datatype}", path)
+                               f"$DATATYPE {t}", path)
         bits.append(b)
         r = _as_float(kw.get(f"p{n}r"))
         if r is None:
@@ -396,7 +470,11 @@ def _layout(ds: _DataSet, size: int, path: Path) -> _Layout:
     if tot == 0:
         warns.append("0 events")
     analysis_ok = _analysis_ok(ds, size)
-    flowkit_ok = (offset_ok and not renamed and analysis_ok and tot > 0
+    if len(set(types)) == 1:
+        datatype = types[0]  # every channel says the same: that is the file's type
+    mixed = len(set(types)) > 1
+    flowkit_ok = (offset_ok and not renamed and analysis_ok and tot > 0 and not mixed
+                  and datatype == kw.get("datatype", "").upper()
                   and ds.base == 0 and not ds.warnings
                   and (step_text is None or timestep is not None or not step_text.strip())
                   and datatype in ("F", "D", "I")
@@ -404,7 +482,7 @@ def _layout(ds: _DataSet, size: int, path: Path) -> _Layout:
                   and kw.get("byteord", "").replace(" ", "") in ("1,2,3,4", "4,3,2,1", "1,2",
                                                                  "2,1"))
     return _Layout(datatype, order, par, tot, names, pns, bits, ranges, pne, png, start, nbytes,
-                   timestep, warns, flowkit_ok)
+                   timestep, warns, flowkit_ok, types)
 
 
 def _amplification(text: str | None, n: int, path: Path) -> tuple[float, float]:
@@ -517,6 +595,8 @@ def _fits(start: int, stop: int, base: int, size: int) -> bool:
 def _decode_data(raw: bytes, lay: _Layout, path: Path) -> np.ndarray:
     """Raw stored values, flat (event-major), before FlowKit's pre-processing."""
     n, par = lay.tot, lay.par
+    if len(set(lay.types)) > 1:
+        return _decode_mixed(raw, lay)
     if lay.datatype in ("F", "D"):
         return np.frombuffer(raw, dtype=f"{lay.order}f{4 if lay.datatype == 'F' else 8}")
     if lay.datatype == "A":
@@ -530,8 +610,8 @@ def _decode_data(raw: bytes, lay: _Layout, path: Path) -> np.ndarray:
                             dtype=values.dtype.newbyteorder("="))
             values = values & mask
         return values.reshape(-1)
-    rows = np.frombuffer(raw, dtype=np.uint8).reshape(n, len(raw) // n if n else 0)
     widths = [b // 8 for b in bits]
+    rows = np.frombuffer(raw, dtype=np.uint8).reshape(n, sum(widths))
     padded = 4 if max(widths) <= 4 else 8
     if len(set(widths)) == 1:  # e.g. all 24-bit: pad every value to 4 bytes at once
         w = widths[0]
@@ -561,6 +641,32 @@ def _decode_data(raw: bytes, lay: _Layout, path: Path) -> np.ndarray:
     return out.reshape(-1)
 
 
+def _decode_mixed(raw: bytes, lay: _Layout) -> np.ndarray:
+    """FCS 3.2 channels of different types ($PnDATATYPE): each column decoded as stored, the
+    integer ones masked as FlowIO masks them, all returned as float64 (event-major)."""
+    n, par = lay.tot, lay.par
+    widths = [b // 8 for b in lay.bits]
+    rows = np.frombuffer(raw, dtype=np.uint8).reshape(n, sum(widths))
+    out = np.empty((n, par), dtype=np.float64)
+    offset = 0
+    for i, (t, w) in enumerate(zip(lay.types, widths, strict=True)):
+        cells = rows[:, offset:offset + w]
+        offset += w
+        if t in ("F", "D"):
+            out[:, i] = np.ascontiguousarray(cells).view(f"{lay.order}f{w}")[:, 0]
+            continue
+        padded = 4 if w <= 4 else 8
+        buf = np.zeros((n, padded), dtype=np.uint8)
+        if lay.order == "<":
+            buf[:, :w] = cells
+        else:
+            buf[:, padded - w:] = cells
+        values = buf.view(f"{lay.order}u{padded}")[:, 0]
+        mask = _int_mask(lay.bits[i], lay.ranges[i])
+        out[:, i] = values & mask if mask is not None else values
+    return out.reshape(-1)
+
+
 def _int_mask(bits: int, prange: float) -> int | None:
     """FlowIO's rule: keep the bits below $PnR rounded up to a power of 2."""
     r = int(prange)
@@ -582,6 +688,22 @@ def _decode_ascii(raw: bytes, lay: _Layout, path: Path) -> np.ndarray:
                 raise FcsReadError(f"ASCII DATA of $P{i + 1}N is not numeric", path) from None
         offset += width
     return out.reshape(-1)
+
+
+def _check_timestep(events: np.ndarray, lay: _Layout) -> None:
+    """Leave Time unscaled (with a warning) when ``$TIMESTEP`` would make it overflow: a Time
+    channel of infinities would drop every event as non-finite, for a keyword's sake."""
+    t = next((i for i, name in enumerate(lay.names) if name.lower() == "time"), None)
+    if lay.timestep is None or t is None or not lay.tot:
+        return
+    with np.errstate(all="ignore"):  # (a signalling NaN in float data sets "invalid")
+        col = events.reshape(lay.tot, lay.par)[:, t].astype(np.float64)
+        col = np.abs(col[np.isfinite(col)])
+        overflow = col.size and not np.isfinite(float(col.max()) * lay.timestep)
+    if overflow:
+        lay.warnings.append(f"$TIMESTEP {lay.timestep:g} makes Time overflow; Time left "
+                            "unscaled")
+        lay.timestep = None
 
 
 def _flow_data(ds: _DataSet, lay: _Layout, events: np.ndarray, path: Path) -> flowio.FlowData:
@@ -637,7 +759,11 @@ def _spillover(keywords: dict[str, str], names: list[str],
         values = np.array([float(v) for v in parts[1 + n:1 + n + n * n]], dtype=np.float64)
         if n <= 0 or len(detectors) != n or values.size != n * n:
             raise ValueError
-    except (ValueError, IndexError):
+        if n > MAX_SPILLOVER:
+            warns.append(f"${key.upper()} is {n}x{n}, more than the {MAX_SPILLOVER:,} detectors "
+                         "cytomsc compensates; ignored")
+            return None
+    except (ValueError, IndexError, OverflowError):
         warns.append(f"${key.upper()} is not a readable spillover matrix (n, n names, n*n "
                      f"values); ignored")
         return None
@@ -689,6 +815,7 @@ def read_fcs(path: str | Path, data_set: int = 0, use_flowkit: bool = False) -> 
             if len(raw) != lay.nbytes:
                 raise FcsReadError(f"truncated in DATA ({len(raw)} of {lay.nbytes} bytes)", path)
             events = _decode_data(raw, lay, path)
+            _check_timestep(events, lay)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -699,7 +826,7 @@ def read_fcs(path: str | Path, data_set: int = 0, use_flowkit: bool = False) -> 
                                    f"{err})", path) from None
     warns = set_warns + lay.warnings
     nonfinite = 0
-    if lay.datatype in ("F", "D") and lay.tot:
+    if lay.tot:  # float data may hold NaN; a gain, $PnE or $TIMESTEP may overflow any data
         nonfinite = int(lay.tot * lay.par - np.count_nonzero(
             np.isfinite(sample.get_events(source="raw"))))
         if nonfinite:

@@ -235,7 +235,9 @@ def _time_gate(t: np.ndarray, signals: list[np.ndarray], parent: np.ndarray
     n = tp.size
     t_lo, t_hi = float(tp.min()), float(tp.max())
     end = np.nextafter(t_hi, np.inf)
-    if n < 500 or t_hi <= t_lo:
+    # (a span that overflows, or is a few float steps wide, cannot be cut into bins)
+    if n < 500 or not t_hi - t_lo > 1e-9 * max(abs(t_lo), abs(t_hi)) \
+            or not np.isfinite(t_hi - t_lo):
         return [(t_lo, end)], "too few events or no time span: all kept", None
     nb = int(min(100, max(10, n // 150)))
     edges = np.linspace(t_lo, end, nb + 1)
@@ -316,6 +318,15 @@ def _pile_bounds(v: np.ndarray, top: float | None) -> tuple[float | None, float 
     if len(u) > 1 and c[0] >= need:
         lo, n_lo = 0.5 * (u[0] + u[1]), int(c[0])
     return lo, hi, n_lo, n_hi
+
+
+def _positive_ratio(a: np.ndarray, h: np.ndarray, current: np.ndarray) -> bool:
+    """Whether the FSC-A/FSC-H ratios of the current events have a positive, finite median."""
+    ok = current & (h > 0)
+    if ok.sum() < 50:
+        return False
+    r0 = float(np.median(a[ok] / h[ok]))
+    return math.isfinite(r0) and r0 > 0
 
 
 def _log(v: np.ndarray) -> np.ndarray:
@@ -506,8 +517,10 @@ def _cells_polygons(fa: np.ndarray, sa: np.ndarray, seed: int, names: str = "FSC
     if not rings:
         raise CytomscError("no cell population found on FSC/SSC")
     out = []
+    top = math.log(np.finfo(float).max)  # exp capped: scatter near the float maximum stays finite
     for ring in rings:
-        verts = [(float(math.exp(px)), float(math.exp(py))) for px, py in _thin(ring, 120)]
+        verts = [(math.exp(min(float(px), top)), math.exp(min(float(py), top)))
+                 for px, py in _thin(ring, 120)]
         out.append(verts[:-1] if verts[0] == verts[-1] else verts)
     islands = f", {len(out)} separate outlines" if len(out) > 1 else ""
     note = (f"Gaussian mixture on log {names} ({gm.k} components, "
@@ -758,6 +771,8 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
     warnings: list[str] = []
     skipped: dict[str, str] = {}
     current = finite.copy()
+    if n and not finite.any():
+        raise CytomscError("every event holds a NaN or infinite value")
     if not finite.all():
         warnings.append(f"{tube_name}: {int((~finite).sum())} events with NaN/infinite values "
                         f"excluded")
@@ -855,7 +870,13 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
     # --- singlets
     pair = None if (sc.fsc_a and sc.fsc_h) or sc.fsc_w else _fluorescence_pair(
         fcs, names, pns, ranges, current)
-    if sc.fsc_a and sc.fsc_h and current.sum() >= 50:
+    ratio_ok = bool(sc.fsc_a and sc.fsc_h) and _positive_ratio(col[sc.fsc_a], col[sc.fsc_h],
+                                                               current)
+    if sc.fsc_a and sc.fsc_h and current.sum() >= 50 and not ratio_ok:
+        # (zero or negative FSC-A/FSC-H: no band to place; FSC-W may serve)
+        warnings.append(f"{tube_name}: FSC-A/FSC-H ratios are not positive; no singlets gate "
+                        "on them")
+    if ratio_ok and current.sum() >= 50:
         a, h = col[sc.fsc_a], col[sc.fsc_h]
         band = _singlet_band(a[current], h[current])
         verts = _band_vertices(band, a[current])
@@ -873,7 +894,7 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
         sd = max(1.4826 * float(np.median(below)) if below.size else 0.05 * abs(w0), 1e-9)
         lo, hi = w0 - SINGLET_DOWN * sd, w0 + SINGLET_UP * sd
         new = current & (w >= lo) & (w < hi)
-        x = sc.fsc_a or fsc
+        x = sc.fsc_a or fsc or sc.fsc_w  # a file may record FSC-W without FSC-A or FSC-H
         x0, x1 = _span(col[x][current], ranges.get(x))
         verts = [(x0, lo), (x1, lo), (x1, hi), (x0, hi)]
         note = f"FSC-W {w0:.4g} (robust SD {sd:.2g} on the singlet side); kept {lo:.4g}-{hi:.4g}"
@@ -896,6 +917,8 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
                           _span(h[current], ranges.get(hch))))
         specs.append(GateSpec("singlets", "poly", [ach, hch], vertices=verts))
         current = new
+    elif sc.fsc_a and sc.fsc_h and current.sum() >= 50:  # the ratios were not positive (above)
+        skipped["singlets"] = "FSC-A/FSC-H ratios are not positive"
     elif (sc.fsc_a and sc.fsc_h) or sc.fsc_w or pair is not None:
         warnings.append(f"{tube_name}: fewer than 50 events left to place the singlets gate; "
                         "skipped")

@@ -49,7 +49,8 @@ STAGING = ".cytomsc-staging"
 JOURNAL = "commit.json"
 BATCH_FILES = ("summary.json", "summary.csv", "cultures.csv", "overview.pdf",
                "compensation.csv", "sha256sums.txt", RUN_FILE)
-OUTPUT_SUFFIXES = (".pdf", ".json", ".csv", ".xml", ".fcs", ".txt")  # the kinds of file cytomsc writes
+# the kinds of file cytomsc writes
+OUTPUT_SUFFIXES = (".pdf", ".json", ".csv", ".xml", ".fcs", ".txt")
 # What tempfile.mkstemp(prefix=".tmp-", suffix=<one of ours>) names: 8 characters of
 # [a-z0-9_]. A file of that exact shape in OUT was left by a killed writer of ours.
 _TEMP_NAME = re.compile(r"^\.tmp-[a-z0-9_]{8}\.(pdf|json|csv|xml|fcs)$")

@@ -46,7 +46,9 @@ and the "-A/-H/-W" suffix ignored; then ``$PnN`` when ``$PnS`` names nothing; th
 isotype labels ("IgG1 FITC") match none. A channel naming several negative markers is a cocktail
 channel: the panel's cocktail criterion when it has one, else an ad-hoc cocktail covering the
 criteria whose markers it names (judged at the strictest of their limits: if the cocktail is under
-it, so is each marker). A marker carried by two channels of one file is an error naming both.
+it, so is each marker). One detector recorded as area, height and/or width (``PE-Cy7-A`` and
+``PE-Cy7-H``, same markers) is read in its area channel (else height), with a note in the
+matching's warnings. Any other marker carried by two channels of one file is an error naming both.
 """
 
 from __future__ import annotations
@@ -239,6 +241,9 @@ class Panel:
                 assignments.append(a)
         order = {pnn: i for i, (pnn, _) in enumerate(channels)}
         assignments.sort(key=lambda a: order.get(a.channel, 0))
+        assignments, note = _prefer_area(assignments)
+        if note:
+            warnings.append(note)
 
         carriers: dict[str, list[Assignment]] = {}
         for a in assignments:
@@ -346,6 +351,37 @@ class Panel:
 
 
 # ---- loading ---------------------------------------------------------------------------------
+_PULSE = re.compile(r"^(.+?)[-_ ]([AHW])$", re.IGNORECASE)
+
+
+def _prefer_area(assignments: list[Assignment]) -> tuple[list[Assignment], str]:
+    """One detector recorded as area and height (and width), as LSRII and Fortessa exports do
+    for every fluorescence channel: the area channel is the measurement labs read, so the
+    height and width copies of the same markers are dropped. Returns the assignments kept and
+    a note naming what was chosen ("" when nothing was)."""
+    groups: dict[tuple[str, tuple[str, ...]], list[tuple[int, Assignment]]] = {}
+    for a in assignments:
+        m = _PULSE.match(a.channel.strip())
+        if m:
+            key = (m.group(1).upper(), a.markers)
+            groups.setdefault(key, []).append(("AHW".index(m.group(2).upper()), a))
+    dropped: set[str] = set()
+    chosen = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        members.sort(key=lambda item: item[0])
+        keep = members[0][1]
+        others = [a.channel for _, a in members[1:]]
+        dropped.update(others)
+        chosen.append(f"{keep.label} from {keep.channel} (not {', '.join(others)})")
+    if not chosen:
+        return assignments, ""
+    note = ("area channels used where a detector is also recorded as height or width: "
+            + "; ".join(chosen))
+    return [a for a in assignments if a.channel not in dropped], note
+
+
 def _panels_dir() -> Path:
     """Where the shipped panels are: the installed package ``cytomsc.panels``, or, when cytomsc
     runs from a source checkout (tests run from the repository root import the source tree),

@@ -189,6 +189,7 @@ def _prepare_and_gate(tubes: list[_Tube], opts: Options, seed: int, warnings: li
             tube.prep = prepare(tube.fcs, comp="none", logicle_params=shared or None)
         for ch, p in tube.prep.logicle.items():
             shared.setdefault(ch, p)
+        warnings.extend(f"{tube.name}: {w}" for w in tube.prep.warnings)
         n = tube.prep.compensated.shape[0]
         try:
             tube.gating = manual[tube.name] if manual is not None else gate_tube(
@@ -484,7 +485,11 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
     joint_sample = None
     if opts.cluster == "all" or (opts.cluster == "pass" and result.verdict == "pass"):
         assignments = [a for (t, a) in chosen.values() if t is main]
-        het, population, joint_sample = _cluster(main, assignments, seed)
+        try:
+            het, population, joint_sample = _cluster(main, assignments, seed)
+        except CytomscError as err:  # events the clustering cannot take (scatter ~1e30)
+            het = None
+            warnings.append(f"{main.name}: heterogeneity not computed ({err.reason})")
         result.heterogeneity = het
         if het is not None:  # which tube, and medians by marker name as well as by channel
             het.tube = main.name

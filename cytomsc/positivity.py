@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 Z95 = 1.959963984540054
+MIN_SPAN = 1e-3  # display units (Logicle 0..1): the narrowest range a density is binned over
 
 
 def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -51,17 +52,25 @@ def percent_above(values: np.ndarray, threshold: float) -> tuple[float, tuple[fl
 
 
 def _smooth_density(y: np.ndarray, bins: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Histogram of ``y`` smoothed with a Gaussian kernel: a cheap, deterministic KDE."""
-    lo, hi = np.percentile(y, [0.1, 99.9])
-    if hi <= lo:
-        hi = lo + 1.0
+    """Histogram of ``y`` smoothed with a Gaussian kernel: a cheap, deterministic KDE.
+
+    Bounded whatever the data: the bins span at least ``MIN_SPAN`` (a channel whose values lie a
+    few float steps apart would otherwise ask for bins narrower than floats can hold), and the
+    kernel is never longer than the bins (a spread far wider than the binned range, as when one
+    value holds nearly every event or only a handful are left, made it longer than the
+    histogram, or unbounded). Neither bound is reached by 50 or more events of a real channel.
+    """
+    lo, hi = (float(v) for v in np.percentile(y, [0.1, 99.9]))
+    if not hi - lo >= MIN_SPAN:
+        mid = 0.5 * (lo + hi)
+        lo, hi = mid - 0.5 * MIN_SPAN, mid + 0.5 * MIN_SPAN
     counts, edges = np.histogram(y, bins=bins, range=(lo, hi))
     centres = 0.5 * (edges[:-1] + edges[1:])
     # Silverman's bandwidth, in bins.
     sd = float(np.std(y))
     iqr = float(np.subtract(*np.percentile(y, [75, 25])))
     bw = 0.9 * min(sd, iqr / 1.34 if iqr > 0 else sd) * y.size ** -0.2
-    width = max(1.0, bw / (edges[1] - edges[0]))
+    width = min(max(1.0, bw / (edges[1] - edges[0])), (bins - 1) / 8)  # kernel <= bins long
     k = np.arange(-int(4 * width), int(4 * width) + 1)
     kernel = np.exp(-0.5 * (k / width) ** 2)
     density = np.convolve(counts.astype(float), kernel / kernel.sum(), mode="same")
@@ -144,6 +153,8 @@ def auto_threshold_display(display: np.ndarray, negative_below: float = 0.5) -> 
     if valley is not None:
         return valley
     y = display[np.isfinite(display)]
+    if y.size == 0:
+        raise ValueError("no finite values to place a threshold on")
     x, d = _smooth_density(y)
     mode = float(x[int(np.argmax(d))])
     lower = y[y <= mode]

@@ -223,13 +223,14 @@ def test_multi_data_set_file(corpus):
     path = corpus / "FlowKit/data/multi_dataset_fcs/coulter.lmd"
     first = read_fcs(path)
     assert (first.n_data_sets, first.data_set, first.version) == (2, 0, "2.0")
-    assert any("2 data sets; read the first" in w for w in first.warnings)
+    assert "2 data sets (numbered 0 to 1); read data set 0 (--data-set N)" in first.warnings
     np.testing.assert_allclose(first.events[ROWS], FLOWCAL_COULTER_SET0_RFI, rtol=1e-9)
     second = read_fcs(path, data_set=1)
     assert (second.data_set, second.version, second.n_events) == (1, "3.0", 18110)
     np.testing.assert_array_equal(second.events[ROWS], FCSPARSER_COULTER_SET1)
     assert read_text(path, data_set=1)["p1n"] == "FS"
-    with pytest.raises(FcsReadError, match="data set 2 requested but the file holds 2"):
+    with pytest.raises(FcsReadError, match=r"data set 2 requested but the file holds 2 \(numbered "
+                                           r"0 to 1\)"):
         read_fcs(path, data_set=2)
 
 
@@ -462,3 +463,167 @@ def test_struct_sanity_of_helpers():
     raw = int_fcs(np.array([[0x010203]]), [24], [2**24], order=">")
     assert raw.endswith(b"\x01\x02\x03")
     assert struct.unpack(">I", b"\x00" + raw[-3:])[0] == 0x010203
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile files (issue 12): bounded by the file's own size, one-line errors past the caps
+
+
+def test_zero_events_with_integer_channels_of_mixed_widths(tmp_path):
+    path = write(tmp_path, "tot0.fcs", int_fcs(np.zeros((0, 3), dtype=int), [8, 16, 32],
+                                               [256, 1024, 2**20]))
+    read = read_fcs(path)
+    assert read.n_events == 0 and read.events.shape == (0, 3)
+    assert [c.bits for c in read.channels] == [8, 16, 32]
+
+
+def test_escaped_delimiters_are_joined_in_linear_time(tmp_path):
+    """400,000 escaped delimiters in one value (1.2 MB of TEXT): joined by repeated
+    concatenation this took over 20 s; the issue's bound for any file is 10 s."""
+    import time
+
+    raw, events = valid_fcs()
+    keywords, data = split_fcs(raw)
+    path = write(tmp_path, "escapes.fcs", assemble(keywords + [("BLOAT", "a//" * 400_000)], data))
+    start = time.perf_counter()
+    read = read_fcs(path)
+    assert time.perf_counter() - start < 10.0
+    assert read.keywords["bloat"] == "a/" * 400_000
+    np.testing.assert_array_equal(read.events, events)
+
+
+def _headers_over_one_text(raw: bytes, k: int) -> bytes:
+    """k HEADERs 58 bytes apart, chained by $NEXTDATA = 58, each pointing at the one TEXT (and
+    DATA) that follows them: every data set would be the same TEXT again."""
+    keywords, data = split_fcs(raw)
+    kw = [(key, v) for key, v in keywords if key not in ("$NEXTDATA", "$BEGINDATA", "$ENDDATA")]
+    kw += [("$NEXTDATA", "58"), ("$BEGINDATA", "00000000"), ("$ENDDATA", "00000000")]
+    text = ("/" + "".join(f"{key}/{v}/" for key, v in kw)).encode()
+    t0, t1 = 58 * k, 58 * k + len(text) - 1
+    d0, d1 = t1 + 1, t1 + len(data)
+    text = text.replace(b"$BEGINDATA/00000000/", f"$BEGINDATA/{d0:08d}/".encode())
+    text = text.replace(b"$ENDDATA/00000000/", f"$ENDDATA/{d1:08d}/".encode())
+    heads = [f"FCS3.1    {t0 - 58 * i:>8}{t1 - 58 * i:>8}{d0 - 58 * i:>8}{d1 - 58 * i:>8}"
+             f"{0:>8}{0:>8}".encode() for i in range(k)]
+    return b"".join(heads) + text + data
+
+
+def test_nextdata_chain_over_one_text_reads_that_text_once(tmp_path, monkeypatch):
+    """1,000 HEADERs over one TEXT: each data set must start beyond the previous one's TEXT, so
+    the chain ends at the second HEADER and the TEXT is parsed once (a 0.95 MB file of this
+    shape took 6.2 GB when every data set re-read the TEXT)."""
+    from cytomsc import fcs
+
+    raw, events = valid_fcs(metadata={"PADDING": "x" * 20_000, "TEST": str(tmp_path)})
+    path = write(tmp_path, "chain.fcs", _headers_over_one_text(raw, 1000))
+    calls = []
+    original = fcs._parse_text
+    monkeypatch.setattr(fcs, "_parse_text", lambda *a: calls.append(1) or original(*a))
+    read = read_fcs(path)
+    assert read.n_data_sets == 1 and len(calls) == 1
+    assert "$NEXTDATA of data set 0 points back into data set 0; ignored" in read.warnings
+    np.testing.assert_array_equal(read.events, events)
+
+
+def test_more_data_sets_than_the_cap_is_an_error(tmp_path):
+    from cytomsc.fcs import MAX_DATA_SETS
+
+    raw = int_fcs(np.arange(6).reshape(2, 3), [16] * 3, [1024] * 3)
+    keywords, data = split_fcs(raw)
+    one = assemble([(k, "00000000" if k == "$NEXTDATA" else v) for k, v in keywords], data)
+    step = len(one)  # a fixed-width $NEXTDATA keeps every copy the same length
+    linked = one.replace(b"$NEXTDATA/00000000/", f"$NEXTDATA/{step:08d}/".encode())
+    for n, ok in ((MAX_DATA_SETS, True), (MAX_DATA_SETS + 1, False)):
+        path = write(tmp_path, f"sets{n}.fcs", linked * (n - 1) + one)
+        if ok:
+            assert read_fcs(path, data_set=n - 1).n_data_sets == n
+            continue
+        for func in (read_fcs, read_text):
+            with pytest.raises(FcsReadError, match=f"more than {MAX_DATA_SETS:,} data sets"):
+                func(path)
+
+
+def test_more_channels_than_the_cap_is_an_error(tmp_path):
+    from cytomsc.fcs import MAX_PARAMETERS
+
+    raw, _ = valid_fcs()
+    with pytest.raises(FcsReadError, match=f"more than the {MAX_PARAMETERS:,} cytomsc reads"):
+        read_fcs(write(tmp_path, "wide.fcs", set_keywords(raw, PAR=str(MAX_PARAMETERS + 1))))
+
+
+def test_timestep_that_overflows_time_leaves_it_unscaled(tmp_path):
+    raw, events = valid_fcs(names=("FSC-A", "SSC-A", "Time"))
+    read = read_fcs(write(tmp_path, "step.fcs", set_keywords(raw, TIMESTEP="1e308")))
+    assert np.isfinite(read.events).all() and read.nonfinite == 0
+    np.testing.assert_array_equal(read.events, events)  # Time unscaled, as written
+    assert "$TIMESTEP 1e+308 makes Time overflow; Time left unscaled" in read.warnings
+
+
+def test_nonfinite_values_of_integer_data_are_counted(tmp_path):
+    """A $PnE decoding (or gain) can overflow integer data too: those values are counted, so
+    the analysis drops their events like NaN in float data."""
+    values = np.array([[10, 2000, 1], [20, 3000, 2], [30, 4000, 3]])
+    path = write(tmp_path, "overflow.fcs", int_fcs(values, [16] * 3, [4096] * 3,
+                                                   extra={"$P2G": "1e-305"}))
+    read = read_fcs(path)
+    assert read.nonfinite == 3 and not np.isfinite(read.events[:, 1]).any()
+    assert "3 NaN/infinite values in the events" in read.warnings
+
+
+def _fcs32(raw: bytes, types: dict[int, str] | None = None) -> bytes:
+    keywords, data = split_fcs(raw)
+    extra = [(f"$P{n}DATATYPE", t) for n, t in (types or {}).items()]
+    extra += [("$P1TYPE", "Forward_Scatter"), ("$BEGINDATETIME", "2024-01-02T10:00:00")]
+    return assemble(keywords + extra, data, version="3.2")
+
+
+def test_fcs_3_2_is_read_as_flowkit_reads_it(tmp_path):
+    raw, events = valid_fcs(names=("FSC-A", "SSC-A", "FITC-A"), pns=("", "", "CD90"))
+    path = write(tmp_path, "v32.fcs", _fcs32(raw))
+    read = read_fcs(path)
+    assert read.version == "3.2" and read.channels[2].pns == "CD90"
+    np.testing.assert_array_equal(read.events, events)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_array_equal(read.events,
+                                      flowkit.Sample(path).get_events(source="raw"))
+
+
+def test_fcs_3_2_channels_of_their_own_data_type(tmp_path):
+    """$PnDATATYPE (FCS 3.2 §3.3.41): here an integer file whose second channel is a float and
+    third a double; each is decoded as stored."""
+    rows, expect = [], []
+    for i in range(6):
+        a, b, c = i * 100 + 7, 1.5 * i - 2.25, 1e-7 * i
+        rows.append(struct.pack("<Hfd", a, b, c))
+        expect.append([a, b, c])
+    kw = {"$BYTEORD": "1,2,3,4", "$DATATYPE": "I", "$MODE": "L", "$PAR": "3", "$TOT": "6",
+          "$NEXTDATA": "0", "$P1N": "FSC-A", "$P1B": "16", "$P1R": "1024", "$P1E": "0,0",
+          "$P2N": "FITC-A", "$P2B": "32", "$P2R": "262144", "$P2E": "0,0", "$P2DATATYPE": "F",
+          "$P3N": "PE-A", "$P3B": "64", "$P3R": "262144", "$P3E": "0,0", "$P3DATATYPE": "D"}
+    read = read_fcs(write(tmp_path, "mixed.fcs", assemble(kw, b"".join(rows), version="3.2")))
+    assert read.version == "3.2" and read.n_events == 6
+    assert [c.bits for c in read.channels] == [16, 32, 64]
+    np.testing.assert_array_equal(read.events, np.array(expect))
+    with pytest.raises(FcsReadError, match=r"\$P2DATATYPE 'Q'"):
+        read_fcs(write(tmp_path, "badtype.fcs", assemble({**kw, "$P2DATATYPE": "Q"},
+                                                         b"".join(rows), version="3.2")))
+
+
+def test_text_parsed_once_when_read_twice(tmp_path, monkeypatch):
+    """`analyze` reads each file's TEXT for the layout, then the whole file: one parse."""
+    from cytomsc import fcs
+
+    raw, _ = valid_fcs(metadata={"TEST": str(tmp_path)})  # a TEXT no other test has parsed
+    path = write(tmp_path, "twice.fcs", raw)
+    calls = []
+    original = fcs._parse_text
+    monkeypatch.setattr(fcs, "_parse_text", lambda *a: calls.append(1) or original(*a))
+    read_text(path)
+    read_fcs(path)
+    assert len(calls) == 1
+    keywords = read_text(path)
+    keywords["par"] = "999"  # callers get their own copy, never the remembered one
+    assert read_fcs(path).keywords["par"] == "3"
+    path.write_bytes(set_keywords(raw, CYT="Changed"))  # a changed file is parsed again
+    assert read_text(path)["cyt"] == "Changed" and len(calls) == 2

@@ -1,31 +1,42 @@
-"""Fuzzing the reader: mutated FCS files either read or raise FcsReadError, each within 2 s.
+"""Fuzzing: mutated FCS files through the reader, and through ``inspect`` and ``analyze``.
 
-Mutations of valid files (FlowIO-written float data, 24-bit and 16-bit integer data, several data
-sets): HEADER offsets, TEXT keyword values (re-packed with consistent offsets and patched in place),
-TEXT delimiters, truncation, byte flips and inserted/deleted bytes. One seeded numpy Generator
-drives them all, so a failure names a case that reproduces.
+The reader fuzz: mutations of valid files (FlowIO-written float data, 24-bit and 16-bit integer
+data, several data sets): HEADER offsets, TEXT keyword values (re-packed with consistent offsets
+and patched in place), TEXT delimiters, truncation, byte flips and inserted/deleted bytes. Each
+mutant must either read or raise FcsReadError, within 2 s.
+
+The hostile campaign (issue 12): 2,000 seeded mutants of the real corpus and of simulated
+cultures (``_hostile.py`` has the mutators and the runner) through ``cytomsc inspect`` and
+through ``analyze`` batches, in two child processes limited in address space. No traceback, no
+"internal error", one error line naming each bad file, every culture whose file reads analysed,
+peak memory under 10x the file size plus 500 MB, and no file slower than 10 s.
+
+One seeded numpy Generator drives each, so a failure names a case that reproduces.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from _hostile import READER_FAMILIES
+from conftest import corpus_path
 from test_fcs import assemble, int_fcs, split_fcs, valid_fcs
 
 from cytomsc.errors import FcsReadError
 from cytomsc.fcs import read_fcs, read_text
 
+HERE = Path(__file__).resolve().parent
+
 SEED = 20240611
 CASES_PER_FAMILY = 200  # 6 families -> 1,200 cases
 
-KEYWORDS = ["$TOT", "$PAR", "$P1B", "$P2B", "$P1R", "$P2E", "$P1N", "$P3N", "$BYTEORD",
-            "$DATATYPE", "$BEGINDATA", "$ENDDATA", "$NEXTDATA", "$TIMESTEP", "$SPILLOVER",
-            "$MODE", "$P1G", "$BEGINANALYSIS", "$ENDANALYSIS"]
-VALUES = ["", "0", "-1", "1", "3", "7", "24", "64", "1e12", "1000000000000", "99999999999999999999",
-          "nan", "inf", "abc", "4,3,2,1", "1,2", "3,4,1,2", "I", "F", "D", "A", "U", "0,0", "4,0",
-          "4", ",", "1e308,1", "-5,-5", "2,FSC-A,SSC-A,1,0,0,1", "1,FSC-A", "FSC-A", "é", "\x00"]
+FAMILIES = READER_FAMILIES
 
 
 def _bases() -> list[bytes]:
@@ -43,93 +54,6 @@ def _bases() -> list[bytes]:
     first = assemble([(k, v) if k != "$NEXTDATA" else (k, f"{len(first):08d}")
                       for k, v in keywords], data, version="3.0")
     return [float_file, int24, mixed, first + second]
-
-
-def _header_offsets(raw: bytes, rng: np.random.Generator) -> bytes:
-    field = int(rng.integers(0, 6))
-    choice = rng.integers(0, 5)
-    if choice == 0:
-        text = " " * 8
-    elif choice == 1:
-        text = f"{int(rng.integers(0, len(raw) + 50)):>8}"
-    elif choice == 2:
-        text = f"{int(rng.integers(0, 99_999_999)):>8}"
-    elif choice == 3:
-        text = "".join(chr(int(c)) for c in rng.integers(32, 127, 8))
-    else:
-        old = int(raw[10 + 8 * field:18 + 8 * field] or b"0") if raw[10 + 8 * field:18 + 8 *
-                                                                     field].strip().isdigit() else 0
-        text = f"{max(old + int(rng.integers(-3, 4)), 0):>8}"
-    return raw[:10 + 8 * field] + text.encode("latin-1")[:8] + raw[18 + 8 * field:]
-
-
-def _keyword_value(raw: bytes, rng: np.random.Generator) -> bytes:
-    try:
-        keywords, data = split_fcs(raw)
-    except ValueError:
-        return raw
-    key = KEYWORDS[int(rng.integers(0, len(KEYWORDS)))]
-    value = VALUES[int(rng.integers(0, len(VALUES)))]
-    if rng.random() < 0.5:  # re-pack with consistent offsets
-        out = [(k, value if k == key else v) for k, v in keywords]
-        if key not in dict(keywords):
-            out.append((key, value))
-        if rng.random() < 0.2:
-            out = [kv for kv in out if kv[0] != key]  # or drop it
-        return assemble(out, data, encoding="latin-1")
-    old = dict(keywords).get(key)  # patch in place: offsets now off
-    if old is None:
-        return raw
-    return raw.replace(f"/{key}/{old}/".encode(), f"/{key}/{value}/".encode("latin-1"), 1)
-
-
-def _delimiters(raw: bytes, rng: np.random.Generator) -> bytes:
-    t0 = int(raw[10:18])
-    t1 = int(raw[18:26])
-    text = bytearray(raw[t0:t1 + 1])
-    spots = [i for i, b in enumerate(text) if b == text[0]]
-    op = rng.integers(0, 4)
-    buf = bytearray(raw)
-    if op == 0:  # change the delimiter character at the start only
-        buf[t0] = int(rng.choice([ord("|"), ord("\\"), ord("*"), 12, 0, ord("$"), ord(" ")]))
-    elif op == 1:  # replace some delimiters by another byte
-        for i in rng.choice(spots, size=min(3, len(spots)), replace=False):
-            buf[t0 + int(i)] = int(rng.integers(0, 256))
-    elif op == 2:  # double a delimiter (an escaped one in the middle of a value)
-        i = int(rng.choice(spots))
-        buf = buf[:t0 + i] + bytes([text[0]]) + buf[t0 + i:]
-    else:  # a whole new TEXT delimiter, consistently
-        new = int(rng.choice([ord("|"), 12, ord("*"), ord("\\")]))
-        for i in spots:
-            buf[t0 + i] = new
-    return bytes(buf)
-
-
-def _truncate(raw: bytes, rng: np.random.Generator) -> bytes:
-    return raw[:int(rng.integers(0, len(raw)))]
-
-
-def _flip(raw: bytes, rng: np.random.Generator) -> bytes:
-    buf = bytearray(raw)
-    t1 = int(raw[18:26]) if raw[18:26].strip().isdigit() else len(raw)
-    for _ in range(int(rng.integers(1, 8))):
-        hi = t1 if rng.random() < 0.8 else len(buf)  # mostly HEADER and TEXT
-        i = int(rng.integers(0, max(min(hi, len(buf)), 1)))
-        buf[i] ^= 1 << int(rng.integers(0, 8))
-    return bytes(buf)
-
-
-def _splice(raw: bytes, rng: np.random.Generator) -> bytes:
-    i = int(rng.integers(0, len(raw)))
-    n = int(rng.integers(1, 40))
-    if rng.random() < 0.5:
-        return raw[:i] + raw[i + n:]
-    return raw[:i] + rng.integers(0, 256, n, dtype=np.uint8).tobytes() + raw[i:]
-
-
-FAMILIES = {"header_offsets": _header_offsets, "keyword_values": _keyword_value,
-            "delimiters": _delimiters, "truncation": _truncate, "byte_flips": _flip,
-            "splices": _splice}
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -168,3 +92,46 @@ def test_base_files_are_valid(tmp_path):
         assert read_fcs(path).n_events == expected_events[i]
     assert read_fcs(path).n_data_sets == 2
     assert read_fcs(path, data_set=1).n_events == 5
+
+
+HOSTILE_MUTANTS = 2_000
+HOSTILE_PARTS = 2  # child processes, half the mutants each (their seeds differ)
+
+
+def test_hostile_files_through_inspect_and_analyze(tmp_path):
+    import resource
+
+    corpus = corpus_path()
+
+    def limit() -> None:  # a file asking for gigabytes fails in the child, not the machine
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    children = []
+    for part in range(HOSTILE_PARTS):
+        cmd = [sys.executable, str(HERE / "_hostile.py"),
+               "--mutants", str(HOSTILE_MUTANTS // HOSTILE_PARTS), "--seed", str(SEED + part),
+               "--corpus", str(corpus or ""), "--work", str(tmp_path / f"work{part}"),
+               "--report", str(tmp_path / f"report{part}.json"), "--pdf", "6",
+               "--cluster", "30"]
+        children.append(subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True, preexec_fn=limit))
+    reports = []
+    for part, child in enumerate(children):
+        out, err = child.communicate(timeout=1800)
+        path = tmp_path / f"report{part}.json"
+        assert path.is_file(), f"campaign {part} died (exit {child.returncode}): {err[-3000:]}"
+        reports.append(json.loads(path.read_text()))
+    problems = [p for r in reports for p in r["problems"]]
+    assert not problems, f"{len(problems)} problems, first: {problems[:10]}"
+    total = sum(r["mutants"] for r in reports)
+    assert total >= 2_000
+    assert sum(r["inspected"] for r in reports) == total
+    assert sum(r["analysed_mutants"] for r in reports) == total
+    # both outcomes exercised: files that still read (and were analysed) and files refused
+    assert sum(r["analysed"] for r in reports) > 0.4 * total
+    assert sum(r["refused"] for r in reports) > 0.15 * total
+    for family in reports[0]["families"]:
+        assert sum(r["families"][family] for r in reports) >= 30, family
+    assert all(r["bases"]["corpus"] == (47 if corpus else 0) for r in reports)
+    assert max(r["max_seconds"] for r in reports) <= 10.0
+    assert max(r["max_peak_ratio"] for r in reports) <= 1.0

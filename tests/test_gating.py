@@ -160,3 +160,82 @@ def test_real_files_gate(corpus, rel: str) -> None:
     res = gating_strategy({path.name: (prep, out)}).gate_sample(fcs.sample)
     for s in out.steps:
         assert abs(int(res.get_gate_count("t1_" + s.gate)) - s.count) <= 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile files (issue 12): the gates place what they can and never crash
+
+
+def _written(tmp_path, name, events, pnn, pns, ranges, **keywords):
+    """A float FCS file of these events; ``keywords`` ($PnG ...) patched in afterwards."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_fcs import set_keywords
+
+    path = tmp_path / name
+    write_fcs(path, events, pnn, pns, ranges=ranges)
+    if keywords:
+        path.write_bytes(set_keywords(path.read_bytes(), **keywords))
+    return read_fcs(path)
+
+
+def test_every_event_non_finite_is_a_gating_error_not_a_crash(tmp_path) -> None:
+    from cytomsc.errors import CytomscError
+
+    tube = S.simulate_culture(S.CultureDesign("nan", n_events=2000, controls=()), 1)[0]
+    events = tube.events.copy()
+    events[:, 0] = np.inf  # FSC-A infinite in every event
+    path = tmp_path / "inf.fcs"
+    raw = np.ascontiguousarray(events, dtype="<f4")
+    write_fcs(path, tube.events, tube.pnn, tube.pns, ranges=tube.ranges)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) - raw.nbytes] + raw.tobytes())  # DATA is last
+    fcs = read_fcs(path)
+    assert fcs.nonfinite == len(events)
+    with pytest.raises(CytomscError, match="every event holds a NaN or infinite value"):
+        gate_tube(prepare(fcs), fcs, "inf.fcs")
+
+
+def test_width_without_area_or_height_places_the_singlets_gate(tmp_path) -> None:
+    """A file with FSC-W but neither FSC-A nor FSC-H: no cells gate (no FSC/SSC pair), and the
+    singlets gate on FSC-W drawn against it (the plot's x axis was looked up as None)."""
+    tube = S.simulate_culture(S.CultureDesign("w", n_events=3000, controls=()), 2)[0]
+    keep = [i for i, n in enumerate(tube.pnn) if n != "FSC-H"]
+    pnn = ["FSC-W" if tube.pnn[i] == "FSC-A" else tube.pnn[i] for i in keep]
+    fcs = _written(tmp_path, "w.fcs", tube.events[:, keep], pnn, [tube.pns[i] for i in keep],
+                   [tube.ranges[i] for i in keep])
+    out = gate_tube(prepare(fcs), fcs, "w.fcs")
+    singlets = [s for s in out.steps if s.gate == "singlets"]
+    assert len(singlets) == 1 and singlets[0].y == "FSC-W"
+    assert "cells gate skipped" in " ".join(out.warnings)
+    assert 0.5 < out.masks["singlets"].mean() <= 1.0
+
+
+def test_scatter_near_the_float_maximum_gets_a_finite_outline(tmp_path) -> None:
+    """$PnG = 1e-303 on FSC-A and SSC-A (FlowKit divides by the gain): scatter near 1e308,
+    whose log plus the contour's margin overflowed exp()."""
+    tube = S.simulate_culture(S.CultureDesign("big", n_events=3000, controls=()), 3)[0]
+    fcs = _written(tmp_path, "big.fcs", tube.events, tube.pnn, tube.pns, tube.ranges,
+                   P1G="1e-303", P3G="1e-303")
+    out = gate_tube(prepare(fcs), fcs, "big.fcs")
+    cells = next(s for s in out.steps if s.gate == "cells")
+    assert np.isfinite(np.array(cells.vertices)).all()
+    assert out.masks["cells"].sum() > 0.5 * out.masks["margin"].sum()
+
+
+def test_area_channel_of_zeros_skips_the_singlets_gate(tmp_path) -> None:
+    """FSC-A recorded as zeros (a channel the instrument did not fill): the FSC-A/FSC-H ratio
+    is 0, which left no band to place (a division by zero)."""
+    tube = S.simulate_culture(S.CultureDesign("zero", n_events=3000, controls=()), 4)[0]
+    keep = [i for i, n in enumerate(tube.pnn) if not n.startswith("SSC")]
+    events = tube.events[:, keep].copy()
+    events[:, [tube.pnn[i] for i in keep].index("FSC-A")] = 0.0
+    fcs = _written(tmp_path, "zero.fcs", events, [tube.pnn[i] for i in keep],
+                   [tube.pns[i] for i in keep], [tube.ranges[i] for i in keep])
+    out = gate_tube(prepare(fcs), fcs, "zero.fcs")
+    assert "singlets" not in [s.gate for s in out.steps]
+    assert "zero.fcs: FSC-A/FSC-H ratios are not positive; no singlets gate on them" in \
+        out.warnings
+    assert np.array_equal(out.masks["singlets"], out.masks["cells"])

@@ -221,3 +221,26 @@ def test_missing_is_decided_over_all_stained_tubes() -> None:
                                                                     "HLA-DR"}
     full = panel.match([("PE-A", "CD34/CD11b/CD19/CD45/HLA-DR")])
     assert panel.missing(one.assignments + full.assignments) == []
+
+
+def test_area_channel_is_read_where_a_detector_also_records_height_or_width():
+    """LSRII/Fortessa exports record -A and -H (and -W) of one detector with the same label:
+    the area is the measurement labs read (height where no area was recorded)."""
+    channels = [("FSC-A", ""), ("FSC-H", ""), ("PE-Cy7-A", "CD14"), ("PE-Cy7-H", "CD14"),
+                ("PE-Cy7-W", "CD14"), ("APC-H", "CD90"), ("APC-W", "CD90"),
+                ("FITC-A", "CD73"), ("PE-A", "CD34/CD45/CD11b/CD19/HLA-DR PE"),
+                ("PE-H", "CD34/CD45/CD11b/CD19/HLA-DR PE")]
+    m = load_panel("isct-2006").match(channels)
+    chosen = {a.label: a.channel for a in m.assignments}
+    assert chosen["CD14"] == "PE-Cy7-A" and chosen["CD90"] == "APC-H"
+    assert chosen["CD73"] == "FITC-A" and chosen["CD45/CD34/CD11b/CD19/HLA-DR"] == "PE-A"
+    assert set(m.by_channel) == {"PE-Cy7-A", "APC-H", "FITC-A", "PE-A"}
+    assert m.warnings == ["area channels used where a detector is also recorded as height or "
+                          "width: CD14 from PE-Cy7-A (not PE-Cy7-H, PE-Cy7-W); CD90 from APC-H "
+                          "(not APC-W); CD45/CD34/CD11b/CD19/HLA-DR from PE-A (not PE-H)"]
+
+
+def test_two_detectors_of_one_marker_stay_an_error():
+    """Area and height of *different* detectors are two measurements: still an error."""
+    with pytest.raises(PanelError, match="CD14 is matched by two channels, PE-Cy7-A"):
+        load_panel("isct-2006").match([("PE-Cy7-A", "CD14"), ("APC-H", "CD14")])

@@ -203,3 +203,99 @@ def test_prepare(spill_file) -> None:
     again = prepare(fcs, comp="none", logicle_params=shared)
     assert again.logicle["FL1-A"] == shared["FL1-A"] and again.spill is None
     assert np.array_equal(again.compensated, fcs.events)
+
+
+# --------------------------------------------------------------------------------------------
+# Logicle equal to FlowKit's for every W (issue 13), and for any T a file declares (issue 12)
+
+W_GRID = np.linspace(0.0, 2.25, 226)  # every W in [0, M/2] for M = 4.5, 0.01 apart
+
+
+def test_d_solves_the_logicle_condition_for_every_w() -> None:
+    """d is the root of 2 (ln d - ln b) + w (b + d) = 0: a converged Newton iterate replaced by
+    a bisection midpoint (the bug) leaves this far from zero for ~17 % of W."""
+    from cytomsc.preprocess import _coef
+
+    for w in W_GRID:
+        k = _coef(LogicleParams(1.0, float(w)))
+        wn = w / 4.5
+        if wn == 0:
+            assert k.d == k.b
+            continue
+        residual = 2 * (np.log(k.d) - np.log(k.b)) + wn * (k.b + k.d)
+        assert abs(residual) < 1e-12 * k.b, (w, residual)
+
+
+def test_logicle_equals_flowkit_within_1e9_for_every_w() -> None:
+    """On a grid of 226 W values, both ways cytomsc computes the scale (the table for 20,000 or
+    more values, Halley's method below) equal FlowKit's LogicleTransform within 1e-9."""
+    t = 262144.0
+    x = wide_values(t, seed=4)
+    x = x[np.abs(x) > 1e-6]  # FlowKit returns -1 for |x| < ~1e-8 at W = 0 (see above)
+    x = np.concatenate([x[:21_000], x[-8:]])  # >= 20,000 values: the table
+    small = x[::20]  # 1,051 values: solved exactly
+    worst = 0.0
+    for w in W_GRID:
+        p = LogicleParams(t, float(w))
+        fk = transforms.LogicleTransform(t, float(w), 4.5, 0.0)
+        worst = max(worst, float(np.max(np.abs(logicle(x, p) - fk.apply(x)))),
+                    float(np.max(np.abs(logicle(small, p) - fk.apply(small)))))
+    assert worst <= 1e-9, worst
+
+
+def test_logicle_equals_flowkit_on_every_corpus_file(corpus, corpus_expected) -> None:
+    """Every fluorescence channel of every readable corpus file, with the parameters the
+    pipeline fits for it, equals FlowKit's Logicle of the same compensated values."""
+    worst, channels = 0.0, 0
+    for name, expected in sorted(corpus_expected.items()):
+        if expected is None:
+            continue
+        data = read_fcs(corpus / name)
+        try:
+            prep = prepare(data)
+        except CytomscError:  # a spillover that does not fit: analysed uncompensated
+            prep = prepare(data, comp="none")
+        for ch, p in prep.logicle.items():
+            j = prep.channels.index(ch)
+            x = prep.compensated[:, j]
+            ok = np.isfinite(x) & ((np.abs(x) > 1e-6 * p.t) | (x == 0) | (p.w > 0))
+            if not ok.any():
+                continue
+            fk = transforms.LogicleTransform(p.t, p.w, p.m, p.a).apply(x[ok])
+            worst = max(worst, float(np.max(np.abs(prep.display[ok, j] - fk))))
+            channels += 1
+    assert channels > 200  # the corpus has 45 readable files, most with several channels
+    assert worst <= 1e-9, worst
+
+
+@pytest.mark.parametrize("n", [1_000, 50_000])
+def test_logicle_depends_on_x_over_t_only(n: int) -> None:
+    """logicle(x; T) = logicle(x / T; 1): a file declaring T = 1e306 (or data scaled by a
+    $PnG of 1e-300) gets finite values, the same as the unscaled data, table or not."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(n) * 10 ** rng.uniform(-2, 6, n)
+    base = logicle(x, LogicleParams(262144.0, 0.7))
+    for scale in (1e-290, 1e-30, 1e30, 1e300):
+        got = logicle(x * scale, LogicleParams(262144.0 * scale, 0.7))
+        assert np.all(np.isfinite(got))
+        assert np.max(np.abs(got - base)) < 1e-12
+    huge = LogicleParams(1e306, 0.5)
+    y = logicle(np.array([0.0, 1e300, 1e306, -1e306]), huge)
+    np.testing.assert_allclose(y[[0, 2]], [0.5 / 4.5, 1.0], atol=1e-12)
+    assert np.isfinite(y).all() and y[3] < y[0] < y[1] < y[2]
+    np.testing.assert_allclose(logicle_inverse(y[2:3], huge), [1e306], rtol=1e-9)
+
+
+def test_a_range_no_detector_has_is_not_the_scale_top(tmp_path) -> None:
+    """$PnR = 1e306 on one channel: the scale's top comes from the data, with a warning; the
+    other channels keep their $PnR."""
+    rng = np.random.default_rng(6)
+    ev = np.column_stack([rng.uniform(1e3, 2e5, 25_000), rng.normal(300, 200, 25_000),
+                          rng.normal(500, 200, 25_000)])
+    path = tmp_path / "r.fcs"
+    write_fcs(path, ev, ["FSC-A", "FITC-A", "PE-A"], ranges=[262144.0, 1e306, 262144.0])
+    prep = prepare(read_fcs(path))
+    assert prep.logicle["PE-A"].t == 262144.0
+    assert prep.logicle["FITC-A"].t == pytest.approx(float(np.float32(ev[:, 1]).max()))
+    assert np.isfinite(prep.display).all()
+    assert any("FITC-A: $PnR 1e+306 is beyond any detector's range" in w for w in prep.warnings)
