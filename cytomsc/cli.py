@@ -125,11 +125,14 @@ def simulate(ctx: click.Context, out: Path, seed: int, preset: str) -> None:
 @click.option("--seed", default=0, show_default=True, help="Random seed (subsampling, clustering).")
 @click.option("--jobs", default=None, type=click.IntRange(1, None),
               help="Processes (default: the number of cores).")
+@click.option("--db", default=None, metavar="PATH|URL",
+              help="Also record the batch in this results database (an SQLite file, made on "
+                   "first use, or an SQLAlchemy URL).")
 @click.pass_context
 def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
             manifest: Path | None, comp: str | None, control_percentile: float, cluster: str,
             export_events: bool, no_pdf: bool, data_set: int, channel_map: str | None,
-            seed: int, jobs: int | None) -> None:
+            seed: int, jobs: int | None, db: str | None) -> None:
     """Gate, measure and judge every culture in INPUTS (files and folders); write OUT."""
     import os
 
@@ -143,6 +146,8 @@ def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
         manifest=str(manifest) if manifest else None, debug=debug,
     )
     _check_panel(panel, debug)
+    if db:
+        _check_db(db, debug)
     command = "cytomsc " + " ".join(sys.argv[1:]) if sys.argv else "cytomsc analyze"
     try:
         progress = _show_progress if sys.stderr.isatty() else None
@@ -156,6 +161,8 @@ def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
         click.echo(f"error: {e['path']}: {e['message']}", err=True)
     click.echo(f"{len(batch.cultures)} culture(s) analysed, {len(batch.errors)} error(s); "
                f"results in {out}")
+    if db:
+        _record(db, out, debug)
     sys.exit(1 if batch.errors else 0)
 
 
@@ -178,3 +185,113 @@ def _show_progress(done: int, total: int) -> None:
     click.echo(f"\ranalysed {done}/{total} culture(s)", err=True, nl=False)
     if end:
         click.echo("", err=True)
+
+
+def _check_db(db: str, debug: bool) -> None:
+    """A results database that cannot be opened is a usage error (exit 2), found before any
+    analysis (the tables are made here on first use)."""
+    from .store import connect
+
+    try:
+        connect(db, write=True).dispose()
+    except CytomscError as err:
+        if debug:
+            raise
+        click.echo(f"error: --db: {err.message}", err=True)
+        sys.exit(2)
+
+
+def _record(db: str, out: Path, debug: bool) -> None:
+    """Append the batch just written to the results database (after its files are complete)."""
+    from .store import database_url, record_results, shown
+
+    try:
+        rec = record_results(db, out)
+        where = shown(database_url(db))
+    except CytomscError as err:
+        _fail(err, debug)
+    if rec.new_batch:
+        click.echo(f"recorded in {where}: batch {rec.batch_id}, {rec.cultures_added} new "
+                   f"culture(s), {rec.cultures_known} already stored")
+    else:
+        click.echo(f"already recorded in {where} (batch {rec.batch_id}): nothing added")
+
+
+_ISO_DATE = click.DateTime(formats=["%Y-%m-%d"])
+
+
+def _lot_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+@main.command()
+@click.option("--db", required=True, metavar="PATH|URL", help="The results database.")
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Output folder (trend.pdf, PNGs, CSVs).")
+@click.option("--marker", "markers", multiple=True, help="Chart only this marker (repeatable).")
+@click.option("--by", type=click.Choice(["lot", "donor", "passage"]), default="lot",
+              show_default=True, help="The x axis: lots in time order, by donor, or by passage.")
+@click.option("--since", type=_ISO_DATE, default=None, help="Only lots acquired on or after "
+              "this date (YYYY-MM-DD).")
+@click.option("--reference", default=10, show_default=True, type=click.IntRange(3, None),
+              help="Reference window: the first N lots in time order.")
+@click.option("--reference-lots", default=None, help="Reference window: these lots (L1,L2,...).")
+@click.option("--panel", default=None, help="Only lots analysed with this panel id.")
+@click.pass_context
+def trend(ctx: click.Context, db: str, out: Path, markers: tuple[str, ...], by: str,
+          since: object, reference: int, reference_lots: str | None, panel: str | None) -> None:
+    """Control charts of every judged marker across lots, and populations across passages."""
+    from .trend import run_trend
+
+    try:
+        result, written = run_trend(db, out, markers=list(markers) or None, by=by,
+                                    since=since.date() if since else None, reference=reference,
+                                    reference_lots=_lot_list(reference_lots or "") or None,
+                                    panel=panel)
+    except CytomscError as err:
+        _fail(err, ctx.obj["debug"])
+    for chart, point in result.flags():
+        click.echo(f"{point.lot}: {chart.marker} {point.value:.2f} % flagged "
+                   f"({', '.join(point.rules)})")
+    click.echo(f"{len(result.lots)} lot(s), {len(result.charts)} chart(s), "
+               f"{len({p.lot for _, p in result.flags()})} lot(s) flagged; {len(written)} "
+               f"file(s) in {out}")
+
+
+@main.command("compare-lots")
+@click.argument("groups", nargs=-1)
+@click.option("--db", required=True, metavar="PATH|URL", help="The results database.")
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Output folder (compare.pdf, CSVs).")
+@click.option("--margin", "margins", multiple=True, required=True,
+              help="Equivalence margin in points: X for every marker, MARKER=X for one.")
+@click.option("--split", type=_ISO_DATE, default=None,
+              help="Compare lots acquired before this date with those on or after it.")
+@click.option("--marker", "markers", multiple=True, help="Compare only this marker.")
+@click.option("--panel", default=None, help="Only lots analysed with this panel id.")
+@click.pass_context
+def compare_lots(ctx: click.Context, groups: tuple[str, ...], db: str, out: Path,
+                 margins: tuple[str, ...], split: object, markers: tuple[str, ...],
+                 panel: str | None) -> None:
+    """Compare lot A with lot B (or groups A1,A2 B1,B2, or --split DATE): differences in %
+    positive with 95 % intervals, TOST equivalence against --margin, population fractions."""
+    from .lots import run_compare
+
+    debug = ctx.obj["debug"]
+    if (split is None and len(groups) != 2) or (split is not None and groups):
+        click.echo("error: give two lots or groups (A B), or --split DATE", err=True)
+        sys.exit(2)
+    try:
+        result, written = run_compare(
+            db, out, a=_lot_list(groups[0]) if groups else None,
+            b=_lot_list(groups[1]) if groups else None, split=split.date() if split else None,
+            margins=margins, markers=list(markers) or None, panel=panel)
+    except CytomscError as err:
+        _fail(err, debug)
+    for m in result.markers:
+        d = m.difference
+        word = {True: "equivalent", False: "not shown equivalent", None: "no margin"}[
+            d.equivalent]
+        ci = f"{d.ci95[0]:+.2f} to {d.ci95[1]:+.2f}" if d.ci95 else "-"
+        click.echo(f"{m.marker}: {d.diff:+.2f} points (95 % {ci}), {word}")
+    click.echo(f"{len(written)} file(s) in {out}")
