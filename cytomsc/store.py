@@ -513,19 +513,26 @@ def _write(conn: Connection, p: _Prepared, summary_sha256: str | None,
         header_json=json.dumps(header, ensure_ascii=False),
     )).inserted_primary_key[0]
     existing = _existing_cultures(conn, p.culture_keys)
-    added = 0
-    ids: list[int] = []
-    stored_text: dict[int, str] = {}
+    new: dict[str, tuple[dict, str]] = {}  # key -> (culture, JSON), first of the batch
     for c, key, text in zip(p.cultures, p.culture_keys, p.culture_texts, strict=True):
-        if key in existing:
-            cid, ctext = existing[key]
-        else:
-            cid = _insert_culture(conn, c, key, text, batch_id, now, header, p.panel_version)
-            ctext = text
-            existing[key] = (cid, text)
-            added += 1
-        ids.append(cid)
-        stored_text[cid] = ctext
+        if key not in existing:
+            new.setdefault(key, (c, text))
+    if new:
+        # one INSERT ... RETURNING for the batch's new cultures, then one per child table
+        rows = [_culture_row(c, key, text, batch_id, now, header, p.panel_version)
+                for key, (c, text) in new.items()]
+        new_ids = conn.execute(culture_table.insert().returning(
+            culture_table.c.id, sort_by_parameter_order=True), rows).scalars().all()
+        children: dict[str, list[dict]] = {}
+        for (key, (c, text)), cid in zip(new.items(), new_ids, strict=True):
+            existing[key] = (int(cid), text)
+            for table, child in _child_rows(int(cid), c).items():
+                children.setdefault(table, []).extend(child)
+        for name, child in children.items():
+            _many(conn, metadata.tables[name], child)
+    ids = [existing[key][0] for key in p.culture_keys]
+    stored_text = {existing[key][0]: existing[key][1] for key in p.culture_keys}
+    added = len(new)
     conn.execute(batch_culture_table.insert(), [
         {"batch_id": batch_id, "position": i, "culture_id": cid,
          "output_name": _text(c.get("output_name")),
@@ -550,15 +557,16 @@ def _existing_cultures(conn: Connection, keys: list[str]) -> dict[str, tuple[int
     return out
 
 
-def _insert_culture(conn: Connection, c: dict, key: str, text: str, batch_id: int,
-                    now: datetime, header: dict, panel_version: str | None) -> int:
+def _culture_row(c: dict, key: str, text: str, batch_id: int, now: datetime, header: dict,
+                 panel_version: str | None) -> dict[str, Any]:
+    """The culture table's row of one culture of summary.json."""
     meta = c.get("metadata") if isinstance(c.get("metadata"), dict) else {}
     het = c.get("heterogeneity") if isinstance(c.get("heterogeneity"), dict) else {}
     panel = header.get("panel") if isinstance(header.get("panel"), dict) else {}
     jci = _pair(c.get("joint_phenotype_ci95"))
     lot = _text(meta.get("lot"))
     passage = _text(meta.get("passage"))
-    cid = conn.execute(culture_table.insert().values(
+    return dict(
         culture_key=key, batch_id=batch_id, stored_at=now, name=str(c.get("culture", "")),
         lot_key=lot or str(c.get("culture", "")), lot=lot, donor=_text(meta.get("donor")),
         passage=parse_passage(passage), passage_text=passage, tissue=_text(meta.get("tissue")),
@@ -572,18 +580,25 @@ def _insert_culture(conn: Connection, c: dict, key: str, text: str, batch_id: in
         scatter_scale=_text(het.get("scatter_scale")),
         cytomsc_version=_text(header.get("cytomsc_version")), panel_id=_text(panel.get("id")),
         panel_version=panel_version, panel_sha256=_text(panel.get("sha256")), culture_json=text,
-    )).inserted_primary_key[0]
+    )
+
+
+def _child_rows(cid: int, c: dict) -> dict[str, list[dict[str, Any]]]:
+    """Rows of the normalised tables for one culture, by table name."""
+    meta = c.get("metadata") if isinstance(c.get("metadata"), dict) else {}
+    het = c.get("heterogeneity") if isinstance(c.get("heterogeneity"), dict) else {}
     events = c.get("events") if isinstance(c.get("events"), dict) else {}
-    _many(conn, event_table, [{"culture_id": cid, "stage": str(k), "count": _int(v)}
-                              for k, v in events.items()])
-    _many(conn, metadata_table, [{"culture_id": cid, "key": str(k), "value": _text(v)}
-                                 for k, v in meta.items()])
-    _many(conn, file_table, [
+    out: dict[str, list[dict[str, Any]]] = {}
+    out[event_table.name] = [{"culture_id": cid, "stage": str(k), "count": _int(v)}
+                             for k, v in events.items()]
+    out[metadata_table.name] = [{"culture_id": cid, "key": str(k), "value": _text(v)}
+                                for k, v in meta.items()]
+    out[file_table.name] = [
         {"culture_id": cid, "position": i, "path": _text(f.get("path")),
          "role": _text(f.get("role")), "sha256": _text(f.get("sha256")),
          "events": _int(f.get("events")), "cytometer": _text(f.get("cytometer")),
          "date": _text(f.get("date")), "data_set": _int(f.get("data_set"))}
-        for i, f in enumerate(c.get("files", [])) if isinstance(f, dict)])
+        for i, f in enumerate(c.get("files", [])) if isinstance(f, dict)]
     rows = []
     for i, m in enumerate(c.get("markers", [])):
         if not isinstance(m, dict):
@@ -598,7 +613,7 @@ def _insert_culture(conn: Connection, c: dict, key: str, text: str, batch_id: in
             "control_spread_ratio": _num(m.get("control_spread_ratio")),
             "events": _int(m.get("events")), "passed": _bool(m.get("pass", m.get("passed"))),
             "borderline": _bool(m.get("borderline")), "tube": _text(m.get("tube"))})
-    _many(conn, marker_table, rows)
+    out[marker_table.name] = rows
     pops = []
     for i, pop in enumerate(het.get("populations", []) or []):
         if not isinstance(pop, dict):
@@ -608,14 +623,14 @@ def _insert_culture(conn: Connection, c: dict, key: str, text: str, batch_id: in
                      "fraction": _num(pop.get("fraction")), "ci_low": ci[0], "ci_high": ci[1],
                      "label": _text(pop.get("label")),
                      "medians_json": json.dumps(pop.get("medians"), ensure_ascii=False)})
-    _many(conn, population_table, pops)
+    out[population_table.name] = pops
     bim = het.get("bimodality") if isinstance(het.get("bimodality"), dict) else {}
-    _many(conn, bimodality_table, [
+    out[bimodality_table.name] = [
         {"culture_id": cid, "channel": str(ch), "dip": _num(v.get("dip")),
          "p_value": _num(v.get("p_value")), "bimodal": _bool(v.get("bimodal")),
          "robust_cv": _num(v.get("robust_cv"))}
-        for ch, v in bim.items() if isinstance(v, dict)])
-    return int(cid)
+        for ch, v in bim.items() if isinstance(v, dict)]
+    return out
 
 
 def _insert_batch_populations(conn: Connection, batch_id: int, table: Any,
