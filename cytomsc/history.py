@@ -15,6 +15,7 @@ relative to the batch it was found in.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -138,10 +139,10 @@ def _populations(conn: sa.Connection, latest_ids: sa.Subquery
     return out
 
 
-def _merge(pairs: object) -> tuple[tuple[str, float], ...]:
+def _merge(pairs: Iterable[tuple[str, float]]) -> tuple[tuple[str, float], ...]:
     """Fractions of populations that share a label added up, first-seen order kept."""
     total: dict[str, float] = {}
-    for label, f in pairs:  # type: ignore[attr-defined]
+    for label, f in pairs:
         total[label] = total.get(label, 0.0) + float(f)
     return tuple(total.items())
 

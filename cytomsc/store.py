@@ -564,13 +564,13 @@ def _culture_row(c: dict, key: str, text: str, batch_id: int, now: datetime, hea
     het = c.get("heterogeneity") if isinstance(c.get("heterogeneity"), dict) else {}
     panel = header.get("panel") if isinstance(header.get("panel"), dict) else {}
     jci = _pair(c.get("joint_phenotype_ci95"))
-    lot = _text(meta.get("lot"))
-    passage = _text(meta.get("passage"))
+    lot = _meta(meta, "lot")
+    passage = _meta(meta, "passage")
     return dict(
         culture_key=key, batch_id=batch_id, stored_at=now, name=str(c.get("culture", "")),
-        lot_key=lot or str(c.get("culture", "")), lot=lot, donor=_text(meta.get("donor")),
-        passage=parse_passage(passage), passage_text=passage, tissue=_text(meta.get("tissue")),
-        detachment=_text(meta.get("detachment")), acquired=parse_date(meta.get("date")),
+        lot_key=lot or str(c.get("culture", "")), lot=lot, donor=_meta(meta, "donor"),
+        passage=parse_passage(passage), passage_text=passage, tissue=_meta(meta, "tissue"),
+        detachment=_meta(meta, "detachment"), acquired=parse_date(meta.get("date")),
         date_text=_text(meta.get("date")), cytometer=_text(meta.get("cytometer")),
         verdict=_text(c.get("verdict")), borderline=_bool(c.get("borderline")),
         joint_phenotype_percent=_num(c.get("joint_phenotype_percent")),
@@ -691,6 +691,25 @@ def batch_ids(engine: Engine) -> list[int]:
 
 
 # ---- values from JSON, tolerantly ------------------------------------------------------------
+_META_NAMES = {  # metadata keys a lab may use for the columns the trends need
+    "lot": ("lot", "lot number", "lot no", "lot id", "batch"),
+    "donor": ("donor", "donor id"),
+    "passage": ("passage", "passage number"),
+    "tissue": ("tissue", "tissue source", "source tissue"),
+    "detachment": ("detachment", "detachment reagent"),
+}
+
+
+def _meta(meta: dict, name: str) -> str | None:
+    """A metadata value by its name or a common variant ("Lot number", "donor_id")."""
+    norm = {" ".join(str(k).lower().replace("_", " ").split()): v for k, v in meta.items()}
+    for key in _META_NAMES[name]:
+        value = _text(norm.get(key))
+        if value:
+            return value
+    return None
+
+
 def _text(v: Any) -> str | None:
     if v is None:
         return None

@@ -333,3 +333,17 @@ def test_analyze_refuses_a_database_it_cannot_open_before_any_work(tmp_path: Pat
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "--db" in result.output
     assert not out.exists()
+
+
+def test_lot_and_donor_under_other_column_names(tmp_path: Path) -> None:
+    doc = make_summary("V", n=1)
+    meta = doc["cultures"][0]["metadata"]
+    for key in ("lot", "donor", "passage"):
+        meta.pop(key)
+    meta.update({"Lot_Number": "LN-7", "Donor ID": "D42", "Passage number": "p06"})
+    engine = store.connect(str(tmp_path / "v.sqlite"), write=True)
+    store.record_summary(engine, doc)
+    with engine.connect() as conn:
+        r = conn.execute(sa.select(store.culture_table)).one()._mapping
+    assert (r["lot"], r["lot_key"], r["donor"], r["passage"]) == ("LN-7", "LN-7", "D42", 6)
+    engine.dispose()

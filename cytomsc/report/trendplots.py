@@ -164,7 +164,8 @@ def lj_chart(p: Panel, trend: Trend, chart: Chart) -> None:
                 markersize=6 if len(pts) <= 200 else 3.5, color="black", zorder=4,
                 linestyle="none")
     placed: list[tuple[float, float]] = []
-    for q in flagged[:MAX_RULE_LABELS]:  # the rule beside the point, away from the data
+    labelled = flagged[:MAX_RULE_LABELS] if len(pts) <= 200 else []  # dense: the table says
+    for q in labelled:  # the rule beside the point, away from the data
         above = (q.z or 0) < 0
         x, y = p.px(xs[q.lot][0]), p.py(q.value) + (-8 if above else 8)
         if any(abs(x - a) < 34 and abs(y - b) < 8 for a, b in placed):
@@ -290,13 +291,16 @@ def population_stack(p: Panel, donor: str, lots: list[Lot], order: list[str]) ->
             p.over.add(p.px(i), p.py(50), "not clustered", 6, ha="center", va="center",
                        angle=90.0)
     p.frame((), [(v, str(v)) for v in (0, 25, 50, 75, 100)], "", "% of cells")
-    step = max(1, -(-len(lots) // 40))  # at most ~40 labels
+    room = max(1, int(p.w // 30))  # labels that fit side by side
+    step = max(1, -(-len(lots) // room))
+    names = len(lots) <= p.w // 42  # lot names too, while they fit
     for i, lot in enumerate(lots):
         if i % step:
             continue
         passage = "P?" if lot.passage is None else f"P{lot.passage}"
         p.layer.add(p.px(i), p.y + p.h + 4, passage, 6.5, ha="center")
-        p.layer.add(p.px(i), p.y + p.h + 13, lot.lot, 6, ha="center", color="#444444")
+        if names:
+            p.layer.add(p.px(i), p.y + p.h + 13, lot.lot, 6, ha="center", color="#444444")
     present = [lab for lab in order if any(lab in dict(lot.populations) for lot in lots)]
     for k, label in enumerate(present):
         j = order.index(label)
