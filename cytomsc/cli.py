@@ -186,12 +186,15 @@ def simulate(ctx: click.Context, out: Path, seed: int, preset: str, overwrite: b
               help="With --gates: the analysed population, e.g. /Lymphocytes/Singlets/Live.")
 @click.option("--operator", default="", help="Operator named on each report (release record).")
 @click.option("--comment", default="", help="Free comment printed on each report.")
+@click.option("--db", default=None, metavar="PATH|URL",
+              help="Also record the batch in this results database (an SQLite file, made on "
+                   "first use, or an SQLAlchemy URL).")
 @click.pass_context
 def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
             manifest: Path | None, comp: str | None, control_percentile: float, cluster: str,
             export_events: bool, no_pdf: bool, data_set: int, channel_map: str | None,
             seed: int, jobs: int | None, overwrite: bool, verbose: bool, gates: Path | None,
-            gate_path: str | None, operator: str, comment: str) -> None:
+            gate_path: str | None, operator: str, comment: str, db: str | None) -> None:
     """Gate, measure and judge every culture in INPUTS (files and folders) or in --manifest;
     write OUT."""
     if not inputs and manifest is None:
@@ -201,7 +204,7 @@ def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
     try:
         _analyze(ctx, console, inputs, out, panel, manifest, comp, control_percentile, cluster,
                  export_events, no_pdf, data_set, channel_map, seed, jobs, overwrite, gates,
-                 gate_path, operator, comment)
+                 gate_path, operator, comment, db)
     except KeyboardInterrupt:  # outside the batch (while starting or printing)
         console.close()
         click.echo("interrupted", err=True)
@@ -212,7 +215,8 @@ def _analyze(ctx: click.Context, console: _Console, inputs: tuple[Path, ...], ou
              panel: str, manifest: Path | None, comp: str | None, control_percentile: float,
              cluster: str, export_events: bool, no_pdf: bool, data_set: int,
              channel_map: str | None, seed: int, jobs: int | None, overwrite: bool,
-             gates: Path | None, gate_path: str | None, operator: str, comment: str) -> None:
+             gates: Path | None, gate_path: str | None, operator: str, comment: str,
+             db: str | None) -> None:
     import os
 
     from .pipeline import Interrupted, Options, run_batch
@@ -229,6 +233,8 @@ def _analyze(ctx: click.Context, console: _Console, inputs: tuple[Path, ...], ou
     console.close()  # an error below must not land on the status line
     _check_panel(panel, debug)
     _check_gates(gates, gate_path, debug)
+    if db:
+        _check_db(db, debug)
     command = "cytomsc " + " ".join(sys.argv[1:]) if sys.argv else "cytomsc analyze"
     console.status("finding cultures")
     try:
@@ -250,6 +256,8 @@ def _analyze(ctx: click.Context, console: _Console, inputs: tuple[Path, ...], ou
         console.error(e)
     click.echo(f"{len(batch.cultures)} culture(s) analysed, {len(batch.errors)} error(s); "
                f"results in {one_line(str(out))}")
+    if db:
+        _record(db, out, debug)
     sys.exit(1 if batch.errors else 0)
 
 
@@ -426,3 +434,112 @@ def compare(ctx: click.Context, inputs: tuple[Path, ...], gates: Path, out: Path
     click.echo(f"{len(result.rows)} comparison(s), {len(result.errors)} error(s); results in {out}")
     sys.exit(1 if result.errors else 0)
 
+
+def _check_db(db: str, debug: bool) -> None:
+    """A results database that cannot be opened is a usage error (exit 2), found before any
+    analysis (the tables are made here on first use)."""
+    from .store import connect
+
+    try:
+        connect(db, write=True).dispose()
+    except CytomscError as err:
+        if debug:
+            raise
+        click.echo(f"error: --db: {err.message}", err=True)
+        sys.exit(2)
+
+
+def _record(db: str, out: Path, debug: bool) -> None:
+    """Append the batch just written to the results database (after its files are complete)."""
+    from .store import database_url, record_results, shown
+
+    try:
+        rec = record_results(db, out)
+        where = shown(database_url(db))
+    except CytomscError as err:
+        _fail(err, debug)
+    if rec.new_batch:
+        click.echo(f"recorded in {where}: batch {rec.batch_id}, {rec.cultures_added} new "
+                   f"culture(s), {rec.cultures_known} already stored")
+    else:
+        click.echo(f"already recorded in {where} (batch {rec.batch_id}): nothing added")
+
+
+_ISO_DATE = click.DateTime(formats=["%Y-%m-%d"])
+
+
+def _lot_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+@main.command()
+@click.option("--db", required=True, metavar="PATH|URL", help="The results database.")
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Output folder (trend.pdf, PNGs, CSVs).")
+@click.option("--marker", "markers", multiple=True, help="Chart only this marker (repeatable).")
+@click.option("--by", type=click.Choice(["lot", "donor", "passage"]), default="lot",
+              show_default=True, help="The x axis: lots in time order, by donor, or by passage.")
+@click.option("--since", type=_ISO_DATE, default=None, help="Only lots acquired on or after "
+              "this date (YYYY-MM-DD).")
+@click.option("--reference", default=10, show_default=True, type=click.IntRange(3, None),
+              help="Reference window: the first N lots in time order.")
+@click.option("--reference-lots", default=None, help="Reference window: these lots (L1,L2,...).")
+@click.option("--panel", default=None, help="Only lots analysed with this panel id.")
+@click.pass_context
+def trend(ctx: click.Context, db: str, out: Path, markers: tuple[str, ...], by: str,
+          since: object, reference: int, reference_lots: str | None, panel: str | None) -> None:
+    """Control charts of every judged marker across lots, and populations across passages."""
+    from .trend import run_trend
+
+    try:
+        result, written = run_trend(db, out, markers=list(markers) or None, by=by,
+                                    since=since.date() if since else None, reference=reference,
+                                    reference_lots=_lot_list(reference_lots or "") or None,
+                                    panel=panel)
+    except CytomscError as err:
+        _fail(err, ctx.obj["debug"])
+    for chart, point in result.flags():
+        click.echo(f"{point.lot}: {chart.marker} {point.value:.2f} % flagged "
+                   f"({', '.join(point.rules)})")
+    click.echo(f"{len(result.lots)} lot(s), {len(result.charts)} chart(s), "
+               f"{len({p.lot for _, p in result.flags()})} lot(s) flagged; {len(written)} "
+               f"file(s) in {out}")
+
+
+@main.command("compare-lots")
+@click.argument("groups", nargs=-1)
+@click.option("--db", required=True, metavar="PATH|URL", help="The results database.")
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Output folder (compare.pdf, CSVs).")
+@click.option("--margin", "margins", multiple=True, required=True,
+              help="Equivalence margin in points: X for every marker, MARKER=X for one.")
+@click.option("--split", type=_ISO_DATE, default=None,
+              help="Compare lots acquired before this date with those on or after it.")
+@click.option("--marker", "markers", multiple=True, help="Compare only this marker.")
+@click.option("--panel", default=None, help="Only lots analysed with this panel id.")
+@click.pass_context
+def compare_lots(ctx: click.Context, groups: tuple[str, ...], db: str, out: Path,
+                 margins: tuple[str, ...], split: object, markers: tuple[str, ...],
+                 panel: str | None) -> None:
+    """Compare lot A with lot B (or groups A1,A2 B1,B2, or --split DATE): differences in %
+    positive with 95 % intervals, TOST equivalence against --margin, population fractions."""
+    from .lots import run_compare
+
+    debug = ctx.obj["debug"]
+    if (split is None and len(groups) != 2) or (split is not None and groups):
+        click.echo("error: give two lots or groups (A B), or --split DATE", err=True)
+        sys.exit(2)
+    try:
+        result, written = run_compare(
+            db, out, a=_lot_list(groups[0]) if groups else None,
+            b=_lot_list(groups[1]) if groups else None, split=split.date() if split else None,
+            margins=margins, markers=list(markers) or None, panel=panel)
+    except CytomscError as err:
+        _fail(err, debug)
+    for m in result.markers:
+        d = m.difference
+        word = {True: "equivalent", False: "not shown equivalent", None: "no margin"}[
+            d.equivalent]
+        ci = f"{d.ci95[0]:+.2f} to {d.ci95[1]:+.2f}" if d.ci95 else "-"
+        click.echo(f"{m.marker}: {d.diff:+.2f} points (95 % {ci}), {word}")
+    click.echo(f"{len(written)} file(s) in {out}")

@@ -221,6 +221,8 @@ class CultureDesign:
     tissue: str | None = None
     passage: int | None = None
     detachment: str | None = None
+    donor: str | None = None  # written as the DONOR keyword when set
+    lot: str | None = None  # written as the LOT keyword when set
     tags: dict[str, str | float] = field(default_factory=dict)  # copied into the truth entry
 
     def stained_layout(self) -> list[dict[str, str]]:
@@ -587,6 +589,10 @@ def simulate_culture(design: CultureDesign, seed: int) -> list[SimulatedTube]:
             keywords["PASSAGE"] = str(design.passage)
         if design.detachment:
             keywords["DETACHMENT"] = design.detachment
+        if design.donor:
+            keywords["DONOR"] = design.donor
+        if design.lot:
+            keywords["LOT"] = design.lot
         tubes.append(SimulatedTube(
             role=role, filename=filename, events=events, pnn=list(pnn), pns=pns,
             keywords=keywords, spillover=(det_names, spill), kind=info["kind"],
@@ -966,13 +972,125 @@ def _heterogeneity() -> list[CultureDesign]:
     return d
 
 
+# ---- the history preset (issue 16): lots of two donors over passages, with a known drift ----
+# One lot per donor and passage (passages 1-8 of donors D01 and D02), made a fortnight apart in
+# the order L01 = D01 P1, L02 = D02 P1, L03 = D01 P2, ... L16 = D02 P8. After passage 5, CD105
+# falls HISTORY_DRIFT points a passage (lots of passages 6-8 are the drifted ones; every one still
+# passes the ISCT 95 % limit, which is what a trend is for), and from passage 5 a CD90-dim
+# population (3 SD dimmer, still CD90 positive) grows by 6 % of the cells a passage.
+#
+# Every marker also varies from lot to lot, by a set amount per lot rather than a drawn one:
+# HISTORY_LOT_EFFECT (in -1..1, chart order) times HISTORY_LOT_POINTS (percentage points; the
+# sign is reversed for negative markers). Drawn Gaussian lot effects would make the Westgard rules
+# raise false alarms at their own rate (about 1 % of lot-markers with limits from 10 lots), and
+# the test that the charts flag exactly the drifted lots would fail for about 60 % of seeds
+# (benchmarks/trend_rules.py). The set sequence spreads evenly over -1..1 in the reference
+# window (the first 10 lots) and averages 0 there and after it, stays within +-0.7 after it,
+# keeps any two neighbours within 1.35 of 0 together (|u| + |u'|) and has no more than two of
+# one sign in a row (no 10-x). Its amplitude is about 5 times each marker's measurement noise at
+# 20,000 events (CD105: 2 times, so that its 1-point drift stands about 12 SD out). So an
+# undrifted lot reaches 3 SD only if noise alone moves it by more than 5 of its own SD, and two
+# neighbours reach 2 SD together (2-2s, R-4s) only if noise moves one by more than 3 and the
+# other by more than 4; benchmarks/trend_rules.py found no false or missed flag in 20,000
+# Monte Carlo repeats of the design.
+HISTORY_DONORS = ("D01", "D02")
+HISTORY_PASSAGES = tuple(range(1, 9))
+HISTORY_REFERENCE = 10  # lots in the reference window (trend's default)
+HISTORY_DRIFT_MARKER = "CD105"
+HISTORY_DRIFT_AFTER = 5  # passages after this one drift
+HISTORY_DRIFT = 1.0  # points of % positive lost per passage after HISTORY_DRIFT_AFTER
+HISTORY_DIM_FROM = 5  # first passage with the CD90-dim population
+HISTORY_DIM_STEP = 0.06  # its fraction of the cells grows by this per passage
+HISTORY_DIM_LEVEL = 60000.0 * float(np.exp(-3.0 * POSITIVE_SIGMA))  # CD90 3 SD dimmer
+HISTORY_LOT_EFFECT = (1.0, -0.33, 0.56, -0.11, -1.0, 0.11, 0.78, -0.56, 0.33, -0.78,
+                      -0.4, 0.1, -0.7, 0.4, 0.7, -0.1)
+HISTORY_LOT_POINTS = {"CD73": 0.3, "CD90": 0.4, "CD105": 0.15, "CD45": 0.35, "CD34": 0.6,
+                      "CD14": 0.4, "CD19": 0.55, "HLA-DR": 0.55}
+HISTORY_POSITIVE = 0.995  # fraction positive of CD73, CD90 and CD105 before lot effects
+HISTORY_EVENTS = 20000
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+
+def _history_lots() -> list[dict]:
+    """Lot, donor, passage, date, lot effect, drift and dim fraction of every history lot."""
+    import datetime
+
+    start = datetime.date(2025, 1, 6)
+    lots = []
+    for i, (passage, donor) in enumerate((p, d) for p in HISTORY_PASSAGES
+                                         for d in HISTORY_DONORS):
+        day = start + datetime.timedelta(days=14 * i)
+        lots.append({
+            "lot": f"L{i + 1:02d}", "donor": donor, "passage": passage,
+            "date": f"{day.day:02d}-{_MONTHS[day.month - 1]}-{day.year}",
+            "lot_effect": HISTORY_LOT_EFFECT[i],
+            "drift_points": HISTORY_DRIFT * max(0, passage - HISTORY_DRIFT_AFTER),
+            "cd90_dim_fraction": round(HISTORY_DIM_STEP * max(0, passage - HISTORY_DIM_FROM + 1),
+                                       6),
+        })
+    return lots
+
+
+def _history() -> list[CultureDesign]:
+    """16 lots of two donors over passages 1-8 with a known CD105 drift and a growing CD90-dim
+    population (see the comment above HISTORY_DONORS)."""
+    d: list[CultureDesign] = []
+    for i, lot in enumerate(_history_lots()):
+        u = lot["lot_effect"]
+        markers: dict[str, tuple[float, float]] = {}
+        for m, points in HISTORY_LOT_POINTS.items():
+            level = MSC_MARKERS[m][1]
+            if m in ("CD73", "CD90", "CD105"):
+                frac = HISTORY_POSITIVE + points * u / 100
+                if m == HISTORY_DRIFT_MARKER:
+                    frac -= lot["drift_points"] / 100
+            else:  # a negative marker's positive fraction: its lot effect above a floor
+                frac = (points + 0.05 - points * u) / 100
+            markers[m] = (round(frac, 6), level)
+        dim = lot["cd90_dim_fraction"]
+        pops = [Population(1.0 - dim, markers=dict(markers))]
+        if dim > 0:
+            pops.append(Population(dim, markers={**markers,
+                                                 "CD90": (markers["CD90"][0], HISTORY_DIM_LEVEL)}))
+        name = f"{lot['lot']}_{lot['donor']}_P{lot['passage']}"
+        d.append(CultureDesign(
+            name, style="diva", layout="isct-8c", n_events=HISTORY_EVENTS, populations=pops,
+            controls=("isotype",), seed_offset=700 + i, date=lot["date"], tissue="bone marrow",
+            passage=lot["passage"], detachment="TrypLE", donor=lot["donor"], lot=lot["lot"],
+            tags={k: v for k, v in lot.items() if k != "date"}))
+    return d
+
+
+def _history_truth(cultures: list[dict]) -> dict:
+    """What trend must find in the history preset: the drifted lots, per judged marker."""
+    lots = _history_lots()
+    drifted = [x["lot"] for x in lots if x["drift_points"] > 0]
+    judged = sorted({m for c in cultures for m, r in c["markers"].items()
+                     if r["expect"] in ("positive", "negative")})
+    return {
+        "order": "lots by acquisition date, L01 first",
+        "reference_lots": [x["lot"] for x in lots[:HISTORY_REFERENCE]],
+        "drift": {"marker": HISTORY_DRIFT_MARKER, "after_passage": HISTORY_DRIFT_AFTER,
+                  "points_per_passage": HISTORY_DRIFT},
+        "drifted_lots": {HISTORY_DRIFT_MARKER: drifted},
+        "expected_flags": {m: (drifted if m == HISTORY_DRIFT_MARKER else []) for m in judged},
+        "lot_effect_points": dict(HISTORY_LOT_POINTS),
+        "cd90_dim": {"from_passage": HISTORY_DIM_FROM, "step": HISTORY_DIM_STEP,
+                     "level": round(HISTORY_DIM_LEVEL, 3),
+                     "fraction": {x["lot"]: x["cd90_dim_fraction"] for x in lots}},
+        "lots": lots,
+    }
+
+
 COMPENSATION_CULTURE = CultureDesign("MSC-comp", style="accuri", layout="isct-4c",
                                      controls=("isotype",), seed_offset=900, n_events=10000)
-PRESETS = {"example": _example, "validation": _validation, "heterogeneity": _heterogeneity}
+PRESETS = {"example": _example, "validation": _validation, "heterogeneity": _heterogeneity,
+           "history": _history}
 
 
 def preset(name: str) -> list[CultureDesign]:
-    """The culture designs of a named preset: "example", "validation" or "heterogeneity"."""
+    """The culture designs of a named preset: "example", "validation", "heterogeneity" or
+    "history"."""
     return _designs(name)
 
 
@@ -1002,6 +1120,8 @@ def write_preset(out: str | Path, preset: str = "example", seed: int = 0) -> lis
         cultures.append(truth_of(design, tubes))
     doc = {"format": "cytomsc.truth/1", "preset": preset, "seed": seed,
            "label_encoding": LABEL_ENCODING, "cultures": cultures}
+    if preset == "history":  # what trend must flag, beside the per-culture truth
+        doc["history"] = _history_truth(cultures)
     text = json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
     _atomic_write(out / "truth.json", text.encode("utf-8"))
     return [*written, out / "truth.json"]

@@ -53,3 +53,12 @@ def real_fcs() -> Path:
 @pytest.fixture(scope="session")
 def corpus_expected(corpus: Path) -> dict:
     return json.loads((corpus / "expected.json").read_text())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_target(request: pytest.FixtureRequest, tmp_path: Path):
+    """A results database: an SQLite file, then a fresh database on the PostgreSQL server of
+    $CYTOMSC_TEST_PG_URL (skipped with the reason when there is none; see tests/_dbs.py)."""
+    from _dbs import database
+
+    yield from database(request.param, tmp_path)

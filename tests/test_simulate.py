@@ -265,3 +265,52 @@ def test_heterogeneity_preset_for_issue_4() -> None:
     truth = truth_of(d, tubes)
     assert truth["n_populations"] == 3 and truth["tags"]["kind"] == "three"
     assert set(truth["tubes"][-1]["labels"]) >= {"1", "2", "3"}
+
+
+def test_history_preset_for_issue_16(tmp_path: Path) -> None:
+    """16 lots of two donors over passages 1-8; CD105 drifts after passage 5; a CD90-dim
+    population grows from passage 5; the truth says which lots the charts must flag."""
+    from cytomsc.fcs import read_fcs
+    from cytomsc.simulate import (
+        HISTORY_DRIFT,
+        HISTORY_LOT_EFFECT,
+        HISTORY_LOT_POINTS,
+        HISTORY_REFERENCE,
+    )
+
+    write_preset(tmp_path, "history", seed=0)
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    hist = truth["history"]
+    lots = hist["lots"]
+    assert [x["lot"] for x in lots] == [f"L{i:02d}" for i in range(1, 17)]
+    assert {(x["donor"], x["passage"]) for x in lots} == {
+        (d, p) for d in ("D01", "D02") for p in range(1, 9)}
+    drifted = [x["lot"] for x in lots if x["passage"] > 5]
+    assert hist["expected_flags"]["CD105"] == drifted == hist["drifted_lots"]["CD105"]
+    assert all(v == [] for m, v in hist["expected_flags"].items() if m != "CD105")
+    assert hist["reference_lots"] == [f"L{i:02d}" for i in range(1, 11)]
+    # the realised truth follows the design within 4 binomial SD (~17,000 cells; the 0.2 %
+    # hematopoietic contaminants, ~0.23 % of the cells, are CD105 negative)
+    for c, lot in zip(truth["cultures"], lots, strict=True):
+        u = lot["lot_effect"]
+        cd105 = c["markers"]["CD105"]
+        design = (99.5 + HISTORY_LOT_POINTS["CD105"] * u - lot["drift_points"]) * 0.9977
+        sd = 100 * (design / 100 * (1 - design / 100) / cd105["events"]) ** 0.5
+        assert abs(cd105["percent_positive"] - design) < 4 * sd, c["culture"]
+        assert lot["drift_points"] == HISTORY_DRIFT * max(0, lot["passage"] - 5)
+        assert c["expected_verdict"] == "pass"
+        fractions = c["population_fractions"]
+        assert (fractions[1] if len(fractions) > 1 else 0.0) == pytest.approx(
+            hist["cd90_dim"]["fraction"][lot["lot"]])
+    # lot, donor and passage travel in the files' keywords, as a lab's export would carry them
+    kw = read_fcs(next((tmp_path / "L11_D01_P6").glob("*Stained.fcs"))).keywords
+    assert (kw["lot"], kw["donor"], kw["passage"]) == ("L11", "D01", "6")
+    # what makes the flag test fair (see simulate.py): the designed lot effects are balanced in
+    # the reference window and tame after it
+    u = HISTORY_LOT_EFFECT
+    ref, after = u[:HISTORY_REFERENCE], u[HISTORY_REFERENCE:]
+    assert abs(sum(ref)) < 1e-9 and min(ref) == -1.0 and max(ref) == 1.0
+    assert max(abs(x) for x in after) <= 0.7 and abs(sum(after)) < 1e-9
+    assert all(abs(a) + abs(b) <= 1.35 for a, b in zip(u, u[1:], strict=False))
+    signs = "".join("+" if x > 0 else "-" for x in u)
+    assert "+++" not in signs and "---" not in signs
