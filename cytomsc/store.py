@@ -168,6 +168,7 @@ population_table = sa.Table(
     sa.Column("ci_high", sa.Double),
     sa.Column("label", sa.Text),
     sa.Column("medians_json", sa.Text),
+    sa.Column("medians_by_marker_json", sa.Text),
 )
 bimodality_table = sa.Table(
     "cytomsc_bimodality", metadata,
@@ -622,7 +623,9 @@ def _child_rows(cid: int, c: dict) -> dict[str, list[dict[str, Any]]]:
         pops.append({"culture_id": cid, "population_id": _int(pop.get("id")) or i + 1,
                      "fraction": _num(pop.get("fraction")), "ci_low": ci[0], "ci_high": ci[1],
                      "label": _text(pop.get("label")),
-                     "medians_json": json.dumps(pop.get("medians"), ensure_ascii=False)})
+                     "medians_json": json.dumps(pop.get("medians"), ensure_ascii=False),
+                     "medians_by_marker_json": json.dumps(pop.get("medians_by_marker"),
+                                                          ensure_ascii=False)})
     out[population_table.name] = pops
     bim = het.get("bimodality") if isinstance(het.get("bimodality"), dict) else {}
     out[bimodality_table.name] = [

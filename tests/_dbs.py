@@ -95,6 +95,8 @@ def normalised_numbers(engine: sa.Engine, batch_id: int) -> dict[tuple, float]:
                 out[(*base, "ci95", 0)], out[(*base, "ci95", 1)] = r.ci_low, r.ci_high
                 for ch, v in json.loads(r.medians_json).items():
                     out[(*base, "medians", ch)] = v
+                for marker, v in (json.loads(r.medians_by_marker_json) or {}).items():
+                    out[(*base, "medians_by_marker", marker)] = v
             for r in conn.execute(sa.select(b).where(b.c.culture_id == cid)):
                 base = ("cultures", pos, "heterogeneity", "bimodality", r.channel)
                 for key in ("dip", "p_value", "robust_cv"):

@@ -691,11 +691,25 @@ def analyze_mutants(mutants: list[Mutant], work: Path, seed: int, batch_size: in
         timings: list[tuple[float, int]] = []
         clock = [time.perf_counter()]
 
-        def progress(done: int, total: int, timings=timings, clock=clock) -> None:
-            now = time.perf_counter()
-            timings.append((now - clock[0], MEMORY.peak()))
-            MEMORY.reset()
-            clock[0] = now
+        class progress:  # a pipeline.Listener: time and memory of each culture as it finishes
+            @staticmethod
+            def started(total: int) -> None:
+                clock[0] = time.perf_counter()
+
+            @staticmethod
+            def note(message: str) -> None:
+                pass
+
+            @staticmethod
+            def tick() -> None:
+                pass
+
+            @staticmethod
+            def finished(done: object, timings=timings, clock=clock) -> None:
+                now = time.perf_counter()
+                timings.append((now - clock[0], MEMORY.peak()))
+                MEMORY.reset()
+                clock[0] = now
 
         batch, seconds, peak, error = _measure(run_batch, inputs, root.with_name(
             root.name + "_out"), opts, "cytomsc analyze (fuzz)", progress=progress)

@@ -192,7 +192,7 @@ def lj_chart(p: Panel, trend: Trend, chart: Chart) -> None:
         p.over.add(p.x + 4, p.y + p.h - 4 if chart.expect == "positive" else p.y + 4,
                    f"spec {sign} {specs[-1]:g} % is off the chart "
                    f"({'below' if chart.expect == 'positive' else 'above'})", 6.5,
-                   va="bottom" if chart.expect == "positive" else "top", core=False)
+                   va="bottom" if chart.expect == "positive" else "top")
 
 
 def _donor_names(p: Panel, chart: Chart, xs: dict[str, tuple[float, str]]) -> None:
@@ -217,7 +217,7 @@ def _right_labels(p: Panel, labels: list[tuple[float, str]], gap: float = 7.5) -
     if overflow > 0:  # shift the stack up rather than below the panel
         placed = [y - overflow for y in placed]
     for y, (_, text) in zip(placed, sorted(labels), strict=True):
-        p.layer.add(p.x + p.w + 3, y, text, 6.5, va="center", core=False)
+        p.layer.add(p.x + p.w + 3, y, text, 6.5, va="center")
 
 
 def _connect(ax: Any, trend: Trend, chart: Chart, xs: dict[str, tuple[float, str]]) -> None:
