@@ -693,7 +693,7 @@ def analyze_mutants(mutants: list[Mutant], work: Path, seed: int, batch_size: in
 
         class progress:  # a pipeline.Listener: time and memory of each culture as it finishes
             @staticmethod
-            def started(total: int) -> None:
+            def started(total: int, clock=clock) -> None:
                 clock[0] = time.perf_counter()
 
             @staticmethod
