@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .layout import CultureSpec
     from .panel import Panel
     from .spillover import SpilloverResult
+    from .writing import CultureFiles
 
 __all__ = ["BatchPlan", "CultureDone", "Interrupted", "Listener", "Options", "analyze_batch",
            "plan_batch", "run_batch", "write_batch"]
@@ -150,7 +151,7 @@ def _gathered(plan: BatchPlan, outcomes: list[CultureOutcome], run_info: dict[st
     errors = list(plan.errors)
     cultures: list[CultureResult] = []
     samples: dict[str, np.ndarray] = {}
-    files: dict[str, Any] = {}
+    files: dict[str, CultureFiles] = {}
     for outcome in outcomes:
         errors.extend(outcome.errors)
         result = outcome.result

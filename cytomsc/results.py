@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
     from .spillover import SpilloverResult
+    from .writing import CultureFiles
 
 SCHEMA = "cytomsc.summary/3"
 
@@ -309,7 +310,7 @@ class BatchResult:
     # not in summary.json: the run (command, start, versions) for run.json and the PDFs' audit
     # pages, and what writing each culture's files needs (gates, scales; see writing.py)
     run_info: dict[str, Any] = plot_field(default_factory=dict)
-    culture_files: dict[str, Any] = plot_field(default_factory=dict)
+    culture_files: dict[str, CultureFiles] = plot_field(default_factory=dict)
 
     def __repr__(self) -> str:
         verdicts: dict[str, int] = {}
