@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cytomsc import clustering, culture, gating, pipeline, preprocess
 from cytomsc import fcs as fcs_mod
-from cytomsc import gating, pipeline, preprocess
 from cytomsc.report import pdf as pdf_mod
 from cytomsc.simulate import CultureDesign, simulate_culture
 
@@ -114,8 +114,8 @@ def time_pipeline(folder: Path, out: Path) -> tuple[StageClock, float]:
     clock.wrap(fcs_mod, "read_fcs", "read", n_read)
     clock.wrap(preprocess, "prepare", "compensate+transform", n_prep)
     clock.wrap(gating, "gate_tube", "gates", n_gate)
-    clock.wrap(pipeline, "_measure", "% positive", n_measure)
-    clock.wrap(pipeline, "_cluster", "clustering", n_cluster)
+    clock.wrap(culture, "measure", "% positive", n_measure)
+    clock.wrap(clustering, "cluster_culture", "clustering", n_cluster)
     clock.wrap(pdf_mod, "write_culture_pdf", "PDF", n_pdf)
     try:
         opts = pipeline.Options(jobs=1, pdf=True, cluster="all", seed=SEED)
@@ -126,7 +126,7 @@ def time_pipeline(folder: Path, out: Path) -> tuple[StageClock, float]:
         clock.restore()
     if batch.errors:
         raise SystemExit(f"benchmark culture failed: {batch.errors}")
-    # ``_measure`` runs once per marker on the same tube: events/s is per tube pass, so divide
+    # ``measure`` runs once per marker on the same tube: events/s is per tube pass, so divide
     n_markers = max(1, len(batch.cultures[0].markers))
     clock.events["% positive"] //= n_markers
     return clock, total

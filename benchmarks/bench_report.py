@@ -1,9 +1,10 @@
 """How long writing one culture's PDF takes, and how large it is (target: <= 1 s, <= 1.5 MB).
 
 A culture of 3 tubes of 50,000 events each (8 ISCT markers, 2 populations clustered), built with
-the tests' result builder; the histograms are precomputed by the analysis, so the event count
-matters little. Prints wall and CPU time (median of several runs) and the file size; also the
-overview for 25 cultures with the joint clustering's populations table.
+the simulator's result builder (``cytomsc.simulate.reports``); the histograms are precomputed
+by the analysis, so the event count matters little. Prints wall and CPU time (median of several
+runs) and the file size; also the overview for 25 cultures with the joint clustering's
+populations table.
 
 Figures on the 2-core shared machine (load ~3), CPU median of 5: 1.78 s before the text layer
 and core fonts, 0.56 s after (wall 2.55 s -> 0.64 s); 0.19 MB. With one embedded TrueType font
@@ -19,16 +20,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from test_report import JOINT, RUN_INFO, build_batch  # noqa: E402
-
-from cytomsc.report import write_culture_pdf, write_overview  # noqa: E402
+from cytomsc.report import write_culture_pdf, write_overview
+from cytomsc.simulate.reports import JOINT, RUN_INFO, build_batch
 
 
 def main() -> None:
@@ -58,10 +55,10 @@ def main() -> None:
         batch.cultures = [dataclasses.replace(c, culture=f"{c.culture}-{k}")
                           for k in range(4) for c in batch.cultures][:25]
         # the joint clustering's table for every culture (3 populations)
-        rows = list(JOINT["table"].values())
-        batch.batch_populations = {
-            **JOINT, "table": {c.culture: rows[i % 3] for i, c in enumerate(batch.cultures)},
-            "events": {c.culture: 20_000 for c in batch.cultures}}
+        rows = list(JOINT.table.values())
+        batch.batch_populations = dataclasses.replace(
+            JOINT, table={c.culture: rows[i % 3] for i, c in enumerate(batch.cultures)},
+            events={c.culture: 20_000 for c in batch.cultures})
         over = Path(tmp) / "overview.pdf"
         t0 = time.perf_counter()
         write_overview(batch, over, RUN_INFO)

@@ -32,8 +32,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from cytomsc import clustering, culture, gating, pipeline, preprocess
 from cytomsc import fcs as fcs_mod
-from cytomsc import gating, pipeline, preprocess
 from cytomsc.simulate import CultureDesign, simulate_culture
 
 N_EVENTS = 20_000
@@ -44,8 +44,8 @@ STAGES = [  # (module, function, stage)
     (fcs_mod, "sha256_file", "sha256"),
     (preprocess, "prepare", "compensate+transform"),
     (gating, "gate_tube", "gates"),
-    (pipeline, "_measure", "% positive"),
-    (pipeline, "_cluster", "clustering"),
+    (culture, "measure", "% positive"),
+    (clustering, "cluster_culture", "clustering"),
     (gating, "gating_strategy", "GatingML"),
     (gating, "write_gatingml", "GatingML"),
 ]

@@ -5,29 +5,27 @@ Two sets, both printed as confusion tables (rows: true k, columns: found k):
 1. The pipeline on the project simulator's ``heterogeneity`` preset (38 cultures, real gates,
    compensation and transforms): the issue's validation, asserted in
    tests/test_heterogeneity_pipeline.py.
-2. A stress grid (tests/_popsim.py, ``shape="heavy"``): 45 cultures whose populations each have
-   their own correlation, width, t tails (df 8-20) and skew. It shows where the method's
-   assumptions (Gaussian populations on log scales, one shared shape) stop holding.
+2. A stress grid (cytomsc/simulate/populations.py, ``shape="heavy"``): 45 cultures whose
+   populations each have their own correlation, width, t tails (df 8-20) and skew. It shows
+   where the method's assumptions (Gaussian populations on log scales, one shared shape) stop
+   holding.
 
 Run: python benchmarks/validate_heterogeneity.py  (a few minutes on 2 cores)
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
+from cytomsc.heterogeneity import METHOD, PopulationFinder
+from cytomsc.pipeline import Options, run_batch
+from cytomsc.simulate import write_preset
+from cytomsc.simulate.populations import pipeline_view, simulate, validation_set
+from cytomsc.simulate.scoring import culture_rows, required
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from _popsim import pipeline_view, simulate, validation_set  # noqa: E402
-from test_heterogeneity_pipeline import culture_rows, required  # noqa: E402
-
-from cytomsc.heterogeneity import METHOD, PopulationFinder  # noqa: E402
-from cytomsc.pipeline import Options, run_batch  # noqa: E402
-from cytomsc.simulate import write_preset  # noqa: E402
 
 
 def confusion(pairs: list[tuple[int, int]]) -> list[str]:
@@ -52,8 +50,8 @@ def scatter_scale_section() -> list[str]:
         "splits one population into 3-6. The method therefore chooses the FSC/SSC scale per "
         "culture (Box-Cox power 0 = log, 0.5, 1 = linear), jointly with the populations, by BIC "
         "with the transform's Jacobian (as flowClust does for its Box-Cox). 6 cultures of 10,000 "
-        "events per row (tests/_popsim.py, `shape=\"gaussian\"`); cells: the number found, "
-        "correct / cultures.",
+        "events per row (cytomsc/simulate/populations.py, `shape=\"gaussian\"`); cells: the "
+        "number found, correct / cultures.",
         "",
         "| cultures | scatter | true k | scale chosen | found right | log scale only: right |",
         "|---|---|---|---|---|---|",
@@ -138,9 +136,9 @@ def main() -> None:
         "",
         "## 2. Stress grid: heavy-tailed, skewed populations of different shapes",
         "",
-        "45 cultures of 8,000 events from tests/_popsim.py (`shape=\"heavy\"`), seen as the "
-        "pipeline sees them (positive markers, log10 scatter whose scale is then chosen). "
-        "Each population has its own "
+        "45 cultures of 8,000 events from cytomsc/simulate/populations.py "
+        "(`shape=\"heavy\"`), seen as the pipeline sees them (positive markers, log10 scatter "
+        "whose scale is then chosen). Each population has its own "
         "correlation matrix and width, multivariate-t tails (df 8-20) and a sinh-arcsinh skew.",
         "",
     ]

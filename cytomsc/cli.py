@@ -8,13 +8,19 @@ Exit status: 0 done, 1 some input could not be read or analysed (the rest still 
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
 from . import __version__
 from .errors import CytomscError, one_line
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .options import Options
+    from .pipeline import CultureDone
+    from .results import InputError
 
 
 def _fail(err: CytomscError, debug: bool) -> None:
@@ -95,7 +101,7 @@ def inspect(ctx: click.Context, files: tuple[Path, ...], as_json: bool, panel: s
             data_set: int, channel_map: str | None) -> None:
     """Describe FCS files (a folder: every FCS file under it): version, cytometer, channels,
     markers, spillover, tube role."""
-    from .inspect import inspect_files
+    from .inspection import inspect_files
 
     try:
         code = inspect_files(list(files), panel=panel, data_set=data_set, as_json=as_json,
@@ -189,57 +195,59 @@ def simulate(ctx: click.Context, out: Path, seed: int, preset: str, overwrite: b
 @click.option("--db", default=None, metavar="PATH|URL",
               help="Also record the batch in this results database (an SQLite file, made on "
                    "first use, or an SQLAlchemy URL).")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+              help="Run the cultures on this Dask cluster (pip install \"cytomsc[dask]\"); "
+                   "its workers must read the inputs at the same paths.")
 @click.pass_context
 def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
             manifest: Path | None, comp: str | None, control_percentile: float, cluster: str,
             export_events: bool, no_pdf: bool, data_set: int, channel_map: str | None,
             seed: int, jobs: int | None, overwrite: bool, verbose: bool, gates: Path | None,
-            gate_path: str | None, operator: str, comment: str, db: str | None) -> None:
+            gate_path: str | None, operator: str, comment: str, db: str | None,
+            scheduler: str | None) -> None:
     """Gate, measure and judge every culture in INPUTS (files and folders) or in --manifest;
     write OUT."""
+    import os
+
+    from .options import Cluster, Options
+
     if not inputs and manifest is None:
         raise click.UsageError("give the FCS files or folders to analyse, or --manifest")
+    opts = Options(
+        panel=panel, comp=comp, control_percentile=control_percentile, seed=seed,
+        jobs=jobs or os.cpu_count() or 1, cluster=cast(Cluster, cluster),
+        export_events=export_events, pdf=not no_pdf, data_set=data_set,
+        channel_map=parse_channel_map(channel_map),
+        manifest=str(manifest) if manifest else None, debug=ctx.obj["debug"],
+        gates=str(gates) if gates else None, gate_path=gate_path,
+        operator=operator, comment=comment,
+    )
     console = _Console(verbose)
     console.status("loading")
     try:
-        _analyze(ctx, console, inputs, out, panel, manifest, comp, control_percentile, cluster,
-                 export_events, no_pdf, data_set, channel_map, seed, jobs, overwrite, gates,
-                 gate_path, operator, comment, db)
+        _analyze(console, list(inputs), out, opts, overwrite, db, scheduler)
     except KeyboardInterrupt:  # outside the batch (while starting or printing)
         console.close()
         click.echo("interrupted", err=True)
         sys.exit(130)
 
 
-def _analyze(ctx: click.Context, console: _Console, inputs: tuple[Path, ...], out: Path,
-             panel: str, manifest: Path | None, comp: str | None, control_percentile: float,
-             cluster: str, export_events: bool, no_pdf: bool, data_set: int,
-             channel_map: str | None, seed: int, jobs: int | None, overwrite: bool,
-             gates: Path | None, gate_path: str | None, operator: str, comment: str,
-             db: str | None) -> None:
-    import os
+def _analyze(console: _Console, inputs: list[Path], out: Path, opts: Options, overwrite: bool,
+             db: str | None, scheduler: str | None) -> None:
+    from .pipeline import Interrupted, run_batch
 
-    from .pipeline import Interrupted, Options, run_batch
-
-    debug = ctx.obj["debug"]
-    opts = Options(
-        panel=panel, comp=comp, control_percentile=control_percentile, seed=seed,
-        jobs=jobs or os.cpu_count() or 1, cluster=cluster, export_events=export_events,
-        pdf=not no_pdf, data_set=data_set, channel_map=parse_channel_map(channel_map),
-        manifest=str(manifest) if manifest else None, debug=debug,
-        gates=str(gates) if gates else None, gate_path=gate_path,
-        operator=operator, comment=comment,
-    )
+    debug = opts.debug
     console.close()  # an error below must not land on the status line
-    _check_panel(panel, debug)
-    _check_gates(gates, gate_path, debug)
+    _check_panel(opts.panel, debug)
+    _check_gates(Path(opts.gates) if opts.gates else None, opts.gate_path, debug)
     if db:
         _check_db(db, debug)
+    client = _connect(scheduler, debug) if scheduler else None
     command = "cytomsc " + " ".join(sys.argv[1:]) if sys.argv else "cytomsc analyze"
     console.status("finding cultures")
     try:
-        batch = run_batch(list(inputs), out, opts, command, progress=console,
-                          overwrite=overwrite)
+        batch = run_batch(inputs, out, opts, command, progress=console,
+                          overwrite=overwrite, client=client)
     except CytomscError as err:
         console.close()
         _fail(err, debug)
@@ -251,6 +259,9 @@ def _analyze(ctx: click.Context, console: _Console, inputs: tuple[Path, ...], ou
         else:
             click.echo(f"interrupted: nothing was changed in {one_line(str(out))}", err=True)
         sys.exit(130)
+    finally:
+        if client is not None:
+            client.close()
     console.close()
     for e in batch.errors:
         console.error(e)
@@ -259,6 +270,19 @@ def _analyze(ctx: click.Context, console: _Console, inputs: tuple[Path, ...], ou
     if db:
         _record(db, out, debug)
     sys.exit(1 if batch.errors else 0)
+
+
+def _connect(address: str, debug: bool) -> Any:
+    """--scheduler: a Dask client, or a usage error (exit 2) said once before any work."""
+    from .scheduler import connect
+
+    try:
+        return connect(address)
+    except CytomscError as err:
+        if debug:
+            raise
+        click.echo(f"error: --scheduler: {one_line(err.message)}", err=True)
+        sys.exit(2)
 
 
 def _check_comp(value: str | None) -> str | None:
@@ -311,13 +335,13 @@ class _Console:
     def note(self, message: str) -> None:
         self._line(f"note: {one_line(message)}", err=True)
 
-    def error(self, e: dict[str, str]) -> None:
-        key = (e["path"], e["message"])
+    def error(self, e: InputError) -> None:
+        key = (e.path, e.message)
         if key not in self.printed:
             self.printed.add(key)
-            self._line(f"error: {one_line(e['path'])}: {one_line(e['message'])}", err=True)
+            self._line(f"error: {one_line(e.path)}: {one_line(e.message)}", err=True)
 
-    def finished(self, done: Any) -> None:
+    def finished(self, done: CultureDone) -> None:
         for e in done.errors:
             self.error(e)
         c = done.result
@@ -409,7 +433,7 @@ def compare(ctx: click.Context, inputs: tuple[Path, ...], gates: Path, out: Path
             no_pdf: bool) -> None:
     """Automatic gates beside the lab's manual ones: counts, differences, F1, Bland-Altman."""
     from .compare import parse_matches, run_compare
-    from .pipeline import Options
+    from .options import Options
 
     debug = ctx.obj["debug"]
     _check_panel(panel, debug)
@@ -430,7 +454,7 @@ def compare(ctx: click.Context, inputs: tuple[Path, ...], gates: Path, out: Path
     for s in result.summaries:
         click.echo(f"{s.quantity}: n={s.n}, bias {s.bias_pp:+.2f} pp, mean F1 {s.mean_f1:.4f}")
     for e in result.errors:
-        click.echo(f"error: {e['path']}: {e['message']}", err=True)
+        click.echo(f"error: {e.path}: {e.message}", err=True)
     click.echo(f"{len(result.rows)} comparison(s), {len(result.errors)} error(s); results in {out}")
     sys.exit(1 if result.errors else 0)
 
@@ -487,7 +511,8 @@ def _lot_list(text: str) -> list[str]:
 @click.option("--panel", default=None, help="Only lots analysed with this panel id.")
 @click.pass_context
 def trend(ctx: click.Context, db: str, out: Path, markers: tuple[str, ...], by: str,
-          since: object, reference: int, reference_lots: str | None, panel: str | None) -> None:
+          since: datetime | None, reference: int, reference_lots: str | None,
+          panel: str | None) -> None:
     """Control charts of every judged marker across lots, and populations across passages."""
     from .trend import run_trend
 
@@ -519,7 +544,7 @@ def trend(ctx: click.Context, db: str, out: Path, markers: tuple[str, ...], by: 
 @click.option("--panel", default=None, help="Only lots analysed with this panel id.")
 @click.pass_context
 def compare_lots(ctx: click.Context, groups: tuple[str, ...], db: str, out: Path,
-                 margins: tuple[str, ...], split: object, markers: tuple[str, ...],
+                 margins: tuple[str, ...], split: datetime | None, markers: tuple[str, ...],
                  panel: str | None) -> None:
     """Compare lot A with lot B (or groups A1,A2 B1,B2, or --split DATE): differences in %
     positive with 95 % intervals, TOST equivalence against --margin, population fractions."""

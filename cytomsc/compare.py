@@ -28,11 +28,17 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import CytomscError
+from .options import CompSource, Options, culture_seed
+from .results import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .layout import CultureSpec
+    from .panel import Panel
 
 SLOT_QUANTITIES = ("cells", "singlets", "live")
 CSV_FIELDS = ("culture", "sample", "quantity", "workspace_gate", "rule", "of", "manual_count",
@@ -79,7 +85,7 @@ class Comparison:
     rows: list[AgreementRow] = field(default_factory=list)
     summaries: list[QuantitySummary] = field(default_factory=list)
     correspondence: list[dict[str, str]] = field(default_factory=list)
-    errors: list[dict[str, str]] = field(default_factory=list)
+    errors: list[InputError] = field(default_factory=list)
 
 
 def parse_matches(items: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -142,22 +148,24 @@ def _row(culture: str, sample: str, quantity: str, gate: Any, rule: str, of: str
                         int(auto.sum()), m_pct, a_pct, a_pct - m_pct, f1_score(auto, manual))
 
 
-def compare_culture(spec: Any, panel: Any, opts: Any, lab: Any, matches: dict[str, str]
-                    ) -> tuple[list[AgreementRow], list[dict[str, str]], list[dict[str, str]]]:
+def compare_culture(spec: CultureSpec, panel: Panel, opts: Options, comp: CompSource, lab: Any,
+                    matches: dict[str, str]
+                    ) -> tuple[list[AgreementRow], list[dict[str, str]], list[InputError]]:
     """Rows, correspondence entries and errors of one culture."""
-    from . import pipeline
+    from .culture import match_markers, measure, prepare_and_gate, read_tubes
     from .workspace import WorkspaceError, apply_lab_gates
 
-    errors: list[dict[str, str]] = []
-    warnings: list[str] = []
-    tubes, _ = pipeline._read_tubes(spec, opts, errors, warnings)
-    if not tubes:
+    read = read_tubes(spec, opts.data_set)
+    errors = list(read.errors)
+    if not read.tubes:
         return [], [], errors
-    seed = pipeline.culture_seed(opts.seed, spec.name)
-    pipeline._prepare_and_gate(tubes, opts, seed, warnings, [])
+    seed = culture_seed(opts.seed, spec.name)
+    tubes = prepare_and_gate(read.tubes, comp, seed).tubes
     stained = [t for t in tubes if t.role == "stained"]
-    chosen, _ = pipeline._match_markers(stained, panel, opts, errors, warnings)
-    measured = {label: pipeline._measure(t, a, tubes, opts, warnings)
+    match = match_markers(stained, panel, opts.channel_map)
+    errors += match.errors
+    chosen = match.chosen
+    measured = {label: measure(t, a, tubes, opts.control_percentile)
                 for label, (t, a) in chosen.items()}
     rows: list[AgreementRow] = []
     pairs: list[dict[str, str]] = []
@@ -166,7 +174,7 @@ def compare_culture(spec: Any, panel: Any, opts: Any, lab: Any, matches: dict[st
         try:
             applied = apply_lab_gates(lab, tube.fcs, tube.name)
         except WorkspaceError as err:
-            errors.append({"path": err.path or where, "message": err.reason})
+            errors.append(InputError(err.path or where, err.reason))
             continue
         pnn = [c.pnn for c in tube.fcs.channels]
         pns = [c.pns for c in tube.fcs.channels]
@@ -186,7 +194,7 @@ def compare_culture(spec: Any, panel: Any, opts: Any, lab: Any, matches: dict[st
                 rows.append(_row(spec.name, tube.name, q, gate, rule, "all events", man, auto,
                                  100.0 * man.sum() / n, 100.0 * auto.sum() / n))
             for label, (mt, a) in chosen.items():
-                m, above = measured[label]
+                m, above = measured[label].result, measured[label].above
                 if mt is not tube or m.percent_positive is None:
                     continue
                 names = [label, *a.markers,
@@ -207,7 +215,7 @@ def compare_culture(spec: Any, panel: Any, opts: Any, lab: Any, matches: dict[st
                 rows.append(_row(spec.name, tube.name, q, gate, rule, "parent gate", man, auto,
                                  m_pct, float(m.percent_positive)))
         except WorkspaceError as err:  # a --match path this tube lacks
-            errors.append({"path": err.path or where, "message": err.reason})
+            errors.append(InputError(err.path or where, err.reason))
     return rows, pairs, errors
 
 
@@ -226,28 +234,29 @@ def summarize(rows: list[AgreementRow]) -> list[QuantitySummary]:
     return out
 
 
-def run_compare(inputs: list[Path], out_dir: Path, opts: Any, matches: dict[str, str],
+def run_compare(inputs: list[Path], out_dir: Path, opts: Options, matches: dict[str, str],
                 pdf: bool = True) -> Comparison:
     """Compare the automatic gates with the lab's on every tube found in ``inputs``."""
-    from . import pipeline
-    from .layout import discover
     from .output import OutputDir
-    from .panel import load_panel
+    from .pipeline import plan_batch
     from .workspace import load_lab_gates
 
-    panel = load_panel(opts.panel)
+    assert opts.gates is not None
     lab = load_lab_gates(opts.gates)
     out = OutputDir(out_dir)
-    manifest = Path(opts.manifest) if opts.manifest else None
-    specs, errors = discover(inputs, manifest=manifest, panel=panel)
     # single-stain controls compensate the automatic analysis here as they would in analyze
-    specs, opts, _ = pipeline._single_stains(specs, out, opts, errors)
-    result = Comparison(gates_file=lab.name, gates_sha256=lab.sha256, errors=list(errors))
-    for spec in specs:
+    plan = plan_batch(inputs, opts)
+    if plan.compensation is not None:
+        from .spillover import write_comp_csv
+
+        write_comp_csv(out, plan.compensation)
+    result = Comparison(gates_file=lab.name, gates_sha256=lab.sha256, errors=list(plan.errors))
+    for spec in plan.specs:
         try:
-            rows, pairs, errs = compare_culture(spec, panel, opts, lab, matches)
+            rows, pairs, errs = compare_culture(spec, plan.panel, plan.options, plan.comp, lab,
+                                                matches)
         except CytomscError as err:
-            result.errors.append({"path": err.path or spec.name, "message": err.reason})
+            result.errors.append(InputError(err.path or spec.name, err.reason))
             continue
         result.rows.extend(rows)
         result.correspondence.extend({"culture": spec.name, **p} for p in pairs)

@@ -15,32 +15,34 @@ an inconclusive verdict does not rest on the percentages).
 
 from __future__ import annotations
 
-from .results import MarkerResult
+from dataclasses import replace
+
+from .results import MarkerResult, Verdict
 
 MIN_EVENTS = 1_000  # fewer gated events in a stained tube: no verdict
 WARN_EVENTS = 10_000  # fewer: a warning (the interval widens; ISCT labs acquire >= 10,000)
 
 
 def judge_marker(m: MarkerResult) -> MarkerResult:
-    """Set ``passed`` and ``borderline`` of one measured marker (in place, and returned)."""
+    """``m`` with ``passed`` and ``borderline`` set from its % positive, interval and limit (a
+    new value; ``m`` is left as it was)."""
     if (m.expect == "informative" or m.limit is None or m.percent_positive is None
             or m.percent_positive != m.percent_positive):  # NaN: nothing measured
-        m.passed = None
-        m.borderline = False
-        return m
+        return replace(m, passed=None, borderline=False)
     if m.expect == "positive":
-        m.passed = m.percent_positive >= m.limit
+        passed = m.percent_positive >= m.limit
     else:
-        m.passed = m.percent_positive <= m.limit
+        passed = m.percent_positive <= m.limit
+    borderline = m.borderline
     if m.ci95 is not None:
         lo, hi = m.ci95
-        m.borderline = lo <= m.limit <= hi
-    return m
+        borderline = lo <= m.limit <= hi
+    return replace(m, passed=bool(passed), borderline=bool(borderline))
 
 
 def culture_verdict(
     markers: list[MarkerResult], missing: list[str], stained_events: list[int]
-) -> tuple[str, bool, list[str]]:
+) -> tuple[Verdict, bool, list[str]]:
     """The culture's verdict, its borderline flag and the reasons in words.
 
     ``stained_events`` are the gated event counts of the stained tubes the markers were read in.

@@ -203,8 +203,10 @@ def _parse_text(raw: bytes, path: Path) -> tuple[dict[str, str], list[str]]:
 def _read_data_set(fh, base: int, size: int, path: Path) -> _DataSet:
     fh.seek(base)
     version, header = _parse_header(fh.read(HEADER_SIZE), base, size, path)
-    fh.seek(base + header["text_start"])
-    raw = fh.read(header["text_stop"] - header["text_start"] + 1)
+    text_start, text_stop = header["text_start"], header["text_stop"]
+    assert text_start is not None and text_stop is not None  # _parse_header refuses blanks
+    fh.seek(base + text_start)
+    raw = fh.read(text_stop - text_start + 1)
     keywords, warns = _parse_text_once(raw, path)
     return _DataSet(base, version, header, keywords, warns)
 
@@ -530,8 +532,10 @@ def _data_range(ds: _DataSet, bpe: int, size: int, path: Path,
     header_given = h_start is not None and h_stop is not None and (h_start or h_stop)
     agree = True
     if text_given:
+        assert t_start is not None and t_stop is not None  # text_given says so
         start, stop = t_start, t_stop
         if header_given and (h_start, h_stop) != (t_start, t_stop):
+            assert h_start is not None and h_stop is not None  # header_given says so
             agree = False
             if _fits(h_start, h_stop, ds.base, size) and not _fits(t_start, t_stop, ds.base,
                                                                       size):
@@ -546,6 +550,7 @@ def _data_range(ds: _DataSet, bpe: int, size: int, path: Path,
             if not (h_start == 0 and h_stop == 0 and t_stop > 99_999_999):
                 warns.append("HEADER DATA offsets blank; read with the TEXT offsets")
     elif header_given:
+        assert h_start is not None and h_stop is not None  # header_given says so
         start, stop = h_start, h_stop
     else:
         raise FcsReadError("no DATA offsets in HEADER or TEXT", path)
@@ -681,6 +686,7 @@ def _decode_ascii(raw: bytes, lay: _Layout, path: Path) -> np.ndarray:
     offset = 0
     for i, width in enumerate(lay.bits):
         if lay.tot:
+            assert rows is not None
             cells = rows[:, offset:offset + width].copy().view(f"S{width}").ravel()
             try:
                 out[:, i] = cells.astype(np.float64)

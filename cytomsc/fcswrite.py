@@ -19,8 +19,7 @@ then the first of ``DELIMITERS`` that occurs in no keyword or value.
 
 from __future__ import annotations
 
-import os
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,7 +151,7 @@ def write_fcs(path: str | Path, events: np.ndarray, pnn: list[str], pns: list[st
 
 
 def write_data_set(path: str | Path, values: np.ndarray, channels: list[ChannelText],
-                   keywords: list[tuple[str, str]] = (), version: str = "3.1") -> None:
+                   keywords: Sequence[tuple[str, str]] = (), version: str = "3.1") -> None:
     """Write ``values`` exactly as given: float32 as $DATATYPE F, float64 as D, unsigned
     8/16/32-bit integers as I (one $PnB for every channel). Nothing is rounded, clipped or
     scaled, NaN included; ``channels`` give each parameter's $Pn texts as they are to be read.
@@ -216,19 +215,12 @@ def write_data_set(path: str | Path, values: np.ndarray, channels: list[ChannelT
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it over: never a partial file."""
+    """Write ``payload`` atomically (``output.atomic_file``): never a partial file; an OS error
+    is a one-line ``CytomscError`` naming the file."""
+    from .output import atomic_file
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with atomic_file(path) as tmp:
+            tmp.write_bytes(payload)
     except OSError as err:
         raise CytomscError(f"cannot write: {err.strerror}", path) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; exports are meant to be shared
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise CytomscError(f"cannot write: {err.strerror}", path) from None
-        raise

@@ -195,12 +195,12 @@ def _histogram(x: np.ndarray, y: np.ndarray, xname: str, yname: str,
                x_ticks: list | None = None, y_ticks: list | None = None) -> Histogram2D:
     xe = np.linspace(xr[0], xr[1], HIST_BINS + 1)
     ye = np.linspace(yr[0], yr[1], HIST_BINS + 1)
-    counts = np.zeros(HIST_BINS * HIST_BINS)
+    flat = np.zeros(HIST_BINS * HIST_BINS)
     for i in range(0, x.size, CHUNK):  # bounded temporaries on very large tubes
         ix, iy = _bin_index(x[i:i + CHUNK], xe), _bin_index(y[i:i + CHUNK], ye)
         ok = (ix >= 0) & (iy >= 0)
-        counts += np.bincount(ix[ok] * HIST_BINS + iy[ok], minlength=HIST_BINS * HIST_BINS)
-    counts = counts.reshape(HIST_BINS, HIST_BINS)
+        flat += np.bincount(ix[ok] * HIST_BINS + iy[ok], minlength=HIST_BINS * HIST_BINS)
+    counts = flat.reshape(HIST_BINS, HIST_BINS)
     return Histogram2D(xname, yname, counts, xe, ye, x_ticks or [], y_ticks or [])
 
 
@@ -528,7 +528,7 @@ def _cells_polygons(fa: np.ndarray, sa: np.ndarray, seed: int, names: str = "FSC
     return out, note
 
 
-def _outer_rings(lines: list[np.ndarray], xs: np.ndarray, ws: np.ndarray, main: np.ndarray
+def _outer_rings(lines: Any, xs: np.ndarray, ws: np.ndarray, main: np.ndarray
                  ) -> list[np.ndarray]:
     """The closed outlines that hold cells: every outermost contour holding >= 0.2 % of the
     events (``xs``/``ws``: binned points and weights), the one around the main population first.
@@ -821,12 +821,12 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
 
     # --- margin
     if fsc and ssc and n:
-        bounds = {}
+        bounds: dict[str, tuple[float | None, float | None]] = {}
         notes = []
         for ch in dict.fromkeys((fsc, ssc)):
-            lo, hi, n_lo, n_hi = _pile_bounds(col[ch][current], ranges.get(ch))
-            if lo is not None or hi is not None:
-                bounds[ch] = (lo, hi)
+            low, high, n_lo, n_hi = _pile_bounds(col[ch][current], ranges.get(ch))
+            if low is not None or high is not None:
+                bounds[ch] = (low, high)
                 if n_hi:
                     notes.append(f"{n_hi} piled at the top of {ch}")
                 if n_lo:
@@ -835,10 +835,9 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
         new = current & m
         x0, x1 = _span(col[fsc][current], ranges.get(fsc))
         y0, y1 = _span(col[ssc][current], ranges.get(ssc))
-        bx = bounds.get(fsc, (None, None))
-        by = bounds.get(ssc, (None, None))
-        bx = (bx[0] if bx[0] is not None else x0, bx[1] if bx[1] is not None else x1)
-        by = (by[0] if by[0] is not None else y0, by[1] if by[1] is not None else y1)
+        (bx0, bx1), (by0, by1) = bounds.get(fsc, (None, None)), bounds.get(ssc, (None, None))
+        bx = (bx0 if bx0 is not None else x0, bx1 if bx1 is not None else x1)
+        by = (by0 if by0 is not None else y0, by1 if by1 is not None else y1)
         verts = [(bx[0], by[0]), (bx[1], by[0]), (bx[1], by[1]), (bx[0], by[1])]
         note = "; ".join(notes) if notes else "no events piled at the scatter margins"
         record("margin", new, current, fsc, ssc, verts, note, scatter_hist(fsc, ssc, current))
@@ -870,13 +869,14 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
     # --- singlets
     pair = None if (sc.fsc_a and sc.fsc_h) or sc.fsc_w else _fluorescence_pair(
         fcs, names, pns, ranges, current)
-    ratio_ok = bool(sc.fsc_a and sc.fsc_h) and _positive_ratio(col[sc.fsc_a], col[sc.fsc_h],
-                                                               current)
+    ratio_ok = bool(sc.fsc_a and sc.fsc_h
+                    and _positive_ratio(col[sc.fsc_a], col[sc.fsc_h], current))
     if sc.fsc_a and sc.fsc_h and current.sum() >= 50 and not ratio_ok:
         # (zero or negative FSC-A/FSC-H: no band to place; FSC-W may serve)
         warnings.append(f"{tube_name}: FSC-A/FSC-H ratios are not positive; no singlets gate "
                         "on them")
     if ratio_ok and current.sum() >= 50:
+        assert sc.fsc_a is not None and sc.fsc_h is not None  # ratio_ok says so
         a, h = col[sc.fsc_a], col[sc.fsc_h]
         band = _singlet_band(a[current], h[current])
         verts = _band_vertices(band, a[current])
@@ -1028,15 +1028,10 @@ def gating_strategy(outcomes: dict[str, tuple[Prepared, GatingOutcome]]) -> flow
 
 
 def write_gatingml(strategy: flowkit.GatingStrategy, path: Path) -> None:
-    """Write the strategy as GatingML 2.0 (temporary file renamed into place)."""
+    """Write the strategy as GatingML 2.0, atomically (``output.atomic_file``)."""
     from flowkit import export_gatingml
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            export_gatingml(strategy, fh)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)  # gone after the rename; removed if the export failed
+    from .output import atomic_file
+
+    with atomic_file(Path(path)) as tmp, open(tmp, "wb") as fh:
+        export_gatingml(strategy, fh)

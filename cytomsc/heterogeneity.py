@@ -45,7 +45,7 @@ from threadpoolctl import threadpool_limits
 
 from cytomsc.channels import scatter_family
 from cytomsc.errors import CytomscError
-from cytomsc.results import HeterogeneityResult, Population
+from cytomsc.results import Bimodality, HeterogeneityResult, Population
 
 METHOD = "tied-gmm greedy-split BIC, scatter scale by BIC + bootstrap stability"
 
@@ -761,11 +761,11 @@ def describe_heterogeneity(
             medians={ch: float(v) for ch, v in zip(channels, med_raw, strict=True)},
             label=label,
         ))
-    bimodality: dict[str, dict[str, float | bool]] = {}
+    bimodality: dict[str, Bimodality] = {}
     for i, ch in enumerate(channels):
         d, p = dip_test(X[:, i], random_state=seed + i)
-        bimodality[ch] = {"dip": d, "p_value": p, "bimodal": bool(p < DIP_ALPHA),
-                          "robust_cv": robust_cv(raw[:, i])}
+        bimodality[ch] = Bimodality(dip=d, p_value=p, bimodal=bool(p < DIP_ALPHA),
+                                    robust_cv=robust_cv(raw[:, i]))
     rng = np.random.default_rng([seed, 1])
     coords, emb_labels = _embedding(finder._scaled(X), labels, rng)
     h = _entropy(fractions)

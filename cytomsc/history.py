@@ -79,14 +79,15 @@ def load_lots(engine: Engine, *, since: date | None = None, panel: str | None = 
             .where(c.c.id.in_(sa.select(latest_ids.c.id)))).all()
         m = store.marker_table
         markers: dict[int, dict[str, MarkerValue]] = {}
-        for r in conn.execute(
+        for mr in conn.execute(
                 sa.select(m.c.culture_id, m.c.marker, m.c.expect, m.c.limit,
                           m.c.percent_positive, m.c.ci_low, m.c.ci_high, m.c.events, m.c.passed)
                 .where(m.c.culture_id.in_(sa.select(latest_ids.c.id)))
                 .order_by(m.c.culture_id, m.c.position)):
-            ci = (r.ci_low, r.ci_high) if r.ci_low is not None and r.ci_high is not None else None
-            markers.setdefault(r.culture_id, {}).setdefault(r.marker, MarkerValue(
-                r.marker, r.expect, r.limit, r.percent_positive, ci, r.events, r.passed))
+            ci = (mr.ci_low, mr.ci_high) if mr.ci_low is not None and mr.ci_high is not None \
+                else None
+            markers.setdefault(mr.culture_id, {}).setdefault(mr.marker, MarkerValue(
+                mr.marker, mr.expect, mr.limit, mr.percent_positive, ci, mr.events, mr.passed))
         pops = _populations(conn, latest_ids)
     out = []
     wanted = set(lots) if lots else None
@@ -129,10 +130,11 @@ def _populations(conn: sa.Connection, latest_ids: sa.Subquery
         out[cid] = (_merge((label, f) for _, label, f in rows), "batch")
     p = store.population_table
     own: dict[int, list[tuple[int, str, float]]] = {}
-    for r in conn.execute(sa.select(p.c.culture_id, p.c.population_id, p.c.label, p.c.fraction)
-                          .where(p.c.culture_id.in_(sa.select(latest_ids.c.id)))):
-        own.setdefault(r.culture_id, []).append(
-            (r.population_id, r.label or f"P{r.population_id}", r.fraction or 0.0))
+    for pr in conn.execute(sa.select(p.c.culture_id, p.c.population_id, p.c.label,
+                                     p.c.fraction)
+                           .where(p.c.culture_id.in_(sa.select(latest_ids.c.id)))):
+        own.setdefault(pr.culture_id, []).append(
+            (pr.population_id, pr.label or f"P{pr.population_id}", pr.fraction or 0.0))
     for cid, rows in own.items():
         if cid not in out:
             out[cid] = (_merge((label, f) for _, label, f in sorted(rows)), "culture")

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING
 
 from .errors import CytomscError, LayoutError
 from .output import STAGING
+from .results import InputError
+from .roles import Role
 
 if TYPE_CHECKING:
     from .panel import Panel
@@ -62,8 +64,11 @@ class Tube:
     """One FCS file of a culture and its role."""
 
     path: Path
-    role: str
+    role: Role
     channel_map: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.role = Role(self.role)  # a role's text is checked once, here
 
 
 @dataclass
@@ -101,22 +106,22 @@ def _fmo_marker(text: str, panel: Panel | None) -> str | None:
     return near[0] if near else ""
 
 
-def _role_from_text(text: str, panel: Panel | None) -> str | None:
+def _role_from_text(text: str, panel: Panel | None) -> Role | None:
     if not text or not text.strip():
         return None
     fmo = _fmo_marker(text, panel)
     if fmo is not None:
-        return f"fmo:{fmo}" if fmo else "fmo:unknown"
+        return Role.fmo(fmo or "unknown")
     toks = _tokens(text)
     joined = "".join(toks)
     if any(_UNSTAINED.match(t) for t in toks) or "NOSTAIN" in joined or "UNSTAINED" in joined:
-        return "unstained"
+        return Role("unstained")
     if any(_ISOTYPE.match(t) for t in toks) or "ISOTYPE" in joined:
-        return "isotype"
+        return Role("isotype")
     return None
 
 
-def role_of(keywords: dict[str, str], path: Path, panel: Panel | None = None) -> str:
+def role_of(keywords: dict[str, str], path: Path, panel: Panel | None = None) -> Role:
     """A tube's role from TUBE NAME, then $FIL, then the file name; "stained" when none says.
 
     Keywords are lower-case without "$" (as ``fcs.read_text`` gives them). Roles are "stained",
@@ -135,23 +140,23 @@ def role_of(keywords: dict[str, str], path: Path, panel: Panel | None = None) ->
         if role:
             return role
         if any(_STAINED.match(t) for t in _tokens(text)):
-            return "stained"
-    return "stained"
+            return Role("stained")
+    return Role("stained")
 
 
-def _normal_role(value: str, panel: Panel | None) -> str | None:
+def _normal_role(value: str, panel: Panel | None) -> Role | None:
     """A manifest's role cell: the canonical roles, or anything role_of's words recognise."""
     v = value.strip()
     low = v.lower()
     if low in ("stained", "isotype", "unstained"):
-        return low
+        return Role(low)
     if low.startswith("fmo:") and low[4:].strip():
         marker = v[4:].strip()
-        return f"fmo:{(panel.canonical(marker) if panel else None) or marker}"
+        return Role.fmo((panel.canonical(marker) if panel else None) or marker)
     if low in ("stain", "sample", "test", "marker", "markers"):
-        return "stained"
+        return Role("stained")
     if low.startswith("single:") and v[7:].strip():  # a single-stain control (spillover.py)
-        return f"single:{v[7:].strip()}"
+        return Role.single(v[7:].strip())
     return _role_from_text(v, panel)
 
 
@@ -233,14 +238,14 @@ def _metadata(keywords: list[dict[str, str]]) -> dict[str, str]:
     return meta
 
 
-def _error(path: Path | str, message: str) -> dict[str, str]:
-    return {"path": str(path), "message": " ".join(message.split())}
+def _error(path: Path | str, message: str) -> InputError:
+    return InputError(str(path), " ".join(message.split()))
 
 
 def discover(inputs: list[Path], manifest: Path | None = None, panel: Panel | None = None,
              read_keywords: Callable[[Path], dict[str, str]] | None = None,
              output: Path | None = None, output_files: Collection[Path] = (),
-             ) -> tuple[list[CultureSpec], list[dict[str, str]]]:
+             ) -> tuple[list[CultureSpec], list[InputError]]:
     """Cultures found in ``inputs`` (files and folders), or described by a manifest CSV.
 
     Returns the cultures sorted by name (tubes sorted by path) and the error entries of files that
@@ -255,7 +260,7 @@ def discover(inputs: list[Path], manifest: Path | None = None, panel: Panel | No
     reader = read_keywords or _default_reader()
     if manifest is not None:
         return _from_manifest(Path(manifest), panel, reader)
-    errors: list[dict[str, str]] = []
+    errors: list[InputError] = []
     folders: dict[Path, list[Path]] = {}
     singles: list[Path] = []
     seen: set[Path] = set()
@@ -299,7 +304,7 @@ def discover(inputs: list[Path], manifest: Path | None = None, panel: Panel | No
             errors.append(_error(item, "no such file or folder"))
     if not found:
         if len(errors) == 1:
-            raise LayoutError(errors[0]["message"], errors[0]["path"])
+            raise LayoutError(errors[0].message, errors[0].path)
         raise LayoutError("no FCS files found in " + ", ".join(str(i) for i in inputs))
 
     groups: list[tuple[str, Path, list[tuple[Path, dict[str, str]]]]] = []
@@ -345,7 +350,7 @@ def _folder_name(folder: Path) -> str:
 
 
 def _read_all(paths: list[Path], reader: Callable[[Path], dict[str, str]],
-              errors: list[dict[str, str]]) -> list[tuple[Path, dict[str, str]]]:
+              errors: list[InputError]) -> list[tuple[Path, dict[str, str]]]:
     out = []
     for path in paths:
         try:
@@ -377,7 +382,7 @@ def parse_channels(text: str) -> dict[str, str]:
 
 def _from_manifest(manifest: Path, panel: Panel | None,
                    reader: Callable[[Path], dict[str, str]],
-                   ) -> tuple[list[CultureSpec], list[dict[str, str]]]:
+                   ) -> tuple[list[CultureSpec], list[InputError]]:
     try:
         text = manifest.read_text(encoding="utf-8-sig")
     except OSError as err:
@@ -394,7 +399,7 @@ def _from_manifest(manifest: Path, panel: Panel | None,
         raise LayoutError(f"manifest lacks column(s) {', '.join(lacking)} "
                           "(expected file,culture,role[,channels])", manifest)
     base = manifest.parent
-    errors: list[dict[str, str]] = []
+    errors: list[InputError] = []
     cultures: dict[str, CultureSpec] = {}
     reserved = {"file", "culture", "role", "channels"}
     for line, row in enumerate(rows, start=2):

@@ -240,6 +240,8 @@ def compare(a: Group, b: Group, default_margin: float | None, margins: dict[str,
     for marker in judged:
         va = [x.markers[marker] for x in a.lots if _measured(x, marker)]
         vb = [x.markers[marker] for x in b.lots if _measured(x, marker)]
+        pa = [float(m.percent_positive or 0.0) for m in va]  # measured: never None here
+        pb = [float(m.percent_positive or 0.0) for m in vb]
         if not va or not vb or len(va) + len(vb) < 2:
             skipped.append(marker)
             continue
@@ -249,11 +251,9 @@ def compare(a: Group, b: Group, default_margin: float | None, margins: dict[str,
             if not ma.events or not mb.events:
                 skipped.append(marker)
                 continue
-            d = proportions(ma.percent_positive, ma.events, mb.percent_positive, mb.events,
-                            margin)
+            d = proportions(pa[0], ma.events, pb[0], mb.events, margin)
         else:
-            d = compare_values([m.percent_positive for m in va],
-                               [m.percent_positive for m in vb], margin)
+            d = compare_values(pa, pb, margin)
         expect = next((m.expect for m in va + vb if m.expect), "positive")
         rows.append(MarkerComparison(marker, expect, d))
     return Comparison(a=a, b=b, markers=tuple(rows), populations=_populations(a, b),

@@ -56,6 +56,28 @@ OUTPUT_SUFFIXES = (".pdf", ".json", ".csv", ".xml", ".fcs", ".txt")
 _TEMP_NAME = re.compile(r"^\.tmp-[a-z0-9_]{8}\.(pdf|json|csv|xml|fcs)$")
 
 
+@contextlib.contextmanager
+def atomic_file(final: Path) -> Iterator[Path]:
+    """Write ``final`` atomically: yield a temporary path beside it (same folder, so the same file
+    system), renamed to ``final`` when the block ends without an error; removed otherwise. A
+    reader sees the old file or the whole new one, never a part; a killed writer leaves only a
+    ``.tmp-*`` file, which the next run removes (``RunFolder.recover``). The file is made 0644:
+    results are for the whole lab to read (``mkstemp`` makes 0600). The one atomic write of
+    cytomsc: results, run.json, FCS files, GatingML."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=final.suffix, dir=final.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o644)
+        yield Path(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -92,21 +114,42 @@ class OutputDir:
     def atomic(self, *parts: str) -> Iterator[Path]:
         """Yield a temporary path to write; on success it is renamed to the final path."""
         final = self.path(*parts)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=final.suffix, dir=final.parent)
-        os.close(fd)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for the whole lab to read
-        try:
-            yield Path(tmp)
-            digest = sha256_of(Path(tmp))
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with atomic_file(final) as tmp:
+            yield tmp
         rel = final.relative_to(self.root).as_posix()
         self.written.append(rel)
-        self.hashes[rel] = digest
+        self.hashes[rel] = sha256_of(final)
+
+    def write_text(self, text: str, *parts: str) -> None:
+        with self.atomic(*parts) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+
+    def write_bytes(self, data: bytes, *parts: str) -> None:
+        with self.atomic(*parts) as tmp:
+            tmp.write_bytes(data)
+
+
+class MemoryDir:
+    """Files "written" into memory: the same ``atomic`` and ``write_text`` as ``OutputDir``, for a
+    worker that cannot reach OUT (a Dask worker on another machine). Each file is made in a
+    private temporary folder, read back and removed; ``files`` holds the bytes by path relative
+    to OUT, for the batch to write into its staging folder (``OutputDir.write_bytes``)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.hashes: dict[str, str] = {}
+
+    @contextlib.contextmanager
+    def atomic(self, *parts: str) -> Iterator[Path]:
+        rel = Path(*parts)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise CytomscError("refusing to write outside the output folder", rel)
+        with tempfile.TemporaryDirectory(prefix="cytomsc-") as tmp:
+            path = Path(tmp) / f"file{rel.suffix}"
+            yield path
+            data = path.read_bytes()
+        self.files[rel.as_posix()] = data
+        self.hashes[rel.as_posix()] = hashlib.sha256(data).hexdigest()
 
     def write_text(self, text: str, *parts: str) -> None:
         with self.atomic(*parts) as tmp:
@@ -261,14 +304,14 @@ class RunFolder:
             doc = None
         if not isinstance(doc, dict) or "cytomsc_version" not in doc:
             return PreviousRun(foreign=True)  # never act on the word of another tool's run.json
-        recorded = doc.get("sha256") if isinstance(doc.get("sha256"), dict) else {}
+        recorded = _mapping(doc.get("sha256"))
         hashes: dict[str, str | None] = {}
         for rel in doc.get("outputs", []):
             rel = str(rel)
             if rel != RUN_FILE and rel.lower().endswith(OUTPUT_SUFFIXES):
                 value = recorded.get(rel)
                 hashes[rel] = value if isinstance(value, str) else None
-        cultures = doc.get("cultures") if isinstance(doc.get("cultures"), dict) else {}
+        cultures = _mapping(doc.get("cultures"))
         return PreviousRun(hashes=hashes, cultures={str(k): str(v) for k, v in cultures.items()})
 
     # ---- what is ours ------------------------------------------------------------------------
@@ -410,11 +453,13 @@ class RunFolder:
                 except OSError:
                     break
                 parent = parent.parent
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.root)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(run, indent=1) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.root / RUN_FILE)
+        with atomic_file(self.root / RUN_FILE) as tmp:
+            tmp.write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
+
+
+def _mapping(v: Any) -> dict[str, Any]:
+    """A JSON object of run.json, or {} for anything else (never act on another tool's file)."""
+    return v if isinstance(v, dict) else {}
 
 
 def _matches(path: Path | None, digest: str | None) -> bool:

@@ -55,21 +55,24 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from .channels import is_blank_label, is_fluorescence, strip_fluorochromes
 from .errors import PanelError
+from .results import Expectation
 
-try:  # Python >= 3.11
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
-EXPECTS = ("positive", "negative", "informative")
-KINDS = ("single", "alternatives", "cocktail")
+CriterionKind = Literal["single", "alternatives", "cocktail"]
+EXPECTS: tuple[Expectation, ...] = ("positive", "negative", "informative")
+KINDS: tuple[CriterionKind, ...] = ("single", "alternatives", "cocktail")
 DEFAULT_PANEL = "isct-2006"
 _COCKTAIL_WORDS = ("negative cocktail", "neg cocktail", "cocktail", "lineage", "lin", "dump")
 _ISOTYPE = re.compile(r"(?<![A-Z0-9])(IGG\d?[A-Z]?|IGM|IGA|IGE|ISOTYPE|ISO)(?![A-Z0-9])")
@@ -94,9 +97,9 @@ class Criterion:
 
     name: str
     markers: tuple[str, ...]
-    expect: str
+    expect: Expectation
     limit: float | None
-    kind: str
+    kind: CriterionKind
     words: tuple[str, ...] = ()  # cocktail only: $PnS words that name the cocktail channel
     source: str = ""  # where the limit comes from
 
@@ -150,8 +153,8 @@ class Panel:
         for m, names in self.aliases.items():
             for a in names:
                 table.setdefault(_key(a), m)
-        names = set(self.markers) | {a for v in self.aliases.values() for a in v}
-        pats = sorted({_name_pattern(n) for n in names if _key(n)}, key=len, reverse=True)
+        spelled = set(self.markers) | {a for v in self.aliases.values() for a in v}
+        pats = sorted({_name_pattern(n) for n in spelled if _key(n)}, key=len, reverse=True)
         scan = re.compile(r"(?<![A-Z0-9])(" + "|".join(pats) + r")(?![A-Z0-9])")
         object.__setattr__(self, "_table", table)
         object.__setattr__(self, "_scan", scan)
@@ -180,7 +183,8 @@ class Panel:
         """The criterion judging a marker alone: its own one, else its cocktail's."""
         owners = [c for c in self.criteria if marker in c.markers]
         plain = [c for c in owners if c.kind != "cocktail"]
-        return (plain or owners or [None])[0]
+        found = plain or owners
+        return found[0] if found else None
 
     # ---- matching ----------------------------------------------------------------------------
     def match(self, channels: list[tuple[str, str]], channel_map: dict[str, str] | None = None,
@@ -542,6 +546,7 @@ def _criterion(raw: Any, n: int, path: Path) -> Criterion:
     source = raw.get("source", "")
     if not isinstance(source, str):
         raise PanelError(f"{where}: 'source' must be a string", path)
-    return Criterion(name=name.strip(), markers=markers, expect=expect,
-                     limit=None if limit is None else float(limit), kind=kind,
+    return Criterion(name=name.strip(), markers=markers, expect=cast(Expectation, expect),
+                     limit=None if limit is None else float(limit),
+                     kind=cast(CriterionKind, kind),
                      words=tuple(words), source=source.strip())

@@ -59,13 +59,18 @@ class LogicleParams:
 
 
 def spillover_matrix(
-    fcs: FcsData, comp: str | Path | None
+    fcs: FcsData, comp: str | Path | tuple[list[str], np.ndarray] | None
 ) -> tuple[list[str], np.ndarray] | None:
-    """The spillover to apply: the file's own (``None``/"file"), none ("none"), or a CSV's.
+    """The spillover to apply: the file's own (``None``/"file"), none ("none"), a CSV's, or a
+    matrix already read (detector names, matrix: a batch reads its CSV once).
 
     The CSV has a header row of detector names (PnN) and one numeric row per detector, optionally
     led by the detector's name; rows are spillover *from* that detector, as in ``$SPILLOVER``.
     """
+    if isinstance(comp, tuple):
+        names, matrix = list(comp[0]), np.asarray(comp[1], dtype=float)
+        _check_matrix(names, matrix, _pnn(fcs), None, "the compensation CSV")
+        return names, matrix
     if comp is None or (isinstance(comp, str) and comp.lower() == "file"):
         spill = fcs.spillover
         if spill is None:
@@ -480,7 +485,7 @@ def _top(maximum: float, declared: float | None) -> float:
     return top if top > 1 else 262144.0
 
 
-def prepare(fcs: FcsData, comp: str | Path | None = None,
+def prepare(fcs: FcsData, comp: str | Path | tuple[list[str], np.ndarray] | None = None,
             logicle_params: dict[str, LogicleParams] | None = None) -> Prepared:
     """Compensate a tube and put it on display scales.
 

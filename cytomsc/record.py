@@ -15,6 +15,7 @@ import numpy as np
 
 from .dates import iso_date
 from .results import GATE_ORDER, Compensation, TubeFunnel, release_fact
+from .roles import Role
 
 if TYPE_CHECKING:  # pragma: no cover
     from .output import OutputDir
@@ -28,7 +29,7 @@ KEYWORD_FACTS = {"operator": ("op",), "comment": ("com",), "lot": ("lot", "lot n
                  "donor": ("donor", "donor id"),
                  "tissue": ("tissue source", "tissue", "source tissue"), "passage": ("passage",),
                  "detachment": ("detachment", "detachment reagent")}
-NUMERIC = ("numpy", "scipy", "scikit-learn", "pandas", "flowkit", "flowio", "flowutils",
+NUMERIC = ("numpy", "scipy", "pandas", "flowkit", "flowio", "flowutils",
            "matplotlib", "threadpoolctl")
 
 
@@ -51,7 +52,7 @@ def release_metadata(metadata: dict[str, str], keywords: list[dict[str, str]],
     return out
 
 
-def tube_funnel(name: str, role: str, n_events: int, masks: dict[str, np.ndarray],
+def tube_funnel(name: str, role: Role, n_events: int, masks: dict[str, np.ndarray],
                 skipped: dict[str, str]) -> TubeFunnel:
     """A tube's events left after each gate; ``None`` (and the reason) for a gate skipped."""
     counts: dict[str, int | None] = {"total": int(n_events)}

@@ -7,6 +7,11 @@ marked ``json=False`` and stay out of ``summary.json``.
 The JSON schema is versioned by ``SCHEMA``; the README documents it. Nothing time-dependent goes
 into ``summary.json`` (the analysis time lives in the PDF audit page and ``run.json``) so that
 the same input and seed give a byte-identical file whatever ``--jobs`` is.
+
+Domain words are ``Literal`` types (``Verdict``, ``Expectation``, ``ThresholdSource``,
+``GateName``, ``GateSource``; a tube's role is ``roles.Role``): the values stay the plain strings
+``summary.json`` carries, and mypy (``strict_equality``) flags a comparison with a word that is
+not one of them.
 """
 
 from __future__ import annotations
@@ -16,25 +21,55 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .roles import Role
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas
+
+    from .spillover import SpilloverResult
+    from .writing import CultureFiles
+
 SCHEMA = "cytomsc.summary/3"
 
-# Roles of a tube within a culture. FMO tubes are "fmo:<canonical marker>".
-ROLES = ("stained", "isotype", "unstained")  # plus "fmo:<marker>"
+Verdict = Literal["pass", "fail", "inconclusive"]
+Expectation = Literal["positive", "negative", "informative"]  # informative: reported, not judged
+ThresholdSource = Literal["fmo", "isotype", "unstained", "auto"]  # the control, or none
+GateName = Literal["time", "margin", "cells", "singlets", "live"]
+GateSource = Literal["automatic", "manual"]  # placed by cytomsc, or the lab's --gates
 
 # Gate names in the order labs expect; also the suffix of the exported event channels
 # (``cytomsc_<gate>``) and the keys of the event funnel.
-GATE_ORDER = ("time", "margin", "cells", "singlets", "live")
+GATE_ORDER: tuple[GateName, ...] = ("time", "margin", "cells", "singlets", "live")
 
 
 def plot_field(**kwargs: Any) -> Any:
-    """A dataclass field that carries drawing data only: kept out of the JSON."""
+    """A dataclass field that carries drawing data only: kept out of the JSON and the repr."""
     if "default_factory" not in kwargs:
         kwargs.setdefault("default", None)
-    return field(metadata={"json": False}, **kwargs)
+    return field(metadata={"json": False}, repr=False, **kwargs)
+
+
+@dataclass(frozen=True)
+class PanelInfo:
+    """The panel a batch was judged against, as ``summary.json`` records it."""
+
+    id: str
+    name: str
+    reference: str
+    version: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class InputError:
+    """An input that could not be used: the file (or culture) and the reason, in one line."""
+
+    path: str
+    message: str
 
 
 @dataclass
@@ -42,7 +77,7 @@ class FileInfo:
     """One input tube as the analysis saw it."""
 
     path: str
-    role: str
+    role: Role
     sha256: str
     events: int = 0
     cytometer: str | None = None
@@ -68,7 +103,7 @@ class GateStep:
     """One automatic gate applied to one tube: what it kept, and how to draw it."""
 
     tube: str  # file name of the tube
-    gate: str  # one of GATE_ORDER
+    gate: str  # automatic: a GateName; manual: the gate's name in the lab's file
     parent_count: int
     count: int
     x: str  # channel on the x axis
@@ -79,7 +114,7 @@ class GateStep:
     vertices: list[tuple[float, float]] = field(default_factory=list)
     note: str = ""  # how the gate was placed, in words, for the report
     histogram: Histogram2D | None = plot_field()
-    source: str = "automatic"  # "automatic" (placed by cytomsc) | "manual" (the lab's --gates)
+    source: GateSource = "automatic"
     path: str = ""  # manual gates: the gate's path in the lab's file ("/Lymphocytes/Singlets")
 
     @property
@@ -94,7 +129,7 @@ class MarkerHistogram:
     edges: np.ndarray
     stained: np.ndarray
     control: np.ndarray | None
-    control_role: str | None
+    control_role: Role | None
     threshold: float | None  # in plot coordinates
     ticks: list[tuple[float, str]] = field(default_factory=list)
 
@@ -105,12 +140,12 @@ class MarkerResult:
 
     marker: str  # canonical name; a cocktail's markers joined by "/"
     channel: str | None
-    expect: str  # "positive" | "negative" | "informative"
+    expect: Expectation
     limit: float | None  # percent; >= for positive, <= for negative
     percent_positive: float | None = None
     ci95: tuple[float, float] | None = None
     threshold: float | None = None  # in compensated channel units
-    threshold_source: str | None = None  # "fmo" | "isotype" | "unstained" | "auto"
+    threshold_source: ThresholdSource | None = None
     # > 1 when the control's threshold was widened to the stained negatives' spread
     control_spread_ratio: float = 1.0
     events: int = 0  # gated events of the stained tube the percentage is taken over
@@ -133,6 +168,16 @@ class Population:
     medians_by_marker: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Bimodality:
+    """One channel's Hartigan dip test and robust CV (1.4826 x MAD / median)."""
+
+    dip: float
+    p_value: float
+    bimodal: bool  # p_value below the test's alpha
+    robust_cv: float
+
+
 @dataclass
 class HeterogeneityResult:
     """How heterogeneous a culture's live single cells are."""
@@ -141,8 +186,7 @@ class HeterogeneityResult:
     populations: list[Population]
     entropy: float  # Shannon entropy (nats) of the fractions
     effective_number: float  # exp(entropy)
-    # per channel: {"dip": D, "p_value": p, "bimodal": bool, "robust_cv": cv}
-    bimodality: dict[str, dict[str, float | bool]]
+    bimodality: dict[str, Bimodality]  # per channel
     channels: list[str]
     method: str
     n_events: int  # events clustered (after subsampling)
@@ -160,7 +204,7 @@ class TubeFunnel:
     """One tube's event funnel: the events left after each gate, in GATE_ORDER."""
 
     tube: str  # file name
-    role: str
+    role: Role
     # total, time_ok, margin_ok, cells, singlets, live; None for a gate that was not applied
     counts: dict[str, int | None]
     skipped: dict[str, str] = field(default_factory=dict)  # gate -> why ("no viability dye")
@@ -198,12 +242,12 @@ def release_fact(metadata: dict[str, str], name: str) -> str:
     return ""
 
 
-@dataclass
+@dataclass(repr=False)
 class CultureResult:
     """Everything the analysis found for one culture."""
 
     culture: str
-    verdict: str  # "pass" | "fail" | "inconclusive"
+    verdict: Verdict
     borderline: bool
     files: list[FileInfo]
     events: dict[str, int]  # funnel: total, time_ok, margin_ok, cells, singlets, live
@@ -222,22 +266,143 @@ class CultureResult:
     # PDF's audit page (not in summary.json: the batch's sha256sums.txt lists every output)
     outputs: dict[str, str] = plot_field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        flag = ", borderline" if self.borderline else ""
+        pops = "" if self.heterogeneity is None else \
+            f", {self.heterogeneity.n_populations} population(s)"
+        return (f"CultureResult({self.culture!r}: {self.verdict}{flag}, "
+                f"{len(self.markers)} marker(s){pops}, {len(self.warnings)} warning(s))")
+
+
+@dataclass(frozen=True)
+class BatchPopulation:
+    """One population of the batch-wide clustering (its id means the same cells everywhere)."""
+
+    id: int
+    label: str
+
 
 @dataclass
+class BatchPopulations:
+    """The cultures clustered together, so that a population id means the same cells in each."""
+
+    method: str
+    per_culture: int  # events each culture contributed (at most)
+    populations: list[BatchPopulation]
+    table: dict[str, list[float]]  # culture -> fraction of its cells in population 1, 2, ...
+    events: dict[str, int]  # culture -> events assigned
+
+
+@dataclass(repr=False)
 class BatchResult:
-    """A whole run: what summary.json holds."""
+    """A whole run: what summary.json holds (``to_json``), and its tables as DataFrames.
+
+    ``cytomsc.analyze`` returns one without writing anything; ``cytomsc.write`` writes its files.
+    """
 
     cytomsc_version: str
-    panel: dict[str, str]  # id, name, reference, sha256
+    panel: PanelInfo
     parameters: dict[str, Any]
     cultures: list[CultureResult]
-    errors: list[dict[str, str]] = field(default_factory=list)  # {"path", "message"}
-    batch_populations: dict[str, Any] | None = None  # cultures x populations table, when joint
-    compensation: Any = None  # spillover.SpilloverResult, when single-stain controls were given
+    errors: list[InputError] = field(default_factory=list)
+    batch_populations: BatchPopulations | None = None  # when cultures were clustered together
+    compensation: SpilloverResult | None = None  # when single-stain controls were given
+    # not in summary.json: the run (command, start, versions) for run.json and the PDFs' audit
+    # pages, and what writing each culture's files needs (gates, scales; see writing.py)
+    run_info: dict[str, Any] = plot_field(default_factory=dict)
+    culture_files: dict[str, CultureFiles] = plot_field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        verdicts: dict[str, int] = {}
+        for c in self.cultures:
+            verdicts[c.verdict] = verdicts.get(c.verdict, 0) + 1
+        said = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())) or "none"
+        return (f"BatchResult({len(self.cultures)} culture(s): {said}; "
+                f"{len(self.errors)} error(s); panel {self.panel.id})")
+
+    def culture(self, name: str) -> CultureResult:
+        """The culture of that name (``KeyError`` when the batch has none)."""
+        for c in self.cultures:
+            if c.culture == name:
+                return c
+        raise KeyError(name)
+
+    def markers_frame(self) -> pandas.DataFrame:
+        """One row per culture and marker: % positive, its interval, threshold and verdict."""
+        import pandas as pd
+
+        rows = [{
+            "culture": c.culture, "verdict": c.verdict, "marker": m.marker, "tube": m.tube,
+            "channel": m.channel, "expect": m.expect, "limit": m.limit,
+            "percent_positive": m.percent_positive,
+            "ci95_low": m.ci95[0] if m.ci95 else None,
+            "ci95_high": m.ci95[1] if m.ci95 else None,
+            "threshold": m.threshold, "threshold_source": m.threshold_source,
+            "control_spread_ratio": m.control_spread_ratio, "events": m.events,
+            "passed": m.passed, "borderline": m.borderline,
+        } for c in self.cultures for m in c.markers]
+        return pd.DataFrame(rows, columns=list(_MARKER_FRAME))
+
+    def cultures_frame(self) -> pandas.DataFrame:
+        """One row per culture: verdict, joint phenotype, populations, events, release facts."""
+        import pandas as pd
+
+        rows = []
+        for c in self.cultures:
+            ci = c.joint_phenotype_ci95
+            row: dict[str, Any] = {
+                "culture": c.culture, "output_name": c.output_name, "verdict": c.verdict,
+                "borderline": c.borderline, "joint_phenotype_percent": c.joint_phenotype_percent,
+                "joint_phenotype_ci95_low": ci[0] if ci else None,
+                "joint_phenotype_ci95_high": ci[1] if ci else None,
+                "n_populations": c.heterogeneity.n_populations if c.heterogeneity else None,
+                "missing_markers": list(c.missing_markers),
+                "events_total": c.events.get("total"), "events_gated": c.events.get("live"),
+                "warnings": len(c.warnings),
+            }
+            for name in RELEASE_FACTS:
+                row[name] = release_fact(c.metadata, name) or None
+            rows.append(row)
+        frame = pd.DataFrame(rows, columns=[*_CULTURE_FRAME, *RELEASE_FACTS])
+        for col in ("n_populations", "events_total", "events_gated"):
+            frame[col] = frame[col].astype("Int64")  # a missing count stays missing, not NaN
+        return frame
+
+    def populations_frame(self) -> pandas.DataFrame:
+        """One row per culture and population of its own clustering: fraction (0-1) with its
+        interval, label, and the population's median of every marker (columns ``median_<marker>``,
+        compensated units; scatter keeps its channel name)."""
+        import pandas as pd
+
+        rows = []
+        names: dict[str, None] = {}
+        for c in self.cultures:
+            h = c.heterogeneity
+            if h is None:
+                continue
+            for p in h.populations:
+                medians = {f"median_{k}": v for k, v in p.medians_by_marker.items()}
+                names.update(dict.fromkeys(medians))
+                rows.append({"culture": c.culture, "tube": h.tube, "population": p.id,
+                             "fraction": p.fraction, "ci95_low": p.ci95[0],
+                             "ci95_high": p.ci95[1], "label": p.label, **medians})
+        return pd.DataFrame(rows, columns=[*_POPULATION_FRAME, *names])
+
+
+_MARKER_FRAME = ("culture", "verdict", "marker", "tube", "channel", "expect", "limit",
+                 "percent_positive", "ci95_low", "ci95_high", "threshold", "threshold_source",
+                 "control_spread_ratio", "events", "passed", "borderline")
+_CULTURE_FRAME = ("culture", "output_name", "verdict", "borderline", "joint_phenotype_percent",
+                  "joint_phenotype_ci95_low", "joint_phenotype_ci95_high", "n_populations",
+                  "missing_markers", "events_total", "events_gated", "warnings")
+_POPULATION_FRAME = ("culture", "tube", "population", "fraction", "ci95_low", "ci95_high",
+                     "label")
 
 
 def _plain(value: Any) -> Any:
     """Turn dataclasses, numpy scalars/arrays and tuples into JSON-ready values (floats rounded)."""
+    if isinstance(value, str):
+        return str(value)  # a Role is its text
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out = {}
         for f in dataclasses.fields(value):
@@ -365,9 +530,9 @@ def culture_rows(batch: BatchResult, analysis_date: str) -> tuple[list[str], lis
             "events_gated": str(c.events.get("live", "")),
             "cytometer": str(c.metadata.get("cytometer", "")),
             "acquisition_date": str(c.metadata.get("date", "")),
-            "panel_id": str(batch.panel.get("id", "")),
-            "panel_version": str(batch.panel.get("version", "")),
-            "panel_sha256": str(batch.panel.get("sha256", "")),
+            "panel_id": batch.panel.id,
+            "panel_version": batch.panel.version,
+            "panel_sha256": batch.panel.sha256,
             "cytomsc_version": batch.cytomsc_version, "analysis_date": analysis_date,
             "warnings": str(len(c.warnings)),
         }

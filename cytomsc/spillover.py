@@ -38,12 +38,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import CytomscError
-from .results import Histogram2D, plot_field
+from .results import Histogram2D, InputError, plot_field
+from .roles import Role
 
 if TYPE_CHECKING:  # pragma: no cover
     from .fcs import FcsData
     from .layout import CultureSpec
-    from .output import OutputDir
+    from .writing import Sink
 
 COMP_FILE = "compensation.csv"
 NEGATIVE_ROLES = ("single:unstained", "single:negative", "single:blank")
@@ -63,7 +64,7 @@ class ControlFit:
     """One single-stain control: its detector, positives and each coefficient's evidence."""
 
     file: str
-    role: str
+    role: Role
     detector: str
     events: int  # inside the scatter gate
     positive_events: int
@@ -98,8 +99,8 @@ METHOD = ("positive population's median minus the unstained control's median, pe
           f"control's {POSITIVE_PERCENTILE:g}th percentile, saturated events left out)")
 
 
-def is_single(role: str) -> bool:
-    return role.lower().startswith("single:")
+def is_single(role: Role) -> bool:
+    return role.kind == "single"
 
 
 def split_controls(specs: list[CultureSpec]) -> tuple[list[CultureSpec], list[Any], Any]:
@@ -193,7 +194,7 @@ def _log_hist(x: np.ndarray, y: np.ndarray, xname: str, yname: str) -> Histogram
                        [t for t in ticks if t[0] <= hi_y])
 
 
-def compute_spillover(singles: list[tuple[str, str, FcsData]], negative: tuple[str, FcsData]
+def compute_spillover(singles: list[tuple[str, Role, FcsData]], negative: tuple[str, FcsData]
                       ) -> SpilloverResult:
     """The spillover matrix from (file, role, data) of each single stain and the negative."""
     neg_name, neg_fcs = negative
@@ -205,7 +206,7 @@ def compute_spillover(singles: list[tuple[str, str, FcsData]], negative: tuple[s
     fits: list[tuple[ControlFit, FcsData]] = []
     detectors: list[str] = []
     for file, role, fcs in singles:
-        det = detector_of(fcs, role.split(":", 1)[1])
+        det = detector_of(fcs, role.target)
         if det in detectors:
             raise CytomscError(f"{role}: a second control for detector {det}", file)
         detectors.append(det)
@@ -299,44 +300,41 @@ def _judge(fit: ControlFit, row: np.ndarray, detectors: list[str], cols: dict[st
                 "second dye in the tube?)")
 
 
-def write_comp_csv(out: OutputDir, result: SpilloverResult) -> Path:
+def write_comp_csv(out: Sink, result: SpilloverResult) -> None:
     """compensation.csv: a blank top-left cell, detector names across and down (--comp reads
     it back unchanged: each value is written as the shortest text of the stored float)."""
     lines = ["," + ",".join(result.detectors)]
     for d, row in zip(result.detectors, result.matrix, strict=True):
         lines.append(d + "," + ",".join(repr(float(v)) for v in row))
     out.write_text("\n".join(lines) + "\n", COMP_FILE)
-    return out.path(COMP_FILE)
 
 
-def compensation_from_controls(specs: list[CultureSpec], out: OutputDir, data_set: int,
-                               errors: list[dict[str, str]], user_comp: str | None
-                               ) -> tuple[list[CultureSpec], SpilloverResult | None]:
-    """The batch's single-stain controls turned into OUT/compensation.csv.
+def compensation_from_controls(specs: list[CultureSpec], data_set: int, user_comp: str | None
+                               ) -> tuple[list[CultureSpec], SpilloverResult | None,
+                                          list[InputError]]:
+    """The batch's single-stain controls turned into its spillover matrix (written later as
+    OUT/compensation.csv, ``write_comp_csv``).
 
-    Returns the cultures to analyse (single-stain tubes removed) and the result, None when the
-    batch has no single stains or they could not be used (then an error entry says why)."""
+    Returns the cultures to analyse (single-stain tubes removed), the result (None when the
+    batch has no single stains or they could not be used) and the error entries saying why."""
     from .fcs import read_fcs
 
     kept, singles, negative = split_controls(specs)
     if not singles:
-        return specs, None
+        return specs, None, []
     if negative is None:
-        errors.append({"path": str(singles[0].path), "message": "single-stain controls need an "
-                       "unstained (or single:negative) control in the same manifest culture: "
-                       "no compensation computed from them"})
-        return kept, None
+        return kept, None, [InputError(
+            str(singles[0].path), "single-stain controls need an unstained (or single:negative) "
+            "control in the same manifest culture: no compensation computed from them")]
     try:
         data = [(str(t.path), t.role, read_fcs(t.path, data_set=data_set)) for t in singles]
         neg = (str(negative.path), read_fcs(negative.path, data_set=data_set))
         result = compute_spillover(data, neg)
     except CytomscError as err:
-        errors.append({"path": err.path or str(singles[0].path),
-                       "message": f"compensation from single stains: {err.reason}"})
-        return kept, None
+        return kept, None, [InputError(err.path or str(singles[0].path),
+                                       f"compensation from single stains: {err.reason}")]
     if user_comp is not None:
         result.used = False
         result.warnings.append(f"--comp {user_comp} was given: the matrix from the single-stain "
                                "controls was written to compensation.csv but not applied")
-    write_comp_csv(out, result)
-    return kept, result
+    return kept, result, []

@@ -53,7 +53,7 @@ _PG_LOCK = 0x6379746F6D7363  # "cytomsc": the advisory lock writers share on Pos
 SQLITE_TIMEOUT = 120.0  # seconds a writer waits for another one's lock
 
 metadata = sa.MetaData()
-_id = {"primary_key": True, "autoincrement": True}
+_id: dict[str, Any] = {"primary_key": True, "autoincrement": True}
 
 
 def _fk(table: str) -> sa.ForeignKey:
@@ -458,7 +458,7 @@ def _prepare(summary: dict) -> _Prepared:
     # summary.json's own keys in their order, the cultures' place kept by a null
     header = {k: (None if k == "cultures" else v) for k, v in summary.items()}
     cultures = [c for c in summary["cultures"] if isinstance(c, dict)]
-    panel = header.get("panel") if isinstance(header.get("panel"), dict) else {}
+    panel = _mapping(header.get("panel"))
     context = {"parameters": header.get("parameters"), "panel_sha256": panel.get("sha256"),
                "cytomsc_version": header.get("cytomsc_version")}
     keys = []
@@ -478,7 +478,7 @@ def _prepare(summary: dict) -> _Prepared:
 def _panel_version(header: dict) -> str | None:
     """summary.json's panel version when it has one, else the panel file's if it is the same
     file (same SHA-256) the analysis used."""
-    panel = header.get("panel") if isinstance(header.get("panel"), dict) else {}
+    panel = _mapping(header.get("panel"))
     if panel.get("version"):
         return str(panel["version"])
     ref = (header.get("parameters") or {}).get("panel") or panel.get("id")
@@ -502,8 +502,8 @@ def _write(conn: Connection, p: _Prepared, summary_sha256: str | None,
                         cultures_known=len(p.cultures))
     now = datetime.now(timezone.utc)
     header = p.header
-    panel = header.get("panel") if isinstance(header.get("panel"), dict) else {}
-    errors = header.get("errors") if isinstance(header.get("errors"), list) else []
+    panel = _mapping(header.get("panel"))
+    errors = _sequence(header.get("errors"))
     batch_id = conn.execute(batch_table.insert().values(
         batch_key=p.batch_key, stored_at=now, summary_schema=_text(header.get("schema")),
         cytomsc_version=_text(header.get("cytomsc_version")), panel_id=_text(panel.get("id")),
@@ -512,7 +512,7 @@ def _write(conn: Connection, p: _Prepared, summary_sha256: str | None,
         parameters_json=_canonical(header.get("parameters")), summary_sha256=summary_sha256,
         out_dir=out_dir, n_cultures=len(p.cultures), n_errors=len(errors),
         header_json=json.dumps(header, ensure_ascii=False),
-    )).inserted_primary_key[0]
+    )).inserted_primary_key[0]  # type: ignore[index]
     existing = _existing_cultures(conn, p.culture_keys)
     new: dict[str, tuple[dict, str]] = {}  # key -> (culture, JSON), first of the batch
     for c, key, text in zip(p.cultures, p.culture_keys, p.culture_texts, strict=True):
@@ -561,9 +561,9 @@ def _existing_cultures(conn: Connection, keys: list[str]) -> dict[str, tuple[int
 def _culture_row(c: dict, key: str, text: str, batch_id: int, now: datetime, header: dict,
                  panel_version: str | None) -> dict[str, Any]:
     """The culture table's row of one culture of summary.json."""
-    meta = c.get("metadata") if isinstance(c.get("metadata"), dict) else {}
-    het = c.get("heterogeneity") if isinstance(c.get("heterogeneity"), dict) else {}
-    panel = header.get("panel") if isinstance(header.get("panel"), dict) else {}
+    meta = _mapping(c.get("metadata"))
+    het = _mapping(c.get("heterogeneity"))
+    panel = _mapping(header.get("panel"))
     jci = _pair(c.get("joint_phenotype_ci95"))
     lot = _meta(meta, "lot")
     passage = _meta(meta, "passage")
@@ -586,9 +586,9 @@ def _culture_row(c: dict, key: str, text: str, batch_id: int, now: datetime, hea
 
 def _child_rows(cid: int, c: dict) -> dict[str, list[dict[str, Any]]]:
     """Rows of the normalised tables for one culture, by table name."""
-    meta = c.get("metadata") if isinstance(c.get("metadata"), dict) else {}
-    het = c.get("heterogeneity") if isinstance(c.get("heterogeneity"), dict) else {}
-    events = c.get("events") if isinstance(c.get("events"), dict) else {}
+    meta = _mapping(c.get("metadata"))
+    het = _mapping(c.get("heterogeneity"))
+    events = _mapping(c.get("events"))
     out: dict[str, list[dict[str, Any]]] = {}
     out[event_table.name] = [{"culture_id": cid, "stage": str(k), "count": _int(v)}
                              for k, v in events.items()]
@@ -627,7 +627,7 @@ def _child_rows(cid: int, c: dict) -> dict[str, list[dict[str, Any]]]:
                      "medians_by_marker_json": json.dumps(pop.get("medians_by_marker"),
                                                           ensure_ascii=False)})
     out[population_table.name] = pops
-    bim = het.get("bimodality") if isinstance(het.get("bimodality"), dict) else {}
+    bim = _mapping(het.get("bimodality"))
     out[bimodality_table.name] = [
         {"culture_id": cid, "channel": str(ch), "dip": _num(v.get("dip")),
          "p_value": _num(v.get("p_value")), "bimodal": _bool(v.get("bimodal")),
@@ -649,16 +649,16 @@ def _insert_batch_populations(conn: Connection, batch_id: int, table: Any,
     by_name: dict[str, int] = {}
     for c, cid in zip(cultures, ids, strict=True):
         by_name.setdefault(str(c.get("culture")), cid)
-    pop_ids = [_int(p.get("id")) or i + 1 for i, p in enumerate(pops)]
+    pop_ids: list[int] = [_int(p.get("id")) or i + 1 for i, p in enumerate(pops)]
     rows = []
-    fractions = table.get("table") if isinstance(table.get("table"), dict) else {}
+    fractions = _mapping(table.get("table"))
     for name, values in fractions.items():
-        cid = by_name.get(str(name))
-        if cid is None or not isinstance(values, list):
+        known = by_name.get(str(name))
+        if known is None or not isinstance(values, list):
             continue
         for j, v in enumerate(values):
             pid = pop_ids[j] if j < len(pop_ids) else j + 1
-            rows.append({"batch_id": batch_id, "culture_id": cid, "population_id": pid,
+            rows.append({"batch_id": batch_id, "culture_id": known, "population_id": pid,
                          "fraction": _num(v)})
     _many(conn, batch_fraction_table, rows)
 
@@ -711,6 +711,17 @@ def _meta(meta: dict, name: str) -> str | None:
         if value:
             return value
     return None
+
+
+def _mapping(v: Any) -> dict[str, Any]:
+    """A JSON object of summary.json, or {} for anything else (a field another version left
+    out or wrote otherwise)."""
+    return v if isinstance(v, dict) else {}
+
+
+def _sequence(v: Any) -> list[Any]:
+    """A JSON array of summary.json, or [] for anything else."""
+    return v if isinstance(v, list) else []
 
 
 def _text(v: Any) -> str | None:

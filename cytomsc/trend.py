@@ -199,8 +199,8 @@ def _chart(marker: str, lots: list[Lot], ref: set[str]) -> Chart:
                             passage=lot.passage, when=lot.when, value=v,
                             ci95=m.ci95 if m else None, limit=m.limit if m else None,
                             in_reference=lot.lot in ref, z=zi, rules=r))
-    return Chart(marker=marker, expect=expect, centre=centre, sd=sd, n_reference=len(reference),
-                 points=tuple(points), note=note)
+    return Chart(marker=marker, expect=expect or "positive", centre=centre, sd=sd,
+                 n_reference=len(reference), points=tuple(points), note=note)
 
 
 # ---- outputs ---------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import CytomscError
-from .results import GATE_ORDER, GateStep, Histogram2D
+from .results import GATE_ORDER, GateStep, Histogram2D, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .fcs import FcsData
@@ -488,17 +488,17 @@ def _hist(x: np.ndarray, y: np.ndarray, xname: str, yname: str, xr: tuple[float,
 
 
 def gate_culture(lab: LabGates, tubes: list[tuple[str, FcsData]], gate_path: str | None
-                 ) -> tuple[dict[str, GatingOutcome], str, list[dict[str, str]]]:
+                 ) -> tuple[dict[str, GatingOutcome], str, list[InputError]]:
     """The lab's gates for every tube of a culture: the gating of each tube that has them, the
     analysed population's path, and an error entry for each tube that cannot be gated (not in
     the workspace, no such gate path, a gate FlowKit cannot apply)."""
     applied: dict[str, AppliedGates] = {}
-    errors: list[dict[str, str]] = []
+    errors: list[InputError] = []
     for name, fcs in tubes:
         try:
             applied[name] = apply_lab_gates(lab, fcs, name)
         except WorkspaceError as err:
-            errors.append({"path": err.path or str(fcs.path), "message": err.reason})
+            errors.append(InputError(err.path or str(fcs.path), err.reason))
     fcs_of = dict(tubes)
     if gate_path:
         path = normal_path(gate_path)
@@ -514,5 +514,5 @@ def gate_culture(lab: LabGates, tubes: list[tuple[str, FcsData]], gate_path: str
         try:
             outcomes[name] = manual_outcome(a, fcs, name, path, lab.name)
         except WorkspaceError as err:
-            errors.append({"path": err.path or str(fcs.path), "message": err.reason})
+            errors.append(InputError(err.path or str(fcs.path), err.reason))
     return outcomes, path, errors

@@ -129,8 +129,12 @@ def summary_numbers(doc: dict) -> dict[tuple, float]:
         for i, m in enumerate(c.get("markers", [])):  # the columns the marker table has
             walk({k: m[k] for k in known_marker if k in m}, ("cultures", pos, "markers", i))
         het = c.get("heterogeneity") or {}
-        for key in ("n_populations", "entropy", "effective_number", "populations",
-                    "bimodality"):
+        for key in ("n_populations", "entropy", "effective_number", "bimodality"):
             walk(het.get(key), ("cultures", pos, "heterogeneity", key))
+        # a population's medians_by_marker repeats its medians under marker names: the
+        # population table keeps the medians (the culture's JSON, kept verbatim, has both)
+        for i, p in enumerate(het.get("populations") or []):
+            walk({k: v for k, v in p.items() if k != "medians_by_marker"},
+                 ("cultures", pos, "heterogeneity", "populations", i))
     walk((doc.get("batch_populations") or {}).get("table"), ("batch_populations", "table"))
     return out

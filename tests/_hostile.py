@@ -688,31 +688,10 @@ def analyze_mutants(mutants: list[Mutant], work: Path, seed: int, batch_size: in
             biggest = max(biggest, m.size, *(len(r) for _, r in m.base.controls))
         inputs.append(root)
         opts = Options(pdf=with_pdf, jobs=1, cluster=clustering, seed=seed)
-        timings: list[tuple[float, int]] = []
-        clock = [time.perf_counter()]
-
-        class progress:  # a pipeline.Listener: time and memory of each culture as it finishes
-            @staticmethod
-            def started(total: int, clock=clock) -> None:
-                clock[0] = time.perf_counter()
-
-            @staticmethod
-            def note(message: str) -> None:
-                pass
-
-            @staticmethod
-            def tick() -> None:
-                pass
-
-            @staticmethod
-            def finished(done: object, timings=timings, clock=clock) -> None:
-                now = time.perf_counter()
-                timings.append((now - clock[0], MEMORY.peak()))
-                MEMORY.reset()
-                clock[0] = now
-
+        progress = _CultureClock()
         batch, seconds, peak, error = _measure(run_batch, inputs, root.with_name(
             root.name + "_out"), opts, "cytomsc analyze (fuzz)", progress=progress)
+        timings = progress.timings
         tag = f"analyze batch {number} (m{group[0].index:05d}-m{group[-1].index:05d})"
         stats["batches"] += 1
         if error is not None:
@@ -729,6 +708,30 @@ def analyze_mutants(mutants: list[Mutant], work: Path, seed: int, batch_size: in
         _check_batch(batch, group, copies, good, truth, tag, problems, stats)
 
 
+class _CultureClock:
+    """A batch listener (``pipeline.Listener``) that times each culture and its peak memory."""
+
+    def __init__(self) -> None:
+        self.timings: list[tuple[float, int]] = []
+        self.clock = time.perf_counter()
+
+    def started(self, total: int) -> None:
+        self.clock = time.perf_counter()  # the first culture's time starts here, not at planning
+
+    def note(self, message: str) -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
+
+    def finished(self, done: object) -> None:
+        assert MEMORY is not None
+        now = time.perf_counter()
+        self.timings.append((now - self.clock, MEMORY.peak()))
+        MEMORY.reset()
+        self.clock = now
+
+
 def _check_batch(batch, group: list[Mutant], copies: dict[int, Path], good: Path, truth: str,
                  tag: str, problems: list[str], stats: dict) -> None:
     by_path: dict[str, list] = {}
@@ -739,14 +742,14 @@ def _check_batch(batch, group: list[Mutant], copies: dict[int, Path], good: Path
             problems.append(f"{tag}: culture {c.culture} has verdict {c.verdict!r}")
     errors: dict[str, list[str]] = {}
     for e in batch.errors:
-        msg = e["message"]
-        errors.setdefault(str(Path(e["path"])), []).append(msg)
+        msg = e.message
+        errors.setdefault(str(Path(e.path)), []).append(msg)
         if "internal error" in msg or "Traceback" in msg:
-            problems.append(f"{tag}: {e['path']}: {msg[:300]}")
-        if "\n" in msg or "\n" in e["path"]:
-            problems.append(f"{tag}: a multi-line error for {e['path']}")
-        if not Path(e["path"]).is_file():
-            problems.append(f"{tag}: an error names {e['path']!r}, not a file: {msg[:200]}")
+            problems.append(f"{tag}: {e.path}: {msg[:300]}")
+        if "\n" in msg or "\n" in e.path:
+            problems.append(f"{tag}: a multi-line error for {e.path}")
+        if not Path(e.path).is_file():
+            problems.append(f"{tag}: an error names {e.path!r}, not a file: {msg[:200]}")
     goods = [c for c in batch.cultures if c.culture == good.name]
     if len(goods) != 1 or goods[0].verdict != truth:
         problems.append(f"{tag}: the intact culture was not analysed right "

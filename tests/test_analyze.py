@@ -17,6 +17,8 @@ from cytomsc.pipeline import Options, run_batch
 from cytomsc.results import GATE_ORDER
 from cytomsc.simulate import write_preset
 
+pytestmark = pytest.mark.slow  # the 28 cultures of the validation preset
+
 KEPT = set("123456789h")  # intact live single cells (MSC populations and contaminants)
 REMOVED = {"b": "debris", "d": "doublets", "x": "dead cells"}
 

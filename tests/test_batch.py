@@ -222,6 +222,7 @@ def bad_batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "bad": bad, "odd": odd, "text": text, "before": before, "summary": _summary(out)}
 
 
+@pytest.mark.slow
 def test_exit_status_one_and_no_traceback(bad_batch: dict) -> None:
     assert bad_batch["code"] == 1
     assert "Traceback" not in bad_batch["stderr"] + bad_batch["stdout"]
@@ -230,6 +231,7 @@ def test_exit_status_one_and_no_traceback(bad_batch: dict) -> None:
 @pytest.mark.parametrize("case", ["empty", "random", "text", "cut_in_text", "cut_in_data",
                                   "text_only", "tot_too_large", "par_mismatch", "tot_huge",
                                   "beside_valid"])
+@pytest.mark.slow
 def test_bad_file_named_once_with_reason(bad_batch: dict, case: str) -> None:
     path, words = bad_batch["bad"][case]
     entries = [e for e in bad_batch["summary"]["errors"] if e["path"] == str(path)]
@@ -240,6 +242,7 @@ def test_bad_file_named_once_with_reason(bad_batch: dict, case: str) -> None:
     assert lines == [f"error: {path}: {message}"]
 
 
+@pytest.mark.slow
 def test_every_error_is_one_line_and_names_an_input(bad_batch: dict) -> None:
     errors = bad_batch["summary"]["errors"]
     expected = {str(p) for p, _ in bad_batch["bad"].values()}
@@ -249,6 +252,7 @@ def test_every_error_is_one_line_and_names_an_input(bad_batch: dict) -> None:
         == len(errors)
 
 
+@pytest.mark.slow
 def test_valid_cultures_analysed_and_written(bad_batch: dict) -> None:
     cultures = _cultures(bad_batch["summary"])
     for name in ("MSC-A", "MSC-B", "Zellkultur_Müller_µ", "latin1"):
@@ -261,6 +265,7 @@ def test_valid_cultures_analysed_and_written(bad_batch: dict) -> None:
     assert {r["culture"] for r in rows} >= {"MSC-A", "MSC-B", "Zellkultur_Müller_µ", "latin1"}
 
 
+@pytest.mark.slow
 def test_non_ascii_keywords_read(bad_batch: dict) -> None:
     """Keyword values come back as written, whether the TEXT was UTF-8 or latin-1."""
     cultures = _cultures(bad_batch["summary"])
@@ -270,6 +275,7 @@ def test_non_ascii_keywords_read(bad_batch: dict) -> None:
     assert LATIN1_TISSUE.encode("latin-1") in raw and LATIN1_TISSUE.encode() not in raw
 
 
+@pytest.mark.slow
 def test_nan_and_inf_events_dropped_with_a_warning(bad_batch: dict) -> None:
     c = _cultures(bad_batch["summary"])["nan_values"]
     assert c["verdict"] == "pass"
@@ -284,6 +290,7 @@ def test_nan_and_inf_events_dropped_with_a_warning(bad_batch: dict) -> None:
     assert all(abs(m["percent_positive"] - ref[m["marker"]]) < 0.5 for m in c["markers"])
 
 
+@pytest.mark.slow
 def test_duplicate_channel_names_read_with_a_warning(bad_batch: dict) -> None:
     c = _cultures(bad_batch["summary"])["duplicate_names"]
     assert any("duplicate channel names" in w and "SSC-A_" in w for w in c["warnings"])
@@ -292,6 +299,7 @@ def test_duplicate_channel_names_read_with_a_warning(bad_batch: dict) -> None:
 
 @pytest.mark.parametrize("case, words", [("zero_events", "events"),
                                          ("only_controls", "stained")])
+@pytest.mark.slow
 def test_unusable_culture_is_inconclusive_in_words(bad_batch: dict, case: str, words: str
                                                    ) -> None:
     c = _cultures(bad_batch["summary"])[case]
@@ -300,12 +308,14 @@ def test_unusable_culture_is_inconclusive_in_words(bad_batch: dict, case: str, w
     assert all(m["pass"] is not True for m in c["markers"] if m["percent_positive"] is None)
 
 
+@pytest.mark.slow
 def test_folders_of_unreadable_files_are_errors_not_cultures(bad_batch: dict) -> None:
     cultures = _cultures(bad_batch["summary"])
     assert not [name for name in cultures if name.startswith("bad_")]
     assert not [p for p in bad_batch["out"].iterdir() if p.name.startswith("bad_")]
 
 
+@pytest.mark.slow
 def test_inputs_never_changed(bad_batch: dict) -> None:
     assert _tree(bad_batch["data"]) == bad_batch["before"]
 
@@ -371,6 +381,7 @@ def test_spillover_naming_a_detector_twice_is_not_judged(tmp_path: Path) -> None
     assert any("detector twice" in w and "no verdict" in w for w in warnings)
 
 
+@pytest.mark.slow
 def test_no_traceback_from_the_installed_command(tmp_path: Path) -> None:
     """The real entry point in a fresh process: a bad file gives a line, not a traceback; with
     --debug an unreadable manifest shows one."""
@@ -422,6 +433,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "stdout": stdout, "stderr": stderr, "summary": _summary(out), "files": files}
 
 
+@pytest.mark.slow
 def test_hostile_names_write_nothing_outside_out(hostile: dict) -> None:
     assert hostile["code"] == 0, hostile["stderr"]
     out_rel = hostile["out"].relative_to(hostile["root"]).as_posix() + "/"
@@ -431,6 +443,7 @@ def test_hostile_names_write_nothing_outside_out(hostile: dict) -> None:
     assert not Path("/tmp/x/gates.xml").exists() and not Path("/tmp/x.pdf").exists()
 
 
+@pytest.mark.slow
 def test_hostile_names_sanitized_and_distinct(hostile: dict) -> None:
     cultures = _cultures(hostile["summary"])
     assert set(cultures) == {HOSTILE, WINDOWS, "a_b_c", "CON", "tab\there"}
@@ -445,6 +458,7 @@ def test_hostile_names_sanitized_and_distinct(hostile: dict) -> None:
         assert (hostile["out"] / f"{c['output_name']}.pdf").is_file()
 
 
+@pytest.mark.slow
 def test_pdfs_are_complete(hostile: dict) -> None:
     from pypdf import PdfReader
 
@@ -454,11 +468,13 @@ def test_pdfs_are_complete(hostile: dict) -> None:
         assert len(PdfReader(pdf).pages) >= 1
 
 
+@pytest.mark.slow
 def test_hostile_inputs_unchanged(hostile: dict) -> None:
     inputs = {k: v for k, v in hostile["before"].items() if k.startswith("in/")}
     assert inputs and all(hostile["after"][k] == v for k, v in inputs.items())
 
 
+@pytest.mark.slow
 def test_rerun_replaces_old_results(hostile: dict) -> None:
     """Run again into the same folder with one culture gone and no PDFs: without --overwrite the
     other cultures' results are kept and the run refuses, naming them; with it, they are removed
@@ -511,6 +527,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return out
 
 
+@pytest.mark.slow
 def test_jobs_do_not_change_summary(runs: dict[str, bytes]) -> None:
     assert runs["jobs1"] == runs["jobs2"]  # two runs, same seed: the same bytes
     summary = json.loads(runs["jobs1"])
@@ -518,6 +535,7 @@ def test_jobs_do_not_change_summary(runs: dict[str, bytes]) -> None:
     assert all(c["heterogeneity"] for c in summary["cultures"])  # the random part ran
 
 
+@pytest.mark.slow
 def test_other_seed_moves_only_random_parts(runs: dict[str, bytes]) -> None:
     sa, sc = json.loads(runs["jobs2"]), json.loads(runs["seed4"])
     assert sa["parameters"]["seed"] == 3 and sc["parameters"]["seed"] == 4

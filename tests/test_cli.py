@@ -106,6 +106,7 @@ def test_fcs_files_are_recognised_by_their_header_whatever_their_name(tmp_path: 
     assert c["verdict"] == "pass"
 
 
+@pytest.mark.slow
 def test_real_cellquest_exports_are_found(real_fcs: Path, tmp_path: Path) -> None:
     folder = real_fcs / "flowCore_compdata"
     code, _, stderr = _run(["analyze", str(folder), "-o", str(tmp_path / "out"), *QUICK])
@@ -327,6 +328,7 @@ def test_control_characters_are_escaped_in_messages_and_csv(tmp_path: Path) -> N
     assert all(line.count('"') % 2 == 0 for line in raw.splitlines())  # no string split
 
 
+@pytest.mark.slow
 def test_simulate_says_what_it_wrote_and_refuses_a_non_empty_folder(tmp_path: Path) -> None:
     out = tmp_path / "sim"
     code, stdout, stderr = _run(["simulate", str(out)])
@@ -393,6 +395,7 @@ def terminal_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "code": code, "events": events}
 
 
+@pytest.mark.slow
 def test_progress_on_a_terminal_from_the_start_with_counts_and_time_left(terminal_run: dict
                                                                          ) -> None:
     assert terminal_run["code"] == 0
@@ -409,6 +412,7 @@ def test_progress_on_a_terminal_from_the_start_with_counts_and_time_left(termina
     assert next(t for t, kind, _ in events if kind == "err") < 1.0  # something in the 1st second
 
 
+@pytest.mark.slow
 def test_no_progress_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
     _culture(tmp_path / "in" / "P", "P", 18)
     _culture(tmp_path / "in" / "Q", "Q", 19)
@@ -420,6 +424,7 @@ def test_no_progress_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
     assert sorted(stdout.splitlines()[:2]) == sorted(_verdict_line(c) for c in cultures)
 
 
+@pytest.mark.slow
 def test_matplotlib_writes_nothing_into_the_home_folder(terminal_run: dict) -> None:
     root = terminal_run["root"]
     assert terminal_run["code"] == 0 and (root / "out" / "T1.pdf").is_file()

@@ -36,6 +36,7 @@ def _rows(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_flowsom_agreement(real_fcs: Path, tmp_path: Path) -> None:
     """The FlowSOM workspace: Lymphocytes and Singlets beside cytomsc's cells and singlets, within
     3 points of the parent, with event-level F1 >= 0.99; FlowJo's counts within 0.2 %."""
@@ -122,6 +123,7 @@ def lab_compare(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list, d
     return root, cultures, doc, auto
 
 
+@pytest.mark.slow
 def test_lab_gates_counts_and_agreement(lab_compare: tuple) -> None:
     """Manual counts are FlowKit's; automatic counts are analyze's; differences and F1 follow."""
     root, cultures, doc, auto = lab_compare
@@ -161,6 +163,7 @@ def test_lab_gates_counts_and_agreement(lab_compare: tuple) -> None:
     assert sum(r["quantity"] == "CD73 % positive" for r in doc["rows"]) == 3
 
 
+@pytest.mark.slow
 def test_bland_altman_summaries(lab_compare: tuple) -> None:
     _, _, doc, _ = lab_compare
     for s in doc["summaries"]:
@@ -172,6 +175,7 @@ def test_bland_altman_summaries(lab_compare: tuple) -> None:
                                                 d.mean() + 1.96 * d.std(ddof=1)], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_compare_pdf(lab_compare: tuple) -> None:
     from pypdf import PdfReader
 
@@ -183,6 +187,7 @@ def test_compare_pdf(lab_compare: tuple) -> None:
     assert "positive gate on PE-A" in text  # why CD73pos was paired with CD73
 
 
+@pytest.mark.slow
 def test_match_naming_a_missing_gate_is_an_error_per_tube(lab_compare: tuple,
                                                           tmp_path: Path) -> None:
     root = lab_compare[0]

@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from cytomsc.channels import find_scatter
 from cytomsc.cli import main
 from cytomsc.fcs import read_text
+
+pytestmark = pytest.mark.slow  # every real export of the corpus analysed
 
 
 def _scatter_files(corpus: Path, expected: dict) -> list[Path]:

@@ -16,6 +16,8 @@ from pypdf import PdfReader
 
 from cytomsc.cli import main
 
+pytestmark = pytest.mark.slow  # the example set through the command, with PDFs
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example_fcs"
 

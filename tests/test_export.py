@@ -141,6 +141,7 @@ def styles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object
     return data, out, batch
 
 
+@pytest.mark.slow
 def test_every_simulated_style_reads_back_unchanged(styles: tuple) -> None:
     _, out, batch = styles
     types = set()
@@ -156,6 +157,7 @@ def test_every_simulated_style_reads_back_unchanged(styles: tuple) -> None:
     assert types == {("F", "F"), ("I", "I")}  # integer exports stay integer
 
 
+@pytest.mark.slow
 def test_time_and_range_of_the_accuri_export(styles: tuple) -> None:
     """The two faults seen on main: Time scaled by $TIMESTEP twice, $PnR always 262144."""
     _, out, batch = styles
@@ -172,6 +174,7 @@ def test_time_and_range_of_the_accuri_export(styles: tuple) -> None:
     assert (back.get_events(source="raw")[:, fl1] > 262144).any()
 
 
+@pytest.mark.slow
 def test_gate_and_population_channels_stay(styles: tuple) -> None:
     _, out, batch = styles
     for c in batch.cultures:
@@ -193,6 +196,7 @@ def test_gate_and_population_channels_stay(styles: tuple) -> None:
             assert (pop > 0).sum() == c.heterogeneity.n_events
 
 
+@pytest.mark.slow
 def test_gatingml_counts_the_same_on_export_and_original(styles: tuple) -> None:
     _, out, batch = styles
     for c in batch.cultures:
@@ -236,6 +240,7 @@ def _export_all(root: Path, tmp_path: Path) -> tuple[int, int, set[str]]:
     return read, checked_flowio, writers
 
 
+@pytest.mark.slow
 def test_every_corpus_file_reads_back_unchanged(corpus: Path, corpus_expected: dict,
                                                 tmp_path: Path) -> None:
     read, with_flowio, writers = _export_all(corpus, tmp_path)
@@ -244,12 +249,14 @@ def test_every_corpus_file_reads_back_unchanged(corpus: Path, corpus_expected: d
     assert writers == {"flowio", "cytomsc"}
 
 
+@pytest.mark.slow
 def test_every_real_export_reads_back_unchanged(real_fcs: Path, tmp_path: Path) -> None:
     read, with_flowio, writers = _export_all(real_fcs, tmp_path)
     assert read >= 14 and with_flowio >= 14
     assert writers == {"flowio", "cytomsc"}
 
 
+@pytest.mark.slow
 def test_real_exports_gated_and_exported_count_the_same(real_fcs: Path, tmp_path: Path) -> None:
     """`analyze --export-events` on real exports: gates.xml counts the same events on each
     export as on its original (the log-amplified float itn_02 goes through cytomsc's writer)."""

@@ -9,7 +9,6 @@ import flowkit as fk
 import numpy as np
 import pytest
 
-from cytomsc import fcswrite
 from cytomsc.errors import CytomscError
 from cytomsc.fcswrite import header_bytes, spillover_text, write_fcs
 
@@ -120,7 +119,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path,
     def broken(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(fcswrite.os, "replace", broken)
+    monkeypatch.setattr(os, "replace", broken)  # the rename of output.atomic_file
     with pytest.raises(CytomscError, match="x.fcs: cannot write: No space left"):
         write_fcs(path, _events(n=20), PNN)
     monkeypatch.undo()

@@ -57,6 +57,7 @@ def _bases() -> list[bytes]:
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.slow
 def test_mutated_files_read_or_fail_cleanly(tmp_path, family):
     rng = np.random.default_rng([SEED, list(FAMILIES).index(family)])
     bases = _bases()
@@ -98,6 +99,7 @@ HOSTILE_MUTANTS = 2_000
 HOSTILE_PARTS = 2  # child processes, half the mutants each (their seeds differ)
 
 
+@pytest.mark.slow
 def test_hostile_files_through_inspect_and_analyze(tmp_path):
     import resource
 

@@ -31,6 +31,7 @@ def _f1(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * int((a & b).sum()) / (int(a.sum()) + int(b.sum()))
 
 
+@pytest.mark.slow
 def test_lymphocytes_68983_agree_with_flowjo(real_fcs: Path) -> None:
     """Automatic cells and cells+singlets within 3 points of FlowJo's Lymphocytes (19,212) and
     Singlets (18,689) of 19,225 events, and event by event (F1 >= 0.99) with the same gates
@@ -66,6 +67,7 @@ def _flowjo9_polygon(xml: Path, sample_count: int) -> list[tuple[float, float]]:
             re.findall(r'<Vertex x="([^"]+)" y="([^"]+)"', block)]
 
 
+@pytest.mark.slow
 def test_pbmc_a2004_agrees_with_flowjo9_scatter_gate(real_fcs: Path) -> None:
     """The a2004 file's expert scatter gate ('Live', FlowJo 9: 34,469 of 45,363): automatic
     cells within 3 points of it, event by event F1 >= 0.98 against its polygon."""
@@ -120,17 +122,18 @@ def test_separate_outlines_reapplied_by_flowkit(tmp_path: Path) -> None:
                                                                           else 0), s.gate
 
 
+@pytest.mark.slow
 def test_time_gate_keeps_a_stable_run_with_a_bimodal_marker(tmp_path: Path) -> None:
     """Half the cells CD90 bright: the run is stable, every time bin is kept (a bin's median
     jumps between the peaks; the share above the overall median does not)."""
     design = S.CultureDesign("half", style="diva", layout="isct-8c", n_events=15000,
-                             controls=(), populations=[S.Population(
+                             controls=(), populations=[S.PopulationDesign(
                                  markers={"CD90": (0.5, 60000.0), "CD73": (0.5, 25000.0)})])
     _, _, _, out = _tube(tmp_path, design, 6)
     assert out.masks["time"].mean() >= 0.99
     design = S.CultureDesign("half_anomaly", style="diva", layout="isct-8c", n_events=15000,
                              controls=(), anomaly=S.Anomaly(),
-                             populations=[S.Population(markers={"CD90": (0.5, 60000.0)})])
+                             populations=[S.PopulationDesign(markers={"CD90": (0.5, 60000.0)})])
     tube, _, _, out = _tube(tmp_path, design, 6)
     anomaly = tube.kind == S.KIND_ANOMALY
     assert out.masks["time"][anomaly].mean() <= 0.10 and out.masks["time"][~anomaly].mean() >= 0.95

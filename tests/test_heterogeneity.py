@@ -1,18 +1,19 @@
 """Heterogeneity: populations, fractions, labels and statistics against known truth.
 
-These tests use tests/_popsim.py's Gaussian cultures, seen as the pipeline sees them (positive
-markers in plot units, log scatter). The issue's validation (>= 30 cultures, the confusion table)
-runs through the real pipeline in tests/test_heterogeneity_pipeline.py; the heavy-tailed stress
-grid is in docs/heterogeneity-validation.md (benchmarks/validate_heterogeneity.py).
+These tests use the simulator's Gaussian cultures (``cytomsc.simulate.populations``), seen as
+the pipeline sees them (positive markers in plot units, log scatter). The issue's validation
+(>= 30 cultures, the confusion table) runs through the real pipeline in
+tests/test_heterogeneity_pipeline.py; the heavy-tailed stress grid is in
+docs/heterogeneity-validation.md (benchmarks/validate_heterogeneity.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
-from _popsim import NAMES, pipeline_view, simulate
 from sklearn.metrics import adjusted_rand_score
 
 from cytomsc.errors import CytomscError
@@ -26,10 +27,12 @@ from cytomsc.heterogeneity import (
     robust_cv,
 )
 from cytomsc.results import HeterogeneityResult
+from cytomsc.simulate.populations import NAMES, pipeline_view, simulate
 
 FAST = {"n_bootstrap": 6, "bootstrap_size": 2000}
 
 
+@pytest.mark.slow
 def test_clear_three_populations_fractions_and_labels():
     c = simulate("three", (0.6, 0.3, 0.1),
                  [{}, {"FITC-A": -3.5, "APC-A": -3.5}, {"FSC-A": -3.5, "SSC-A": -3.5}],
@@ -53,9 +56,12 @@ def test_clear_three_populations_fractions_and_labels():
     assert res.entropy == pytest.approx(h)
     assert res.effective_number == pytest.approx(np.exp(h))
     assert res.embedding.shape == (5000, 2) and res.embedding_labels.shape == (5000,)
-    json.dumps({k: v for k, v in res.bimodality.items()})  # plain values only
+    # one typed value per channel, plain numbers inside (summary.json holds them as they are)
+    assert set(res.bimodality) == set(res.channels)
+    json.dumps({k: dataclasses.asdict(v) for k, v in res.bimodality.items()})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(4))
 def test_linear_scatter_is_not_split_into_populations(seed):
     """Cell size is not log-normal on every instrument. A homogeneous culture whose FSC/SSC are
@@ -76,6 +82,7 @@ def test_linear_scatter_is_not_split_into_populations(seed):
     ("normal", 1.0, ("FSC-A", "SSC-A")), ("lognormal", 0.0, ("FSC-A", "SSC-A")),
     ("normal", 1.0, ("FS INT", "SS INT")),  # Beckman's names for the same channels
 ])
+@pytest.mark.slow
 def test_scatter_scale_keeps_size_populations(scatter, power, scatter_names):
     """The scale is chosen jointly with the populations, so a real small-cell population is not
     absorbed: 10 % of cells 2 SD smaller are found on either physics, whatever the instrument
@@ -95,6 +102,7 @@ def test_scatter_scale_keeps_size_populations(scatter, power, scatter_names):
     assert adjusted_rand_score(c.labels, labels) >= 0.3  # 2 SD: ceiling ~0.5
 
 
+@pytest.mark.slow
 def test_deterministic_for_a_seed():
     c = simulate("d", (0.8, 0.2), [{}, {"FITC-A": -3}], n=4000, seed=11, shape="gaussian")
     X, raw, channels = pipeline_view(c)
@@ -105,6 +113,7 @@ def test_deterministic_for_a_seed():
     assert np.array_equal(a.embedding, b.embedding)
 
 
+@pytest.mark.slow
 def test_one_population_has_full_entropy_zero():
     c = simulate("h", (1.0,), [{}], n=4000, seed=2, shape="gaussian")
     X, raw, channels = pipeline_view(c)
@@ -114,6 +123,7 @@ def test_one_population_has_full_entropy_zero():
     assert res.populations[0].ci95 == (1.0, 1.0)
 
 
+@pytest.mark.slow
 def test_joint_populations_share_ids_across_cultures():
     shifts = [{}, {"FITC-A": -4, "APC-A": -4}]
     a = simulate("a", (0.7, 0.3), shifts, n=4000, seed=21, shape="gaussian")

@@ -19,60 +19,14 @@ partitioned with ARI >= 0.9 (docs/heterogeneity-validation.md has the measured t
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import flowkit as fk
 import numpy as np
 import pytest
-from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
-from sklearn.metrics import adjusted_rand_score
 
 from cytomsc.pipeline import Options, run_batch
 from cytomsc.simulate import write_preset
+from cytomsc.simulate.scoring import culture_rows, required
 
-
-def culture_rows(data: Path, out: Path) -> list[dict]:
-    """Per culture: truth k, found k, tags, ARI, QDA ceiling, and event counts (also used by
-    benchmarks/validate_heterogeneity.py to write the doc's pipeline table)."""
-    truth = json.loads((data / "truth.json").read_text())["cultures"]
-    summary = json.loads((out / "summary.json").read_text())
-    found = {c["culture"]: c for c in summary["cultures"]}
-    rows = []
-    for t in truth:
-        res = found[t["culture"]]
-        het = res.get("heterogeneity")
-        tube = next(u for u in t["tubes"] if u["role"] == "stained")
-        sample = fk.Sample(str(out / res["output_name"] / "events" / tube["file"]))
-        ev = sample.get_events(source="raw")
-        pop = ev[:, sample.pnn_labels.index("cytomsc_population")].astype(int)
-        lab = np.frombuffer(tube["labels"].encode("ascii"), dtype=np.uint8)
-        is_msc = (lab >= ord("1")) & (lab <= ord("9"))
-        both = is_msc & (pop > 0)
-        y = (lab[both] - ord("0")).astype(int)
-        ari = adjusted_rand_score(y, pop[both])
-        ceiling = 1.0
-        if t["n_populations"] > 1:
-            # Supervised ceiling on the same events and the same channels the pipeline clustered.
-            cols = [sample.pnn_labels.index(c) for c in het["channels"]]
-            feats = ev[both][:, cols]
-            feats = np.sign(feats) * np.log1p(np.abs(feats))
-            qda = QuadraticDiscriminantAnalysis(reg_param=1e-3).fit(feats, y)
-            ceiling = adjusted_rand_score(y, qda.predict(feats))
-        rows.append({
-            "culture": t["culture"], "true_k": t["n_populations"],
-            "found_k": het["n_populations"] if het else 0, "tags": t["tags"],
-            "fractions": t["population_fractions"], "ari": ari, "ceiling": ceiling,
-            "clustered": int((pop > 0).sum()), "max_id": int(pop.max()),
-            "clustered_msc": int(both.sum()), "msc": int(is_msc.sum()),
-        })
-    return rows
-
-
-def required(row: dict) -> bool:
-    """The issue's required set: >= 2 SD apart in at least one dimension, >= 5 % of cells."""
-    tags = row["tags"]
-    return row["true_k"] > 1 and tags.get("separation_sd", 0) >= 2 and tags.get("minor", 0) >= 0.05
+pytestmark = pytest.mark.slow  # the 38 cultures of the heterogeneity preset
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,8 @@ from cytomsc import store
 from cytomsc.cli import main
 from cytomsc.simulate import write_preset
 
+pytestmark = pytest.mark.slow  # the 16 lots of the history preset, analysed, stored and charted
+
 
 def _cytomsc(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "cytomsc", *args], stdout=subprocess.PIPE,

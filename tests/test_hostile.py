@@ -24,6 +24,8 @@ from test_fcs import assemble, set_keywords, split_fcs
 from cytomsc.pipeline import Options, run_batch
 from cytomsc.simulate import CultureDesign, simulate_culture, truth_of
 
+pytestmark = pytest.mark.slow  # a batch of hostile cultures
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -127,7 +129,7 @@ def batch(tmp_path_factory):
 
 def _culture(batch, name):
     result = batch[0]
-    internal = [e for e in result.errors if "internal error" in e["message"]]
+    internal = [e for e in result.errors if "internal error" in e.message]
     assert not internal, internal
     found = [c for c in result.cultures if c.culture == name]
     assert len(found) == 1, (name, result.errors)

@@ -1,4 +1,4 @@
-"""The ARI ceiling that issue 4's note rests on (benchmarks/identifiability.py), checked.
+"""The ARI ceiling that issue 4's note rests on (cytomsc/simulate/identifiability.py), checked.
 
 Why this exists: the claim "ARI >= 0.9 cannot be reached 2-3 SD apart" is a number the project
 reports, so it gets a test: the vectorised ARI must equal scikit-learn's, and the best split of
@@ -7,15 +7,11 @@ two Gaussian populations must stay far under 0.9 at 2-3 SD and reach it at 5 SD.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
+import pytest
 from sklearn.metrics import adjusted_rand_score
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import identifiability as ident  # noqa: E402
+from cytomsc.simulate import identifiability as ident
 
 
 def test_vectorised_ari_equals_sklearn():
@@ -30,6 +26,7 @@ def test_vectorised_ari_equals_sklearn():
         assert abs(got - adjusted_rand_score(y, pred)) < 1e-12
 
 
+@pytest.mark.slow
 def test_best_split_is_the_best_cut():
     """No cut scanned by hand beats best_split_ari (same seed, same sample)."""
     p, d = 0.2, 3.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 from test_fcs import assemble, split_fcs, valid_fcs
 
@@ -77,6 +78,7 @@ def test_inspect_missing_file_is_one_line(tmp_path):
                                     "(No such file or directory)"
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_the_cli(tmp_path):
     """``python -m cytomsc`` is the same command (for environments without the script on PATH):
     it must run the CLI, not import it and exit 0 doing nothing."""

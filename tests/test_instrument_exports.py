@@ -74,6 +74,7 @@ def _analyse(tmp_path, tubes, writer):
     return culture
 
 
+@pytest.mark.slow
 def test_area_and_height_of_every_channel_reads_the_area(plain, tmp_path) -> None:
     reference, tubes = plain
     culture = _analyse(tmp_path, tubes, _with_heights)
@@ -85,6 +86,7 @@ def test_area_and_height_of_every_channel_reads_the_area(plain, tmp_path) -> Non
     assert notes and "CD90 from FITC-A (not FITC-H)" in notes[0]
 
 
+@pytest.mark.slow
 def test_fcs_3_2_gives_the_results_of_3_1(plain, tmp_path) -> None:
     reference, tubes = plain
     culture = _analyse(tmp_path, tubes, _as_fcs32)

@@ -33,8 +33,9 @@ from cytomsc.cli import main
 from cytomsc.output import JOURNAL, LOCK_FILE, RUN_FILE, STAGING
 from cytomsc.simulate import CultureDesign, simulate_culture
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(),
-                                reason="the orphan checks read /proc (Linux)")
+pytestmark = [pytest.mark.slow,  # runs killed and interrupted in child processes
+              pytest.mark.skipif(not Path("/proc/self/task").is_dir(),
+                                reason="the orphan checks read /proc (Linux)")]
 
 _SCRIPT = Path(sys.executable).parent / "cytomsc"
 ENTRY = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "cytomsc"]

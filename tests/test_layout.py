@@ -9,6 +9,7 @@ import pytest
 from cytomsc.errors import FcsReadError, LayoutError
 from cytomsc.layout import discover, role_of, safe_name
 from cytomsc.panel import load_panel
+from cytomsc.results import InputError
 
 
 def _touch(path: Path) -> Path:
@@ -65,8 +66,8 @@ def test_folders_are_cultures_and_specimens_split(tmp_path):
                                                          ("unstained.fcs", "unstained")]
     assert p3.metadata == {"passage": "3", "cytometer": "LSRII"}
     assert [t.role for t in cultures[1].tubes] == ["stained", "isotype"]
-    assert len(errors) == 1 and errors[0]["path"].endswith("bad.fcs")
-    assert "not an FCS file" in errors[0]["message"]
+    assert len(errors) == 1 and errors[0].path.endswith("bad.fcs")
+    assert "not an FCS file" in errors[0].message
 
 
 def test_single_files_group_by_specimen(tmp_path):
@@ -74,7 +75,7 @@ def test_single_files_group_by_specimen(tmp_path):
     kw = {"s1.fcs": {"src": "MSC7"}, "s2.fcs": {"src": "MSC7", "tube name": "unstained"}}
     cultures, errors = discover(files + [tmp_path / "missing.fcs"], read_keywords=_reader(kw))
     assert [(c.name, len(c.tubes)) for c in cultures] == [("MSC7", 2), ("lone", 1)]
-    assert errors == [{"path": str(tmp_path / "missing.fcs"), "message": "no such file or folder"}]
+    assert errors == [InputError(str(tmp_path / "missing.fcs"), "no such file or folder")]
 
 
 def test_same_folder_name_in_two_places_is_qualified(tmp_path):
@@ -104,8 +105,8 @@ def test_manifest(tmp_path):
     assert (tubes["u.fcs"].role, tubes["f.fcs"].role) == ("unstained", "fmo:CD73")
     assert cultures[0].metadata == {"tissue": "bone marrow", "passage": "4"}
     assert len(errors) == 2
-    assert "gone.fcs" in errors[0]["path"] and "not found" in errors[0]["message"]
-    assert "sometimes" in errors[1]["message"]
+    assert "gone.fcs" in errors[0].path and "not found" in errors[0].message
+    assert "sometimes" in errors[1].message
 
 
 def test_manifest_without_columns_is_a_layout_error(tmp_path):

@@ -21,6 +21,8 @@ import pytest
 from cytomsc.pipeline import Options, run_batch
 from cytomsc.simulate import write_preset
 
+pytestmark = pytest.mark.slow  # the validation preset, with PDFs
+
 pypdf = pytest.importorskip("pypdf")
 
 FORMULA = '=HYPERLINK("http://example.org/x","click")'

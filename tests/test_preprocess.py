@@ -226,6 +226,7 @@ def test_d_solves_the_logicle_condition_for_every_w() -> None:
         assert abs(residual) < 1e-12 * k.b, (w, residual)
 
 
+@pytest.mark.slow
 def test_logicle_equals_flowkit_within_1e9_for_every_w() -> None:
     """On a grid of 226 W values, both ways cytomsc computes the scale (the table for 20,000 or
     more values, Halley's method below) equal FlowKit's LogicleTransform within 1e-9."""
@@ -243,6 +244,7 @@ def test_logicle_equals_flowkit_within_1e9_for_every_w() -> None:
     assert worst <= 1e-9, worst
 
 
+@pytest.mark.slow
 def test_logicle_equals_flowkit_on_every_corpus_file(corpus, corpus_expected) -> None:
     """Every fluorescence channel of every readable corpus file, with the parameters the
     pipeline fits for it, equals FlowKit's Logicle of the same compensated values."""

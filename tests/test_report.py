@@ -2,7 +2,7 @@
 
 The results are built here with known values (the report must print exactly these, with one
 decimal like summary.csv); the event clouds behind the histograms are drawn from a seeded numpy
-Generator. ``build_batch`` is also used by benchmarks/bench_report.py.
+Generator (``cytomsc.simulate.reports``, which benchmarks/bench_report.py uses too).
 """
 
 from __future__ import annotations
@@ -20,201 +20,10 @@ import pytest
 
 from cytomsc.errors import CytomscError
 from cytomsc.report import write_culture_pdf, write_overview
-from cytomsc.results import (
-    BatchResult,
-    CultureResult,
-    FileInfo,
-    GateStep,
-    HeterogeneityResult,
-    Histogram2D,
-    MarkerHistogram,
-    MarkerResult,
-    Population,
-    _fmt,
-)
+from cytomsc.results import BatchResult, CultureResult, FileInfo, GateStep, MarkerResult, _fmt
+from cytomsc.simulate.reports import ISCT, JOINT, RUN_INFO, build_batch, gate_steps, marker_result
 
 pypdf = pytest.importorskip("pypdf")
-
-RUN_INFO = {"command": "cytomsc analyze example_fcs -o reports --seed 0",
-            "started": "2026-11-27T12:00:00+00:00", "seed": 0,
-            "parameters": {"jobs": 2, "export_events": False}}
-COCKTAIL = "CD34/CD11b/CD19/CD45/HLA-DR"
-ISCT = [("CD73", "APC-A", "positive", 95.0), ("CD90", "FITC-A", "positive", 95.0),
-        ("CD105", "PerCP-Cy5-5-A", "positive", 95.0), ("CD45", "PE-A", "negative", 2.0),
-        ("CD34", "PE-Cy7-A", "negative", 2.0), ("CD14 or CD11b", "BV421-A", "negative", 2.0),
-        ("CD79a or CD19", "BV510-A", "negative", 2.0), ("HLA-DR", "APC-H7-A", "negative", 2.0)]
-SCATTER_TICKS = [(0.0, "0"), (0.25, "65k"), (0.5, "131k"), (0.75, "196k"), (1.0, "262k")]
-FLUOR_TICKS = [(0.1, "0"), (0.3, "10²"), (0.5, "10³"), (0.7, "10⁴"), (0.9, "10⁵")]
-
-
-# -- building results with a known truth ------------------------------------------------------
-def _cloud(rng: np.random.Generator, n: int, centre: tuple[float, float],
-           sd: tuple[float, float], rho: float = 0.0) -> np.ndarray:
-    cov = [[sd[0] ** 2, rho * sd[0] * sd[1]], [rho * sd[0] * sd[1], sd[1] ** 2]]
-    return rng.multivariate_normal(centre, cov, size=n)
-
-
-def _hist2d(xy: np.ndarray, x: str, y: str, xt=SCATTER_TICKS, yt=SCATTER_TICKS) -> Histogram2D:
-    edges = np.linspace(0.0, 1.0, 129)
-    counts, _, _ = np.histogram2d(xy[:, 0], xy[:, 1], bins=[edges, edges])
-    return Histogram2D(x=x, y=y, counts=counts, x_edges=edges, y_edges=edges, x_ticks=list(xt),
-                       y_ticks=list(yt))
-
-
-def _gates(rng: np.random.Generator, tube: str, n: int) -> list[GateStep]:
-    t = np.column_stack([rng.uniform(0, 1, n), rng.normal(0.45, 0.08, n)])
-    t[(t[:, 0] > 0.47) & (t[:, 0] < 0.52), 1] += 0.3  # a clog: signal jumps
-    time_kept = int(n * 0.95)
-    cells = np.vstack([_cloud(rng, int(n * 0.8), (0.5, 0.4), (0.1, 0.09), 0.5),
-                       _cloud(rng, int(n * 0.2), (0.08, 0.06), (0.04, 0.04))])
-    n_cells = int(time_kept * 0.78)
-    single = np.vstack([_cloud(rng, int(n * 0.85), (0.5, 0.5), (0.1, 0.1), 0.97),
-                        _cloud(rng, int(n * 0.15), (0.75, 0.45), (0.08, 0.08), 0.9)])
-    n_single = int(n_cells * 0.88)
-    live = np.column_stack([np.concatenate([rng.normal(0.2, 0.05, int(n * 0.9)),
-                                            rng.normal(0.7, 0.06, int(n * 0.1))]),
-                            rng.normal(0.4, 0.1, n)])
-    n_live = int(n_single * 0.91)
-    def step(gate, parent, count, x, y, vertices, note, hist) -> GateStep:
-        return GateStep(tube=tube, gate=gate, parent_count=parent, count=count, x=x, y=y,
-                        vertices=vertices, note=note, histogram=hist)
-
-    return [
-        step("time", n, time_kept, "Time", None, [(0.0, 0.47), (0.52, 1.0)],
-             "dropped 5 % of acquisition time where the median signal jumped (clog)",
-             _hist2d(t, "Time", "FSC-A", xt=[])),
-        step("cells", time_kept, n_cells, "FSC-A", "SSC-A",
-             [(0.22, 0.12), (0.85, 0.2), (0.9, 0.8), (0.35, 0.75), (0.2, 0.4)],
-             "polygon around the main FSC/SSC density peak; debris near the origin left out",
-             _hist2d(cells, "FSC-A", "SSC-A")),
-        step("singlets", n_cells, n_single, "FSC-A", "FSC-H",
-             [(0.2, 0.15), (0.85, 0.8), (0.8, 0.92), (0.15, 0.3)],
-             "band along the FSC-A = FSC-H diagonal, 3 robust SD wide",
-             _hist2d(single, "FSC-A", "FSC-H")),
-        step("live", n_single, n_live, "7-AAD-A", None, [(0.0, 0.45)],
-             "viability dye below the valley between the live and dead peaks",
-             _hist2d(live, "7-AAD-A", "SSC-A", xt=FLUOR_TICKS)),
-    ]
-
-
-def _marker(rng: np.random.Generator, name: str, channel: str | None, expect: str, limit: float,
-            pct: float | None, n: int, *, passed: bool | None = None, borderline: bool = False,
-            source: str = "isotype", half_width: float = 0.3, spread: float = 1.0) -> MarkerResult:
-    if channel is None or pct is None:
-        return MarkerResult(marker=name, channel=channel, expect=expect, limit=limit)
-    if passed is None and expect != "informative":
-        passed = pct >= limit if expect == "positive" else pct <= limit
-    edges = np.linspace(0.0, 1.0, 201)
-    n_pos = int(round(n * pct / 100))
-    stained = np.concatenate([rng.normal(0.25, 0.05, n - n_pos), rng.normal(0.68, 0.07, n_pos)])
-    control = rng.normal(0.25, 0.05, n)
-    hist = MarkerHistogram(edges=edges, stained=np.histogram(stained, edges)[0],
-                           control=np.histogram(control, edges)[0], control_role=source,
-                           threshold=0.38, ticks=list(FLUOR_TICKS))
-    return MarkerResult(marker=name, channel=channel, expect=expect, limit=limit,
-                        percent_positive=pct,
-                        ci95=(max(0.0, pct - half_width), min(100.0, pct + half_width)),
-                        threshold=1234.5, threshold_source=source, control_spread_ratio=spread,
-                        events=n, passed=passed, borderline=borderline, tube="stained.fcs",
-                        histogram=hist)
-
-
-def _heterogeneity(rng: np.random.Generator, fractions: list[float],
-                   labels: list[str]) -> HeterogeneityResult:
-    channels = ["FSC-A", "SSC-A", "CD90 FITC-A", "CD105 PerCP-Cy5-5-A", "CD73 APC-A"]
-    pops, xy, lab = [], [], []
-    for k, (f, label) in enumerate(zip(fractions, labels, strict=True), start=1):
-        medians = rng.uniform(200, 120_000, len(channels))
-        pops.append(Population(id=k, fraction=f, ci95=(f - 0.012, f + 0.012), label=label,
-                               medians={ch: float(v) for ch, v in zip(channels, medians,
-                                                                       strict=True)}))
-        m = int(3000 * f)
-        xy.append(_cloud(rng, m, (3.0 * k, (-1) ** k), (1.0, 0.8)))
-        lab.append(np.full(m, k))
-    ent = float(-sum(f * np.log(f) for f in fractions))
-    bim = {ch: {"dip": 0.004 + 0.01 * i, "p_value": 0.9 if len(fractions) == 1 or i else 0.001,
-                "bimodal": len(fractions) > 1 and i == 0, "robust_cv": 0.2 + 0.05 * i}
-           for i, ch in enumerate(channels[2:])}
-    return HeterogeneityResult(n_populations=len(fractions), populations=pops, entropy=ent,
-                               effective_number=float(np.exp(ent)), bimodality=bim,
-                               channels=channels, method="gaussian mixture, BIC, PCA view",
-                               n_events=20_000, embedding=np.vstack(xy),
-                               embedding_labels=np.concatenate(lab))
-
-
-def _culture(rng: np.random.Generator, name: str, verdict: str, markers: list[MarkerResult],
-             n: int, *, borderline: bool = False, warnings: list[str] | None = None,
-             missing: list[str] | None = None, joint: float | None = None,
-             het: HeterogeneityResult | None = None) -> CultureResult:
-    tubes = ["stained.fcs", "isotype.fcs", "unstained.fcs"]
-    files = [FileInfo(path=f"/data/{name}/{t}", role=t.split(".")[0], sha256=f"{i:x}" * 64,
-                      events=n, cytometer="FACSCanto II", date="2026-11-20")
-             for i, t in enumerate(tubes, start=10)]
-    gates = [g for t in tubes for g in _gates(rng, t, n)]
-    live = gates[3].count
-    events = {"total": n, "time_ok": gates[0].count, "cells": gates[1].count,
-              "singlets": gates[2].count, "live": live}
-    return CultureResult(
-        culture=name, verdict=verdict, borderline=borderline, files=files, events=events,
-        markers=markers, joint_phenotype_percent=joint,
-        joint_phenotype_ci95=(joint - 0.6, joint + 0.6) if joint is not None else None,
-        warnings=warnings or [], missing_markers=missing or [],
-        metadata={"tissue_source": "bone marrow", "passage": "P4",
-                  "detachment_reagent": "TrypLE"},
-        heterogeneity=het, gates=gates, output_name=name)
-
-
-def build_batch(n: int = 5000, seed: int = 0) -> BatchResult:
-    """Seven cultures: pass, fail, inconclusive, borderline, cocktail, heterogeneous, and one
-    with long warnings; every % positive is set here and must appear in the PDFs as is."""
-    rng = np.random.default_rng(seed)
-    good = {"CD73": 99.1, "CD90": 98.7, "CD105": 97.3, "CD45": 0.4, "CD34": 0.8,
-            "CD14 or CD11b": 0.3, "CD79a or CD19": 0.2, "HLA-DR": 1.1}
-
-    def isct(values: dict[str, float | None], **kw) -> list[MarkerResult]:
-        return [_marker(rng, m, ch if values.get(m) is not None else None, e, lim,
-                        values.get(m), n, **kw.get(m, {})) for m, ch, e, lim in ISCT]
-
-    cultures = [
-        _culture(rng, "BM-041", "pass", isct(good), n, joint=94.6,
-                 het=_heterogeneity(rng, [1.0], ["CD90 bright CD105 bright, large"])),
-        _culture(rng, "BM-042", "fail", isct({**good, "CD105": 88.3, "HLA-DR": 6.4},
-                                             CD105={"spread": 1.37}), n,
-                 joint=81.2, warnings=["CD105 is dim: trypsin detachment lowers CD105; check "
-                                       "the detachment reagent before repeating."]),
-        _culture(rng, "AD-007", "inconclusive",
-                 isct({k: v for k, v in good.items()
-                       if k not in ("CD14 or CD11b", "CD79a or CD19")}),
-                 n, missing=["CD14 or CD11b", "CD79a or CD19"],
-                 warnings=["No channel carries CD14 or CD11b, nor CD79a or CD19: the panel "
-                           "cannot be judged."]),
-        _culture(rng, "UC-113", "pass", isct({**good, "CD73": 95.4},
-                                             CD73={"borderline": True, "half_width": 0.9}),
-                 n, borderline=True, joint=93.0),
-        _culture(rng, "BM-050", "pass",
-                 [_marker(rng, m, ch, e, lim, good[m], n) for m, ch, e, lim in ISCT[:3]]
-                 + [_marker(rng, COCKTAIL, "PE-A", "negative", 2.0, 1.3, n, source="fmo")], n,
-                 joint=95.8),
-        _culture(rng, "BM-077", "pass", isct(good), n, joint=96.1,
-                 het=_heterogeneity(rng, [0.68, 0.32], ["CD90 bright CD105 bright, large",
-                                                        "CD90 dim CD105 bright, small"])),
-        _culture(rng, "BM-099", "pass", isct(good, CD90={"source": "auto"}), n,
-                 warnings=[f"Warning {i}: only 8,512 gated events in the stained tube (fewer "
-                           "than 10,000), so each % positive is less precise; the interval "
-                           "shows how much. " * 2 for i in range(14)]),
-    ]
-    errors = [{"path": "/data/broken/tube3.fcs",
-               "message": "not an FCS file: the header does not start with 'FCS'"},
-              {"path": "/data/broken/truncated.fcs",
-               "message": "truncated: $ENDDATA points past the end of the file"}]
-    return BatchResult(
-        cytomsc_version="0.1.0",
-        panel={"id": "isct-2006", "name": "ISCT 2006 minimal criteria",
-               "reference": "Dominici et al., Cytotherapy 2006;8:315-317", "sha256": "ab" * 32},
-        parameters={"seed": 0, "control_percentile": 99.5, "panel": "isct-2006", "comp": "file",
-                    "min_events": 1000},
-        cultures=cultures, errors=errors)
-
 
 # -- tests ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
@@ -242,6 +51,7 @@ def _named(batch: BatchResult, name: str) -> CultureResult:
     return next(c for c in batch.cultures if c.culture == name)
 
 
+@pytest.mark.slow
 def test_footer_on_every_page(written):
     batch, texts = written
     for name, pages in texts.items():
@@ -251,6 +61,7 @@ def test_footer_on_every_page(written):
             assert footer in text
 
 
+@pytest.mark.slow
 def test_sections_and_page_count(written):
     batch, texts = written
     for c in batch.cultures:
@@ -275,6 +86,7 @@ def test_sections_and_page_count(written):
         assert ("Warnings (continued from page 1)" in summary) == (c.culture == "BM-099")
 
 
+@pytest.mark.slow
 def test_verdict_and_every_percentage_as_printed(written):
     batch, texts = written
     for c in batch.cultures:
@@ -303,6 +115,7 @@ def test_verdict_and_every_percentage_as_printed(written):
             assert f"Joint phenotype: {_fmt(c.joint_phenotype_percent)} % of cells" in summary
 
 
+@pytest.mark.slow
 def test_fail_inconclusive_borderline_cocktail_are_said(written):
     batch, texts = written
     fail = "\n".join(texts["BM-042"])
@@ -324,6 +137,7 @@ def test_fail_inconclusive_borderline_cocktail_are_said(written):
     assert "Warning 13: only 8,512 gated events" in auto  # the last warning, on page 2
 
 
+@pytest.mark.slow
 def test_heterogeneity_in_words(written):
     batch, texts = written
     two = "\n".join(texts["BM-077"])
@@ -336,6 +150,7 @@ def test_heterogeneity_in_words(written):
     assert "yes: two peaks" not in one
 
 
+@pytest.mark.slow
 def test_audit_page_has_every_hash_and_parameter(written):
     batch, texts = written
     c = _named(batch, "BM-042")
@@ -343,19 +158,20 @@ def test_audit_page_has_every_hash_and_parameter(written):
     assert "Audit trail" in audit
     for f in c.files:
         assert f.sha256 in audit  # on one line: not wrapped
-    assert batch.panel["sha256"] in audit
+    assert batch.panel.sha256 in audit
     for key in (*batch.parameters, *RUN_INFO["parameters"]):
         assert "--" + key.replace("_", "-") in audit  # each by its command-line option
     assert RUN_INFO["command"] in " ".join(audit.split()) and RUN_INFO["started"] in audit
     assert "Random seed 0" in audit and "cytomsc version 0.1.0" in audit
 
 
+@pytest.mark.slow
 def test_overview_table_and_errors(written):
     batch, texts = written
     ov = "\n".join(texts["overview"])
     assert "7 cultures: 5 pass, 1 fail, 1 inconclusive (1 borderline)." in ov
     for e in batch.errors:
-        assert e["path"] in ov and e["message"] in ov
+        assert e.path in ov and e.message in ov
     table = ov.split("Files that could not be read")[0]
     names = [c.culture for c in batch.cultures]
     for k, c in enumerate(batch.cultures):
@@ -373,6 +189,7 @@ def test_overview_table_and_errors(written):
     assert "2: 68.0 / 32.0" in ov
 
 
+@pytest.mark.slow
 def test_same_input_same_bytes(tmp_path):
     """Same result, same bytes: in this process and in a fresh one (another hash seed), as a
     batch run with --jobs writes them."""
@@ -392,6 +209,7 @@ def test_same_input_same_bytes(tmp_path):
     assert b"CreationDate" not in a and b"/Producer (cytomsc 0.1.0)" in a
 
 
+@pytest.mark.slow
 def test_pages_draw_and_text_is_large_enough(tmp_path):
     import matplotlib.image
     from matplotlib.text import Text
@@ -431,6 +249,7 @@ def test_importing_report_does_not_load_matplotlib():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_sparse_culture_and_literal_dollars(tmp_path):
     """A culture the analysis could say little about still gives a readable PDF; FCS keyword
     names with '$' are printed as written (not typeset as maths)."""
@@ -453,15 +272,7 @@ def test_sparse_culture_and_literal_dollars(tmp_path):
     assert "Not measured (no channel carries them): CD73, CD90." in text
 
 
-JOINT = {"method": "gaussian mixture, BIC", "per_culture": 5000,
-         "populations": [{"id": 1, "label": "CD90 bright CD105 bright, large"},
-                         {"id": 2, "label": "CD90 dim CD105 bright, small"},
-                         {"id": 3, "label": "CD73 dim, small"}],
-         "table": {"BM-077": [0.6804, 0.2996, 0.02], "BM-041": [0.9551, 0.0449, 0.0],
-                   "UC-113": [0.2012, 0.0, 0.7988]},
-         "events": {"BM-077": 20_000, "BM-041": 18_250, "UC-113": 9_731}}
-
-
+@pytest.mark.slow
 def test_overview_joint_populations_table(tmp_path, written):
     """The batch-wide clustering: each culture's row prints its fractions as percent with one
     decimal, in population-id order, under the population labels; absent when not clustered."""
@@ -472,8 +283,8 @@ def test_overview_joint_populations_table(tmp_path, written):
     write_overview(batch, path, RUN_INFO)
     text = "\n".join(p.extract_text() for p in pypdf.PdfReader(path).pages)
     joint = text.split("Populations across the batch", 1)[1]
-    for p in JOINT["populations"]:
-        assert f"P{p['id']} {p['label']}" in joint
+    for p in JOINT.populations:
+        assert f"P{p.id} {p.label}" in joint
     assert "P1 % P2 % P3 %" in joint
     assert "up to 5,000 cells from each" in " ".join(joint.split())
     rows = re.findall(r"\n(\S+) ([\d,]+) (\d+\.\d) (\d+\.\d) (\d+\.\d)(?=\n)", joint)
@@ -482,13 +293,14 @@ def test_overview_joint_populations_table(tmp_path, written):
                     ("UC-113", "9,731", "20.1", "0.0", "79.9"),
                     ("BM-077", "20,000", "68.0", "30.0", "2.0")]
     # a table keyed by population id is read the same way
-    keyed = {**JOINT, "table": {name: {str(k + 1): f for k, f in enumerate(row)}
-                                for name, row in JOINT["table"].items()}}
+    keyed = dataclasses.replace(JOINT, table={name: {str(k + 1): f for k, f in enumerate(row)}
+                                              for name, row in JOINT.table.items()})
     write_overview(dataclasses.replace(batch, batch_populations=keyed), path, RUN_INFO)
     again = "\n".join(p.extract_text() for p in pypdf.PdfReader(path).pages)
     assert again.split("Populations across the batch", 1)[1] == joint
 
 
+@pytest.mark.slow
 def test_one_embedded_font_and_symbols_as_text(tmp_path):
     """Every word in DejaVu Sans, embedded as a TrueType subset (no Helvetica, nothing only
     referenced), and still extractable text, symbols included."""
@@ -545,7 +357,7 @@ def split_culture(n: int = 3000, seed: int = 5, verdict: str = "pass") -> Cultur
     tubes = ["stained_1.fcs", "stained_2.fcs"]
     markers = []
     for k, (name, ch, expect, limit) in enumerate(ISCT):
-        m = _marker(rng, name, ch, expect, limit, 99.0 if expect == "positive" else 0.5, n,
+        m = marker_result(rng, name, ch, expect, limit, 99.0 if expect == "positive" else 0.5, n,
                     source="auto")
         m.tube = tubes[k >= 4]
         m.histogram.control = None
@@ -556,7 +368,7 @@ def split_culture(n: int = 3000, seed: int = 5, verdict: str = "pass") -> Cultur
              for i, t in enumerate(tubes, start=10)]
     gates, funnels = [], []
     for t in tubes:
-        steps = [g for g in _gates(rng, t, n) if g.gate != "live"]
+        steps = [g for g in gate_steps(rng, t, n) if g.gate != "live"]
         time = steps[0]
         steps[0] = dataclasses.replace(time, y="FSC-A", vertices=[(0.0, 0.2), (0.3, 0.47),
                                                                   (0.52, 1.0)])
@@ -603,6 +415,7 @@ SIGN_OFF = ("Verdict", "Criteria", "Event funnel", "Acquired events (total)", "R
             "Date (YYYY-MM-DD):", "Review and release decision")
 
 
+@pytest.mark.slow
 def test_page_one_holds_verdict_criteria_funnel_and_sign_off(written, tmp_path):
     """The sign-off block (reviewed by, date, signature, decision) is on page 1 with the
     verdict, every criterion and the funnel, below them; warnings that do not fit continue on a
@@ -634,6 +447,7 @@ def test_page_one_holds_verdict_criteria_funnel_and_sign_off(written, tmp_path):
     assert last_warning > top > decision > footer, (last_warning, top, decision, footer, y)
 
 
+@pytest.mark.slow
 def test_page_one_rendered_shows_the_sign_off_box(record, tmp_path):
     """Rendered (pdftoppm, as a reviewer prints it): the ruled sign-off box's lower edge is on
     page 1 above the footer."""
@@ -650,6 +464,7 @@ def test_page_one_rendered_shows_the_sign_off_box(record, tmp_path):
     assert any(0.85 * h < r < h - 40 for r in rows), rows
 
 
+@pytest.mark.slow
 def test_borderline_said_only_when_the_verdict_could_change(tmp_path):
     """A FAIL whose failing marker is far from its limit is not called borderline, even when
     another marker's interval contains its limit."""
@@ -658,9 +473,9 @@ def test_borderline_said_only_when_the_verdict_could_change(tmp_path):
     batch = build_batch(n=500)
     c = dataclasses.replace(_named(batch, "BM-042"))
     rng = np.random.default_rng(1)
-    c.markers = [judge_marker(_marker(rng, "CD73", "APC-A", "positive", 95.0, 95.2, 500,
+    c.markers = [judge_marker(marker_result(rng, "CD73", "APC-A", "positive", 95.0, 95.2, 500,
                                       half_width=0.5)),
-                 judge_marker(_marker(rng, "CD45", "PE-A", "negative", 2.0, 3.7, 500,
+                 judge_marker(marker_result(rng, "CD45", "PE-A", "negative", 2.0, 3.7, 500,
                                       half_width=0.5))]
     c.verdict, c.borderline, _ = culture_verdict(c.markers, [], [20_000])
     assert (c.verdict, c.borderline) == ("fail", False)
@@ -674,6 +489,7 @@ def test_borderline_said_only_when_the_verdict_could_change(tmp_path):
     assert "✓ pass (borderline)" in one  # the marker keeps its own flag
 
 
+@pytest.mark.slow
 def test_all_automatic_pass_is_said_on_page_one(written, record):
     one = " ".join(record["pages"][0].split())
     assert "PASS no control" in one
@@ -681,6 +497,7 @@ def test_all_automatic_pass_is_said_on_page_one(written, record):
     assert "All thresholds automatic" not in " ".join(written[1]["BM-099"][0].split())
 
 
+@pytest.mark.slow
 def test_split_panel_names_the_tube_of_every_number(record):
     one = " ".join(record["pages"][0].split())
     for words in SIGN_OFF:
@@ -697,6 +514,7 @@ def test_split_panel_names_the_tube_of_every_number(record):
         assert f"{m.marker} ({m.channel})\ntube {m.tube}\n" in markers
 
 
+@pytest.mark.slow
 def test_time_gate_drawn_with_removed_stretches():
     from cytomsc.report.pdf import culture_pages
 
@@ -714,6 +532,7 @@ def test_time_gate_drawn_with_removed_stretches():
            f"removed ({_fmt(100 - step.percent)} %)" in text
 
 
+@pytest.mark.slow
 def test_release_metadata_and_iso_dates(record):
     doc = "\n".join(record["pages"])
     one = " ".join(record["pages"][0].split())
@@ -724,6 +543,7 @@ def test_release_metadata_and_iso_dates(record):
     assert "2026-11-20" in doc.split("Files", 1)[1]
 
 
+@pytest.mark.slow
 def test_audit_page_versions_output_hashes_compensation_no_python_isms(record):
     audit = "\n".join(p for p in record["pages"] if p.splitlines()[1].startswith("Audit trail"))
     flat = " ".join(audit.split())
@@ -791,11 +611,12 @@ def test_histograms_have_an_in_plot_legend():
                                                           "threshold"]
 
 
+@pytest.mark.slow
 def test_stained_tube_gating_page_first(tmp_path):
     batch = build_batch(n=300)
     c = small_culture(batch)
     c = dataclasses.replace(c, gates=[g for t in ("isotype.fcs", "unstained.fcs", "stained.fcs")
-                                      for g in _gates(np.random.default_rng(2), t, 300)])
+                                      for g in gate_steps(np.random.default_rng(2), t, 300)])
     path = tmp_path / "g.pdf"
     write_culture_pdf(c, batch, path, RUN_INFO)
     titles = [p.extract_text().splitlines()[1] for p in pypdf.PdfReader(path).pages]

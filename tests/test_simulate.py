@@ -24,7 +24,7 @@ from cytomsc.simulate import (
     KIND_SATURATED,
     Anomaly,
     CultureDesign,
-    Population,
+    PopulationDesign,
     SimulatedTube,
     preset,
     simulate_culture,
@@ -184,7 +184,8 @@ def test_event_kinds_look_like_what_they_are() -> None:
 
 
 def test_populations_in_set_proportions() -> None:
-    pops = [Population(0.6), Population(0.3, size=0.7), Population(0.1, granularity=1.5)]
+    pops = [PopulationDesign(0.6), PopulationDesign(0.3, size=0.7),
+            PopulationDesign(0.1, granularity=1.5)]
     d = CultureDesign("P", populations=pops, controls=(), n_events=20000)
     t = simulate_culture(d, 5)[0]
     cells = t.kind == KIND_CELL
@@ -267,6 +268,7 @@ def test_heterogeneity_preset_for_issue_4() -> None:
     assert set(truth["tubes"][-1]["labels"]) >= {"1", "2", "3"}
 
 
+@pytest.mark.slow
 def test_history_preset_for_issue_16(tmp_path: Path) -> None:
     """16 lots of two donors over passages 1-8; CD105 drifts after passage 5; a CD90-dim
     population grows from passage 5; the truth says which lots the charts must flag."""

@@ -37,6 +37,7 @@ def _compmatrix(path: Path) -> tuple[list[str], np.ndarray]:
     return header, np.array([[float(v) for v in ln.split("\t")] for ln in lines[at + 1:]])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("names", ["detectors", "fluorochromes"])
 def test_flowcore_compdata_within_003(real_fcs: Path, tmp_path: Path, names: str) -> None:
     d = real_fcs / "flowCore_compdata"
@@ -75,6 +76,7 @@ def sim_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]
     return root, truth, json.loads((root / "out" / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_simulated_matrix_within_0005(sim_set: tuple) -> None:
     root, truth, summary = sim_set
     dets, got = _read_comp_csv(root / "out" / "compensation.csv")
@@ -89,6 +91,7 @@ def test_simulated_matrix_within_0005(sim_set: tuple) -> None:
     assert all(not c["warnings"] for c in summary["compensation"]["controls"])
 
 
+@pytest.mark.slow
 def test_batch_is_compensated_with_it(sim_set: tuple) -> None:
     """The culture's files carry no $SPILLOVER: its % positive is right only if the controls'
     matrix was applied."""
@@ -106,6 +109,7 @@ def test_batch_is_compensated_with_it(sim_set: tuple) -> None:
     assert [f["role"] for f in c["files"]] == ["isotype", "stained"]  # controls left the culture
 
 
+@pytest.mark.slow
 def test_compensation_csv_reads_back_with_comp(sim_set: tuple, tmp_path: Path) -> None:
     """--comp OUT/compensation.csv gives the same analysis as the single stains did."""
     root, _, summary = sim_set
@@ -122,6 +126,7 @@ def test_compensation_csv_reads_back_with_comp(sim_set: tuple, tmp_path: Path) -
         [(m["marker"], m["percent_positive"], m["threshold"]) for m in first["markers"]]
 
 
+@pytest.mark.slow
 def test_overview_draws_each_control(sim_set: tuple) -> None:
     from pypdf import PdfReader
 
@@ -133,6 +138,7 @@ def test_overview_draws_each_control(sim_set: tuple) -> None:
             assert f"Single-stain control: {Path(c['file']).name}" in text.replace("\n", " ")
 
 
+@pytest.mark.slow
 def test_bad_controls_are_named(tmp_path: Path) -> None:
     design = S.CultureDesign("MSC-B", style="accuri", layout="isct-4c", controls=("isotype",),
                              n_events=4000, seed_offset=920)

@@ -22,13 +22,18 @@ from _dbs import normalised_numbers, summary_numbers
 
 from cytomsc import store
 from cytomsc.errors import CytomscError
-from cytomsc.pipeline import Options
+from cytomsc.options import Options
 from cytomsc.results import (
+    BatchPopulation,
+    BatchPopulations,
     BatchResult,
+    Bimodality,
     CultureResult,
     FileInfo,
     HeterogeneityResult,
+    InputError,
     MarkerResult,
+    PanelInfo,
     Population,
     to_dict,
 )
@@ -72,8 +77,8 @@ def make_summary(tag: str, n: int = 3, seed: int = 0, shared: int = 0) -> dict:
                                     {"CD90-A": crng.uniform(1e3, 1e4), "FSC-A": 70000.25},
                                     "CD90 dim")],
             entropy=crng.random(), effective_number=1 + crng.random(),
-            bimodality={"CD90-A": {"dip": crng.random() / 10, "p_value": crng.random(),
-                                   "bimodal": True, "robust_cv": crng.random()}},
+            bimodality={"CD90-A": Bimodality(dip=crng.random() / 10, p_value=crng.random(),
+                                             bimodal=True, robust_cv=crng.random())},
             channels=["CD90-A", "FSC-A"], method="test", n_events=crng.randint(1000, 9000),
             names={"CD90-A": "CD90", "FSC-A": "FSC"}, scatter_scale="log")
         cultures.append(CultureResult(
@@ -88,16 +93,14 @@ def make_summary(tag: str, n: int = 3, seed: int = 0, shared: int = 0) -> dict:
             heterogeneity=het, output_name=name))
     batch = BatchResult(
         cytomsc_version="0.1.0",
-        panel={"id": "isct-2006", "name": "ISCT 2006", "reference": "Dominici 2006",
-               "sha256": _sha("panel")},
+        panel=PanelInfo("isct-2006", "ISCT 2006", "Dominici 2006", "", _sha("panel")),
         parameters=Options(seed=seed).as_parameters(), cultures=cultures,
-        errors=[{"path": "/data/bad.fcs", "message": "not an FCS file"}],
-        batch_populations={"method": "joint", "per_culture": 5000,
-                           "populations": [{"id": 1, "label": "typical"},
-                                           {"id": 2, "label": "CD90 dim"}],
-                           "table": {c.culture: [0.7 + 0.01 * k, 0.3 - 0.01 * k]
-                                     for k, c in enumerate(cultures)},
-                           "events": {c.culture: 17500 for c in cultures}})
+        errors=[InputError("/data/bad.fcs", "not an FCS file")],
+        batch_populations=BatchPopulations(
+            method="joint", per_culture=5000,
+            populations=[BatchPopulation(1, "typical"), BatchPopulation(2, "CD90 dim")],
+            table={c.culture: [0.7 + 0.01 * k, 0.3 - 0.01 * k] for k, c in enumerate(cultures)},
+            events={c.culture: 17500 for c in cultures}))
     doc = json.loads(json.dumps(to_dict(batch)))
     # fields other issues are adding to summary.json: kept without being known
     doc["cultures"][0]["operator"] = "J. Doe"
@@ -188,6 +191,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_writer_processes_keep_every_row(db_target: str, tmp_path: Path) -> None:
     n_batches, n_cultures = 12, 3
     go = tmp_path / "go"

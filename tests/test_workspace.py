@@ -50,6 +50,7 @@ def flowsom_run(real_fcs: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     return out, json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_flowsom_workspace_gives_flowjo_counts(flowsom_run: tuple, real_fcs: Path) -> None:
     """Every gate of the analysed chain within 0.2 % of FlowJo's count (what FlowKit reaches)."""
     _, summary = flowsom_run
@@ -63,6 +64,7 @@ def test_flowsom_workspace_gives_flowjo_counts(flowsom_run: tuple, real_fcs: Pat
         assert abs(g["count"] - expected) <= 0.002 * expected, (g["path"], g["count"], expected)
 
 
+@pytest.mark.slow
 def test_flowsom_counts_are_flowkits_own(flowsom_run: tuple, real_fcs: Path) -> None:
     """The counts are FlowKit's Workspace analysis of the same files, event for event."""
     _, summary = flowsom_run
@@ -80,6 +82,7 @@ def test_flowsom_counts_are_flowkits_own(flowsom_run: tuple, real_fcs: Path) -> 
                                                               "Singlets"))
 
 
+@pytest.mark.slow
 def test_flowsom_default_population_and_report(flowsom_run: tuple) -> None:
     """Default analysed population: the deepest common chain, stopping before the branching
     marker gates; the PDF says manual on the gating page."""
@@ -193,6 +196,7 @@ def lab_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict,
     return root, out, json.loads((out / "summary.json").read_text()), truth
 
 
+@pytest.mark.slow
 def test_lab_gatingml_counts_are_flowkits(lab_run: tuple) -> None:
     """Each tube's manual gate counts equal FlowKit applying the same GatingML on its own."""
     root, _, summary, _ = lab_run
@@ -209,6 +213,7 @@ def test_lab_gatingml_counts_are_flowkits(lab_run: tuple) -> None:
             assert g["source"] == "manual"
 
 
+@pytest.mark.slow
 def test_lab_gates_drive_percent_positive(lab_run: tuple) -> None:
     """% positive on the lab's population: within 1 point of the simulator's truth; the default
     population stops before the CD73pos marker gate; the gates removed what they should."""
@@ -230,6 +235,7 @@ def test_lab_gates_drive_percent_positive(lab_run: tuple) -> None:
     assert final[np.isin(labels, list("123456789h"))].mean() >= 0.95
 
 
+@pytest.mark.slow
 def test_gate_path_chooses_the_population(lab_run: tuple, tmp_path: Path) -> None:
     """--gate-path /Cells/Singlets analyses the singlets, dead cells included."""
     root, _, summary, _ = lab_run

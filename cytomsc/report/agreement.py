@@ -78,7 +78,7 @@ def agreement_pages(result: Comparison) -> list[Figure]:
                    aligns="lllrrrrrr")
         if result.errors:
             flow.text("Tubes that could not be compared", size=10, bold=True)
-            flow.table(["File", "Reason"], [[e["path"], e["message"]] for e in result.errors],
+            flow.table(["File", "Reason"], [[e.path, e.message] for e in result.errors],
                        [0.4, 0.6], size=7.5)
         plots.add_footers(flow, f"Agreement with {result.gates_file}")
     return flow.pages

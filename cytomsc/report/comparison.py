@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..lots import ALPHA, Comparison
 
 if TYPE_CHECKING:
-    from .plots import Panel
+    from .plots import PlotArea
 
 
 def _num(v: float | None, digits: int = 2) -> str:
@@ -55,7 +55,7 @@ def write_pdf(c: Comparison, path: Path) -> None:
                   "inside +-margin; the 95 % interval is shown beside it. Not shown equivalent "
                   "means the data do not exclude a difference as large as the margin.",
                   size=7.5)
-        rows = []
+        rows: list[list[Cell | str]] = []
         for m in c.markers:
             d = m.difference
             verdict = ("–" if d.equivalent is None else "✓ equivalent" if d.equivalent
@@ -84,10 +84,10 @@ def write_pdf(c: Comparison, path: Path) -> None:
         if c.populations:
             prow = []
             for p in c.populations:
-                d = p.difference
-                prow.append([p.label, _num(d.mean_a, 1) if d else "–",
-                             _num(d.mean_b, 1) if d else "–", _signed(d.diff, 1) if d else "–",
-                             _ci(d.ci95) if d else "–",
+                pd = p.difference
+                prow.append([p.label, _num(pd.mean_a, 1) if pd else "–",
+                             _num(pd.mean_b, 1) if pd else "–",
+                             _signed(pd.diff, 1) if pd else "–", _ci(pd.ci95) if pd else "–",
                              d.method if d else "missing on one side"])
             flow.table(["Population", c.a.name, c.b.name, "Diff.", "95 % interval", "How"],
                        prow, [0.24, 0.09, 0.09, 0.09, 0.17, 0.32], size=7.5, aligns="lrrrrl")
@@ -102,7 +102,7 @@ def write_pdf(c: Comparison, path: Path) -> None:
         plots.save_pdf(flow.pages, Path(path), "cytomsc comparability of lots", __version__)
 
 
-def forest(p: Panel, c: Comparison) -> None:
+def forest(p: PlotArea, c: Comparison) -> None:
     """Each marker's difference: 90 % interval (thick), 95 % (thin), margin band (grey)."""
     from .plots import auto_ticks
 

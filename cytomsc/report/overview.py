@@ -46,8 +46,8 @@ def overview_pages(batch: BatchResult, run_info: dict[str, Any]) -> list[Figure]
                           "batch overview", landscape=True)
         flow.new_section("Batch overview", page_break=False)
         flow.text(_tally(batch), size=10, bold=True)
-        flow.text(f"Panel: {batch.panel.get('name', '–')} (id {batch.panel.get('id', '–')}); "
-                  f"{batch.panel.get('reference') or 'no reference given'}. "
+        flow.text(f"Panel: {batch.panel.name or '–'} (id {batch.panel.id or '–'}); "
+                  f"{batch.panel.reference or 'no reference given'}. "
                   f"Command: {run_info.get('command', '–')}. "
                   f"Started: {run_info.get('started', '–')}.", size=8)
         flow.text(LEGEND, size=7.5)
@@ -65,7 +65,7 @@ def overview_pages(batch: BatchResult, run_info: dict[str, Any]) -> list[Figure]
         flow.text("Files that could not be read", size=10, bold=True, after=4)
         if batch.errors:
             flow.table(["File", "Reason"],
-                       [[e.get("path", "–"), e.get("message", "–")] for e in batch.errors],
+                       [[e.path, e.message] for e in batch.errors],
                        [0.45, 0.55], size=8)
         else:
             flow.text("None: every input file was read.", size=8.5)
@@ -152,31 +152,32 @@ def _marker_cell(m: MarkerResult | None) -> Any:
 def _joint(flow: Any, batch: BatchResult) -> None:
     """The joint clustering: its populations in words, then % of each culture's cells in each.
 
-    ``batch_populations`` is ``heterogeneity.joint_populations``'s result: ``populations``
-    ``[{"id", "label"}]``, ``table`` ``{culture: [fraction per id, in id order]}`` (a mapping
-    ``{id: fraction}`` is read too), ``events`` ``{culture: n}``, ``method``, ``per_culture``.
+    ``batch_populations``: ``populations`` (id, label), ``table`` ``{culture: [fraction per
+    id, in id order]}`` (a mapping ``{id: fraction}`` is read too), ``events`` ``{culture: n}``,
+    ``method``, ``per_culture``.
     """
     from . import plots
     from .plots import Cell
 
-    joint = batch.batch_populations or {}
-    pops = list(joint.get("populations") or [])
-    table = dict(joint.get("table") or {})
-    events = dict(joint.get("events") or {})
+    joint = batch.batch_populations
+    assert joint is not None
+    pops = list(joint.populations)
+    table = dict(joint.table)
+    events = dict(joint.events)
     flow.space(6)
     flow.new_section("Populations across the batch", page_break=False)
-    per = joint.get("per_culture")
+    per = joint.per_culture
     sample = f"an equal subsample of up to {per:,} cells from each" if isinstance(per, int) \
         else "an equal subsample from each"
     flow.text(f"One clustering of {len(table)} cultures together ({sample}, method: "
-              f"{joint.get('method', '–')}), so a population id means the same cells in every "
+              f"{joint.method or '–'}), so a population id means the same cells in every "
               "culture; the per-culture columns above number each culture's populations on "
               "their own. Percent of each culture's live single cells, one decimal.", size=8)
     if not pops:
         flow.text("The joint clustering returned no populations.", size=8.5)
         return
     flow.table(["Population", "Phenotype"],
-               [[Cell(f"P{p.get('id')}", bold=True), str(p.get("label", "–"))] for p in pops],
+               [[Cell(f"P{p.id}", bold=True), p.label or "–"] for p in pops],
                [0.12, 0.88], size=8)
     # the batch's culture order first, then any other culture the table holds
     order = [c.culture for c in batch.cultures if c.culture in table]
@@ -184,9 +185,9 @@ def _joint(flow: Any, batch: BatchResult) -> None:
     n = len(pops)
     width = min(0.1, 0.7 / n)
     rows = [[Cell(name, bold=True), f"{events[name]:,}" if name in events else "–",
-             *[plots.pct(_fraction(table[name], k, p.get("id")))
+             *[plots.pct(_fraction(table[name], k, p.id))
                for k, p in enumerate(pops)]] for name in order]
-    flow.table(["Culture", "Cells", *[f"P{p.get('id')} %" for p in pops]],
+    flow.table(["Culture", "Cells", *[f"P{p.id} %" for p in pops]],
                rows or [[Cell("no culture pooled"), "", *[""] * n]],
                [0.19, 0.09, *[width] * n], size=7.5, aligns="lr" + "r" * n)
 

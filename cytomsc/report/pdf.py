@@ -15,6 +15,7 @@ matplotlib is imported inside the functions: the CLI imports this module and mus
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,8 +93,8 @@ def _summary(flow: Flow, c: CultureResult, batch: BatchResult) -> None:
         lines = [lines[0], lines[1][:-1] + "…"]
     for k, line in enumerate(lines):
         flow.put_text(plots.MARGIN, y0 + 20 + k * size * 1.2, line, size, bold=True)
-    version = f", version {batch.panel['version']}" if batch.panel.get("version") else ""
-    panel_line = f"Panel: {batch.panel.get('name') or batch.panel.get('id', '–')}{version}"
+    version = f", version {batch.panel.version}" if batch.panel.version else ""
+    panel_line = f"Panel: {batch.panel.name or batch.panel.id or '–'}{version}"
     flow.put_text(plots.MARGIN, y0 + 24 + len(lines) * size * 1.2, panel_line, 9)
     # the verdict box: a word in large type; the colour only repeats it
     word = VERDICT_WORDS.get(c.verdict, c.verdict.upper())
@@ -211,8 +212,9 @@ def _release_facts(flow: Flow, c: CultureResult) -> None:
               if k not in used and str(v).strip()]
     if len(facts) % 2:
         facts.append(("", ""))
-    rows = [[Cell(k, bold=True), v, Cell(k2, bold=True), v2]
-            for (k, v), (k2, v2) in zip(facts[::2], facts[1::2], strict=True)]
+    rows: list[list[Cell | str]] = [[Cell(k, bold=True), v, Cell(k2, bold=True), v2]
+                                    for (k, v), (k2, v2) in zip(facts[::2], facts[1::2],
+                                                                strict=True)]
     flow.table(None, rows, [0.19, 0.31, 0.19, 0.31], size=8)
     comment = release_fact(c.metadata, "comment")
     if comment:
@@ -241,7 +243,7 @@ def _funnel_table(flow: Flow, c: CultureResult, keys: dict[str, str]) -> None:
         for _, counts, skipped in columns:
             total = counts.get("total") or 0
             n = counts.get(key)
-            gate = gate_of.get(key)
+            gate = gate_of.get(key, "")
             if gate in skipped or (key != "total" and key in counts and n is None):
                 row += [f"skipped ({skipped.get(gate, 'not applied')})", ""]
                 continue
@@ -353,7 +355,7 @@ def _criteria_row(m: MarkerResult, keys: dict[str, str] | None = None) -> list[A
                  m.borderline), bold=m.passed is False)]
 
 
-def _unique(values: list[str | None]) -> list[str]:
+def _unique(values: Sequence[str | None]) -> list[str]:
     return list(dict.fromkeys(v for v in values if v))
 
 
@@ -494,16 +496,16 @@ def _heterogeneity(flow: Flow, h: HeterogeneityResult) -> None:
                     "colour per population"], loc="left", size=7.5)
 
     flow.text("Bimodality per channel", size=10, bold=True)
-    rows = []
+    table: list[list[Cell | str]] = []
     order = [ch for ch in h.channels if ch in h.bimodality]
     order += sorted(ch for ch in h.bimodality if ch not in h.channels)
     for ch in order:
         b = h.bimodality[ch]
-        rows.append([_marker_name(h, ch), _num(b.get("dip"), 4), _num(b.get("p_value"), 3),
-                     Cell("yes: two peaks" if b.get("bimodal") else "no",
-                          bold=bool(b.get("bimodal"))), _num(b.get("robust_cv"), 3)])
+        table.append([_marker_name(h, ch), _num(b.dip, 4), _num(b.p_value, 3),
+                     Cell("yes: two peaks" if b.bimodal else "no", bold=b.bimodal),
+                     _num(b.robust_cv, 3)])
     flow.table(["Channel", "Dip statistic", "p value", "Bimodal", "Robust CV"],
-               rows or [["(no bimodality returned)", "", "", "", ""]],
+               table or [["(no bimodality returned)", "", "", "", ""]],
                [0.3, 0.17, 0.17, 0.19, 0.17], size=8, aligns="lrrlr")
     flow.text("Hartigan's dip test: a small p value means the channel has more than one peak.",
               size=7.5)
@@ -544,11 +546,11 @@ def _audit(flow: Flow, c: CultureResult, batch: BatchResult, run_info: dict[str,
              ("Command", str(run_info.get("command") or "not recorded")),
              ("Analysis started", str(run_info.get("started") or "not recorded")),
              ("Random seed", str(run_info.get("seed", batch.parameters.get("seed", "–")))),
-             ("Panel", f"{batch.panel.get('name', '–')} (id {batch.panel.get('id', '–')}"
-                       + (f", version {batch.panel['version']}" if batch.panel.get("version")
+             ("Panel", f"{batch.panel.name or '–'} (id {batch.panel.id or '–'}"
+                       + (f", version {batch.panel.version}" if batch.panel.version
                           else "") + ")"),
-             ("Panel reference", batch.panel.get("reference") or "–"),
-             ("Panel file SHA-256", batch.panel.get("sha256") or "–"),
+             ("Panel reference", batch.panel.reference or "–"),
+             ("Panel file SHA-256", batch.panel.sha256 or "–"),
              ("Output name", c.output_name or c.culture)]
     flow.table(None, [[Cell(k, bold=True), v] for k, v in facts], [0.25, 0.75], size=8)
 

@@ -54,7 +54,7 @@ DPI = 150  # rasterized plot layers
 ASCENT = 0.76  # a line's baseline below its top, in em (DejaVu's 'l'; Helvetica's is 0.72)
 TICK_SIZE = 7.0
 
-RC: dict[str, Any] = {
+RC: dict[Any, Any] = {  # matplotlib rcParams (its stubs key them by Literal)
     # TrueType subsets of DejaVu Sans for all text (no core Helvetica): one font, embedded, so the
     # record prints as it was checked. matplotlib sizes its glyph subsets from ps.fonttype, so
     # both must agree.
@@ -308,7 +308,7 @@ class TextLayer(Artist):
 
 
 @dataclass
-class Panel:
+class PlotArea:
     """A plot's place on a page, in points from the top-left corner, with its axes.
 
     The axes draw only the data (images, lines, fills); the frame, ticks, tick labels, axis
@@ -577,12 +577,12 @@ class Flow:
         self.y += height
         return MARGIN, top
 
-    def panel(self, x: float, y: float, w: float, h: float) -> Panel:
+    def panel(self, x: float, y: float, w: float, h: float) -> PlotArea:
         """A plot panel at a place on the current page (points from the top-left corner)."""
-        return Panel(self.fig, self.layer, self.over, x, y, w, h)
+        return PlotArea(self.fig, self.layer, self.over, x, y, w, h)
 
     def panels(self, n: int, ncols: int, row_height: float, title_room: float = 28.0,
-               below: float = 34.0, wspace: float = 44.0, left: float = 36.0) -> list[Panel]:
+               below: float = 34.0, wspace: float = 44.0, left: float = 36.0) -> list[PlotArea]:
         """``n`` panels in rows of ``ncols``; each row keeps ``title_room`` above for the titles
         and ``below`` for the axis labels, and moves to a new page when it does not fit."""
         out = []
@@ -628,7 +628,7 @@ def superscript(label: str) -> str:
 _SUP = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
-def density(p: Panel, hist: Histogram2D) -> None:
+def density(p: PlotArea, hist: Histogram2D) -> None:
     """Events as a 2-D histogram on a log colour scale (white where there are none)."""
     counts = np.asarray(hist.counts, dtype=float)
     shown = np.ma.masked_less(counts.T, 1)
@@ -654,7 +654,7 @@ def _uniform(edges: np.ndarray) -> bool:
     return bool(len(step)) and bool(np.allclose(step, step[0], rtol=1e-6, atol=0))
 
 
-def gate_plot(p: Panel, step: GateStep) -> None:
+def gate_plot(p: PlotArea, step: GateStep) -> None:
     """One gate over the events it was drawn on: polygon outline, or hatched kept intervals."""
     if step.histogram is not None:
         density(p, step.histogram)
@@ -701,7 +701,7 @@ def _rings(vertices: list[tuple[float, float]]) -> list[list[tuple[float, float]
     return [r for r in rings if r]
 
 
-def marker_plot(p: Panel, m: MarkerResult) -> None:
+def marker_plot(p: PlotArea, m: MarkerResult) -> None:
     """Stained histogram (grey, solid) over its control's (hatched, dashed), threshold line."""
     h = m.histogram
     if h is None:
@@ -730,8 +730,8 @@ def marker_plot(p: Panel, m: MarkerResult) -> None:
     ymax = top * 1.6 if top > 0 else 1.0  # headroom for the legend
     p.limits((edges[0], edges[-1]), (0.0, ymax))
     p.frame(h.ticks, _nice_ticks(ymax), m.channel or "", "% of events per bin")
-    handles = [Patch(facecolor="#bdbdbd", edgecolor="black", linewidth=1.0,
-                     label="stained tube")]
+    handles: list[Artist] = [Patch(facecolor="#bdbdbd", edgecolor="black", linewidth=1.0,
+                                   label="stained tube")]
     if h.control is not None:
         role = SOURCE_WORDS.get(h.control_role or "", h.control_role or "control")
         handles.append(Patch(facecolor="none", edgecolor="black", hatch="////", linestyle="--",
@@ -775,7 +775,7 @@ def _nice_ticks(top: float) -> list[tuple[float, str]]:
     return [(k * step, f"{k * step:g}") for k in range(n + 1)]
 
 
-def heatmap(p: Panel, scaled: np.ndarray, labels: np.ndarray, rows: Sequence[str],
+def heatmap(p: PlotArea, scaled: np.ndarray, labels: np.ndarray, rows: Sequence[str],
             cols: Sequence[str]) -> None:
     """A populations x channels heatmap; ``scaled`` in 0..1, ``labels`` the printed values."""
     nr, nc = scaled.shape
@@ -794,7 +794,7 @@ def heatmap(p: Panel, scaled: np.ndarray, labels: np.ndarray, rows: Sequence[str
         p.layer.add(p.px(j + 0.5) + 2, p.y + p.h + 4, col, 7, ha="right", angle=35.0)
 
 
-def fraction_bars(p: Panel, rows: Sequence[str], fractions: Sequence[float],
+def fraction_bars(p: PlotArea, rows: Sequence[str], fractions: Sequence[float],
                   ci95: Sequence[Sequence[float]]) -> None:
     """Horizontal bars of % of cells with their 95 % intervals; hatching tells them apart."""
     ax = p.axes()
@@ -808,7 +808,7 @@ def fraction_bars(p: Panel, rows: Sequence[str], fractions: Sequence[float],
             [(k, r) for k, r in enumerate(rows)], "% of cells (bar: 95 % interval)")
 
 
-def populations_scatter(p: Panel, xy: np.ndarray, labels: np.ndarray, ids: Sequence[int],
+def populations_scatter(p: PlotArea, xy: np.ndarray, labels: np.ndarray, ids: Sequence[int],
                         names: Callable[[int], str]) -> None:
     """Cells in a 2-D view, each population its own marker shape and colour (rasterized)."""
     colours = matplotlib.colormaps["tab10"]

@@ -1,7 +1,7 @@
 """Drawing of the trend report: Levey-Jennings charts and per-donor population stacks.
 
 Draws what ``trend.build_trend`` computed and nothing else; the same numbers are in trend.csv and
-trend-populations.csv. Pages and panels are ``plots.Flow``/``plots.Panel`` (the house style of
+trend-populations.csv. Pages and panels are ``plots.Flow``/``plots.PlotArea`` (the house style of
 the culture PDF); the PNGs are the same panels on a figure of their own. Black-and-white rule: a
 flagged lot is a filled diamond with its rule written beside it, reference lots are open circles,
 and populations differ by hatching as well as colour.
@@ -18,7 +18,7 @@ from ..trend import Chart, Trend, donors, x_positions
 
 if TYPE_CHECKING:
     from ..history import Lot
-    from .plots import Panel
+    from .plots import PlotArea
 
 POP_COLOURS = ("#d9d9d9", "#6baed6", "#fd8d3c", "#74c476", "#9e9ac8", "#fdd0a2", "#c7e9c0",
                "#fc9272", "#bdbdbd", "#3182bd")
@@ -122,7 +122,7 @@ def _y_range(chart: Chart) -> tuple[float, float, float | None]:
     return lo - 0.08 * span, hi + 0.12 * span, spec
 
 
-def lj_chart(p: Panel, trend: Trend, chart: Chart) -> None:
+def lj_chart(p: PlotArea, trend: Trend, chart: Chart) -> None:
     """One marker's individuals chart on a panel."""
     from .plots import auto_ticks
 
@@ -166,6 +166,8 @@ def lj_chart(p: Panel, trend: Trend, chart: Chart) -> None:
     placed: list[tuple[float, float]] = []
     labelled = flagged[:MAX_RULE_LABELS] if len(pts) <= 200 else []  # dense: the table says
     for q in labelled:  # the rule beside the point, away from the data
+        if q.value is None:
+            continue
         above = (q.z or 0) < 0
         x, y = p.px(xs[q.lot][0]), p.py(q.value) + (-8 if above else 8)
         if any(abs(x - a) < 34 and abs(y - b) < 8 for a, b in placed):
@@ -195,7 +197,7 @@ def lj_chart(p: Panel, trend: Trend, chart: Chart) -> None:
                    va="bottom" if chart.expect == "positive" else "top")
 
 
-def _donor_names(p: Panel, chart: Chart, xs: dict[str, tuple[float, str]]) -> None:
+def _donor_names(p: PlotArea, chart: Chart, xs: dict[str, tuple[float, str]]) -> None:
     """Each donor's name beside its last point (lines are drawn per donor)."""
     last: dict[str, tuple[float, float]] = {}
     for q in chart.points:
@@ -208,7 +210,7 @@ def _donor_names(p: Panel, chart: Chart, xs: dict[str, tuple[float, str]]) -> No
         p.over.add(p.px(x) + 6, p.py(v), d, 6, va="center", color="#333333")
 
 
-def _right_labels(p: Panel, labels: list[tuple[float, str]], gap: float = 7.5) -> None:
+def _right_labels(p: PlotArea, labels: list[tuple[float, str]], gap: float = 7.5) -> None:
     """Labels at their lines' heights beside the panel, pushed apart so none overlap."""
     placed: list[float] = []
     for y, _ in sorted(labels):
@@ -235,7 +237,7 @@ def _connect(ax: Any, trend: Trend, chart: Chart, xs: dict[str, tuple[float, str
                 zorder=2)
 
 
-def _x_labels(p: Panel, trend: Trend, lots: list[str], xs: dict[str, tuple[float, str]]
+def _x_labels(p: PlotArea, trend: Trend, lots: list[str], xs: dict[str, tuple[float, str]]
               ) -> None:
     """Lot (or passage) names under the axis, rotated, thinned to at most ~40."""
     labels = sorted({xs[lot] for lot in lots})
@@ -260,7 +262,7 @@ def population_order(trend: Trend) -> list[str]:
     return sorted(total, key=lambda k: (-total[k], k))
 
 
-def population_stack(p: Panel, donor: str, lots: list[Lot], order: list[str]) -> None:
+def population_stack(p: PlotArea, donor: str, lots: list[Lot], order: list[str]) -> None:
     """One donor's lots (passage order) as stacked bars of population fractions (%)."""
     from matplotlib.collections import PolyCollection
 
@@ -317,7 +319,7 @@ def population_stack(p: Panel, donor: str, lots: list[Lot], order: list[str]) ->
 
 
 def _standalone(width: float, height: float) -> tuple[Any, Any, Any]:
-    """A figure of its own (points) with the two text layers a Panel draws on."""
+    """A figure of its own (points) with the two text layers a PlotArea draws on."""
     from matplotlib.figure import Figure
 
     from .plots import TextLayer
@@ -334,11 +336,11 @@ def chart_png(trend: Trend, chart: Chart, path: Path) -> None:
     """One chart as a PNG (the same drawing as its PDF page)."""
     import matplotlib
 
-    from .plots import RC, Panel
+    from .plots import RC, PlotArea
 
     with matplotlib.rc_context(RC):
         fig, layer, over = _standalone(760, 270)
-        lj_chart(Panel(fig, layer, over, 56, 40, 620, 170), trend, chart)
+        lj_chart(PlotArea(fig, layer, over, 56, 40, 620, 170), trend, chart)
         fig.savefig(path, dpi=PNG_DPI, format="png")
 
 
@@ -346,10 +348,10 @@ def populations_png(trend: Trend, donor: str, lots: list[Lot], path: Path) -> No
     """One donor's population stack as a PNG."""
     import matplotlib
 
-    from .plots import RC, Panel
+    from .plots import RC, PlotArea
 
     with matplotlib.rc_context(RC):
         fig, layer, over = _standalone(760, 236)
-        population_stack(Panel(fig, layer, over, 56, 26, 590, 170), donor, lots,
+        population_stack(PlotArea(fig, layer, over, 56, 26, 590, 170), donor, lots,
                          population_order(trend))
         fig.savefig(path, dpi=PNG_DPI, format="png")

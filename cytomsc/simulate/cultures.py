@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CytomscError
-from .fcswrite import _atomic_write, write_fcs
+from ..errors import CytomscError
+from ..fcswrite import _atomic_write, write_fcs
 
 # ---- per-event kind codes (SimulatedTube.kind) ----
 KIND_CELL = 0  # intact live single MSC (population id in SimulatedTube.population)
@@ -172,7 +172,7 @@ BORDERLINE = 1.0  # points from a limit within which a marker is flagged borderl
 
 
 @dataclass
-class Population:
+class PopulationDesign:
     """One MSC subpopulation: its share of the MSCs, size, granularity and marker levels."""
 
     fraction: float = 1.0
@@ -203,7 +203,7 @@ class CultureDesign:
     style: str = "diva"
     layout: str = "isct-8c"  # a key of LAYOUTS
     n_events: int = 10000  # per tube
-    populations: list[Population] = field(default_factory=lambda: [Population()])
+    populations: list[PopulationDesign] = field(default_factory=lambda: [PopulationDesign()])
     debris: float = 0.08  # fractions of all events
     doublets: float = 0.04
     dead: float = 0.0
@@ -324,6 +324,8 @@ def _draw_cells(rng: np.random.Generator, design: CultureDesign, n: int, contami
                 markers: list[str], dyes: list[str]) -> _Bodies:
     """``n`` intact cells: MSCs from the design's populations, or hematopoietic contaminants."""
     b = _Bodies(n, dyes, markers)
+    size: np.ndarray
+    gran: np.ndarray
     if contaminant:
         size = np.full(n, design.contaminant_size)
         gran = np.full(n, 0.35)
@@ -339,11 +341,11 @@ def _draw_cells(rng: np.random.Generator, design: CultureDesign, n: int, contami
         size = np.array([p.size for p in design.populations])[pop]
         gran = np.array([p.granularity for p in design.populations])[pop]
         for m in markers:
-            frac = np.array([p.marker(m)[0] for p in design.populations])[pop]
-            lvl = np.array([p.marker(m)[1] for p in design.populations])[pop]
-            b.positive[m] = rng.random(n) < frac
-            b.level[m] = np.where(b.positive[m], lvl * np.exp(POSITIVE_SIGMA
-                                                              * rng.standard_normal(n)), 0.0)
+            fracs = np.array([p.marker(m)[0] for p in design.populations])[pop]
+            lvls = np.array([p.marker(m)[1] for p in design.populations])[pop]
+            b.positive[m] = rng.random(n) < fracs
+            b.level[m] = np.where(b.positive[m], lvls * np.exp(POSITIVE_SIGMA
+                                                               * rng.standard_normal(n)), 0.0)
     f = _lognormal(rng, MSC_FSC * size, 0.18, n)
     rel = f / (MSC_FSC * size)
     b.fsc_a = f
@@ -388,7 +390,7 @@ def _tubes_of(design: CultureDesign) -> list[tuple[str, str, dict[str, str]]]:
     layout = design.stained_layout()
     all_dyes = [d for d in design.dyes() if d != design.viability]
     vi = {design.viability: "viability"} if design.viability else {}
-    tubes = []
+    tubes: list[tuple[str, str, dict[str, str]]] = []
     for role in design.controls:
         if role == "unstained":
             tubes.append(("unstained", "Unstained", {}))
@@ -636,11 +638,11 @@ def simulate_single_stains(design: CultureDesign, seed: int, level: float = SING
         lvl = {"dim": 100.0, "saturated": 1.3 * 262144.0}.get(kind, level)
         stains = {} if dye is None else {dye: "SS"}
         markers = {"SS": (1.0, lvl), "SS2": (0.5, level)}
-        if kind == "double":
+        if kind == "double" and dye is not None:
             other = dyes[(dyes.index(dye) + 1) % len(dyes)]
             stains[other] = "SS2"
         one = CultureDesign(f"{design.name}_single", style=design.style, layout=design.layout,
-                            n_events=n_events, populations=[Population(markers=markers)],
+                            n_events=n_events, populations=[PopulationDesign(markers=markers)],
                             debris=design.debris, doublets=design.doublets, dead=0.0,
                             contaminants=0.0, saturated=0.0, controls=(), version=version,
                             datatype=datatype, date=design.date)
@@ -841,14 +843,14 @@ def _example() -> list[CultureDesign]:
                       controls=("unstained", "isotype", "fmo:CD105"), tissue="bone marrow",
                       passage=3, detachment="TrypLE", seed_offset=1, n_events=8000),
         CultureDesign("MSC-02_pass_heterogeneous", style="accuri", layout="isct-4c",
-                      populations=[Population(0.65), Population(0.35, size=0.75, granularity=0.8,
-                                                                markers={"CD105": (0.99, 4500.0),
-                                                                         "CD90": (0.995,
-                                                                                  15000.0)})],
+                      populations=[PopulationDesign(0.65),
+                                   PopulationDesign(0.35, size=0.75, granularity=0.8,
+                                                    markers={"CD105": (0.99, 4500.0),
+                                                             "CD90": (0.995, 15000.0)})],
                       controls=("isotype",), tissue="adipose", passage=4,
                       detachment="TrypLE", seed_offset=2, n_events=8000),
         CultureDesign("MSC-03_fail_CD105", style="macsquant", layout="kit", panel=KIT_PANEL,
-                      populations=[Population(markers={"CD105": (0.86, 9000.0)})],
+                      populations=[PopulationDesign(markers={"CD105": (0.86, 9000.0)})],
                       controls=("isotype",), tissue="umbilical cord", passage=5,
                       detachment="trypsin", seed_offset=3, n_events=8000),
         CultureDesign("MSC-04_fail_contaminated", style="generic", layout="isct-4c",
@@ -866,9 +868,10 @@ def _validation() -> list[CultureDesign]:
         kw.setdefault("n_events", 12000)
         d.append(CultureDesign(f"V{len(d) + 1:02d}_{name}", seed_offset=100 + len(d), **kw))
 
-    het2 = [Population(0.7), Population(0.3, size=0.75, markers={"CD105": (0.99, 5000.0)})]
-    het3 = [Population(0.5), Population(0.3, markers={"CD90": (0.995, 12000.0)}),
-            Population(0.2, size=0.7, granularity=1.4)]
+    het2 = [PopulationDesign(0.7),
+            PopulationDesign(0.3, size=0.75, markers={"CD105": (0.99, 5000.0)})]
+    het3 = [PopulationDesign(0.5), PopulationDesign(0.3, markers={"CD90": (0.995, 12000.0)}),
+            PopulationDesign(0.2, size=0.7, granularity=1.4)]
     # passes, every style
     add("diva_pass", style="diva", layout="isct-8c", viability="DAPI", dead=0.02)
     add("accuri_pass", style="accuri", layout="isct-4c")
@@ -883,7 +886,7 @@ def _validation() -> list[CultureDesign]:
     add("fmo_pass", style="diva", layout="isct-8c",
         controls=("fmo:CD73", "fmo:CD90", "fmo:CD105"))
     add("fmo_isotype_fail_CD73", style="macsquant", layout="isct-8c",
-        populations=[Population(markers={"CD73": (0.88, 20000.0)})],
+        populations=[PopulationDesign(markers={"CD73": (0.88, 20000.0)})],
         controls=("isotype", "fmo:CD73"))
     # hard event mixes
     add("low_events", style="diva", layout="isct-8c", n_events=1300, debris=0.3)
@@ -901,13 +904,13 @@ def _validation() -> list[CultureDesign]:
         contaminants=0.06)
     add("contaminated_accuri_fail", style="accuri", layout="isct-4c", contaminants=0.08)
     add("fail_CD105", style="generic", layout="isct-4c",
-        populations=[Population(markers={"CD105": (0.85, 12000.0)})])
+        populations=[PopulationDesign(markers={"CD105": (0.85, 12000.0)})])
     add("fail_CD90", style="diva", layout="isct-8c",
-        populations=[Population(markers={"CD90": (0.80, 50000.0)})])
+        populations=[PopulationDesign(markers={"CD90": (0.80, 50000.0)})])
     add("fail_HLA-DR", style="accuri", layout="isct-4c",
-        populations=[Population(markers={"HLA-DR": (0.08, 9000.0)})])
+        populations=[PopulationDesign(markers={"HLA-DR": (0.08, 9000.0)})])
     add("dim_CD105_pass", style="diva", layout="isct-8c",
-        populations=[Population(markers={"CD105": (0.995, 3000.0)})])
+        populations=[PopulationDesign(markers={"CD105": (0.995, 3000.0)})])
     # heterogeneity
     add("two_populations_pass", style="diva", layout="isct-8c", populations=het2)
     add("three_populations_pass", style="macsquant", layout="isct-8c", populations=het3)
@@ -926,7 +929,7 @@ def _heterogeneity() -> list[CultureDesign]:
     Each truth entry's ``tags`` give the kind, the minor fraction and the separation in SD."""
     d: list[CultureDesign] = []
 
-    def add(name: str, pops: list[Population], **tags) -> None:
+    def add(name: str, pops: list[PopulationDesign], **tags) -> None:
         style = ("diva", "macsquant")[len(d) % 2]
         d.append(CultureDesign(f"H{len(d) + 1:02d}_{name}", style=style, layout="isct-8c",
                                populations=pops, controls=("isotype",), n_events=10000,
@@ -934,40 +937,40 @@ def _heterogeneity() -> list[CultureDesign]:
 
     base = {m: MSC_MARKERS[m][1] for m in ("CD73", "CD90", "CD105")}
     for i in range(8):
-        add(f"homogeneous_{i + 1}", [Population()], kind="homogeneous")
+        add(f"homogeneous_{i + 1}", [PopulationDesign()], kind="homogeneous")
     for marker in ("CD105", "CD90"):
         for frac in (0.5, 0.2, 0.05):
             for sd in (3.0, 2.0, 1.5):
                 if marker == "CD90" and sd == 1.5:
                     continue
-                pop2 = Population(frac, markers={marker: (0.998, _apart(base[marker], sd))})
+                pop2 = PopulationDesign(frac, markers={marker: (0.998, _apart(base[marker], sd))})
                 add(f"two_{marker}_{int(frac * 100)}pct_{sd:g}sd",
-                    [Population(1 - frac), pop2], kind="two", marker=marker, minor=frac,
+                    [PopulationDesign(1 - frac), pop2], kind="two", marker=marker, minor=frac,
                     separation_sd=sd)
     for fr in ((0.6, 0.3, 0.1), (0.8, 0.15, 0.05)):
         for sd in (3.0, 2.0):
-            pops = [Population(fr[0]),
-                    Population(fr[1], markers={"CD105": (0.995, _apart(base["CD105"], sd))}),
-                    Population(fr[2], markers={"CD73": (0.998, _apart(base["CD73"], sd))})]
+            pops = [PopulationDesign(fr[0]),
+                    PopulationDesign(fr[1], markers={"CD105": (0.995, _apart(base["CD105"], sd))}),
+                    PopulationDesign(fr[2], markers={"CD73": (0.998, _apart(base["CD73"], sd))})]
             add(f"three_{int(fr[2] * 100)}pct_{sd:g}sd", pops, kind="three", minor=fr[2],
                 separation_sd=sd)
     for frac in (0.3, 0.1):
         for sd in (3.0, 2.0):
             size = float(np.exp(-sd * 0.18))  # FSC spread of one population: 0.18 (log)
             add(f"size_only_{int(frac * 100)}pct_{sd:g}sd",
-                [Population(1 - frac), Population(frac, size=size)], kind="size", minor=frac,
-                separation_sd=sd)
+                [PopulationDesign(1 - frac), PopulationDesign(frac, size=size)], kind="size",
+                minor=frac, separation_sd=sd)
     # Well apart (5 SD): the only separations where any partition can reach ARI >= 0.9 (two
     # populations 3 SD apart overlap by ~7 % each way). Appended, so the cultures above keep
     # their seeds.
     for marker in ("CD105", "CD90"):
         for frac in (0.5, 0.2, 0.05):
-            pop2 = Population(frac, markers={marker: (0.998, _apart(base[marker], 5.0))})
-            add(f"two_{marker}_{int(frac * 100)}pct_5sd", [Population(1 - frac), pop2],
+            pop2 = PopulationDesign(frac, markers={marker: (0.998, _apart(base[marker], 5.0))})
+            add(f"two_{marker}_{int(frac * 100)}pct_5sd", [PopulationDesign(1 - frac), pop2],
                 kind="two", marker=marker, minor=frac, separation_sd=5.0)
-    pops = [Population(0.6),
-            Population(0.3, markers={"CD105": (0.995, _apart(base["CD105"], 5.0))}),
-            Population(0.1, markers={"CD73": (0.998, _apart(base["CD73"], 5.0))})]
+    pops = [PopulationDesign(0.6),
+            PopulationDesign(0.3, markers={"CD105": (0.995, _apart(base["CD105"], 5.0))}),
+            PopulationDesign(0.1, markers={"CD73": (0.998, _apart(base["CD73"], 5.0))})]
     add("three_10pct_5sd", pops, kind="three", minor=0.1, separation_sd=5.0)
     return d
 
@@ -1048,9 +1051,9 @@ def _history() -> list[CultureDesign]:
                 frac = (points + 0.05 - points * u) / 100
             markers[m] = (round(frac, 6), level)
         dim = lot["cd90_dim_fraction"]
-        pops = [Population(1.0 - dim, markers=dict(markers))]
+        pops = [PopulationDesign(1.0 - dim, markers=dict(markers))]
         if dim > 0:
-            pops.append(Population(dim, markers={**markers,
+            pops.append(PopulationDesign(dim, markers={**markers,
                                                  "CD90": (markers["CD90"][0], HISTORY_DIM_LEVEL)}))
         name = f"{lot['lot']}_{lot['donor']}_P{lot['passage']}"
         d.append(CultureDesign(
@@ -1108,7 +1111,9 @@ def write_preset(out: str | Path, preset: str = "example", seed: int = 0) -> lis
     out = Path(out)
     if preset == "compensation":  # one culture without $SPILLOVER and its single-stain controls
         write_compensation_set(out, COMPENSATION_CULTURE, seed)
-        return
+        folders = (out / COMPENSATION_CULTURE.name, out / "controls")
+        return [*(p for f in folders for p in sorted(f.glob("*.fcs"))), out / "manifest.csv",
+                out / "truth.json"]
     designs = _designs(preset)
     cultures = []
     written = []
@@ -1129,6 +1134,6 @@ def write_preset(out: str | Path, preset: str = "example", seed: int = 0) -> lis
 
 __all__ = ["KIND_CELL", "KIND_DEBRIS", "KIND_DOUBLET", "KIND_DEAD", "KIND_CONTAMINANT",
            "KIND_ANOMALY", "KIND_SATURATED", "KIND_NAMES", "GATED_KINDS", "LABEL_CHARS",
-           "Anomaly", "CultureDesign", "Population", "SimulatedTube", "simulate_culture",
+           "Anomaly", "CultureDesign", "PopulationDesign", "SimulatedTube", "simulate_culture",
            "truth_of", "preset", "write_preset", "simulate_single_stains",
            "write_compensation_set"]
