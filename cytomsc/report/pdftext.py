@@ -1,0 +1,167 @@
+"""The PDF backend's text work done once per process, not once per string or per file.
+
+Measured on a culture's PDF (8-11 pages, ~700 lines of text; issue 13): matplotlib's PDF
+backend shapes every string it draws (FreeType and raqm, about 1 ms a string, then loads each
+glyph again, which the PDF backend never uses), and when the file is closed it subsets each
+embedded TrueType face with fontTools (about 0.15 s a face, two faces a file). Together that was
+two thirds of the time to write the PDF, and the same work was repeated for every culture of a
+batch: the same headings, labels, tick labels and digits in the same two faces.
+
+:func:`cached_text` (used around ``PdfPages`` by ``plots.save_pdf``) keeps both results for the
+process:
+
+- the shaped glyphs of each (string, font file, size, features, language) — what the backend
+  writes is the same glyph ids and positions, so the PDF's bytes do not change;
+- each face's subset, made for the glyphs of a fixed character set (``BASE_CHARS``: Latin-1,
+  the typography and symbols the reports print) plus any other glyph a file uses. Every report
+  whose characters are all in that set embeds the same subset, made once. The subset is larger
+  than the glyphs a file uses (about 60 KB a face instead of 25) but the same input still gives
+  the same bytes, in any process, cached or not.
+
+Both hook into matplotlib's private text helpers for the duration of the ``with`` block only,
+and only where they have the form this module was written for (checked on entry): with any
+other matplotlib the PDF is written by matplotlib unchanged, just slower.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+# Latin-1 and the symbols the reports print (pass/fail marks, inequalities, superscripts of
+# tick labels, population symbols, arrows and bullets of the text)
+BASE_CHARS = (
+    "".join(chr(c) for c in range(0x20, 0x7F)) + "".join(chr(c) for c in range(0xA0, 0x100))
+    + "–—‘’“”•…‰′″×÷−±≤≥≈≠∞µΔΣαβγδμσ→←↑↓·✓✗✔✘"
+    + "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺"
+    + "●■▲◆▼✚✖★◀▶○□△◇"
+)
+
+_LAYOUTS: dict[tuple, list[Any]] = {}
+_SUBSETS: dict[tuple, tuple[bytes, dict[int, int]]] = {}
+_MAX_LAYOUTS = 200_000  # strings kept (a few hundred bytes each); the cache restarts beyond
+_lock = threading.Lock()
+_local = threading.local()  # the size each FT2Font was last set to by the PDF renderer
+
+
+def _hooks() -> tuple[Any, Any, Any] | None:
+    """matplotlib's PDF backend, its text helpers and its subsetting module, if they have the
+    form the hooks below replace; else None (then nothing is replaced)."""
+    try:
+        from matplotlib import _text_helpers
+        from matplotlib.backends import _backend_pdf_ps, backend_pdf
+    except ImportError:  # pragma: no cover - a matplotlib without these modules
+        return None
+    ok = (callable(getattr(_text_helpers, "layout", None))
+          and callable(getattr(_backend_pdf_ps, "get_glyphs_subset", None))
+          and hasattr(_backend_pdf_ps, "SubsetResults")
+          and getattr(backend_pdf, "_text_helpers", None) is _text_helpers
+          and callable(getattr(backend_pdf.RendererPdf, "_get_font_ttf", None)))
+    return (backend_pdf, _text_helpers, _backend_pdf_ps) if ok else None
+
+
+@contextlib.contextmanager
+def cached_text() -> Iterator[None]:
+    """Within this block, PDFs written by matplotlib reuse this process's shaped strings and
+    font subsets (see the module docstring); the bytes written are the same."""
+    hooks = _hooks()
+    if hooks is None:
+        yield
+        return
+    backend_pdf, text_helpers, pdf_ps = hooks
+    with _lock:  # one PDF at a time per process: the hooks are module attributes
+        renderer = backend_pdf.RendererPdf
+        original_font = renderer._get_font_ttf
+        original_subset = pdf_ps.get_glyphs_subset
+        proxy = _Helpers(text_helpers)
+
+        def get_font_ttf(self: Any, prop: Any) -> Any:
+            font = original_font(self, prop)
+            sizes = _sizes()
+            sizes[id(font)] = (font, float(prop.get_size_in_points()))
+            return font
+
+        def glyphs_subset(fontfile: Any, glyphs: Any) -> Any:
+            return _subset(original_subset, pdf_ps, fontfile, glyphs)
+
+        renderer._get_font_ttf = get_font_ttf
+        backend_pdf._text_helpers = proxy
+        pdf_ps.get_glyphs_subset = glyphs_subset
+        try:
+            yield
+        finally:
+            renderer._get_font_ttf = original_font
+            backend_pdf._text_helpers = text_helpers
+            pdf_ps.get_glyphs_subset = original_subset
+            _sizes().clear()
+
+
+def _sizes() -> dict[int, tuple[Any, float]]:
+    if not hasattr(_local, "sizes"):
+        _local.sizes = {}
+    return _local.sizes
+
+
+class _Helpers:
+    """``matplotlib._text_helpers`` as the PDF backend sees it inside :func:`cached_text`:
+    ``layout`` from the cache, everything else the module's own."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def layout(self, string: str, font: Any, *, features: Any = None,
+               language: Any = None) -> list[Any]:
+        known = _sizes().get(id(font))
+        if known is None or known[0] is not font:  # a font the renderer did not size: as is
+            return list(self._module.layout(string, font, features=features,
+                                            language=language))
+        key = (string, font.fname, font.face_index, known[1],
+               tuple(features) if features is not None else None,
+               language if isinstance(language, str | type(None)) else tuple(language))
+        items = _LAYOUTS.get(key)
+        if items is None or (items and items[0].ft_object is not font):
+            # The shaping alone (matplotlib's helper also loads every glyph into the font,
+            # which the PDF backend never reads; fontTools does the subsetting from the ids).
+            from matplotlib.ft2font import LoadFlags
+
+            items = list(font._layout(string, LoadFlags.NO_HINTING, features=features,
+                                      language=language))
+            if len(_LAYOUTS) >= _MAX_LAYOUTS:
+                _LAYOUTS.clear()
+            _LAYOUTS[key] = items
+        return items
+
+
+def _subset(original: Any, pdf_ps: Any, fontfile: Any, glyphs: Any) -> Any:
+    """The face subset for ``glyphs`` and every glyph of ``BASE_CHARS``, made once per
+    process (the font's bytes and the old-to-new glyph index map), as matplotlib's
+    ``get_glyphs_subset`` returns it."""
+    from fontTools.ttLib import TTFont
+    from matplotlib.ft2font import FT2Font
+
+    key_base = (str(fontfile), getattr(fontfile, "face_index", 0))
+    base = _BASE_GLYPHS.get(key_base)
+    if base is None:
+        face = FT2Font(key_base[0], face_index=key_base[1])
+        base = frozenset(g for g in (face.get_char_index(ord(c)) for c in BASE_CHARS) if g)
+        _BASE_GLYPHS[key_base] = base
+    wanted = frozenset(glyphs) | base
+    key = (key_base, wanted)
+    cached = _SUBSETS.get(key)
+    if cached is None:
+        with original(fontfile, set(wanted)) as sub:
+            data = pdf_ps.font_as_file(sub.font).getvalue()
+            cached = (data, dict(sub.glyph_index_map))
+        _SUBSETS[key] = cached
+    data, index_map = cached
+    font = TTFont(io.BytesIO(data))
+    return pdf_ps.SubsetResults(font, dict(index_map))._as_cm()
+
+
+_BASE_GLYPHS: dict[tuple, frozenset[int]] = {}
