@@ -486,9 +486,11 @@ def _cells_polygons(fa: np.ndarray, sa: np.ndarray, seed: int, names: str = "FSC
         if n_eff < 50 * k or len(xs) < 3 * k:
             break
         gm = _fit_mixture(xs, ws, k, rng)
-        if best is not None and gm.bic() >= best.bic():
-            break  # BIC rose: a larger k is not fitted (each fit costs more than the last)
-        best = gm
+        # Every k up to 5 is fitted: stopping once BIC rises would be cheaper but is not the
+        # same gate, since BIC here often rises at k = 4 and falls below k = 3 at k = 5 (it
+        # moved the cells gate of 12 of the 28 validation cultures, by up to 1.5 % of events)
+        if best is None or gm.bic() < best.bic():
+            best = gm
     if best is None:
         raise CytomscError("too few events to place a cells gate")
     gm = best
@@ -1089,7 +1091,7 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
     current = finite
     # Small vector and matrix products: BLAS threads only contend (the singlet ridge's dot
     # products spent 0.7 CPU-s a culture spinning on a loaded 2-core machine), and one thread
-    # keeps the sums, hence the gates, the same on any number of cores.
+    # makes every sum independent of the number of cores.
     with threadpool_limits(1):
         for gate in GATE_ORDER:
             res = GATES[gate](tube, current)
