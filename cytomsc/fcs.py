@@ -83,8 +83,10 @@ class FcsData:
     """One data set of an FCS file: its events as FlowKit's Sample would hold them."""
 
     path: Path
-    # (n_events, n_channels) float64 raw (FlowKit-preprocessed) values, order of channels
-    events: np.ndarray
+    # (n_events, n_channels) float64 raw (FlowKit-preprocessed) values, order of channels;
+    # column-major above COLUMN_MAJOR_EVENTS events (read through ``events``)
+    _events: np.ndarray | None
+    shape: tuple[int, int]  # (events, channels)
     version: str  # "2.0" | "3.0" | "3.1" | "3.2"
     keywords: dict[str, str]  # TEXT keywords: lower-case, leading "$" removed
     channels: list[Channel]
@@ -96,6 +98,32 @@ class FcsData:
     reader: str = "flowkit"  # "flowkit": FlowKit read the file; "cytomsc": decoded here
     _sample: Any = field(default=None, repr=False, compare=False)
     _make_sample: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+    _reread: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def events(self) -> np.ndarray:
+        """The events (see ``_events``); read from the file again if they were handed over."""
+        if self._events is None:
+            if self._reread is None:
+                raise FcsReadError("the events were released and cannot be read again",
+                                   self.path)
+            self._events = self._reread()
+        return self._events
+
+    def release_events(self) -> None:
+        """Free the events (read from the file again if asked for); kept if they cannot be."""
+        if self._reread is not None:
+            self._events = None
+
+    def take_events(self) -> np.ndarray:
+        """The events array itself, for the caller to overwrite (compensation in place on a
+        large tube, where a second copy would cost as much memory as the file's data). This
+        FcsData reads the file again if its events are asked for afterwards."""
+        ev = self.events
+        if self._reread is None:  # FlowKit's Sample holds them: never hand its buffer over
+            return ev.copy(order="K")
+        self._events = None
+        return ev
 
     @property
     def sample(self) -> flowkit.Sample:
@@ -112,7 +140,7 @@ class FcsData:
 
     @property
     def n_events(self) -> int:
-        return int(self.events.shape[0])
+        return int(self.shape[0])
 
 
 @dataclass
@@ -832,7 +860,8 @@ def read_fcs(path: str | Path, data_set: int = 0, use_flowkit: bool = False) -> 
                                              and n_sets == 1) else None
         reader = "flowkit" if sample is not None else "cytomsc"
         if sample is None:
-            values = _preprocessed(_flow_data(ds, lay, _decoded(fh, lay, path), path), path)
+            values = _preprocessed(_flow_data(ds, lay, _decoded(fh, lay, path), path),
+                                   lay, path)
         else:
             values = sample.get_events(source="raw")
     warns = set_warns + lay.warnings
@@ -846,10 +875,16 @@ def read_fcs(path: str | Path, data_set: int = 0, use_flowkit: bool = False) -> 
     def make_sample() -> flowkit.Sample:
         return _sample_of(path, ds, lay)
 
-    return FcsData(path=path, events=values, version=ds.version, keywords=ds.keywords,
-                   channels=_channels(lay), n_data_sets=n_sets, data_set=data_set,
-                   warnings=warns, spillover=spill, nonfinite=nonfinite, reader=reader,
-                   _sample=sample, _make_sample=None if sample is not None else make_sample)
+    def reread() -> np.ndarray:
+        with _open(path) as (fh, _):
+            return _preprocessed(_flow_data(ds, lay, _decoded(fh, lay, path), path), lay, path)
+
+    own = sample is None
+    return FcsData(path=path, _events=values, shape=(lay.tot, lay.par), version=ds.version,
+                   keywords=ds.keywords, channels=_channels(lay), n_data_sets=n_sets,
+                   data_set=data_set, warnings=warns, spillover=spill, nonfinite=nonfinite,
+                   reader=reader, _sample=sample, _make_sample=make_sample if own else None,
+                   _reread=reread if own else None)
 
 
 def _decoded(fh: Any, lay: _Layout, path: Path) -> np.ndarray:
@@ -863,12 +898,30 @@ def _decoded(fh: Any, lay: _Layout, path: Path) -> np.ndarray:
     return events
 
 
-def _preprocessed(fd: flowio.FlowData, path: Path) -> np.ndarray:
-    """FlowIO's pre-processing of the decoded events ($PnE, $PnG, $TIMESTEP), as float64."""
+COLUMN_MAJOR_EVENTS = 200_000  # above this many events, the events are held column-major
+_ROWS = 1 << 16  # events per block when converting a large data set
+
+
+def _preprocessed(fd: flowio.FlowData, lay: _Layout, path: Path) -> np.ndarray:
+    """FlowIO's pre-processing of the decoded events ($PnE, $PnG, $TIMESTEP), as float64.
+
+    Up to COLUMN_MAJOR_EVENTS events, FlowIO's ``as_array`` as FlowKit calls it. Above, the same
+    ``as_array`` on blocks of events, written into one column-major array: no full-size
+    row-major temporary beside it (a 5M x 14 tube is 560 MB a copy), and each channel, which is
+    what compensation and the gates read, is contiguous."""
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
-            return fd.as_array(preprocess=True)
+            if lay.tot <= COLUMN_MAJOR_EVENTS:
+                return fd.as_array(preprocess=True)
+            flat = np.asarray(fd.events).reshape(-1)
+            out = np.empty((lay.tot, lay.par), order="F")
+            for start in range(0, lay.tot, _ROWS):
+                stop = min(start + _ROWS, lay.tot)
+                fd.events = flat[start * lay.par:stop * lay.par]
+                out[start:stop] = fd.as_array(preprocess=True)
+            fd.events = flat
+            return out
     except Exception as err:  # noqa: BLE001 - FlowIO rejecting decoded data is bad input
         raise FcsReadError(f"the data cannot be pre-processed ({type(err).__name__}: "
                            f"{err})", path) from None

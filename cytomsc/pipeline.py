@@ -22,7 +22,7 @@ import time
 import traceback
 import warnings as pywarnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,6 +51,8 @@ from .results import (
 MIN_CONTROL_EVENTS = 100  # a control with fewer gated events cannot place a 99.5th percentile
 CLUSTER_SUBSAMPLE_JOINT = 5_000  # events per culture sent to the batch-wide clustering
 CLUSTER_MAX_EVENTS = 200_000  # cells of one tube clustered; a seeded subsample above it
+HIST_MAX_EVENTS = 200_000  # events a marker histogram is drawn from; a seeded subsample above
+_NO_EVENTS = np.empty((0, 0))  # a tube's arrays once the analysis no longer needs them
 
 
 @dataclass
@@ -294,8 +296,9 @@ def _measure(stained: _Tube, assignment: Any, tubes: list[_Tube], opts: Options,
     if params is not None and display.size:
         edges = np.linspace(min(0.0, float(np.min(display))), max(1.0, float(np.max(display))), 129)
         hist = MarkerHistogram(
-            edges=edges, stained=np.histogram(display, edges)[0],
-            control=None if control_display is None else np.histogram(control_display, edges)[0],
+            edges=edges, stained=np.histogram(_drawn(display, opts.seed, 1), edges)[0],
+            control=None if control_display is None else np.histogram(
+                _drawn(control_display, opts.seed, 2), edges)[0],
             control_role=control.role if control is not None else None,
             threshold=float(logicle(np.array([threshold]), params)[0]),
             ticks=axis_ticks(params),
@@ -308,6 +311,16 @@ def _measure(stained: _Tube, assignment: Any, tubes: list[_Tube], opts: Options,
     judge_marker(result)
     above = stained.prep.compensated[:, col] > threshold
     return result, above
+
+
+def _drawn(values: np.ndarray, seed: int, stream: int) -> np.ndarray:
+    """The values a plot is drawn from: all of them up to HIST_MAX_EVENTS, else a seeded
+    subsample of that many (a histogram's shape to a fraction of a percent per bin)."""
+    if values.size <= HIST_MAX_EVENTS:
+        return values
+    rng = np.random.default_rng([seed, values.size, stream])
+    pick = rng.choice(values.size, HIST_MAX_EVENTS, replace=False)
+    return values[np.sort(pick)]
 
 
 def _cluster(stained: _Tube, assignments: list[Any], seed: int
@@ -344,7 +357,8 @@ def _cluster(stained: _Tube, assignments: list[Any], seed: int
     if idx.size > CLUSTER_MAX_EVENTS:
         pick = np.random.default_rng([seed, 2]).choice(idx.size, CLUSTER_MAX_EVENTS, replace=False)
         idx = idx[np.sort(pick)]
-    X = stained.prep.display[np.ix_(idx, cols)]  # fancy indexing: already a copy
+    # fancy indexing: already a copy (float64 also where a large tube's display is float32)
+    X = stained.prep.display[np.ix_(idx, cols)].astype(np.float64, copy=False)
     raw = stained.prep.compensated[np.ix_(idx, cols)]
     if logged:
         X[:, logged] = np.log10(np.maximum(raw[:, logged], 1.0))
@@ -508,6 +522,12 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
     # each said once, in order; a message every tube shares said once for them all
     result.warnings[:] = record.merge_tube_warnings(list(dict.fromkeys(result.warnings)),
                                                     [t.name for t in tubes])
+    # Nothing from here on reads the events (the writers take the gates and the results, and
+    # --export-events reads the file again): freed before the writers' libraries load, so that
+    # a 5M-event tube's peak memory stays that of reading it.
+    for t in tubes:
+        t.prep = replace(t.prep, compensated=_NO_EVENTS, display=_NO_EVENTS)
+        t.fcs.release_events()
     _write_culture(out, folder, result, tubes, main, population, opts, batch_header, run_info)
     return result, errors, out.hashes, joint_sample
 
