@@ -801,3 +801,30 @@ def test_stained_tube_gating_page_first(tmp_path):
     titles = [p.extract_text().splitlines()[1] for p in pypdf.PdfReader(path).pages]
     gating = [t for t in titles if t.startswith("Gating")]
     assert gating == ["Gating: stained.fcs", "Gating: isotype.fcs", "Gating: unstained.fcs"]
+
+
+def test_cached_text_and_fonts_change_no_word(tmp_path, monkeypatch):
+    """The per-process caches of shaped strings and font subsets (report/pdftext.py) write the
+    same words at the same places as matplotlib alone: every page's text, with its position,
+    is the same with the caches as without, and a second PDF from the caches is byte-identical
+    to the first."""
+    from cytomsc.report import pdftext
+
+    batch = build_batch(n=2000)
+    c = _named(batch, "BM-077")
+
+    def runs(path):
+        out = []
+        for page in pypdf.PdfReader(path).pages:
+            page.extract_text(visitor_text=lambda text, cm, tm, font, size: out.append(
+                (text, round(tm[4] * cm[0] + cm[4], 2), round(tm[5] * cm[3] + cm[5], 2))))
+        return out
+
+    write_culture_pdf(c, batch, tmp_path / "cached.pdf", RUN_INFO)
+    write_culture_pdf(c, batch, tmp_path / "again.pdf", RUN_INFO)
+    monkeypatch.setattr(pdftext, "_hooks", lambda: None)
+    write_culture_pdf(c, batch, tmp_path / "plain.pdf", RUN_INFO)
+    cached = runs(tmp_path / "cached.pdf")
+    assert len(cached) > 300 and cached == runs(tmp_path / "plain.pdf")
+    assert (tmp_path / "cached.pdf").read_bytes() == (tmp_path / "again.pdf").read_bytes()
+    assert (tmp_path / "cached.pdf").read_bytes() != (tmp_path / "plain.pdf").read_bytes()
