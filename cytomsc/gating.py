@@ -5,6 +5,12 @@ statistics of its parent population, turned into a FlowKit gate, and its mask is
 numpy by the same rule FlowKit applies (rectangles: ``min <= x < max``; polygons: even-odd
 point-in-polygon), so that re-applying the exported GatingML with FlowKit gives the same counts.
 
+Each gate is one function of the same form (``GATES``: the tube's events and the mask of the
+events the gates before it kept, in; the mask of those it keeps, its step for the report and its
+spec for GatingML, out), and ``gate_tube`` runs them in a loop over ``GATE_ORDER``. Up to
+``FIT_MAX`` events every gate is placed from all of them; above, from the parent events among a
+seeded subsample of ``FIT_MAX``, and its mask is applied to every event (``TubeEvents``).
+
 Coordinates, stated once: scatter and time gates are in raw channel units with no compensation and
 no transform (scatter is linear; ``Prepared.display`` leaves it raw); the viability gate is on the
 compensated channel's Logicle scale (``transformation_ref`` to a ``LogicleTransform``).
