@@ -828,3 +828,31 @@ def test_cached_text_and_fonts_change_no_word(tmp_path, monkeypatch):
     assert len(cached) > 300 and cached == runs(tmp_path / "plain.pdf")
     assert (tmp_path / "cached.pdf").read_bytes() == (tmp_path / "again.pdf").read_bytes()
     assert (tmp_path / "cached.pdf").read_bytes() != (tmp_path / "plain.pdf").read_bytes()
+
+
+def test_lines_drawn_again_write_matplotlibs_bytes(tmp_path, monkeypatch):
+    """A line drawn before is written from the bytes matplotlib wrote for it
+    (pdftext._draw_text): the PDF is byte-identical to one whose every line matplotlib draws."""
+    from cytomsc.report import pdftext
+
+    batch = build_batch(n=2000)
+    c = _named(batch, "BM-077")
+    write_culture_pdf(c, batch, tmp_path / "first.pdf", RUN_INFO)
+    replayed = []
+    original = pdftext._draw_text
+
+    def counting(*args):
+        before = len(pdftext._WRITTEN)
+        original(*args)
+        replayed.append(len(pdftext._WRITTEN) == before)
+
+    monkeypatch.setattr(pdftext, "_draw_text", counting)
+    write_culture_pdf(c, batch, tmp_path / "replayed.pdf", RUN_INFO)
+    assert sum(replayed) > 300  # lines written from kept bytes
+
+    def plain(backend_pdf, draw, helpers, renderer, gc, x, y, s, prop, angle, ismath, mtext):
+        draw(renderer, gc, x, y, s, prop, angle, ismath=ismath, mtext=mtext)
+
+    monkeypatch.setattr(pdftext, "_draw_text", plain)
+    write_culture_pdf(c, batch, tmp_path / "matplotlib.pdf", RUN_INFO)
+    assert (tmp_path / "replayed.pdf").read_bytes() == (tmp_path / "matplotlib.pdf").read_bytes()

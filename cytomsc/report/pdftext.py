@@ -7,11 +7,15 @@ embedded TrueType face with fontTools (about 0.15 s a face, two faces a file). T
 two thirds of the time to write the PDF, and the same work was repeated for every culture of a
 batch: the same headings, labels, tick labels and digits in the same two faces.
 
-:func:`cached_text` (used around ``PdfPages`` by ``plots.save_pdf``) keeps both results for the
+:func:`cached_text` (used around ``PdfPages`` by ``plots.save_pdf``) keeps three things for the
 process:
 
 - the shaped glyphs of each (string, font file, size, features, language) — what the backend
   writes is the same glyph ids and positions, so the PDF's bytes do not change;
+- the PDF operators matplotlib wrote for each line after its position (``_draw_text``): a line
+  drawn again with the same glyph codes and font names gets the same bytes, its glyphs still
+  registered with its PDF; a PDF so written is byte-identical to one matplotlib draws line by
+  line (tests/test_report.py);
 - each face's subset, made for the glyphs of a fixed character set (``BASE_CHARS``: Latin-1,
   the typography and symbols the reports print) plus any other glyph a file uses, without the
   layout tables a PDF viewer never reads. Every report whose characters are all in that set
@@ -28,7 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,7 +66,11 @@ def _hooks() -> tuple[Any, Any, Any] | None:
           and callable(getattr(_backend_pdf_ps, "get_glyphs_subset", None))
           and hasattr(_backend_pdf_ps, "SubsetResults")
           and getattr(backend_pdf, "_text_helpers", None) is _text_helpers
-          and callable(getattr(backend_pdf.RendererPdf, "_get_font_ttf", None)))
+          and callable(getattr(backend_pdf.RendererPdf, "_get_font_ttf", None))
+          and callable(getattr(backend_pdf.RendererPdf, "draw_text", None))
+          and callable(getattr(backend_pdf.PdfFile, "output", None))
+          and callable(getattr(backend_pdf.PdfFile, "fontName", None))
+          and hasattr(backend_pdf, "Op") and hasattr(backend_pdf, "FontPath"))
     return (backend_pdf, _text_helpers, _backend_pdf_ps) if ok else None
 
 
@@ -88,16 +98,112 @@ def cached_text() -> Iterator[None]:
         def glyphs_subset(fontfile: Any, glyphs: Any) -> Any:
             return _subset(original_subset, pdf_ps, fontfile, glyphs)
 
+        original_text = renderer.draw_text
+
+        def draw_text(self: Any, gc: Any, x: float, y: float, s: str, prop: Any, angle: float,
+                      ismath: Any = False, mtext: Any = None) -> None:
+            _draw_text(backend_pdf, original_text, proxy, self, gc, x, y, s, prop, angle,
+                       ismath, mtext)
+
         renderer._get_font_ttf = get_font_ttf
+        renderer.draw_text = draw_text
         backend_pdf._text_helpers = proxy
         pdf_ps.get_glyphs_subset = glyphs_subset
         try:
             yield
         finally:
             renderer._get_font_ttf = original_font
+            renderer.draw_text = original_text
             backend_pdf._text_helpers = text_helpers
             pdf_ps.get_glyphs_subset = original_subset
             _sizes().clear()
+
+
+_WRITTEN: dict[tuple, list[bytes]] = {}  # a line's PDF operators after its position (below)
+_SEEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per PDF: glyph -> its code
+
+
+def _draw_text(backend_pdf: Any, original: Any, helpers: _Helpers, renderer: Any, gc: Any,
+               x: float, y: float, s: str, prop: Any, angle: float, ismath: Any,
+               mtext: Any) -> None:
+    """``RendererPdf.draw_text``, writing the bytes it wrote for the same line before.
+
+    matplotlib writes a line as: graphics state, its position and angle (``cm``), then
+    ``BT``, the fonts, glyph codes and kerning, ``ET``. All but the position depend only on the
+    shaped glyphs, the codes this PDF gave them and the PDF's names for the fonts: with those
+    three the same, the same bytes follow. So the first time a line is drawn matplotlib draws
+    it and what it writes after the position is kept; afterwards the glyphs are registered
+    with this PDF as matplotlib would (the font subsets and the text's Unicode map need them),
+    the position is written, and the kept bytes follow. Lines it does not cover (math text,
+    links, core fonts, Type 3) are matplotlib's as they are."""
+    import matplotlib as mpl
+
+    if (ismath or gc.get_url() is not None or mpl.rcParams["pdf.use14corefonts"]
+            or mpl.rcParams["pdf.fonttype"] != 42):
+        original(renderer, gc, x, y, s, prop, angle, ismath=ismath, mtext=mtext)
+        return
+    features = mtext.get_fontfeatures() if mtext is not None else None
+    language = mtext.get_language() if mtext is not None else None
+    file = renderer.file
+    font = renderer._get_font_ttf(prop)
+    items = helpers.layout(s, font, features=features, language=language)
+    seen = _SEEN.setdefault(file, {})
+    tracker = file._character_tracker
+    codes = []
+    fonts: list[tuple[Any, int]] = []
+    for item in items:
+        ft = item.ft_object
+        key = (ft.fname, ft.face_index, item.char, item.glyph_index)
+        code = seen.get(key)
+        if code is None:
+            code = seen[key] = tracker.track_glyph(ft, item.char, item.glyph_index)
+        codes.append(code)
+        if not fonts or fonts[-1] != (ft, code[0]):
+            fonts.append((ft, code[0]))
+    names = tuple(file.fontName(backend_pdf.FontPath(ft.fname, ft.face_index), subset)
+                  for ft, subset in fonts)
+    key = (s, font.fname, font.face_index, float(prop.get_size_in_points()),
+           tuple(features) if features is not None else None, repr(language), tuple(codes),
+           names)
+    written = _WRITTEN.get(key)
+    if written is None:
+        renderer.check_gc(gc, gc._rgb)  # now, so that matplotlib's own call writes nothing
+        written = _recorded(file, lambda: original(renderer, gc, x, y, s, prop, angle,
+                                                   ismath=ismath, mtext=mtext))
+        if written is not None:
+            if len(_WRITTEN) >= _MAX_LAYOUTS:
+                _WRITTEN.clear()
+            _WRITTEN[key] = written
+        return
+    renderer.check_gc(gc, gc._rgb)
+    op = backend_pdf.Op
+    file.output(op.gsave)
+    a = math.radians(angle)
+    file.output(math.cos(a), math.sin(a), -math.sin(a), math.cos(a), x, y, op.concat_matrix)
+    for part in written:
+        file.write(part)
+
+
+def _recorded(file: Any, draw: Any) -> list[bytes] | None:
+    """Draw, and return the bytes written after the line's position (``gsave`` and ``cm``
+    are the first two operators), one item per write, as they were written; None when the
+    line did not start that way (nothing is kept then)."""
+    parts: list[bytes] = []
+    original = file.write
+
+    def write(data: bytes) -> None:
+        parts.append(bytes(data))
+        original(data)
+
+    file.write = write
+    try:
+        draw()
+    finally:
+        del file.write
+    # each operator is written as its bytes and a newline: gsave, newline, cm, newline, ...
+    if len(parts) < 4 or parts[0] != b"q" or not parts[2].endswith(b" cm"):
+        return None
+    return parts[4:]
 
 
 def _sizes() -> dict[int, tuple[Any, float]]:
