@@ -856,3 +856,37 @@ def test_lines_drawn_again_write_matplotlibs_bytes(tmp_path, monkeypatch):
     monkeypatch.setattr(pdftext, "_draw_text", plain)
     write_culture_pdf(c, batch, tmp_path / "matplotlib.pdf", RUN_INFO)
     assert (tmp_path / "replayed.pdf").read_bytes() == (tmp_path / "matplotlib.pdf").read_bytes()
+
+
+def test_kept_lines_survive_matplotlibs_font_cache(tmp_path):
+    """The kept shaped lines hold no font object: matplotlib frees its fonts when its cache is
+    cleared (as in every forked --jobs worker), and a PDF written after that is the same."""
+    from matplotlib import font_manager
+
+    batch = build_batch(n=500)
+    c = small_culture(batch)
+    write_culture_pdf(c, batch, tmp_path / "before.pdf", RUN_INFO)
+    font_manager._get_font.cache_clear()
+    import gc
+
+    gc.collect()
+    write_culture_pdf(c, batch, tmp_path / "after.pdf", RUN_INFO)
+    assert (tmp_path / "before.pdf").read_bytes() == (tmp_path / "after.pdf").read_bytes()
+
+
+def test_pdfs_from_forked_workers_after_pdfs_in_the_parent(tmp_path):
+    """A batch with --jobs 2 whose parent process wrote PDFs before (its kept lines inherited by
+    the workers) writes every culture's PDF; no worker dies."""
+    from cytomsc.pipeline import Options, run_batch
+    from cytomsc.simulate import CultureDesign, simulate_culture
+
+    batch = build_batch(n=500)
+    write_culture_pdf(small_culture(batch), batch, tmp_path / "parent.pdf", RUN_INFO)
+    for i in range(2):
+        d = CultureDesign(f"F{i}", style="diva", layout="isct-8c", n_events=3000,
+                          controls=("isotype",), seed_offset=i)
+        for tube in simulate_culture(d, seed=0):
+            tube.write(tmp_path / "in" / d.name)
+    out = run_batch([tmp_path / "in"], tmp_path / "out", Options(jobs=2, pdf=True))
+    assert not out.errors and len(out.cultures) == 2
+    assert sorted(p.name for p in (tmp_path / "out").glob("F*.pdf")) == ["F0.pdf", "F1.pdf"]

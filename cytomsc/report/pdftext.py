@@ -36,7 +36,7 @@ import math
 import threading
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 # Latin-1 and the symbols the reports print (pass/fail marks, inequalities, superscripts of
 # tick labels, population symbols, arrows and bullets of the text)
@@ -47,7 +47,7 @@ BASE_CHARS = (
     + "●■▲◆▼✚✖★◀▶○□△◇"
 )
 
-_LAYOUTS: dict[tuple, list[Any]] = {}
+_LAYOUTS: dict[tuple, tuple[tuple, ...]] = {}  # shaped glyphs: (char, glyph, x, y, kern)
 _SUBSETS: dict[tuple, tuple[bytes, dict[int, int]]] = {}
 _MAX_LAYOUTS = 200_000  # strings kept (a few hundred bytes each); the cache restarts beyond
 _lock = threading.Lock()
@@ -212,6 +212,17 @@ def _sizes() -> dict[int, tuple[Any, float]]:
     return _local.sizes
 
 
+class _Glyph(NamedTuple):
+    """One shaped glyph, as matplotlib's ``LayoutItem`` gives it to the PDF backend."""
+
+    ft_object: Any
+    char: str
+    glyph_index: int
+    x: float
+    y: float
+    prev_kern: float
+
+
 class _Helpers:
     """``matplotlib._text_helpers`` as the PDF backend sees it inside :func:`cached_text`:
     ``layout`` from the cache, everything else the module's own."""
@@ -231,17 +242,24 @@ class _Helpers:
         key = (string, font.fname, font.face_index, known[1],
                tuple(features) if features is not None else None,
                language if isinstance(language, str | type(None)) else tuple(language))
-        items = _LAYOUTS.get(key)
-        if items is None or (items and items[0].ft_object is not font):
-            # The shaping alone (matplotlib's helper also loads every glyph into the font,
-            # which the PDF backend never reads; fontTools does the subsetting from the ids).
-            from matplotlib.ft2font import LoadFlags
+        glyphs = _LAYOUTS.get(key)
+        if glyphs is not None:
+            return [_Glyph(font, *g) for g in glyphs]
+        # The shaping alone (matplotlib's helper also loads every glyph into the font, which
+        # the PDF backend never reads; fontTools does the subsetting from the ids).
+        from matplotlib.ft2font import LoadFlags
 
-            items = list(font._layout(string, LoadFlags.NO_HINTING, features=features,
-                                      language=language))
+        items = list(font._layout(string, LoadFlags.NO_HINTING, features=features,
+                                  language=language))
+        # Kept as plain values, never as matplotlib's items: those point into their font,
+        # which matplotlib's font cache frees (when full, and in a forked worker), and the
+        # font of a kept line is the one asked for now. Lines set partly in a fallback font
+        # are shaped every time.
+        if all(it.ft_object is font for it in items):
             if len(_LAYOUTS) >= _MAX_LAYOUTS:
                 _LAYOUTS.clear()
-            _LAYOUTS[key] = items
+            _LAYOUTS[key] = tuple((it.char, it.glyph_index, it.x, it.y, it.prev_kern)
+                                  for it in items)
         return items
 
 
