@@ -43,7 +43,8 @@ def values(n: int, t: float, seed: int = 0) -> np.ndarray:
     return x[(np.abs(x) > 1e-6) | (x == 0)]  # FlowKit returns -1 near 0 (not 0) at W = 0
 
 
-def w_grid() -> None:
+def w_grid() -> float:
+    """Print, and return, the largest difference over the W grid (table and exact solver)."""
     t = 262144.0
     x = values(50_000, t)
     small = x[::50]
@@ -58,9 +59,11 @@ def w_grid() -> None:
     for name, (d, w) in worst.items():
         print(f"  W grid, 226 values in [0, 2.25], {name:5s}: max |cytomsc - FlowKit| = "
               f"{d:.2e} (at W = {w:.2f})")
+    return max(d for d, _ in worst.values())
 
 
-def corpus_files(root: Path) -> None:
+def corpus_files(root: Path) -> float:
+    """Print, and return, the largest difference over the corpus's fluorescence channels."""
     expected = json.loads((root / "expected.json").read_text())
     worst, where, channels, files = 0.0, "", 0, 0
     for name, info in sorted(expected.items()):
@@ -83,6 +86,7 @@ def corpus_files(root: Path) -> None:
                 worst, where = d, f"{name} {ch} W={p.w:.4f}"
     print(f"  corpus, {files} files, {channels} channels: max |cytomsc - FlowKit| = "
           f"{worst:.2e} ({where})")
+    return worst
 
 
 def speed() -> None:

@@ -78,7 +78,8 @@ def cluster_culture(stained: GatedTube, assignments: list[Assignment], seed: int
     if idx.size > CLUSTER_MAX_EVENTS:
         pick = np.random.default_rng([seed, 2]).choice(idx.size, CLUSTER_MAX_EVENTS, replace=False)
         idx = idx[np.sort(pick)]
-    X = stained.prep.display[np.ix_(idx, cols)]  # fancy indexing: already a copy
+    # fancy indexing: already a copy (float64 also where a large tube's display is float32)
+    X = stained.prep.display[np.ix_(idx, cols)].astype(np.float64, copy=False)
     raw = stained.prep.compensated[np.ix_(idx, cols)]
     if logged:
         X[:, logged] = np.log10(np.maximum(raw[:, logged], 1.0))

@@ -165,7 +165,7 @@ def compare_culture(spec: CultureSpec, panel: Panel, opts: Options, comp: CompSo
     match = match_markers(stained, panel, opts.channel_map)
     errors += match.errors
     chosen = match.chosen
-    measured = {label: measure(t, a, tubes, opts.control_percentile)
+    measured = {label: measure(t, a, tubes, opts.control_percentile, opts.seed)
                 for label, (t, a) in chosen.items()}
     rows: list[AgreementRow] = []
     pairs: list[dict[str, str]] = []

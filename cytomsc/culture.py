@@ -52,6 +52,7 @@ __all__ = ["CultureAnalysis", "GatedTube", "ReadTube", "analyze_culture", "measu
            "match_markers", "prepare_and_gate", "read_tubes"]
 
 MIN_CONTROL_EVENTS = 100  # a control with fewer gated events cannot place a 99.5th percentile
+HIST_MAX_EVENTS = 200_000  # events a marker histogram is drawn from; a seeded subsample above
 
 
 # ---- values passed between the stages ---------------------------------------------------------
@@ -301,8 +302,9 @@ def _pick_control(tubes: list[GatedTube], markers: tuple[str, ...], channel: str
 
 
 def measure(stained: GatedTube, assignment: Assignment, tubes: list[GatedTube],
-            percentile: float) -> Measurement:
-    """% positive of one channel of a stained tube against the culture's best control for it."""
+            percentile: float, seed: int = 0) -> Measurement:
+    """% positive of one channel of a stained tube against the culture's best control for it.
+    ``seed`` (the run's): the subsample a large tube's histogram is drawn from (``_drawn``)."""
     from .positivity import (
         auto_threshold_display,
         control_threshold,
@@ -370,8 +372,9 @@ def measure(stained: GatedTube, assignment: Assignment, tubes: list[GatedTube],
     if params is not None and display.size:
         edges = np.linspace(min(0.0, float(np.min(display))), max(1.0, float(np.max(display))), 129)
         hist = MarkerHistogram(
-            edges=edges, stained=np.histogram(display, edges)[0],
-            control=None if control_display is None else np.histogram(control_display, edges)[0],
+            edges=edges, stained=np.histogram(_drawn(display, seed, 1), edges)[0],
+            control=None if control_display is None else np.histogram(
+                _drawn(control_display, seed, 2), edges)[0],
             control_role=control.role if control is not None else None,
             threshold=float(logicle(np.array([threshold]), params)[0]),
             ticks=axis_ticks(params),
@@ -383,6 +386,16 @@ def measure(stained: GatedTube, assignment: Assignment, tubes: list[GatedTube],
     ))
     above = stained.prep.compensated[:, col] > threshold
     return Measurement(result, above, warnings)
+
+
+def _drawn(values: np.ndarray, seed: int, stream: int) -> np.ndarray:
+    """The values a plot is drawn from: all of them up to HIST_MAX_EVENTS, else a seeded
+    subsample of that many (a histogram's shape to a fraction of a percent per bin)."""
+    if values.size <= HIST_MAX_EVENTS:
+        return values
+    rng = np.random.default_rng([seed, values.size, stream])
+    pick = rng.choice(values.size, HIST_MAX_EVENTS, replace=False)
+    return values[np.sort(pick)]
 
 
 def joint_phenotype(markers: list[MarkerResult], missing: list[str], main: GatedTube,
@@ -456,7 +469,7 @@ def analyze_culture(spec: CultureSpec, panel: Panel, opts: Options, comp: CompSo
     markers: list[MarkerResult] = []
     calls: dict[str, dict[str, np.ndarray]] = {}
     for label, (tube, a) in chosen.items():
-        measured = measure(tube, a, every, opts.control_percentile)
+        measured = measure(tube, a, every, opts.control_percentile, opts.seed)
         warnings += measured.warnings
         markers.append(measured.result)
         calls.setdefault(tube.name, {})[label] = measured.above
@@ -531,7 +544,13 @@ def _files(tubes: list[GatedTube], main: GatedTube, population: np.ndarray | Non
            opts: Options) -> CultureFiles:
     """What writing the culture's files needs, without its events: each tube's gates and scales
     (gates.xml), and with ``--export-events`` the file to re-read, the gate masks and the
-    population ids (the exported events)."""
+    population ids (the exported events).
+
+    The kept files' events are released (``FcsData.release_events``): the export reads the
+    stored data set again, and a 5M-event tube's peak memory stays that of reading it."""
+    if opts.export_events:
+        for t in tubes:
+            t.fcs.release_events()
     return CultureFiles(tubes=[TubeFiles(
         name=t.name, gating=t.gating, scales=_scales(t.prep),
         source=t.fcs if opts.export_events else None,

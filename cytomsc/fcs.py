@@ -1,13 +1,16 @@
-"""Read any cytometer's FCS export into a ``flowkit.Sample``.
+"""Read any cytometer's FCS export into the arrays the analysis works on.
 
-FlowKit (through FlowIO) is the engine: its Sample holds the events and applies its conventions
-($PnE log decoding, $PnG gain, Time x $TIMESTEP, integer values masked by $PnR's bit width). FlowKit
-reads well-formed files but gives up on exports that labs meet every day: 24-bit integers, an
-``$ENDDATA`` one byte too far, HEADER and TEXT offsets that disagree, blank HEADER offsets, a
-non-numeric ``$TIMESTEP``, several data sets in one file. For those we decode HEADER/TEXT/DATA here
-with numpy and hand FlowKit the raw values inside a ``flowio.FlowData`` (no float32 round trip, no
-temporary file), so that FlowKit's own pre-processing produces the values, exactly as it would for
-a file it can read.
+FlowKit (through FlowIO) is the engine of record: its conventions ($PnE log decoding, $PnG gain,
+Time x $TIMESTEP, integer values masked by $PnR's bit width) are FlowIO's ``FlowData.as_array``,
+which produces every value read here. FlowKit reads well-formed files but gives up on exports that
+labs meet every day: 24-bit integers, an ``$ENDDATA`` one byte too far, HEADER and TEXT offsets
+that disagree, blank HEADER offsets, a non-numeric ``$TIMESTEP``, several data sets in one file.
+So HEADER/TEXT/DATA are decoded here with numpy and the raw values handed to FlowIO inside a
+``flowio.FlowData`` (no float32 round trip, no temporary file), whose own pre-processing produces
+the values, exactly as FlowKit's ``Sample`` holds them for a file it can read. The ``Sample``
+itself is made only when asked for (``FcsData.sample``: the lab's gates of ``--gates``, GatingML
+checks): importing FlowKit costs about 2 s a process (pandas, bokeh) and the analysis reads the
+arrays.
 
 Every HEADER/TEXT/DATA offset and size is checked against the file size *before* anything is read
 or allocated, so a hostile or truncated file costs nothing and fails with one ``FcsReadError`` line.
@@ -34,17 +37,22 @@ Keyword values are decoded as UTF-8, else latin-1, and stripped of surrounding b
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import flowio
-import flowkit
 import numpy as np
 
 from .errors import FcsReadError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import flowkit
 
 __all__ = ["Channel", "FcsData", "read_fcs", "read_text", "sha256_file"]
 
@@ -73,10 +81,13 @@ class Channel:
 
 @dataclass
 class FcsData:
-    """One data set of an FCS file, with FlowKit's Sample holding the events."""
+    """One data set of an FCS file: its events as FlowKit's Sample would hold them."""
 
     path: Path
-    sample: flowkit.Sample
+    # (n_events, n_channels) float64 raw (FlowKit-preprocessed) values, order of channels;
+    # column-major above COLUMN_MAJOR_EVENTS events (read through ``events``)
+    _events: np.ndarray | None
+    shape: tuple[int, int]  # (events, channels)
     version: str  # "2.0" | "3.0" | "3.1" | "3.2"
     keywords: dict[str, str]  # TEXT keywords: lower-case, leading "$" removed
     channels: list[Channel]
@@ -86,15 +97,61 @@ class FcsData:
     spillover: tuple[list[str], np.ndarray] | None = None
     nonfinite: int = 0  # NaN/inf values in the events (float data only)
     reader: str = "flowkit"  # "flowkit": FlowKit read the file; "cytomsc": decoded here
+    _sample: Any = field(default=None, repr=False, compare=False)
+    _make_sample: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+    _reread: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def events(self) -> np.ndarray:
-        """(n_events, n_channels) float64 raw (FlowKit-preprocessed) values, order of channels."""
-        return self.sample.get_events(source="raw")
+        """The events (see ``_events``); read from the file again if they were handed over."""
+        if self._events is None:
+            if self._reread is None:
+                raise FcsReadError("the events were released and cannot be read again",
+                                   self.path)
+            self._events = self._reread()
+        return self._events
+
+    def release_events(self) -> None:
+        """Free the events (read from the file again if asked for); kept if they cannot be."""
+        if self._reread is not None:
+            self._events = None
+
+    def take_events(self) -> np.ndarray:
+        """The events array itself, for the caller to overwrite (compensation in place on a
+        large tube, where a second copy would cost as much memory as the file's data). This
+        FcsData reads the file again if its events are asked for afterwards."""
+        ev = self.events
+        if self._reread is None:  # FlowKit's Sample holds them: never hand its buffer over
+            return ev.copy(order="K")
+        self._events = None
+        return ev
+
+    @property
+    def sample(self) -> flowkit.Sample:
+        """FlowKit's Sample of this data set (the same raw events), made when first asked for.
+
+        It is built as it always was (FlowKit's ``Sample`` around the decoded FlowData, the file
+        read again), so FlowKit gates the lab's files exactly as before; the analysis itself
+        never needs it."""
+        if self._sample is None:
+            if self._make_sample is None:
+                raise FcsReadError("no FlowKit Sample can be made for these events", self.path)
+            self._sample = self._make_sample()
+        return self._sample
 
     @property
     def n_events(self) -> int:
-        return int(self.sample.event_count)
+        return int(self.shape[0])
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without what can be read from the file again (the events, the Sample): a
+        copy sent to or from a worker carries the layout, not the data."""
+        state = dict(self.__dict__)
+        if self._reread is not None:
+            state["_events"] = None
+        if self._make_sample is not None:
+            state["_sample"] = None
+        return state
 
 
 @dataclass
@@ -789,6 +846,8 @@ def _channels(lay: _Layout) -> list[Channel]:
 
 def _via_flowkit(path: Path, lay: _Layout) -> flowkit.Sample | None:
     """FlowKit's own reader, for files that passed every check; None if it disagrees or fails."""
+    import flowkit
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -803,12 +862,14 @@ def _via_flowkit(path: Path, lay: _Layout) -> flowkit.Sample | None:
 def read_fcs(path: str | Path, data_set: int = 0, use_flowkit: bool = False) -> FcsData:
     """Read one data set of an FCS file; ``FcsReadError`` (one line) for anything unreadable.
 
-    By default DATA is decoded here and handed to FlowKit as a FlowData: measured faster than
-    FlowKit's own file reader (benchmarks/bench_read.py) and value-identical to it on every corpus
-    file FlowKit reads (tests/test_fcs.py). ``use_flowkit=True`` lets FlowKit read well-formed
-    files itself (same values; this module's decoder still takes what FlowKit cannot read).
+    By default DATA is decoded here and pre-processed by FlowIO (``FlowData.as_array``, what
+    FlowKit's Sample holds): measured faster than FlowKit's own file reader
+    (benchmarks/bench_read.py) and value-identical to it on every corpus file FlowKit reads
+    (tests/test_fcs.py). ``use_flowkit=True`` lets FlowKit read well-formed files itself (same
+    values; this module's decoder still takes what FlowKit cannot read).
     """
     path = Path(path)
+    sample = None
     with _open(path) as (fh, size):
         ds, n_sets, set_warns = _data_sets(fh, size, path, data_set)
         lay = _layout(ds, size, path)
@@ -816,31 +877,88 @@ def read_fcs(path: str | Path, data_set: int = 0, use_flowkit: bool = False) -> 
                                              and n_sets == 1) else None
         reader = "flowkit" if sample is not None else "cytomsc"
         if sample is None:
-            fh.seek(lay.start)
-            raw = fh.read(lay.nbytes)
-            if len(raw) != lay.nbytes:
-                raise FcsReadError(f"truncated in DATA ({len(raw)} of {lay.nbytes} bytes)", path)
-            events = _decode_data(raw, lay, path)
-            _check_timestep(events, lay)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    sample = flowkit.Sample(_flow_data(ds, lay, events, path),
-                                            sample_id=path.name)
-            except Exception as err:  # noqa: BLE001 - FlowKit rejecting decoded data is bad input
-                raise FcsReadError(f"FlowKit cannot hold the data ({type(err).__name__}: "
-                                   f"{err})", path) from None
+            values = _preprocessed(_flow_data(ds, lay, _decoded(fh, lay, path), path),
+                                   lay, path)
+        else:
+            values = sample.get_events(source="raw")
     warns = set_warns + lay.warnings
     nonfinite = 0
     if lay.tot:  # float data may hold NaN; a gain, $PnE or $TIMESTEP may overflow any data
-        nonfinite = int(lay.tot * lay.par - np.count_nonzero(
-            np.isfinite(sample.get_events(source="raw"))))
+        nonfinite = int(lay.tot * lay.par - np.count_nonzero(np.isfinite(values)))
         if nonfinite:
             warns.append(f"{nonfinite} NaN/infinite values in the events")
     spill = _spillover(ds.keywords, lay.names, warns)
-    return FcsData(path=path, sample=sample, version=ds.version, keywords=ds.keywords,
-                   channels=_channels(lay), n_data_sets=n_sets, data_set=data_set,
-                   warnings=warns, spillover=spill, nonfinite=nonfinite, reader=reader)
+
+    own = sample is None
+    # partials of module functions, not closures: an FcsData crosses processes (a pool worker's
+    # CultureFiles for ``cytomsc.write``) and must pickle
+    return FcsData(path=path, _events=values, shape=(lay.tot, lay.par), version=ds.version,
+                   keywords=ds.keywords, channels=_channels(lay), n_data_sets=n_sets,
+                   data_set=data_set, warnings=warns, spillover=spill, nonfinite=nonfinite,
+                   reader=reader, _sample=sample,
+                   _make_sample=functools.partial(_sample_of, path, ds, lay) if own else None,
+                   _reread=functools.partial(_reread_events, path, ds, lay) if own else None)
+
+
+def _reread_events(path: Path, ds: _DataSet, lay: _Layout) -> np.ndarray:
+    """The data set's events read from the file again (``FcsData.events`` once released)."""
+    with _open(path) as (fh, _):
+        return _preprocessed(_flow_data(ds, lay, _decoded(fh, lay, path), path), lay, path)
+
+
+def _decoded(fh: Any, lay: _Layout, path: Path) -> np.ndarray:
+    """DATA of the data set as stored (decoded to numbers, before any pre-processing)."""
+    fh.seek(lay.start)
+    raw = fh.read(lay.nbytes)
+    if len(raw) != lay.nbytes:
+        raise FcsReadError(f"truncated in DATA ({len(raw)} of {lay.nbytes} bytes)", path)
+    events = _decode_data(raw, lay, path)
+    _check_timestep(events, lay)
+    return events
+
+
+COLUMN_MAJOR_EVENTS = 200_000  # above this many events, the events are held column-major
+_ROWS = 1 << 16  # events per block when converting a large data set
+
+
+def _preprocessed(fd: flowio.FlowData, lay: _Layout, path: Path) -> np.ndarray:
+    """FlowIO's pre-processing of the decoded events ($PnE, $PnG, $TIMESTEP), as float64.
+
+    Up to COLUMN_MAJOR_EVENTS events, FlowIO's ``as_array`` as FlowKit calls it. Above, the same
+    ``as_array`` on blocks of events, written into one column-major array: no full-size
+    row-major temporary beside it (a 5M x 14 tube is 560 MB a copy), and each channel, which is
+    what compensation and the gates read, is contiguous."""
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            if lay.tot <= COLUMN_MAJOR_EVENTS:
+                return fd.as_array(preprocess=True)
+            flat = np.asarray(fd.events).reshape(-1)
+            out = np.empty((lay.tot, lay.par), order="F")
+            for start in range(0, lay.tot, _ROWS):
+                stop = min(start + _ROWS, lay.tot)
+                fd.events = flat[start * lay.par:stop * lay.par]
+                out[start:stop] = fd.as_array(preprocess=True)
+            fd.events = flat
+            return out
+    except Exception as err:  # noqa: BLE001 - FlowIO rejecting decoded data is bad input
+        raise FcsReadError(f"the data cannot be pre-processed ({type(err).__name__}: "
+                           f"{err})", path) from None
+
+
+def _sample_of(path: Path, ds: _DataSet, lay: _Layout) -> flowkit.Sample:
+    """FlowKit's Sample around the decoded data set (the file's DATA read again)."""
+    import flowkit
+
+    with _open(path) as (fh, _):
+        events = _decoded(fh, lay, path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return flowkit.Sample(_flow_data(ds, lay, events, path), sample_id=path.name)
+    except Exception as err:  # noqa: BLE001 - FlowKit rejecting decoded data is bad input
+        raise FcsReadError(f"FlowKit cannot hold the data ({type(err).__name__}: "
+                           f"{err})", path) from None
 
 
 def read_stored(path: str | Path, data_set: int = 0) -> tuple[str, np.ndarray]:

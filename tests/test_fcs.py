@@ -278,6 +278,22 @@ def test_valid_written_file_roundtrip(tmp_path):
     assert sha256_file(path) == __import__("hashlib").sha256(raw).hexdigest()
 
 
+def test_pickled_without_its_events_and_read_again(tmp_path):
+    """An FcsData crosses processes (a pool worker's files for ``cytomsc.write``): it pickles,
+    carries the layout rather than the events, and reads the same events from the file."""
+    import pickle
+
+    raw, events = valid_fcs(pns=("", "", "CD90"))
+    data = read_fcs(write(tmp_path, "a.fcs", raw))
+    copy = pickle.loads(pickle.dumps(data))
+    assert copy._events is None and data._events is not None
+    np.testing.assert_array_equal(copy.events, events.astype(np.float64))
+    assert copy.keywords == data.keywords and copy.n_events == data.n_events
+    assert list(copy.sample.pnn_labels) == list(data.sample.pnn_labels)
+    data.release_events()
+    np.testing.assert_array_equal(data.events, events.astype(np.float64))
+
+
 def test_24bit_mixed_widths_big_endian_masked(tmp_path):
     rng = np.random.default_rng(1)
     values = np.column_stack([rng.integers(0, 2**24, 40), rng.integers(0, 2**16, 40),

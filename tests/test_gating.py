@@ -239,3 +239,107 @@ def test_area_channel_of_zeros_skips_the_singlets_gate(tmp_path) -> None:
     assert "zero.fcs: FSC-A/FSC-H ratios are not positive; no singlets gate on them" in \
         out.warnings
     assert np.array_equal(out.masks["singlets"], out.masks["cells"])
+
+
+# -- issue 13: speed without changing a gate ------------------------------------------------------
+def test_cells_gate_quantile_in_closed_form_is_scipys() -> None:
+    """The cells contour's chi-square quantile, -2 ln(1 - mass), is scipy's to the last bit."""
+    import math
+
+    from scipy.stats import chi2
+
+    from cytomsc import gating
+
+    assert gating.CELL_MASS == 0.995
+    assert -2.0 * math.log(gating.CELL_OUTSIDE) == chi2.ppf(gating.CELL_MASS, 2)
+
+
+def test_pile_bounds_without_a_sort_match_the_unique_values() -> None:
+    """The margin gate's cut points from min/max passes equal those of np.unique, piles or not."""
+    from cytomsc.gating import _pile_bounds
+
+    def reference(v, top):
+        finite = v[np.isfinite(v)]
+        if finite.size < 10:
+            return None, None, 0, 0
+        u, c = np.unique(finite, return_counts=True)
+        need = max(3, int(0.0005 * finite.size))
+        lo = hi = None
+        n_lo = n_hi = 0
+        if len(u) > 1 and (c[-1] >= need or (top and u[-1] >= top - 1 and c[-1] >= 2)):
+            hi, n_hi = 0.5 * (u[-1] + u[-2]), int(c[-1])
+        if len(u) > 1 and c[0] >= need:
+            lo, n_lo = 0.5 * (u[0] + u[1]), int(c[0])
+        return lo, hi, n_lo, n_hi
+
+    rng = np.random.default_rng(3)
+    cases = [np.full(50, 7.0), np.arange(5.0), np.array([np.nan] * 20 + [1.0] * 20)]
+    for k in range(60):
+        v = np.round(rng.normal(5e4, 2e4, 5000), k % 3)
+        v = np.clip(v, 0.0, 262143.0)  # piles at both ends
+        if k % 4 == 0:
+            v[:7] = np.inf
+        if k % 5 == 0:
+            v[v > 1e5] = 262143.0
+        cases.append(v)
+    for v in cases:
+        for top in (None, 262144.0, 8.0):
+            assert _pile_bounds(v, top) == reference(v, top)
+
+
+def test_large_tube_gates_placed_from_a_subsample_and_applied_to_every_event(
+        tmp_path, monkeypatch) -> None:
+    """Above FIT_MAX events the gates are placed from a seeded subsample; their masks cover
+    every event, and they still remove the debris, doublets and dead cells the simulator
+    marked (the same bar as on the full tube), with counts of every event."""
+    from cytomsc import gating
+
+    design = S.CultureDesign("large", style="diva", layout="isct-8c", viability="DAPI",
+                             anomaly=S.Anomaly(), **{**HARD, "n_events": 40_000})
+    tube = S.simulate_culture(design, 5)[0]
+    fcs = read_fcs(tube.write(tmp_path))
+    prep = prepare(fcs)
+    full = gate_tube(prep, fcs, "large.fcs", seed=0)
+    # (a subsample of >= 15,000 events: as many time bins as the whole tube)
+    monkeypatch.setattr(gating, "FIT_MAX", 16_000)
+    sub = gate_tube(prep, fcs, "large.fcs", seed=0)
+    again = gate_tube(prep, fcs, "large.fcs", seed=0)
+    assert all(np.array_equal(sub.masks[g], again.masks[g]) for g in GATE_ORDER)  # seeded
+    assert sub.final.shape == (tube.events.shape[0],)
+    for kind in (S.KIND_DEBRIS, S.KIND_DOUBLET, S.KIND_DEAD):
+        assert sub.final[tube.kind == kind].mean() <= 0.05, S.KIND_NAMES[kind]
+    assert sub.final[tube.gated()].mean() >= 0.95
+    for a, b in zip(full.steps, sub.steps, strict=True):
+        assert (a.gate, a.parent_count > 0) == (b.gate, True)
+        assert b.count == int(sub.masks[b.gate].sum())  # counts are of every event
+        assert abs(a.percent - b.percent) < 1.5, a.gate
+    assert sub.steps[2].histogram.counts.sum() <= 16_000  # plots from the subsample
+
+
+def test_gates_single_threaded_whatever_blas_allows(tmp_path) -> None:
+    """The gates run with one BLAS thread (their small products only contend for threads),
+    so a tube gives the same masks with any thread setting of the caller."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from cytomsc import gating
+
+    seen = []
+    original = gating._ridge_fit
+
+    def spy(x, y):
+        seen.append([i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"])
+        return original(x, y)
+
+    design = S.CultureDesign("t", style="diva", layout="isct-8c", n_events=3000, controls=())
+    tube = S.simulate_culture(design, 1)[0]
+    fcs = read_fcs(tube.write(tmp_path))
+    prep = prepare(fcs)
+    gating._ridge_fit = spy
+    try:
+        a = gate_tube(prep, fcs, "t.fcs")
+        with threadpool_limits(2):
+            b = gate_tube(prep, fcs, "t.fcs")
+    finally:
+        gating._ridge_fit = original
+    assert seen and all(n == 1 for threads in seen for n in threads)
+    assert all(np.array_equal(a.masks[g], b.masks[g]) for g in GATE_ORDER)

@@ -622,3 +622,92 @@ def test_stained_tube_gating_page_first(tmp_path):
     titles = [p.extract_text().splitlines()[1] for p in pypdf.PdfReader(path).pages]
     gating = [t for t in titles if t.startswith("Gating")]
     assert gating == ["Gating: stained.fcs", "Gating: isotype.fcs", "Gating: unstained.fcs"]
+
+
+def test_cached_text_and_fonts_change_no_word(tmp_path, monkeypatch):
+    """The per-process caches of shaped strings and font subsets (report/pdftext.py) write the
+    same words at the same places as matplotlib alone: every page's text, with its position,
+    is the same with the caches as without, and a second PDF from the caches is byte-identical
+    to the first."""
+    from cytomsc.report import pdftext
+
+    batch = build_batch(n=2000)
+    c = _named(batch, "BM-077")
+
+    def runs(path):
+        out = []
+        for page in pypdf.PdfReader(path).pages:
+            page.extract_text(visitor_text=lambda text, cm, tm, font, size: out.append(
+                (text, round(tm[4] * cm[0] + cm[4], 2), round(tm[5] * cm[3] + cm[5], 2))))
+        return out
+
+    write_culture_pdf(c, batch, tmp_path / "cached.pdf", RUN_INFO)
+    write_culture_pdf(c, batch, tmp_path / "again.pdf", RUN_INFO)
+    monkeypatch.setattr(pdftext, "_hooks", lambda: None)
+    write_culture_pdf(c, batch, tmp_path / "plain.pdf", RUN_INFO)
+    cached = runs(tmp_path / "cached.pdf")
+    assert len(cached) > 300 and cached == runs(tmp_path / "plain.pdf")
+    assert (tmp_path / "cached.pdf").read_bytes() == (tmp_path / "again.pdf").read_bytes()
+    assert (tmp_path / "cached.pdf").read_bytes() != (tmp_path / "plain.pdf").read_bytes()
+
+
+def test_lines_drawn_again_write_matplotlibs_bytes(tmp_path, monkeypatch):
+    """A line drawn before is written from the bytes matplotlib wrote for it
+    (pdftext._draw_text): the PDF is byte-identical to one whose every line matplotlib draws."""
+    from cytomsc.report import pdftext
+
+    batch = build_batch(n=2000)
+    c = _named(batch, "BM-077")
+    write_culture_pdf(c, batch, tmp_path / "first.pdf", RUN_INFO)
+    replayed = []
+    original = pdftext._draw_text
+
+    def counting(*args):
+        before = len(pdftext._WRITTEN)
+        original(*args)
+        replayed.append(len(pdftext._WRITTEN) == before)
+
+    monkeypatch.setattr(pdftext, "_draw_text", counting)
+    write_culture_pdf(c, batch, tmp_path / "replayed.pdf", RUN_INFO)
+    assert sum(replayed) > 300  # lines written from kept bytes
+
+    def plain(backend_pdf, draw, helpers, renderer, gc, x, y, s, prop, angle, ismath, mtext):
+        draw(renderer, gc, x, y, s, prop, angle, ismath=ismath, mtext=mtext)
+
+    monkeypatch.setattr(pdftext, "_draw_text", plain)
+    write_culture_pdf(c, batch, tmp_path / "matplotlib.pdf", RUN_INFO)
+    assert (tmp_path / "replayed.pdf").read_bytes() == (tmp_path / "matplotlib.pdf").read_bytes()
+
+
+def test_kept_lines_survive_matplotlibs_font_cache(tmp_path):
+    """The kept shaped lines hold no font object: matplotlib frees its fonts when its cache is
+    cleared (as in every forked --jobs worker), and a PDF written after that is the same."""
+    from matplotlib import font_manager
+
+    batch = build_batch(n=500)
+    c = small_culture(batch)
+    write_culture_pdf(c, batch, tmp_path / "before.pdf", RUN_INFO)
+    font_manager._get_font.cache_clear()
+    import gc
+
+    gc.collect()
+    write_culture_pdf(c, batch, tmp_path / "after.pdf", RUN_INFO)
+    assert (tmp_path / "before.pdf").read_bytes() == (tmp_path / "after.pdf").read_bytes()
+
+
+def test_pdfs_from_forked_workers_after_pdfs_in_the_parent(tmp_path):
+    """A batch with --jobs 2 whose parent process wrote PDFs before (its kept lines inherited by
+    the workers) writes every culture's PDF; no worker dies."""
+    from cytomsc.pipeline import Options, run_batch
+    from cytomsc.simulate import CultureDesign, simulate_culture
+
+    batch = build_batch(n=500)
+    write_culture_pdf(small_culture(batch), batch, tmp_path / "parent.pdf", RUN_INFO)
+    for i in range(2):
+        d = CultureDesign(f"F{i}", style="diva", layout="isct-8c", n_events=3000,
+                          controls=("isotype",), seed_offset=i)
+        for tube in simulate_culture(d, seed=0):
+            tube.write(tmp_path / "in" / d.name)
+    out = run_batch([tmp_path / "in"], tmp_path / "out", Options(jobs=2, pdf=True))
+    assert not out.errors and len(out.cultures) == 2
+    assert sorted(p.name for p in (tmp_path / "out").glob("F*.pdf")) == ["F0.pdf", "F1.pdf"]
