@@ -310,25 +310,53 @@ def _measure(stained: _Tube, assignment: Any, tubes: list[_Tube], opts: Options,
     return result, above
 
 
-def _cluster(stained: _Tube, assignments: list[Any], seed: int
-             ) -> tuple[Any, np.ndarray | None, np.ndarray | None]:
-    """Heterogeneity of the live single cells: the positive markers (logicle) plus log FSC-A and
-    log SSC-A.
+def _cluster_tube(stained: list[_Tube]) -> tuple[_Tube, list[Any], str] | None:
+    """The stained tube whose cells are clustered, with the markers clustered in it.
+
+    Every positive and informative marker counts (a lab's MSC subset markers, CD146, CD271,
+    SSEA-4, are informative markers of its panel), unless its criterion says ``cluster = false``;
+    a split panel or a kit is clustered in the tube that carries most of them, on that tube's
+    own channels (a marker read in another tube for its % positive is measured here too).
+    Negative markers stay out: in a culture that passes they are background, and contaminants
+    are the criteria's business. A tube with negative markers only is clustered on them rather
+    than on scatter alone. Returns None when no stained tube has a marker channel."""
+    best: tuple[int, int, _Tube, list[Any]] | None = None
+    for i, tube in enumerate(stained):
+        if tube.matching is None:
+            continue
+        marks = [a for a in tube.matching.assignments
+                 if a.criterion.expect in ("positive", "informative") and a.criterion.cluster]
+        key = (len(marks), -i)
+        if marks and (best is None or key > best[:2]):
+            best = (key[0], key[1], tube, marks)
+    if best is not None:
+        return best[2], best[3], "positive and informative markers"
+    for tube in stained:
+        if tube.matching is not None and tube.matching.assignments:
+            return tube, list(tube.matching.assignments), "negative markers (the tube has no " \
+                "positive or informative marker)"
+    return None
+
+
+def _cluster(stained: _Tube, assignments: list[Any], seed: int,
+             thresholds: dict[str, float]) -> tuple[Any, np.ndarray | None, np.ndarray | None]:
+    """Heterogeneity of the tube's live single cells: its clustered markers on the Logicle
+    scale plus log10 FSC-A and SSC-A.
 
     Size and granularity are part of an MSC's phenotype (large flat cells vs small rapidly
-    self-renewing ones), so scatter enters the clustering next to the markers, on a log scale
-    where a cell population's spread is symmetric. Negative markers stay out: in a culture that
-    passes they are background (their contaminants are judged by the criteria), and their skewed
-    compensation spread would be found as "populations".
-    """
+    self-renewing ones), so scatter enters the clustering next to the markers. Each marker's
+    threshold (raw units, from its control or placed automatically) marks the top of its
+    negative region: populations that differ only below it (the spread of negative cells after
+    compensation) are not told apart (``populations.PopulationFinder``)."""
     from .channels import find_scatter
-    from .heterogeneity import describe_heterogeneity
+    from .heterogeneity import ChannelAxes, describe_heterogeneity
+    from .positivity import auto_threshold_display
+    from .preprocess import axis_ticks, logicle
 
     pnn = stained.prep.channels
     scatter = find_scatter(pnn, [c.pns for c in stained.fcs.channels])
-    markers = [a for a in assignments if a.criterion.expect == "positive"]
-    channels = [a.channel for a in markers]
-    names = {a.channel: a.label for a in markers}
+    channels = list(dict.fromkeys(a.channel for a in assignments))
+    names = {a.channel: a.label for a in assignments}
     logged = []
     for ch, word in ((scatter.fsc, "FSC"), (scatter.ssc, "SSC")):
         if ch and ch not in channels:
@@ -344,24 +372,31 @@ def _cluster(stained: _Tube, assignments: list[Any], seed: int
     if idx.size > CLUSTER_MAX_EVENTS:
         pick = np.random.default_rng([seed, 2]).choice(idx.size, CLUSTER_MAX_EVENTS, replace=False)
         idx = idx[np.sort(pick)]
-    X = stained.prep.display[np.ix_(idx, cols)]  # fancy indexing: already a copy
+    shown = stained.prep.display[np.ix_(idx, cols)]  # Logicle markers, linear scatter
+    X = shown.copy()
     raw = stained.prep.compensated[np.ix_(idx, cols)]
     if logged:
         X[:, logged] = np.log10(np.maximum(raw[:, logged], 1.0))
     if X.shape[0] < 100:
         return None, None, None
-    het, labels = describe_heterogeneity(X, channels, names, raw, seed=seed)
-    # Each population's median of every marker of the tube, the negative ones too (they are
-    # not clustered, but a lab reads "population 2 is CD45 dim" from them).
-    others = [a for a in assignments if a.channel not in names]
-    if others:
-        extra = stained.prep.compensated[np.ix_(idx, [stained.column(a.channel) for a in others])]
-        for p in het.populations:
-            mine = extra[labels == p.id]
-            for j, a in enumerate(others):
-                p.medians[a.channel] = float(np.median(mine[:, j])) if mine.size else float("nan")
-                names[a.channel] = a.label
-    het.names = {ch: names[ch] for ch in [*channels, *(a.channel for a in others)]}
+    ceilings: list[float] = []
+    axes: dict[str, ChannelAxes] = {}
+    for j, ch in enumerate(channels):
+        params = stained.prep.logicle.get(ch)
+        if j in logged or params is None:
+            ceilings.append(-np.inf)
+            lo, hi = np.percentile(shown[:, j], [0.5, 99.5])
+            axes[ch] = ChannelAxes(float(lo), float(hi), [])
+            continue
+        if ch in thresholds:
+            ceilings.append(float(logicle(np.array([thresholds[ch]]), params)[0]))
+        else:
+            ceilings.append(float(auto_threshold_display(X[:, j])))
+        axes[ch] = ChannelAxes(min(0.0, float(np.percentile(X[:, j], 0.1))), 1.0,
+                               axis_ticks(params))
+    het, labels = describe_heterogeneity(X, channels, names, raw, seed=seed, display=shown,
+                                         axes=axes, negative_ceilings=tuple(ceilings))
+    het.names = {ch: names[ch] for ch in channels}
     population = np.zeros(stained.prep.compensated.shape[0], dtype=np.int32)
     population[idx] = labels
     rng = np.random.default_rng(seed)
@@ -483,19 +518,24 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
 
     population = None
     joint_sample = None
+    clustered: _Tube | None = None
     if opts.cluster == "all" or (opts.cluster == "pass" and result.verdict == "pass"):
-        assignments = [a for (t, a) in chosen.values() if t is main]
-        try:
-            het, population, joint_sample = _cluster(main, assignments, seed)
-        except CytomscError as err:  # events the clustering cannot take (scatter ~1e30)
-            het = None
-            warnings.append(f"{main.name}: heterogeneity not computed ({err.reason})")
+        pick = _cluster_tube(stained)
+        het = None
+        if pick is not None:
+            clustered, assignments, what = pick
+            thresholds = {m.channel: m.threshold for m in result.markers
+                          if m.tube == clustered.name and m.threshold is not None}
+            try:
+                het, population, joint_sample = _cluster(clustered, assignments, seed,
+                                                         thresholds)
+            except CytomscError as err:  # events the clustering cannot take (scatter ~1e30)
+                warnings.append(f"{clustered.name}: heterogeneity not computed ({err.reason})")
+            if het is not None:
+                het.tube = clustered.name
+                if what.startswith("negative"):
+                    warnings.append(f"{clustered.name}: clustered on its {what}")
         result.heterogeneity = het
-        if het is not None:  # which tube, and medians by marker name as well as by channel
-            het.tube = main.name
-            marker_of = {m.channel: m.marker for m in result.markers if m.tube == main.name}
-            for p in het.populations:
-                p.medians_by_marker = {marker_of.get(ch, ch): v for ch, v in p.medians.items()}
 
     # stained tubes first (the one the markers were read in first of all), then the controls
     ordered = sorted(tubes, key=lambda t: (t.role != "stained", t is not main))
@@ -508,14 +548,16 @@ def analyze_culture(spec: Any, panel: Any, opts: Options, out_root: str, folder:
     # each said once, in order; a message every tube shares said once for them all
     result.warnings[:] = record.merge_tube_warnings(list(dict.fromkeys(result.warnings)),
                                                     [t.name for t in tubes])
-    _write_culture(out, folder, result, tubes, main, population, opts, batch_header, run_info)
+    _write_culture(out, folder, result, tubes, clustered or main, population, opts,
+                   batch_header, run_info)
     return result, errors, out.hashes, joint_sample
 
 
 def _write_culture(out: OutputDir, folder: str, result: CultureResult, tubes: list[_Tube],
                    main: _Tube, population: np.ndarray | None, opts: Options,
                    batch_header: BatchResult | None, run_info: dict | None) -> None:
-    """gates.xml, the exported events and the culture's PDF, each written atomically."""
+    """gates.xml, the exported events and the culture's PDF, each written atomically. ``main``
+    is the tube whose exported events carry ``population`` (the tube clustered)."""
     from .gating import gating_strategy, write_gatingml
 
     if any(t.gating.specs for t in tubes):

@@ -19,8 +19,9 @@ NAMES = {
     "BV421-A": "Lin-cocktail",
 }
 # Typical centres and within-population SDs: FSC/SSC linear raw units, markers logicle decades.
-BASE_MEAN = np.array([130000.0, 70000.0, 3.4, 3.2, 2.9, 3.5, 0.6])
-BASE_SD = np.array([26000.0, 16000.0, 0.22, 0.25, 0.30, 0.20, 0.35])
+# Scatter sits low enough on a 262,144 scale that a population 5 SD larger still fits on it.
+BASE_MEAN = np.array([90000.0, 60000.0, 3.4, 3.2, 2.9, 3.5, 0.6])
+BASE_SD = np.array([18000.0, 14000.0, 0.22, 0.25, 0.30, 0.20, 0.35])
 INDEX = {name: i for i, name in enumerate(CHANNELS)}
 # logicle decades -> raw units, approximately (T = 262144, M = 4.5), for the raw medians
 RAW_OFFSET = np.log10(262144) - 4.5
@@ -113,7 +114,10 @@ def simulate(
     y = np.concatenate(labels)
     order = rng.permutation(n)
     X, y = X[order], y[order]
-    X[:, :2] = np.clip(X[:, :2], 1.0, 262143.0)
+    # Events beyond the scatter range would pile up at its top or bottom: the pipeline's margin
+    # gate removes them, so they are left out here too (a pile is no population's shape).
+    inside = np.all((X[:, :2] >= 1.0) & (X[:, :2] < 262143.0), axis=1)
+    X, y = X[inside], y[inside]
     raw = X.copy()
     raw[:, 2:] = 10 ** (X[:, 2:] + RAW_OFFSET)
     return Culture(name, X, raw, y, len(fractions), tuple(fractions), separation, kind, shifts)
