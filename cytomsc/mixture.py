@@ -40,7 +40,7 @@ MIN_SIDE = 0.03  # least share of a component's events on each side of a screene
 SCREEN_ITER = 15  # EM steps of the 1-D screening
 CUTS_PER_COMPONENT = 2  # best directions kept per component (plus the tail split)
 SPLIT_COMPONENTS = 3  # components offered splits per growth step (the most promising)
-OUTER_CUTS = (5, 20, 80, 95)  # percentiles cut besides the crossing (shoulders of 5-20 %)
+OUTER_CUTS = (5, 95)  # percentiles cut besides the crossing (shoulders of 5-20 %)
 TRIAL_ITER = 5  # EM steps per trial split (on the search subsample)
 TRIALS_KEPT = 2  # trials refined on the search subsample per growth step
 

@@ -830,7 +830,7 @@ def population_histograms(p: Panel, counts: np.ndarray, span: tuple[float, float
     p.limits(span, (0.0, ymax))
     p.frame(list(ticks) or auto_ticks(*span), _nice_ticks(ymax), "", "% per bin")
     if legend:
-        ax.legend(loc="upper right", frameon=True, prop=_font(6.5), handlelength=2.0,
+        ax.legend(loc="upper right", frameon=True, prop=_font(7), handlelength=2.0,
                   borderaxespad=0.3, framealpha=0.9)
 
 
@@ -863,4 +863,4 @@ def population_pair(p: Panel, x: np.ndarray, y: np.ndarray, labels: np.ndarray,
     p.frame(list(xticks) or auto_ticks(*xspan), list(yticks) or auto_ticks(*yspan), xlabel,
             ylabel)
     if legend:
-        ax.legend(loc="best", frameon=True, markerscale=2.5, prop=_font(6.5))
+        ax.legend(loc="best", frameon=True, markerscale=2.5, prop=_font(7))
