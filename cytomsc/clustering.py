@@ -23,10 +23,10 @@ from .results import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from .culture import GatedTube
-    from .panel import Assignment
+    from .panel import Assignment, Matching
 
 __all__ = ["CLUSTER_MAX_EVENTS", "CLUSTER_SUBSAMPLE_JOINT", "Clustered", "cluster_batch",
-           "cluster_culture"]
+           "cluster_culture", "cluster_tube"]
 
 CLUSTER_SUBSAMPLE_JOINT = 5_000  # events per culture sent to the batch-wide clustering
 CLUSTER_MAX_EVENTS = 200_000  # cells of one tube clustered; a seeded subsample above it
@@ -43,26 +43,62 @@ class Clustered:
     joint_sample: np.ndarray | None = None
 
 
+def cluster_tube(stained: list[GatedTube], matchings: dict[str, Matching]
+                 ) -> tuple[GatedTube, list[Assignment], str] | None:
+    """The stained tube whose cells are clustered, with the markers clustered in it.
+
+    Every positive and informative marker counts (a lab's MSC subset markers, CD146, CD271,
+    SSEA-4, are informative markers of its panel), unless its criterion says ``cluster = false``;
+    a split panel or a kit is clustered in the tube that carries most of them, on that tube's
+    own channels (a marker read in another tube for its % positive is measured here too).
+    Negative markers stay out: in a culture that passes they are background, and contaminants
+    are the criteria's business. A tube with negative markers only is clustered on them rather
+    than on scatter alone. Returns None when no stained tube has a marker channel; the third
+    value says in words what was clustered."""
+    best: tuple[int, int, GatedTube, list[Assignment]] | None = None
+    for i, tube in enumerate(stained):
+        matching = matchings.get(tube.name)
+        if matching is None:
+            continue
+        marks = [a for a in matching.assignments
+                 if a.criterion.expect in ("positive", "informative") and a.criterion.cluster]
+        key = (len(marks), -i)
+        if marks and (best is None or key > best[:2]):
+            best = (key[0], key[1], tube, marks)
+    if best is not None:
+        return best[2], best[3], "positive and informative markers"
+    for tube in stained:
+        matching = matchings.get(tube.name)
+        if matching is not None and matching.assignments:
+            return (tube, list(matching.assignments),
+                    "negative markers (the tube has no positive or informative marker)")
+    return None
+
+
 def cluster_culture(stained: GatedTube, assignments: list[Assignment], seed: int,
-                    markers: list[MarkerResult]) -> Clustered:
-    """Heterogeneity of the live single cells: the positive markers (logicle) plus log FSC-A and
-    log SSC-A.
+                    markers: list[MarkerResult],
+                    tube_assignments: list[Assignment] | None = None) -> Clustered:
+    """Heterogeneity of the tube's live single cells: its clustered markers (``assignments``)
+    on the Logicle scale plus log10 FSC-A and SSC-A.
 
     Size and granularity are part of an MSC's phenotype (large flat cells vs small rapidly
-    self-renewing ones), so scatter enters the clustering next to the markers, on a log scale
-    where a cell population's spread is symmetric. Negative markers stay out: in a culture that
-    passes they are background (their contaminants are judged by the criteria), and their skewed
-    compensation spread would be found as "populations". ``markers``: the culture's measured
-    markers, for the populations' medians by marker name.
+    self-renewing ones), so scatter enters the clustering next to the markers. Each marker's
+    threshold (``markers``: the culture's measured markers; raw units, from its control or
+    placed automatically) marks the top of its negative region: populations that differ only
+    below it (the spread of negative cells after compensation) are not told apart
+    (``populations.PopulationFinder``). ``tube_assignments``: every marker of the tube, for
+    the populations' medians of the markers not clustered (a lab reads "population 2 is CD45
+    dim" from them).
     """
     from .channels import find_scatter
-    from .heterogeneity import describe_heterogeneity
+    from .heterogeneity import ChannelAxes, describe_heterogeneity
+    from .positivity import auto_threshold_display
+    from .preprocess import axis_ticks, logicle
 
     pnn = stained.prep.channels
     scatter = find_scatter(pnn, [c.pns for c in stained.fcs.channels])
-    positive = [a for a in assignments if a.criterion.expect == "positive"]
-    channels = [a.channel for a in positive]
-    names = {a.channel: a.label for a in positive}
+    channels = list(dict.fromkeys(a.channel for a in assignments))
+    names = {a.channel: a.label for a in assignments}
     logged = []
     for ch, word in ((scatter.fsc, "FSC"), (scatter.ssc, "SSC")):
         if ch and ch not in channels:
@@ -79,16 +115,33 @@ def cluster_culture(stained: GatedTube, assignments: list[Assignment], seed: int
         pick = np.random.default_rng([seed, 2]).choice(idx.size, CLUSTER_MAX_EVENTS, replace=False)
         idx = idx[np.sort(pick)]
     # fancy indexing: already a copy (float64 also where a large tube's display is float32)
-    X = stained.prep.display[np.ix_(idx, cols)].astype(np.float64, copy=False)
+    shown = stained.prep.display[np.ix_(idx, cols)].astype(np.float64, copy=False)
+    X = shown.copy()  # as clustered: scatter as log10 (shown: linear, as the page draws it)
     raw = stained.prep.compensated[np.ix_(idx, cols)]
     if logged:
         X[:, logged] = np.log10(np.maximum(raw[:, logged], 1.0))
     if X.shape[0] < 100:
         return Clustered()
-    het, labels = describe_heterogeneity(X, channels, names, raw, seed=seed)
-    # Each population's median of every marker of the tube, the negative ones too (they are
-    # not clustered, but a lab reads "population 2 is CD45 dim" from them).
-    others = [a for a in assignments if a.channel not in names]
+    thresholds = {m.channel: m.threshold for m in markers
+                  if m.tube == stained.name and m.threshold is not None and m.channel}
+    ceilings: list[float] = []
+    axes: dict[str, ChannelAxes] = {}
+    for j, ch in enumerate(channels):
+        params = stained.prep.logicle.get(ch)
+        if j in logged or params is None:
+            ceilings.append(-np.inf)
+            lo, hi = np.percentile(shown[:, j], [0.5, 99.5])
+            axes[ch] = ChannelAxes(float(lo), float(hi), [])
+            continue
+        if ch in thresholds:
+            ceilings.append(float(logicle(np.array([thresholds[ch]]), params)[0]))
+        else:
+            ceilings.append(float(auto_threshold_display(X[:, j])))
+        axes[ch] = ChannelAxes(min(0.0, float(np.percentile(X[:, j], 0.1))), 1.0,
+                               axis_ticks(params))
+    het, labels = describe_heterogeneity(X, channels, names, raw, seed=seed, display=shown,
+                                         axes=axes, negative_ceilings=tuple(ceilings))
+    others = [a for a in (tube_assignments or []) if a.channel not in names]
     populations = het.populations
     if others:
         other_cols = np.array([stained.column(a.channel) for a in others], dtype=np.intp)
@@ -105,7 +158,7 @@ def cluster_culture(stained: GatedTube, assignments: list[Assignment], seed: int
     het = replace(
         het, tube=stained.name,
         names={ch: names[ch] for ch in [*channels, *(a.channel for a in others)]},
-        populations=[replace(p, medians_by_marker={marker_of.get(ch, ch): v
+        populations=[replace(p, medians_by_marker={marker_of.get(ch, names.get(ch, ch)): v
                                                    for ch, v in p.medians.items()})
                      for p in populations])
     population = np.zeros(stained.prep.compensated.shape[0], dtype=np.int32)

@@ -495,12 +495,19 @@ def analyze_culture(spec: CultureSpec, panel: Panel, opts: Options, comp: CompSo
                             {label: t for label, (t, _) in chosen.items()})
 
     populations = clustering.Clustered()
+    clustered = main  # the tube whose exported events carry the populations
     if opts.cluster == "all" or (opts.cluster == "pass" and verdict == "pass"):
-        assignments = [a for (t, a) in chosen.values() if t is main]
-        try:
-            populations = clustering.cluster_culture(main, assignments, seed, markers)
-        except CytomscError as err:  # events the clustering cannot take (scatter ~1e30)
-            warnings.append(f"{main.name}: heterogeneity not computed ({err.reason})")
+        pick = clustering.cluster_tube(stained, match.matchings)
+        if pick is not None:
+            clustered, assignments, what = pick
+            try:
+                populations = clustering.cluster_culture(
+                    clustered, assignments, seed, markers,
+                    match.matchings[clustered.name].assignments)
+            except CytomscError as err:  # events the clustering cannot take (scatter ~1e30)
+                warnings.append(f"{clustered.name}: heterogeneity not computed ({err.reason})")
+            if populations.result is not None and what.startswith("negative"):
+                warnings.append(f"{clustered.name}: clustered on its {what}")
 
     # stained tubes first (the one the markers were read in first of all), then the controls
     ordered = sorted(every, key=lambda t: (t.role != "stained", t is not main))
@@ -523,7 +530,7 @@ def analyze_culture(spec: CultureSpec, panel: Panel, opts: Options, comp: CompSo
                                                t.fcs.spillover, t.fcs.keywords)
                       for t in ordered],
     )
-    return CultureAnalysis(result, errors, _files(every, main, populations.events, opts),
+    return CultureAnalysis(result, errors, _files(every, clustered, populations.events, opts),
                            populations.joint_sample)
 
 

@@ -22,6 +22,8 @@ Panel file format (TOML)::
     expect = "positive"                    # positive | negative | informative
     limit = 95.0                           # percent: >= for positive, <= for negative
     source = "Dominici 2006, criterion 2"  # optional: where the number comes from
+    cluster = true                         # optional: false keeps a positive or informative
+                                           # marker out of the heterogeneity clustering
 
     [[criterion]]
     markers = ["CD14", "CD11b"]
@@ -77,7 +79,7 @@ DEFAULT_PANEL = "isct-2006"
 _COCKTAIL_WORDS = ("negative cocktail", "neg cocktail", "cocktail", "lineage", "lin", "dump")
 _ISOTYPE = re.compile(r"(?<![A-Z0-9])(IGG\d?[A-Z]?|IGM|IGA|IGE|ISOTYPE|ISO)(?![A-Z0-9])")
 _TOP_KEYS = {"id", "name", "reference", "version", "notes", "viability", "aliases", "criterion"}
-_CRIT_KEYS = {"name", "markers", "expect", "limit", "kind", "words", "source"}
+_CRIT_KEYS = {"name", "markers", "expect", "limit", "kind", "words", "source", "cluster"}
 
 
 def _key(name: str) -> str:
@@ -102,6 +104,9 @@ class Criterion:
     kind: CriterionKind
     words: tuple[str, ...] = ()  # cocktail only: $PnS words that name the cocktail channel
     source: str = ""  # where the limit comes from
+    # whether the heterogeneity clustering uses this marker (positive and informative markers
+    # do unless the panel says ``cluster = false``; negative markers never: clustering.cluster_tube)
+    cluster: bool = True
 
     def describe_limit(self) -> str:
         if self.limit is None or self.expect == "informative":
@@ -174,7 +179,12 @@ class Panel:
         return self._table.get(_key(name)) if _key(name) else None
 
     def find_markers(self, text: str) -> tuple[str, ...]:
-        """Canonical markers named in free text ($PnS), fluorochrome words ignored, panel order."""
+        """Canonical markers named in free text ($PnS), fluorochrome words ignored, panel order.
+        A label that is as a whole one marker's name or alias is that marker, even when it holds
+        a "/" ("NK1/1" is NK1.1, not two markers)."""
+        whole = self.canonical(strip_fluorochromes(text))
+        if whole is not None:
+            return (whole,)
         found = {self.canonical(m.group(1)) for m in self._scan.finditer(
             strip_fluorochromes(text))}
         return tuple(m for m in self.markers if m in found)
@@ -285,7 +295,8 @@ class Panel:
             crit = self.criterion_of(s[0])
             assert crit is not None  # s holds panel markers only
             if crit.kind == "cocktail":  # a cocktail's marker measured in a channel of its own
-                crit = Criterion(s[0], s, crit.expect, crit.limit, "single", (), crit.source)
+                crit = Criterion(s[0], s, crit.expect, crit.limit, "single", (), crit.source,
+                                 crit.cluster)
             return Assignment(pnn, crit, s, s[0], via)
         best = max(cocktails, key=lambda c: len(set(c.markers) & set(s)), default=None)
         if best is not None and len(set(best.markers) & set(s)) >= 2:
@@ -546,7 +557,10 @@ def _criterion(raw: Any, n: int, path: Path) -> Criterion:
     source = raw.get("source", "")
     if not isinstance(source, str):
         raise PanelError(f"{where}: 'source' must be a string", path)
+    cluster = raw.get("cluster", True)
+    if not isinstance(cluster, bool):
+        raise PanelError(f"{where}: 'cluster' must be true or false", path)
     return Criterion(name=name.strip(), markers=markers, expect=cast(Expectation, expect),
                      limit=None if limit is None else float(limit),
                      kind=cast(CriterionKind, kind),
-                     words=tuple(words), source=source.strip())
+                     words=tuple(words), source=source.strip(), cluster=cluster)

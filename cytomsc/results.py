@@ -194,9 +194,26 @@ class HeterogeneityResult:
     # the FSC/SSC scale chosen for the clustering: "log", "square root" or "linear" ("" without)
     scatter_scale: str = ""
     tube: str = ""  # the stained tube clustered (file name)
-    # 2-D view of a subsample: coordinates (n, 2) and population ids (n,)
-    embedding: np.ndarray | None = plot_field()
-    embedding_labels: np.ndarray | None = plot_field()
+    # how many populations the bootstrap resamples found: {k: resamples} ("2 in 17 of 20")
+    k_bootstrap: dict[int, int] = field(default_factory=dict)
+    plots: PopulationPlots | None = plot_field()
+
+
+@dataclass
+class PopulationPlots:
+    """What the heterogeneity page draws (not in summary.json): per clustered channel its plot
+    range, tick labels (raw units) and a histogram per population (k x bins); the channel pairs
+    on which the populations stand furthest apart (indices into ``channels``); a seeded
+    subsample of events in plot units with their populations; each population's median per
+    channel in plot units (Logicle 0..1 for markers: one absolute scale for all of them)."""
+
+    ranges: dict[str, tuple[float, float]]
+    histograms: dict[str, np.ndarray]
+    ticks: dict[str, list[tuple[float, str]]]
+    pairs: list[tuple[int, int]]
+    sample: np.ndarray
+    sample_labels: np.ndarray
+    medians: np.ndarray
 
 
 @dataclass

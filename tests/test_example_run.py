@@ -66,7 +66,7 @@ def test_every_pdf_prints_what_summary_json_holds(run: tuple[Path, dict]) -> Non
             assert section in whole, (c["culture"], section)
         if c["heterogeneity"] is not None:
             assert "Heterogeneity" in whole
-            scale = f"scatter on the {c['heterogeneity']['scatter_scale']} scale"
+            scale = f"granularity on the {c['heterogeneity']['scatter_scale']} scale"
             assert scale in " ".join(whole.split()), c["culture"]
         for h in c["files"]:
             assert h["sha256"] in whole

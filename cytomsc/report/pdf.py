@@ -437,8 +437,9 @@ def _markers(flow: Flow, c: CultureResult) -> None:
 
 # -- 4. heterogeneity -------------------------------------------------------------------------
 def _heterogeneity(flow: Flow, h: HeterogeneityResult) -> None:
-    import numpy as np
-
+    """The populations in words, how sure the number is, what was clustered, the medians on one
+    absolute scale, each clustered channel per population, the channel pairs that tell the
+    populations apart, and the dip test. Everything drawn was computed by the analysis."""
     from . import plots
     from .plots import Cell
 
@@ -449,66 +450,142 @@ def _heterogeneity(flow: Flow, h: HeterogeneityResult) -> None:
     else:
         desc = "; ".join(f"{plots.pct(100 * p.fraction)} % {p.label} (P{p.id})" for p in pops)
         flow.text(f"{h.n_populations} populations: {desc}.", size=11, bold=True)
-    named = [_marker_name(h, ch) for ch in h.channels]
-    scale = f"; scatter on the {h.scatter_scale} scale, chosen by BIC" if h.scatter_scale else ""
-    flow.text(f"Live single cells clustered on {', '.join(named)} ({h.n_events:,} events{scale}; "
-              f"method: {h.method}). Effective number of populations "
-              f"{h.effective_number:.2f} (Shannon entropy {h.entropy:.3f} nats; 1.00 means one "
-              "population).", size=8.5)
+    flow.text(_certainty(h), size=9)
+    markers = [ch for ch in h.channels if ch not in _scatter(h)]
+    named = ", ".join(_marker_name(h, ch) for ch in markers) or "no marker"
+    scatter = ", ".join(_scatter(h))
+    scale = (f" (size and granularity on the {h.scatter_scale} scale, the one that fits these "
+             "cells best)") if h.scatter_scale else ""
+    tube = f"tube {h.tube}: " if h.tube else ""
+    flow.text(f"Clustered: {tube}{h.n_events:,} live single cells, on {named}"
+              + (f" and {scatter}{scale}" if scatter else "") + ".", size=8.5)
+    flow.text("How populations are told apart: cells are first described by many small "
+              "Gaussian pieces; two groups of pieces count as two populations only when the "
+              "cells between them are explained better by two populations than by one skewed, "
+              "long-tailed population (very strong evidence, by 10 BIC points), when each holds "
+              "at least 1.5 % of the cells, and when they differ in size or granularity or in "
+              "a marker above its negative range (differences in the spread of negative cells "
+              "alone are not a population).", size=7.5)
 
     glyph = {p.id: POP_SYMBOLS[k % len(POP_SYMBOLS)] for k, p in enumerate(pops)}
-    flow.table(["Population", "Fraction %", "95 % interval", "Phenotype"],
+    flow.table(["Population", "% of cells", "95 % interval", "Phenotype"],
                [[f"{glyph[p.id]} P{p.id}", plots.pct(100 * p.fraction),
                  plots.interval([100 * p.ci95[0], 100 * p.ci95[1]]), p.label] for p in pops],
                [0.14, 0.12, 0.16, 0.58], size=8, aligns="lrrl")
-
-    if pops and h.channels:
-        flow.space(6)
-        rows = [f"P{p.id}" for p in pops]
-        x, y = flow.block(20 + 24 * len(pops) + 58)
-        grid = flow.panel(x + 60, y + 20, flow.width * 0.55, 24 * len(pops))
-        # Clustered channels first, then the tube's other markers (medians, not clustered).
-        columns = list(h.channels) + [ch for ch in pops[0].medians if ch not in h.channels]
-        med = np.array([[p.medians.get(ch, np.nan) for ch in columns] for p in pops])
-        scaled = np.arcsinh(med / 150.0)
-        lo, hi = np.nanmin(scaled, axis=0), np.nanmax(scaled, axis=0)
-        span = np.where(hi > lo, hi - lo, 1.0)
-        scaled = np.where(hi > lo, (scaled - lo) / span, 0.5)
-        labels = np.array([[_short(v) for v in row] for row in med])
-        plots.heatmap(grid, np.nan_to_num(scaled, nan=0.0), labels, rows,
-                      [_marker_name(h, ch) for ch in columns])
-        grid.title(["Population medians (compensated units)"], loc="left")
-        bars = flow.panel(x + flow.width * 0.74, y + 20, flow.width * 0.26, 24 * len(pops))
-        plots.fraction_bars(bars, rows, [p.fraction for p in pops], [p.ci95 for p in pops])
-        bars.title(["Fractions"], loc="left")
-        flow.text("Heatmap shade, per channel (column): arcsinh(median / 150) scaled from the "
-                  "lowest population (white) to the highest (black); the printed numbers are "
-                  "the medians themselves.", size=7.5)
-
-    if h.embedding is not None and h.embedding_labels is not None and len(h.embedding):
-        x, y = flow.block(250)
-        view = flow.panel(x + 48, y + 16, flow.width * 0.5, 226)
-        names = {p.id: f"P{p.id} ({plots.pct(100 * p.fraction)} %)" for p in pops}
-        ids = [p.id for p in pops]
-        plots.populations_scatter(view, np.asarray(h.embedding), np.asarray(h.embedding_labels),
-                                  ids, lambda i: names.get(i, f"P{i}"))
-        view.title([f"2-D view of {len(h.embedding):,} cells (subsample), one shape and "
-                    "colour per population"], loc="left", size=7.5)
+    pl = h.plots
+    if pops and h.channels and pl is not None:
+        _medians_block(flow, h, pl)
+        _channel_histograms(flow, h, pl)
+        _pair_views(flow, h, pl)
 
     flow.text("Bimodality per channel", size=10, bold=True)
-    table: list[list[Cell | str]] = []
-    order = [ch for ch in h.channels if ch in h.bimodality]
-    order += sorted(ch for ch in h.bimodality if ch not in h.channels)
-    for ch in order:
+    rows: list[list[Cell | str]] = []
+    for ch in [c for c in h.channels if c in h.bimodality]:
         b = h.bimodality[ch]
-        table.append([_marker_name(h, ch), _num(b.dip, 4), _num(b.p_value, 3),
+        rows.append([_marker_name(h, ch), _num(b.dip, 3), _pvalue(b.p_value),
                      Cell("yes: two peaks" if b.bimodal else "no", bold=b.bimodal),
                      _num(b.robust_cv, 3)])
-    flow.table(["Channel", "Dip statistic", "p value", "Bimodal", "Robust CV"],
-               table or [["(no bimodality returned)", "", "", "", ""]],
-               [0.3, 0.17, 0.17, 0.19, 0.17], size=8, aligns="lrrlr")
-    flow.text("Hartigan's dip test: a small p value means the channel has more than one peak.",
-              size=7.5)
+    flow.table(["Channel", "Dip", "p value", "Two peaks?", "Robust CV"],
+               rows or [["(no bimodality returned)", "", "", "", ""]],
+               [0.3, 0.15, 0.15, 0.22, 0.18], size=8, aligns="lrrlr")
+    flow.text("Hartigan's dip test on 2,000 cells: a small p value means the channel has more "
+              "than one peak. A population can differ from the rest without a second peak "
+              "(a shoulder), and a second peak of a few cells is not a population.", size=7.5)
+
+
+def _scatter(h: HeterogeneityResult) -> list[str]:
+    return [ch for ch in h.channels if h.names.get(ch) in ("FSC", "SSC")]
+
+
+def _certainty(h: HeterogeneityResult) -> str:
+    """'How sure: 2 populations in 17 of 20 bootstrap resamples; 1 in 3.'"""
+    boot = {int(k): int(v) for k, v in (h.k_bootstrap or {}).items()}
+    total = sum(boot.values())
+    if not total:
+        return "How sure: not measured (no bootstrap)."
+    first = boot.get(h.n_populations, 0)
+    rest = [f"{k} in {v}" for k, v in sorted(boot.items()) if k != h.n_populations]
+    word = "population" if h.n_populations == 1 else "populations"
+    return (f"How sure: {h.n_populations} {word} in {first} of {total} bootstrap resamples of "
+            f"the cells" + (f"; {', '.join(rest)}" if rest else "") + ".")
+
+
+def _medians_block(flow: Flow, h: HeterogeneityResult, pl: Any) -> None:
+    """Population medians: markers shaded on one absolute Logicle scale (0 to the channel's top),
+    so a small difference looks small; scatter printed only (not a Logicle channel)."""
+    import numpy as np
+
+    from . import plots
+
+    pops = h.populations
+    flow.space(6)
+    rows = [f"P{p.id}" for p in pops]
+    x, y = flow.block(20 + 22 * len(pops) + 62)
+    grid = flow.panel(x + 60, y + 20, flow.width * 0.55, 22 * len(pops))
+    scatter = set(_scatter(h))
+    shade = np.array([[float(pl.medians[i, j]) if ch not in scatter else np.nan
+                       for j, ch in enumerate(h.channels)] for i in range(len(pops))])
+    shade = np.clip(shade, 0.0, 1.0)
+    labels = np.array([[_short(p.medians.get(ch, float("nan"))) for ch in h.channels]
+                       for p in pops])
+    plots.heatmap(grid, shade, labels, rows, [_marker_name(h, ch) for ch in h.channels])
+    grid.title(["Population medians (compensated units)"], loc="left")
+    bars = flow.panel(x + flow.width * 0.74, y + 20, flow.width * 0.26, 22 * len(pops))
+    plots.fraction_bars(bars, rows, [p.fraction for p in pops], [p.ci95 for p in pops])
+    bars.title(["% of cells"], loc="left")
+    flow.text("Shade: the median's place on the marker's Logicle scale, from 0 (white) to the "
+              "channel's top (black), the same scale for every marker and population; the "
+              "printed numbers are the medians. FSC and SSC are printed, not shaded.", size=7.5)
+
+
+def _channel_histograms(flow: Flow, h: HeterogeneityResult, pl: Any) -> None:
+    """Every clustered channel, each population's cells as its own outline."""
+    from . import plots
+
+    ids = [p.id for p in h.populations]
+    names = {p.id: f"P{p.id} ({plots.pct(100 * p.fraction)} %)" for p in h.populations}
+    flow.need(18 + 18 + 92 + 30)
+    flow.text("Each clustered channel, population by population", size=10, bold=True)
+    # the key takes a panel of its own once it would crowd a plot
+    own_key = len(ids) > 4
+    panels = flow.panels(len(h.channels) + own_key, 3, 92, title_room=18, below=30, wspace=36)
+    for k, (panel, ch) in enumerate(zip(panels, h.channels, strict=False)):
+        plots.population_histograms(panel, pl.histograms[ch], pl.ranges[ch],
+                                    pl.ticks.get(ch, []), ids, names,
+                                    legend=k == 0 and not own_key)
+        panel.title([_marker_name(h, ch)], loc="left", size=7.5)
+    if own_key:
+        plots.line_key(panels[-1], ids, names)
+
+
+def _pair_views(flow: Flow, h: HeterogeneityResult, pl: Any) -> None:
+    """The channel pairs on which the populations stand furthest apart, cells coloured and
+    shaped by population."""
+    from . import plots
+
+    if h.n_populations < 2 or not pl.pairs:
+        return
+    ids = [p.id for p in h.populations]
+    names = {p.id: f"P{p.id}" for p in h.populations}
+    flow.need(18 + 18 + 130 + 30)
+    flow.text("Where the populations differ most", size=10, bold=True)
+    panels = flow.panels(len(pl.pairs), 3, 130, title_room=18, below=30, wspace=40)
+    for k, (panel, (i, j)) in enumerate(zip(panels, pl.pairs, strict=False)):
+        xi, yj = h.channels[i], h.channels[j]
+        plots.population_pair(panel, pl.sample[:, i], pl.sample[:, j], pl.sample_labels, ids,
+                              names, pl.ranges[xi], pl.ranges[yj], pl.ticks.get(xi, []),
+                              pl.ticks.get(yj, []), _marker_name(h, xi), _marker_name(h, yj),
+                              legend=k == 0)
+    flow.text(f"{len(pl.sample):,} cells drawn at random; the pairs are the channels whose "
+              "populations differ most relative to their spread.", size=7.5)
+
+
+def _pvalue(v: Any) -> str:
+    """p values as read: '< 0.001' below it, three decimals above, never '-0.000'."""
+    if v is None or isinstance(v, bool) or not math.isfinite(float(v)):
+        return "–"
+    v = float(v)
+    return "< 0.001" if v < 0.001 else f"{v:.3f}"
 
 
 def _marker_name(h: Any, channel: str) -> str:
@@ -520,7 +597,8 @@ def _marker_name(h: Any, channel: str) -> str:
 def _num(v: Any, digits: int) -> str:
     if v is None or isinstance(v, bool) or not math.isfinite(float(v)):
         return "–"
-    return f"{float(v):.{digits}g}"
+    text = f"{float(v):.{digits}g}"
+    return "0" if float(text) == 0 else text  # never "-0"
 
 
 def _short(v: float) -> str:

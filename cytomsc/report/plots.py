@@ -26,11 +26,11 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib
 import numpy as np
@@ -890,19 +890,59 @@ def fraction_bars(p: PlotArea, rows: Sequence[str], fractions: Sequence[float],
             [(k, r) for k, r in enumerate(rows)], "% of cells (bar: 95 % interval)")
 
 
-def populations_scatter(p: PlotArea, xy: np.ndarray, labels: np.ndarray, ids: Sequence[int],
-                        names: Callable[[int], str]) -> None:
-    """Cells in a 2-D view, each population its own marker shape and colour (rasterized)."""
+def population_histograms(p: PlotArea, counts: np.ndarray, span: tuple[float, float],
+                          ticks: Sequence[tuple[float, str]], ids: Sequence[int],
+                          names: dict[int, str], legend: bool = False) -> None:
+    """One channel: each population's cells as % of that population per bin, its own line
+    style and colour (black-and-white safe), on the channel's plot range."""
+    colours = matplotlib.colormaps["tab10"]
+    styles = ("-", "--", "-.", ":")
+    ax = p.axes()
+    nb = counts.shape[1]
+    edges = np.linspace(span[0], span[1], nb + 1)
+    x = np.repeat(edges, 2)[1:-1]
+    top = 0.0
+    for k, pid in enumerate(ids):
+        c = np.asarray(counts[k], dtype=float)
+        y = np.repeat(100 * c / max(c.sum(), 1.0), 2)
+        ax.plot(x, y, color=colours(k % 10), linestyle=styles[k % len(styles)], linewidth=1.1,
+                label=names.get(pid, f"P{pid}"))
+        top = max(top, float(y.max(initial=0.0)))
+    ymax = top * (1.45 if legend else 1.1) if top > 0 else 1.0
+    p.limits(span, (0.0, ymax))
+    p.frame(list(ticks) or auto_ticks(*span), _nice_ticks(ymax), "", "% per bin")
+    if legend:
+        ax.legend(loc="upper right", frameon=True, prop=_font(7), handlelength=2.0,
+                  borderaxespad=0.3, framealpha=0.9)
+
+
+def line_key(p: PlotArea, ids: Sequence[int], names: dict[int, str]) -> None:
+    """The populations' line styles and colours, as a panel of their own."""
+    colours = matplotlib.colormaps["tab10"]
+    styles: tuple[Literal["-", "--", "-.", ":"], ...] = ("-", "--", "-.", ":")
+    ax = p.axes()
+    handles = [Line2D([], [], color=colours(k % 10), linestyle=styles[k % len(styles)],
+                      linewidth=1.4, label=names.get(pid, f"P{pid}"))
+               for k, pid in enumerate(ids)]
+    ax.legend(handles=handles, loc="upper left", frameon=False, prop=_font(7),
+              handlelength=2.6, ncol=1 if len(ids) <= 6 else 2, borderaxespad=0.0)
+
+
+def population_pair(p: PlotArea, x: np.ndarray, y: np.ndarray, labels: np.ndarray,
+                    ids: Sequence[int], names: dict[int, str], xspan: tuple[float, float],
+                    yspan: tuple[float, float], xticks: Sequence[tuple[float, str]],
+                    yticks: Sequence[tuple[float, str]], xlabel: str, ylabel: str,
+                    legend: bool = False) -> None:
+    """Cells on two channels, each population its own shape and colour (rasterized)."""
     colours = matplotlib.colormaps["tab10"]
     ax = p.axes()
     for k, pid in enumerate(ids):
         sel = labels == pid
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=4, marker=POP_MARKERS[k % len(POP_MARKERS)],
-                   color=colours(k % 10), linewidths=0, alpha=0.7, rasterized=True,
-                   label=names(pid))
-    if len(xy):
-        lo, hi = xy.min(axis=0), xy.max(axis=0)
-        pad = np.where(hi > lo, (hi - lo) * 0.05, 1.0)
-        p.limits((lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1]))
-    p.frame()
-    ax.legend(loc="best", frameon=True, markerscale=2.5, prop=_font(7))
+        ax.scatter(np.clip(x[sel], *xspan), np.clip(y[sel], *yspan), s=3,
+                   marker=POP_MARKERS[k % len(POP_MARKERS)], color=colours(k % 10),
+                   linewidths=0, alpha=0.6, rasterized=True, label=names.get(pid, f"P{pid}"))
+    p.limits(xspan, yspan)
+    p.frame(list(xticks) or auto_ticks(*xspan), list(yticks) or auto_ticks(*yspan), xlabel,
+            ylabel)
+    if legend:
+        ax.legend(loc="best", frameon=True, markerscale=2.5, prop=_font(7))

@@ -924,16 +924,19 @@ def _apart(level: float, sd: float) -> float:
 
 
 def _heterogeneity() -> list[CultureDesign]:
-    """38 passing cultures for the clustering (issue 4): homogeneous; 2 and 3 populations in
-    proportions down to 5 %; separations of 5 SD, 3 SD down to 1.5 SD in one marker; size only.
+    """40 passing cultures for the clustering: homogeneous (one with 15 % doublets); 2 and 3
+    populations in proportions down to 5 %; separations of 5 SD, 3 SD down to 1.5 SD in one
+    marker; size only; a kit layout with three populations.
     Each truth entry's ``tags`` give the kind, the minor fraction and the separation in SD."""
     d: list[CultureDesign] = []
 
-    def add(name: str, pops: list[PopulationDesign], **tags) -> None:
+    def add(name: str, pops: list[PopulationDesign], design: dict | None = None,
+            **tags) -> None:
         style = ("diva", "macsquant")[len(d) % 2]
-        d.append(CultureDesign(f"H{len(d) + 1:02d}_{name}", style=style, layout="isct-8c",
-                               populations=pops, controls=("isotype",), n_events=10000,
-                               seed_offset=500 + len(d), tags=tags))
+        fields = {"style": style, "layout": "isct-8c", "controls": ("isotype",),
+                  "n_events": 10000, **(design or {})}
+        d.append(CultureDesign(f"H{len(d) + 1:02d}_{name}", populations=pops,
+                               seed_offset=500 + len(d), tags=tags, **fields))
 
     base = {m: MSC_MARKERS[m][1] for m in ("CD73", "CD90", "CD105")}
     for i in range(8):
@@ -972,6 +975,16 @@ def _heterogeneity() -> list[CultureDesign]:
             PopulationDesign(0.3, markers={"CD105": (0.995, _apart(base["CD105"], 5.0))}),
             PopulationDesign(0.1, markers={"CD73": (0.998, _apart(base["CD73"], 5.0))})]
     add("three_10pct_5sd", pops, kind="three", minor=0.1, separation_sd=5.0)
+    # One population among 15 % doublets (the singlets gate leaves some): still one population.
+    add("homogeneous_doublets15", [PopulationDesign()], design={"doublets": 0.15},
+        kind="homogeneous")
+    # A kit layout (positive markers in both tubes, CD44 in one, the PE negative cocktail in the
+    # other): the three populations must be found on the markers, whichever tube carries them.
+    pops = [PopulationDesign(0.6),
+            PopulationDesign(0.25, markers={"CD90": (0.998, _apart(base["CD90"], 4.0))}),
+            PopulationDesign(0.15, markers={"CD73": (0.998, _apart(base["CD73"], 4.0))})]
+    add("kit_three_15pct_4sd", pops, design={"layout": "kit", "panel": KIT_PANEL}, kind="three",
+        minor=0.15, separation_sd=4.0)
     return d
 
 

@@ -19,8 +19,9 @@ NAMES = {
     "BV421-A": "Lin-cocktail",
 }
 # Typical centres and within-population SDs: FSC/SSC linear raw units, markers logicle decades.
-BASE_MEAN = np.array([130000.0, 70000.0, 3.4, 3.2, 2.9, 3.5, 0.6])
-BASE_SD = np.array([26000.0, 16000.0, 0.22, 0.25, 0.30, 0.20, 0.35])
+# Scatter sits low enough on a 262,144 scale that a population 5 SD larger still fits on it.
+BASE_MEAN = np.array([90000.0, 60000.0, 3.4, 3.2, 2.9, 3.5, 0.6])
+BASE_SD = np.array([18000.0, 14000.0, 0.22, 0.25, 0.30, 0.20, 0.35])
 INDEX = {name: i for i, name in enumerate(CHANNELS)}
 # logicle decades -> raw units, approximately (T = 262144, M = 4.5), for the raw medians
 RAW_OFFSET = np.log10(262144) - 4.5
@@ -47,17 +48,23 @@ def _gaussian_noise(rng: np.random.Generator, n: int, corr: np.ndarray) -> np.nd
     return rng.multivariate_normal(np.zeros(corr.shape[0]), corr, size=n)
 
 
-def _noise(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
-    """Correlated, heavy-tailed, skewed noise with unit SD per channel."""
+# per shape: (t degrees of freedom range, marker skew range, scatter skew range)
+SHAPES = {"heavy": ((8, 20), 0.2, (0.1, 0.3)), "skewed": ((4, 8), 0.4, (0.3, 0.5))}
+
+
+def _noise(rng: np.random.Generator, n: int, d: int, shape: str = "heavy") -> np.ndarray:
+    """Correlated, heavy-tailed, skewed noise with unit SD per channel. ``"skewed"`` (the
+    held-out shape): heavier tails (t, 4-8 df) and twice the skew of ``"heavy"``."""
+    (df_lo, df_hi), skew, (sc_lo, sc_hi) = SHAPES[shape]
     a = rng.normal(size=(d, d)) * 0.5
     cov = a @ a.T + np.eye(d)
     sd = np.sqrt(np.diag(cov))
     corr = cov / np.outer(sd, sd)
     g = rng.multivariate_normal(np.zeros(d), corr, size=n)
-    df = rng.uniform(8, 20)
+    df = rng.uniform(df_lo, df_hi)
     g = g / np.sqrt(rng.chisquare(df, size=(n, 1)) / df)
-    eps = rng.uniform(-0.2, 0.2, size=d)
-    eps[:2] = rng.uniform(0.1, 0.3, size=2)  # scatter: right-skewed, log-normal-like
+    eps = rng.uniform(-skew, skew, size=d)
+    eps[:2] = rng.uniform(sc_lo, sc_hi, size=2)  # scatter: right-skewed, log-normal-like
     z = np.sinh(np.arcsinh(g) + eps)
     return (z - np.median(z, axis=0)) / z.std(axis=0)
 
@@ -107,13 +114,16 @@ def simulate(
         for ch, s in shift.items():
             mean[INDEX[ch]] += s * spread[INDEX[ch]]
         own = spread * rng.uniform(0.85, 1.15, size=d)  # populations are not equally wide
-        blocks.append(mean + own * _noise(rng, int(c), d))
+        blocks.append(mean + own * _noise(rng, int(c), d, shape))
         labels.append(np.full(int(c), i + 1))
     X = np.vstack(blocks)
     y = np.concatenate(labels)
     order = rng.permutation(n)
     X, y = X[order], y[order]
-    X[:, :2] = np.clip(X[:, :2], 1.0, 262143.0)
+    # Events beyond the scatter range would pile up at its top or bottom: the pipeline's margin
+    # gate removes them, so they are left out here too (a pile is no population's shape).
+    inside = np.all((X[:, :2] >= 1.0) & (X[:, :2] < 262143.0), axis=1)
+    X, y = X[inside], y[inside]
     raw = X.copy()
     raw[:, 2:] = 10 ** (X[:, 2:] + RAW_OFFSET)
     return Culture(name, X, raw, y, len(fractions), tuple(fractions), separation, kind, shifts)
@@ -160,5 +170,32 @@ def validation_set(n: int = 8000, seed: int = 1000) -> list[Culture]:
                 f"3pop-{sep}sd-{int(fr[2] * 100)}%", fr, shifts, n=n, seed=s, separation=sep,
                 kind="phenotype+size",
             ))
+            s += 1
+    return out
+
+
+def stress_grid(shape: str = "heavy", seed: int = 1000, n: int = 8000,
+                seps: tuple[float, ...] = (5.0, 4.0, 3.5, 3.0, 2.0),
+                minors: tuple[float, ...] = (0.05, 0.15, 0.5), n_homogeneous: int = 12
+                ) -> list[Culture]:
+    """The issue's stress grid: homogeneous cultures; two populations differing in one marker,
+    two markers, or size; three populations; at each separation and minor share."""
+    out = []
+    s = seed
+    for i in range(n_homogeneous):
+        out.append(simulate(f"homogeneous-{i}", (1.0,), [{}], n=n, seed=s, shape=shape))
+        s += 1
+    for kind, shift in KIND_SHIFTS.items():
+        for sep in seps:
+            for minor in minors:
+                out.append(simulate(f"2pop-{kind}-{sep}sd-{minor:.0%}", (1 - minor, minor),
+                                    [{}, shift(sep)], n=n, seed=s, separation=sep, kind=kind,
+                                    shape=shape))
+                s += 1
+    for sep in seps:
+        for fr in ((0.6, 0.3, 0.1), (0.75, 0.2, 0.05)):
+            shifts = [{}, {"FITC-A": -sep, "APC-A": -sep}, {"FSC-A": -sep, "SSC-A": -sep}]
+            out.append(simulate(f"3pop-{sep}sd-{round(fr[2] * 100)}%", fr, shifts, n=n, seed=s,
+                                separation=sep, kind="phenotype+size", shape=shape))
             s += 1
     return out

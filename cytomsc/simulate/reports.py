@@ -28,6 +28,7 @@ from ..results import (
     MarkerResult,
     PanelInfo,
     Population,
+    PopulationPlots,
     Verdict,
 )
 from ..roles import Role
@@ -121,27 +122,38 @@ def marker_result(rng: np.random.Generator, name: str, channel: str | None, expe
 
 
 def heterogeneity_result(rng: np.random.Generator, fractions: list[float],
-                   labels: list[str]) -> HeterogeneityResult:
+                         labels: list[str]) -> HeterogeneityResult:
     channels = ["FSC-A", "SSC-A", "CD90 FITC-A", "CD105 PerCP-Cy5-5-A", "CD73 APC-A"]
     pops, xy, lab = [], [], []
+    k_all = len(fractions)
     for k, (f, label) in enumerate(zip(fractions, labels, strict=True), start=1):
         medians = rng.uniform(200, 120_000, len(channels))
         pops.append(Population(id=k, fraction=f, ci95=(f - 0.012, f + 0.012), label=label,
                                medians={ch: float(v) for ch, v in zip(channels, medians,
                                                                        strict=True)}))
         m = int(3000 * f)
-        xy.append(cloud(rng, m, (3.0 * k, (-1) ** k), (1.0, 0.8)))
+        xy.append(rng.normal(0.3 + 0.1 * k, 0.05, (m, len(channels))))
         lab.append(np.full(m, k))
+    sample = np.vstack(xy)
+    sample_labels = np.concatenate(lab)
+    edges = np.linspace(0.0, 1.0, 65)
+    hists = {ch: np.array([np.histogram(sample[sample_labels == j + 1, i], edges)[0]
+                           for j in range(k_all)]) for i, ch in enumerate(channels)}
+    plots = PopulationPlots(
+        ranges={ch: (0.0, 1.0) for ch in channels}, histograms=hists, ticks={},
+        pairs=[(2, 3), (0, 1)] if k_all > 1 else [], sample=sample.astype(np.float32),
+        sample_labels=sample_labels.astype(np.int16),
+        medians=np.array([np.median(c, axis=0) for c in xy]))
     ent = float(-sum(f * np.log(f) for f in fractions))
     bim = {ch: Bimodality(dip=0.004 + 0.01 * i,
                           p_value=0.9 if len(fractions) == 1 or i else 0.001,
                           bimodal=len(fractions) > 1 and i == 0, robust_cv=0.2 + 0.05 * i)
            for i, ch in enumerate(channels[2:])}
-    return HeterogeneityResult(n_populations=len(fractions), populations=pops, entropy=ent,
+    return HeterogeneityResult(n_populations=k_all, populations=pops, entropy=ent,
                                effective_number=float(np.exp(ent)), bimodality=bim,
-                               channels=channels, method="gaussian mixture, BIC, PCA view",
-                               n_events=20_000, embedding=np.vstack(xy),
-                               embedding_labels=np.concatenate(lab))
+                               channels=channels, method="building blocks merged by a test",
+                               n_events=20_000, tube="stained.fcs",
+                               k_bootstrap={k_all: 17, k_all + 1: 3}, plots=plots)
 
 
 def culture_result(rng: np.random.Generator, name: str, verdict: Verdict,

@@ -58,6 +58,8 @@ def culture_rows(data: Path, out: Path) -> list[dict[str, Any]]:
             "fractions": t["population_fractions"], "ari": ari, "ceiling": ceiling,
             "clustered": int((pop > 0).sum()), "max_id": int(pop.max()),
             "clustered_msc": int(both.sum()), "msc": int(is_msc.sum()),
+            "clustered_names": [het["names"].get(c, c) for c in het["channels"]] if het else [],
+            "tube": het["tube"] if het else "",
         })
     return rows
 
