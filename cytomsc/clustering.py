@@ -158,7 +158,7 @@ def cluster_culture(stained: GatedTube, assignments: list[Assignment], seed: int
     het = replace(
         het, tube=stained.name,
         names={ch: names[ch] for ch in [*channels, *(a.channel for a in others)]},
-        populations=[replace(p, medians_by_marker={marker_of.get(ch, names.get(ch, ch)): v
+        populations=[replace(p, medians_by_marker={marker_of.get(ch, ch): v
                                                    for ch, v in p.medians.items()})
                      for p in populations])
     population = np.zeros(stained.prep.compensated.shape[0], dtype=np.int32)

@@ -271,7 +271,8 @@ def joint_populations(cultures: dict[str, np.ndarray], channels: list[str], name
     """One clustering across a batch, so population ids mean the same in every culture.
 
     Each culture contributes an equal seeded subsample (``per_culture`` events, or all it has) so a
-    big culture cannot outvote a small one; the model is then applied to every event. Returns
+    big culture cannot outvote a small one; the model's building blocks are then applied to every
+    event of each culture with that culture's own weights (``predict_own_weights``). Returns
     ``{"populations": [{"id", "label"}...], "table": {culture: [fraction per id]}, "events":
     {culture: n}, "method": ...}`` (JSON-ready) plus ``"labels": {culture: per-event ids}``,
     which must be popped before serializing."""
@@ -300,7 +301,7 @@ def joint_populations(cultures: dict[str, np.ndarray], channels: list[str], name
         populations.append({"id": j + 1, "label": label})
     labels, table, events = {}, {}, {}
     for name in names_sorted:
-        lab = finder.predict(cultures[name])
+        lab = finder.predict_own_weights(cultures[name])
         labels[name] = lab
         table[name] = (np.bincount(lab - 1, minlength=k) / lab.size).tolist()
         events[name] = int(lab.size)

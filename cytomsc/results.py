@@ -468,23 +468,31 @@ CSV_COLUMNS = (
     "culture", "verdict", "marker", "tube", "channel", "expect", "limit",
     "percent_positive", "ci95_low", "ci95_high", "threshold", "threshold_source", "events",
     "pass", "borderline", "joint_phenotype_percent", "n_populations", "populations",
+    "k_resamples",
 )
 # cultures.csv, one row per culture (for a LIMS); the culture's other metadata follow these
 CULTURE_COLUMNS = (
     "culture", "output_name", "verdict", "borderline", "joint_phenotype_percent",
     "joint_phenotype_ci95_low", "joint_phenotype_ci95_high", "n_populations", "populations",
-    "failed_markers", "missing_markers", "borderline_markers", "thresholds_automatic",
-    "stained_tubes", "events_total", "events_gated", "lot", "donor", "operator", "comment",
+    "k_resamples", "failed_markers", "missing_markers", "borderline_markers",
+    "thresholds_automatic", "stained_tubes", "events_total", "events_gated", "lot", "donor",
+    "operator", "comment",
     "tissue", "passage", "detachment", "cytometer", "acquisition_date", "panel_id",
     "panel_version", "panel_sha256", "cytomsc_version", "analysis_date", "warnings",
 )
 
 
-def _populations(c: CultureResult) -> tuple[str, str]:
+def _populations(c: CultureResult) -> tuple[str, str, str]:
+    """n_populations, the populations in words, and how sure: the bootstrap's k, most often
+    first ("2 in 17 of 20; 3 in 3 of 20")."""
     if c.heterogeneity is None:
-        return "", ""
-    return str(c.heterogeneity.n_populations), "; ".join(
-        f"P{p.id} {100 * p.fraction:.1f} % {p.label}" for p in c.heterogeneity.populations)
+        return "", "", ""
+    h = c.heterogeneity
+    total = sum(h.k_bootstrap.values())
+    sure = "; ".join(f"{k} in {n} of {total}" for k, n in
+                     sorted(h.k_bootstrap.items(), key=lambda kv: (-kv[1], kv[0]))) if total else ""
+    return str(h.n_populations), "; ".join(
+        f"P{p.id} {100 * p.fraction:.1f} % {p.label}" for p in h.populations), sure
 
 
 def csv_rows(batch: BatchResult) -> list[dict[str, str]]:
@@ -493,7 +501,7 @@ def csv_rows(batch: BatchResult) -> list[dict[str, str]]:
     in ``cultures.csv``)."""
     rows = []
     for c in batch.cultures:
-        n_pop, pops = _populations(c)
+        n_pop, pops, sure = _populations(c)
         for m in c.markers:
             rows.append({
                 "culture": c.culture,
@@ -514,6 +522,7 @@ def csv_rows(batch: BatchResult) -> list[dict[str, str]]:
                 "joint_phenotype_percent": _fmt(c.joint_phenotype_percent),
                 "n_populations": n_pop,
                 "populations": pops,
+                "k_resamples": sure,
             })
     return rows
 
@@ -526,7 +535,7 @@ def culture_rows(batch: BatchResult, analysis_date: str) -> tuple[list[str], lis
                    - set(CULTURE_COLUMNS))
     rows = []
     for c in batch.cultures:
-        n_pop, pops = _populations(c)
+        n_pop, pops, sure = _populations(c)
         judged = [m for m in c.markers if m.passed is not None]
         ci = c.joint_phenotype_ci95
         stained = [f.tube for f in c.funnels if f.role == "stained"]
@@ -536,7 +545,7 @@ def culture_rows(batch: BatchResult, analysis_date: str) -> tuple[list[str], lis
             "joint_phenotype_percent": _fmt(c.joint_phenotype_percent),
             "joint_phenotype_ci95_low": _fmt(ci[0]) if ci else "",
             "joint_phenotype_ci95_high": _fmt(ci[1]) if ci else "",
-            "n_populations": n_pop, "populations": pops,
+            "n_populations": n_pop, "populations": pops, "k_resamples": sure,
             "failed_markers": "; ".join(m.marker for m in judged if not m.passed),
             "missing_markers": "; ".join(c.missing_markers),
             "borderline_markers": "; ".join(m.marker for m in judged if m.borderline),

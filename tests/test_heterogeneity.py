@@ -245,3 +245,39 @@ def test_matched_f1_against_hand_counts():
     assert matched_f1(truth, np.r_[np.ones(6), 2, 2, 3, 3]) == pytest.approx((1 + 2 / 3) / 2)
     # one cluster for all: a gets it (2*6/16), b is unmatched (0)
     assert matched_f1(truth, np.ones(10)) == pytest.approx(0.75 / 2)
+
+
+def test_csv_says_how_sure():
+    """The bootstrap's k reaches the CSVs a LIMS reads, the most frequent answer first."""
+    from cytomsc.results import csv_rows, culture_rows
+    from cytomsc.simulate.reports import build_batch
+
+    batch = build_batch(n=2000)
+    clustered = [c for c in batch.cultures if c.heterogeneity is not None]
+    assert clustered
+    _, per_culture = culture_rows(batch, "2026-12-02T00:00:00+00:00")
+    by_name = {r["culture"]: r for r in per_culture}
+    for c in clustered:
+        k = c.heterogeneity.n_populations
+        assert by_name[c.culture]["k_resamples"] == f"{k} in 17 of 20; {k + 1} in 3 of 20"
+        rows = [r for r in csv_rows(batch) if r["culture"] == c.culture]
+        assert rows and all(r["k_resamples"] == by_name[c.culture]["k_resamples"] for r in rows)
+
+
+def test_pooled_fit_reads_each_culture_with_its_own_weights():
+    """A batch-wide model carries the pool's proportions; read with them, a culture with 40 % of a
+    population that is 22 % of the pool is pulled toward 22 %. With the building blocks fixed
+    and the culture's own weights re-estimated, each culture keeps its own fraction."""
+    shifts = [{}, {"FITC-A": -3, "APC-A": -3}]
+    a = simulate("a", (0.6, 0.4), shifts, n=6000, seed=31, shape="gaussian")
+    b = simulate("b", (0.97, 0.03), shifts, n=6000, seed=32, shape="gaussian")
+    (xa, _, _), (xb, _, _) = pipeline_view(a), pipeline_view(b)
+    f = PopulationFinder(random_state=0, n_bootstrap=0, log_columns=(0, 1),
+                         n_subsample=12000).fit(np.vstack([xa, xb]))
+    assert f.n_populations_ == 2
+    for x, c, tol in ((xa, a, 0.01), (xb, b, 0.005)):
+        truth = float(np.mean(c.labels == 2))
+        own = float(np.mean(f.predict_own_weights(x) == 2))
+        plain = float(np.mean(f.predict(x) == 2))
+        assert abs(own - truth) <= tol
+        assert abs(own - truth) <= abs(plain - truth) + 0.002

@@ -457,8 +457,10 @@ def _heterogeneity(flow: Flow, h: HeterogeneityResult) -> None:
     scale = (f" (size and granularity on the {h.scatter_scale} scale, the one that fits these "
              "cells best)") if h.scatter_scale else ""
     tube = f"tube {h.tube}: " if h.tube else ""
-    flow.text(f"Clustered: {tube}{h.n_events:,} live single cells, on {named}"
-              + (f" and {scatter}{scale}" if scatter else "") + ".", size=8.5)
+    flow.text(f"Clustered: {tube}the live single cells, on {named}"
+              + (f" and {scatter}{scale}" if scatter else "")
+              + f"; the populations were found on {h.n_events:,} of them drawn at random, and "
+              "every cell was then assigned to one.", size=8.5)
     flow.text("How populations are told apart: cells are first described by many small "
               "Gaussian pieces; two groups of pieces count as two populations only when the "
               "cells between them are explained better by two populations than by one skewed, "
