@@ -32,9 +32,16 @@ from cytomsc.heterogeneity import matched_f1
 from cytomsc.populations import PopulationFinder
 
 ROOT = Path(__file__).resolve().parents[1]
-LINEAGE = {"Pacific Blue-A": "CD8", "APC-A": "TCRgd", "Alexa Fluor 700-A": "CD45",
-           "APC-Cy7-A": "TCRb", "PE-A": "NK1.1", "PE-Texas Red-A": "CD4", "PE-Cy5-A": "CD19",
-           "PE-Cy7-A": "CD3"}
+LINEAGE = {
+    "Pacific Blue-A": "CD8",
+    "APC-A": "TCRgd",
+    "Alexa Fluor 700-A": "CD45",
+    "APC-Cy7-A": "TCRb",
+    "PE-A": "NK1.1",
+    "PE-Texas Red-A": "CD4",
+    "PE-Cy5-A": "CD19",
+    "PE-Cy7-A": "CD3",
+}
 
 
 def simulated(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], int]:
@@ -74,10 +81,15 @@ def real_68983() -> tuple[np.ndarray, np.ndarray, tuple[int, ...], int] | None:
     final = gate_tube(prep, fcs, path.name, seed=0).final
     cols = [prep.channels.index(c) for c in LINEAGE]
     scatter = [prep.channels.index(c) for c in ("FSC-A", "SSC-A")]
-    X = np.column_stack([prep.display[final][:, cols],
-                         np.log10(np.maximum(prep.compensated[final][:, scatter], 1.0))])
-    truth = np.array([x.strip().strip('"') for x in
-                      (path.parent / "gatingResult.csv").read_text().splitlines()])[final]
+    X = np.column_stack(
+        [
+            prep.display[final][:, cols],
+            np.log10(np.maximum(prep.compensated[final][:, scatter], 1.0)),
+        ]
+    )
+    truth = np.array(
+        [x.strip().strip('"') for x in (path.parent / "gatingResult.csv").read_text().splitlines()]
+    )[final]
     return X, truth, (8, 9), 6
 
 
@@ -90,10 +102,13 @@ def timed(fn: Callable[[], np.ndarray]) -> tuple[np.ndarray, float, float]:
 def cytomsc_labels(X: np.ndarray, log_columns: tuple[int, ...], seed: int) -> np.ndarray:
     from cytomsc.positivity import auto_threshold_display
 
-    ceilings = tuple(-np.inf if j in log_columns else float(auto_threshold_display(X[:, j]))
-                     for j in range(X.shape[1]))
-    finder = PopulationFinder(random_state=seed, log_columns=log_columns, n_bootstrap=0,
-                              negative_ceilings=ceilings).fit(X)
+    ceilings = tuple(
+        -np.inf if j in log_columns else float(auto_threshold_display(X[:, j]))
+        for j in range(X.shape[1])
+    )
+    finder = PopulationFinder(
+        random_state=seed, log_columns=log_columns, n_bootstrap=0, negative_ceilings=ceilings
+    ).fit(X)
     return finder.predict(X)
 
 
@@ -109,6 +124,7 @@ def flowsom_labels(X: np.ndarray, k: int, seed: int, markers_only: bool) -> np.n
 
     try:
         from loguru import logger
+
         logger.disable("flowsom")
     except ImportError:
         pass
@@ -118,18 +134,26 @@ def flowsom_labels(X: np.ndarray, k: int, seed: int, markers_only: bool) -> np.n
         Z = (X - np.median(X, axis=0)) / (np.subtract(*np.percentile(X, [75, 25], axis=0)) / 1.349)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        fsom = fs.FlowSOM(anndata.AnnData(Z.astype(np.float32)),
-                          cols_to_use=list(range(Z.shape[1])), xdim=10, ydim=10, n_clusters=k,
-                          seed=seed)
+        fsom = fs.FlowSOM(
+            anndata.AnnData(Z.astype(np.float32)),
+            cols_to_use=list(range(Z.shape[1])),
+            xdim=10,
+            ydim=10,
+            n_clusters=k,
+            seed=seed,
+        )
     return np.asarray(fsom.get_cell_data().obs["metaclustering"]).astype(int)
 
 
-def report(name: str, truth: np.ndarray, labels: np.ndarray, wall: float, cpu: float,
-           scored: np.ndarray) -> None:
+def report(
+    name: str, truth: np.ndarray, labels: np.ndarray, wall: float, cpu: float, scored: np.ndarray
+) -> None:
     ari = adjusted_rand_score(truth[scored], labels[scored])
     f1 = matched_f1(truth[scored], labels[scored])
-    print(f"  {name:<22} {wall:6.2f} s wall {cpu:6.2f} s CPU  k = {len(np.unique(labels)):2d}  "
-          f"ARI {ari:.3f}  mean F1 {f1:.3f}")
+    print(
+        f"  {name:<22} {wall:6.2f} s wall {cpu:6.2f} s CPU  k = {len(np.unique(labels)):2d}  "
+        f"ARI {ari:.3f}  mean F1 {f1:.3f}"
+    )
 
 
 def main() -> None:
@@ -157,14 +181,17 @@ def main() -> None:
     sets.append((f"simulated {args.events:,} x 10", *simulated(args.events, args.seed)))
     for name, X, truth, log_columns, k in sets:
         scored = truth != "Unlabeled" if truth.dtype.kind == "U" else np.ones(truth.size, bool)
-        print(f"{name}: {X.shape[0]:,} events x {X.shape[1]} channels, true k = {k}, "
-              f"{int(scored.sum()):,} scored")
+        print(
+            f"{name}: {X.shape[0]:,} events x {X.shape[1]} channels, true k = {k}, "
+            f"{int(scored.sum()):,} scored"
+        )
         labels, wall, cpu = timed(lambda X=X, lc=log_columns: cytomsc_labels(X, lc, args.seed))
         report("cytomsc (k chosen)", truth, labels, wall, cpu, scored)
         if use_flowsom:
             real_file = truth.dtype.kind == "U"
-            fl, fwall, fcpu = timed(lambda X=X, k=k, m=real_file: flowsom_labels(X, k, args.seed,
-                                                                               m))
+            fl, fwall, fcpu = timed(
+                lambda X=X, k=k, m=real_file: flowsom_labels(X, k, args.seed, m)
+            )
             report(f"FlowSOM (k = {k} given)", truth, fl, fwall, fcpu, scored)
             print(f"  FlowSOM / cytomsc wall time: {fwall / wall:.2f}")
 

@@ -57,8 +57,10 @@ def w_grid() -> float:
             if d > worst[name][0]:
                 worst[name] = (d, float(w))
     for name, (d, w) in worst.items():
-        print(f"  W grid, 226 values in [0, 2.25], {name:5s}: max |cytomsc - FlowKit| = "
-              f"{d:.2e} (at W = {w:.2f})")
+        print(
+            f"  W grid, 226 values in [0, 2.25], {name:5s}: max |cytomsc - FlowKit| = "
+            f"{d:.2e} (at W = {w:.2f})"
+        )
     return max(d for d, _ in worst.values())
 
 
@@ -84,23 +86,28 @@ def corpus_files(root: Path) -> float:
             channels += 1
             if d > worst:
                 worst, where = d, f"{name} {ch} W={p.w:.4f}"
-    print(f"  corpus, {files} files, {channels} channels: max |cytomsc - FlowKit| = "
-          f"{worst:.2e} ({where})")
+    print(
+        f"  corpus, {files} files, {channels} channels: max |cytomsc - FlowKit| = "
+        f"{worst:.2e} ({where})"
+    )
     return worst
 
 
 def speed() -> None:
     t = 262144.0
-    x = np.random.default_rng(1).normal(0, 3000, 1_000_000) + \
-        np.random.default_rng(2).choice([0.0, 5e4], 1_000_000)
+    x = np.random.default_rng(1).normal(0, 3000, 1_000_000) + np.random.default_rng(2).choice(
+        [0.0, 5e4], 1_000_000
+    )
     p = LogicleParams(t, 0.7)
     fk = transforms.LogicleTransform(t, 0.7, 4.5, 0.0)
     logicle(x, p)
     ours = min(_time(lambda: logicle(x, p)) for _ in range(5))
     theirs = min(_time(lambda: fk.apply(x)) for _ in range(3))
-    print(f"  1M values: cytomsc {ours * 1e3:.0f} ms, FlowKit {theirs * 1e3:.0f} ms "
-          f"({theirs / ours:.1f}x); load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} cores")
+    print(
+        f"  1M values: cytomsc {ours * 1e3:.0f} ms, FlowKit {theirs * 1e3:.0f} ms "
+        f"({theirs / ours:.1f}x); load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores"
+    )
 
 
 def _time(f) -> float:
@@ -114,8 +121,9 @@ def main() -> None:
     w_grid()
     root = corpus()
     if root is None:
-        print("  corpus absent: set CYTOMSC_FCS_CORPUS or place ../shared/fcs-corpus",
-              file=sys.stderr)
+        print(
+            "  corpus absent: set CYTOMSC_FCS_CORPUS or place ../shared/fcs-corpus", file=sys.stderr
+        )
     else:
         corpus_files(root)
     speed()

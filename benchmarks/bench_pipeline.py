@@ -42,11 +42,20 @@ from cytomsc.simulate import CultureDesign, simulate_culture
 SEED = 0
 
 
-def diva_culture(n: int, name: str = "bench", offset: int = 1,
-                 controls: tuple[str, ...] = ("isotype",)) -> CultureDesign:
+def diva_culture(
+    n: int, name: str = "bench", offset: int = 1, controls: tuple[str, ...] = ("isotype",)
+) -> CultureDesign:
     """The 8-colour Diva culture every figure is measured on (DAPI makes it 14 channels)."""
-    return CultureDesign(name, style="diva", layout="isct-8c", viability="DAPI", dead=0.03,
-                         n_events=n, controls=controls, seed_offset=offset)
+    return CultureDesign(
+        name,
+        style="diva",
+        layout="isct-8c",
+        viability="DAPI",
+        dead=0.03,
+        n_events=n,
+        controls=controls,
+        seed_offset=offset,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,8 +145,9 @@ def time_pipeline(folder: Path, out: Path) -> tuple[StageClock, float]:
 # FlowKit alone on the same files
 
 
-def flowkit_alone(path: Path, params: dict[str, preprocess.LogicleParams],
-                  spill: tuple[list[str], np.ndarray]) -> tuple[float, float, float, np.ndarray]:
+def flowkit_alone(
+    path: Path, params: dict[str, preprocess.LogicleParams], spill: tuple[list[str], np.ndarray]
+) -> tuple[float, float, float, np.ndarray]:
     """(read s, compensate s, logicle s, transformed events) with FlowKit's own methods; the
     file's spillover matrix (parsed once, outside the clock) as a FlowKit Matrix."""
     from flowkit import Matrix, Sample
@@ -175,8 +185,10 @@ def best_of(fn, repeats: int):
 
 
 def stage_table(sizes: list[int]) -> None:
-    print("Per-stage throughput of `cytomsc analyze` (one culture: stained + isotype tube, "
-          "14 channels; --cluster all, PDF on; events/s per tube pass)")
+    print(
+        "Per-stage throughput of `cytomsc analyze` (one culture: stained + isotype tube, "
+        "14 channels; --cluster all, PDF on; events/s per tube pass)"
+    )
     header = f"{'events':>9} " + " ".join(f"{s:>21}" for s in STAGES) + f" {'total s':>8}"
     print(header)
     accuracy = []
@@ -198,11 +210,13 @@ def stage_table(sizes: list[int]) -> None:
 
             stained = next(p for p in paths if "Stained" in p.name)
             repeats = 3 if n <= 100_000 else 1
-            t_ours, prep = best_of(lambda s=stained: preprocess.prepare(fcs_mod.read_fcs(s)),
-                                   repeats)
+            t_ours, prep = best_of(
+                lambda s=stained: preprocess.prepare(fcs_mod.read_fcs(s)), repeats
+            )
             spill = _spill_of(stained)
             t_fk, (r, c, x, xform) = best_of(
-                lambda s=stained, p=prep, m=spill: flowkit_alone(s, p.logicle, m), repeats)
+                lambda s=stained, p=prep, m=spill: flowkit_alone(s, p.logicle, m), repeats
+            )
             idx = [prep.channels.index(ch) for ch in prep.logicle]
             diff = float(np.max(np.abs(prep.display[:, idx] - xform[:, idx])))
             versus.append((n, t_ours, r, c, x, t_fk))
@@ -210,16 +224,24 @@ def stage_table(sizes: list[int]) -> None:
         finally:
             shutil.rmtree(work, ignore_errors=True)
     print()
-    print("Read + compensate + Logicle of the stained tube: cytomsc vs FlowKit alone "
-          "(best of 3 below 1M events)")
-    print(f"{'events':>9} {'cytomsc s':>10} {'ev/s':>10} {'FK read':>8} {'FK comp':>8} "
-          f"{'FK logicle':>10} {'FK s':>7} {'ev/s':>10} {'ratio':>6}")
+    print(
+        "Read + compensate + Logicle of the stained tube: cytomsc vs FlowKit alone "
+        "(best of 3 below 1M events)"
+    )
+    print(
+        f"{'events':>9} {'cytomsc s':>10} {'ev/s':>10} {'FK read':>8} {'FK comp':>8} "
+        f"{'FK logicle':>10} {'FK s':>7} {'ev/s':>10} {'ratio':>6}"
+    )
     for n, ours, r, c, x, fk in versus:
-        print(f"{n:>9} {ours:>10.3f} {n / ours:>10.3g} {r:>8.3f} {c:>8.3f} {x:>10.3f} "
-              f"{fk:>7.3f} {n / fk:>10.3g} {fk / ours:>6.1f}x")
+        print(
+            f"{n:>9} {ours:>10.3f} {n / ours:>10.3g} {r:>8.3f} {c:>8.3f} {x:>10.3f} "
+            f"{fk:>7.3f} {n / fk:>10.3g} {fk / ours:>6.1f}x"
+        )
     print()
-    print("Logicle accuracy, cytomsc vs FlowKit with the same per-channel parameters "
-          "(transformed units, target <= 1e-4):")
+    print(
+        "Logicle accuracy, cytomsc vs FlowKit with the same per-channel parameters "
+        "(transformed units, target <= 1e-4):"
+    )
     for n, diff in accuracy:
         print(f"{n:>9} max |diff| = {diff:.2e}")
 
@@ -237,8 +259,10 @@ def help_time() -> None:
         t0 = time.perf_counter()
         subprocess.run([*cmd, "--help"], check=True, capture_output=True)
         runs.append(time.perf_counter() - t0)
-    print(f"\n`{'cytomsc' if script else 'python -c main()'} --help` in a fresh process: best "
-          f"{min(runs):.2f} s, worst {max(runs):.2f} s (target <= 0.5 s)")
+    print(
+        f"\n`{'cytomsc' if script else 'python -c main()'} --help` in a fresh process: best "
+        f"{min(runs):.2f} s, worst {max(runs):.2f} s (target <= 0.5 s)"
+    )
 
 
 def batch_time() -> None:
@@ -246,22 +270,34 @@ def batch_time() -> None:
     try:
         t0 = time.perf_counter()
         for i in range(96):
-            design = diva_culture(20_000, name=f"B{i + 1:02d}", offset=1000 + i,
-                                  controls=("unstained", "isotype"))
+            design = diva_culture(
+                20_000, name=f"B{i + 1:02d}", offset=1000 + i, controls=("unstained", "isotype")
+            )
             folder = work / "in" / design.name
             folder.mkdir(parents=True)
             for t in simulate_culture(design, SEED):
                 t.write(folder)
         made = time.perf_counter() - t0
-        cmd = [sys.executable, "-c", "from cytomsc.cli import main; main()", "analyze",
-               str(work / "in"), "-o", str(work / "out"), "--jobs", "2"]
+        cmd = [
+            sys.executable,
+            "-c",
+            "from cytomsc.cli import main; main()",
+            "analyze",
+            str(work / "in"),
+            "-o",
+            str(work / "out"),
+            "--jobs",
+            "2",
+        ]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         n_pdf = len(list((work / "out").glob("*.pdf")))
-        print(f"\nBatch: 96 cultures x 3 tubes x 20,000 events, PDFs, --jobs 2: {wall:.1f} s wall "
-              f"(target <= 90 s); exit {proc.returncode}, {n_pdf} PDFs; "
-              f"simulating the input took {made:.0f} s")
+        print(
+            f"\nBatch: 96 cultures x 3 tubes x 20,000 events, PDFs, --jobs 2: {wall:.1f} s wall "
+            f"(target <= 90 s); exit {proc.returncode}, {n_pdf} PDFs; "
+            f"simulating the input took {made:.0f} s"
+        )
         if proc.returncode:
             print(proc.stderr[-2000:])
     finally:
@@ -301,36 +337,57 @@ def big_memory(n: int = 5_000_000, block: int = 500_000) -> None:
             parts.append(part)
         events = np.vstack(parts)
         del parts
-        write_fcs(folder / stained.filename, events, stained.pnn, stained.pns, stained.keywords,
-                  ranges=[*stained.ranges[:-1], float(events[:, j].max() + 1)],
-                  spillover=stained.spillover)
+        write_fcs(
+            folder / stained.filename,
+            events,
+            stained.pnn,
+            stained.pns,
+            stained.keywords,
+            ranges=[*stained.ranges[:-1], float(events[:, j].max() + 1)],
+            spillover=stained.spillover,
+        )
         del events
-        cmd = [sys.executable, "-c", BIG_CHILD, "analyze", str(work / "in"), "-o",
-               str(work / "out"), "--jobs", "1"]
+        cmd = [
+            sys.executable,
+            "-c",
+            BIG_CHILD,
+            "analyze",
+            str(work / "in"),
+            "-o",
+            str(work / "out"),
+            "--jobs",
+            "1",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = [ln for ln in proc.stderr.splitlines() if ln.startswith("CHILD ")]
         if proc.returncode or not line:
             print(f"\n--big failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
             return
         seconds, kb = line[-1].split()[1:]
-        print(f"\n5,000,000-event tube (+ 500,000-event isotype), PDF on: {float(seconds):.1f} s, "
-              f"peak RSS {int(kb) / 1024 ** 2:.2f} GB (target <= 2.5 GB)")
+        print(
+            f"\n5,000,000-event tube (+ 500,000-event isotype), PDF on: {float(seconds):.1f} s, "
+            f"peak RSS {int(kb) / 1024**2:.2f} GB (target <= 2.5 GB)"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
     sizes = [10_000, 100_000] if "--quick" in sys.argv else [10_000, 100_000, 1_000_000]
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} "
-          f"(shared: figures vary with the other jobs)\n")
+    print(
+        f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} "
+        f"(shared: figures vary with the other jobs)\n"
+    )
     stage_table(sizes)
     help_time()
     if "--batch" in sys.argv:
         batch_time()
     if "--big" in sys.argv:
         big_memory()
-    print(f"\nbenchmark process peak RSS: "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2:.2f} GB")
+    print(
+        f"\nbenchmark process peak RSS: "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GB"
+    )
 
 
 if __name__ == "__main__":

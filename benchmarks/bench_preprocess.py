@@ -28,17 +28,30 @@ def make_events(n: int, seed: int = 0) -> tuple[np.ndarray, list[str], list[str]
     rng = np.random.default_rng(seed)
     fluo = [f"FL{i + 1}-A" for i in range(N_FLUO)]
     names = ["FSC-A", "SSC-A", *fluo, "Time"]
-    spill = np.eye(N_FLUO) + np.triu(rng.uniform(0, 0.15, (N_FLUO, N_FLUO)), 1) \
+    spill = (
+        np.eye(N_FLUO)
+        + np.triu(rng.uniform(0, 0.15, (N_FLUO, N_FLUO)), 1)
         + np.tril(rng.uniform(0, 0.03, (N_FLUO, N_FLUO)), -1)
-    true = np.where(rng.random((n, N_FLUO)) < 0.5, rng.normal(0, 150, (n, N_FLUO)),
-                    rng.lognormal(np.log(2e4), 0.8, (n, N_FLUO)))
-    events = np.column_stack([rng.uniform(1e4, 2.5e5, n), rng.uniform(1e3, 2e5, n),
-                              true @ spill, np.sort(rng.uniform(0, 600, n))])
+    )
+    true = np.where(
+        rng.random((n, N_FLUO)) < 0.5,
+        rng.normal(0, 150, (n, N_FLUO)),
+        rng.lognormal(np.log(2e4), 0.8, (n, N_FLUO)),
+    )
+    events = np.column_stack(
+        [
+            rng.uniform(1e4, 2.5e5, n),
+            rng.uniform(1e3, 2e5, n),
+            true @ spill,
+            np.sort(rng.uniform(0, 600, n)),
+        ]
+    )
     return events, names, fluo, spill
 
 
-def run_cytomsc(events: np.ndarray, names: list[str], fluo: list[str],
-                spill: np.ndarray) -> tuple[np.ndarray, dict[str, LogicleParams]]:
+def run_cytomsc(
+    events: np.ndarray, names: list[str], fluo: list[str], spill: np.ndarray
+) -> tuple[np.ndarray, dict[str, LogicleParams]]:
     comp = compensate(events, names, (fluo, spill))
     out = comp.copy()
     params = {}
@@ -50,8 +63,9 @@ def run_cytomsc(events: np.ndarray, names: list[str], fluo: list[str],
     return out, params
 
 
-def run_flowkit(events: np.ndarray, names: list[str], fluo: list[str], spill: np.ndarray,
-                p: LogicleParams) -> np.ndarray:
+def run_flowkit(
+    events: np.ndarray, names: list[str], fluo: list[str], spill: np.ndarray, p: LogicleParams
+) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sample = Sample(events, sample_id="bench", channel_labels=names)
@@ -71,22 +85,28 @@ def best_of(fn, repeats: int = 3):
 
 def main() -> None:
     sizes = [10_000, 100_000] if "--quick" in sys.argv else [10_000, 100_000, 1_000_000]
-    print(f"{'events':>9} {'cytomsc s':>10} {'ev/s':>12} {'FlowKit s':>10} {'ev/s':>12} "
-          f"{'ratio':>6} {'max |diff|':>11}")
+    print(
+        f"{'events':>9} {'cytomsc s':>10} {'ev/s':>12} {'FlowKit s':>10} {'ev/s':>12} "
+        f"{'ratio':>6} {'max |diff|':>11}"
+    )
     for n in sizes:
         events, names, fluo, spill = make_events(n)
         t_ours, (_, params) = best_of(
-            lambda e=events, c=names, f=fluo, s=spill: run_cytomsc(e, c, f, s))
+            lambda e=events, c=names, f=fluo, s=spill: run_cytomsc(e, c, f, s)
+        )
         # FlowKit applies one transform to every fluorescence channel: compare on one shared W
         shared = params[fluo[0]]
         t_fk, theirs = best_of(
-            lambda e=events, c=names, f=fluo, s=spill, p=shared: run_flowkit(e, c, f, s, p))
+            lambda e=events, c=names, f=fluo, s=spill, p=shared: run_flowkit(e, c, f, s, p)
+        )
         comp = compensate(events, names, (fluo, spill))
         idx = [names.index(f) for f in fluo]
         ours_shared = logicle(comp[:, idx], shared)
         diff = float(np.max(np.abs(ours_shared - theirs[:, idx])))
-        print(f"{n:>9} {t_ours:>10.3f} {n / t_ours:>12.3g} {t_fk:>10.3f} {n / t_fk:>12.3g} "
-              f"{t_fk / t_ours:>6.1f} {diff:>11.2e}")
+        print(
+            f"{n:>9} {t_ours:>10.3f} {n / t_ours:>12.3g} {t_fk:>10.3f} {n / t_fk:>12.3g} "
+            f"{t_fk / t_ours:>6.1f} {diff:>11.2e}"
+        )
 
 
 if __name__ == "__main__":

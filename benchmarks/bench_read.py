@@ -27,8 +27,22 @@ import numpy as np
 
 from cytomsc.fcs import read_fcs
 
-CHANNELS = ("FSC-A", "FSC-H", "SSC-A", "SSC-H", "FITC-A", "PE-A", "PerCP-Cy5-5-A", "PE-Cy7-A",
-            "APC-A", "APC-Cy7-A", "BV421-A", "BV510-A", "BV605-A", "Time")
+CHANNELS = (
+    "FSC-A",
+    "FSC-H",
+    "SSC-A",
+    "SSC-H",
+    "FITC-A",
+    "PE-A",
+    "PerCP-Cy5-5-A",
+    "PE-Cy7-A",
+    "APC-A",
+    "APC-Cy7-A",
+    "BV421-A",
+    "BV510-A",
+    "BV605-A",
+    "Time",
+)
 
 
 def _write(path: Path, keywords: dict[str, str], data: bytes) -> None:
@@ -46,11 +60,17 @@ def _write(path: Path, keywords: dict[str, str], data: bytes) -> None:
 
 
 def _keywords(n: int, datatype: str, bits: int) -> dict[str, str]:
-    kw = {"$BYTEORD": "1,2,3,4", "$DATATYPE": datatype, "$MODE": "L", "$NEXTDATA": "0",
-          "$PAR": str(len(CHANNELS)), "$TOT": str(n), "$TIMESTEP": "0.01"}
+    kw = {
+        "$BYTEORD": "1,2,3,4",
+        "$DATATYPE": datatype,
+        "$MODE": "L",
+        "$NEXTDATA": "0",
+        "$PAR": str(len(CHANNELS)),
+        "$TOT": str(n),
+        "$TIMESTEP": "0.01",
+    }
     for i, name in enumerate(CHANNELS, 1):
-        kw.update({f"$P{i}N": name, f"$P{i}B": str(bits), f"$P{i}E": "0,0",
-                   f"$P{i}R": "262144"})
+        kw.update({f"$P{i}N": name, f"$P{i}B": str(bits), f"$P{i}E": "0,0", f"$P{i}R": "262144"})
     return kw
 
 
@@ -72,8 +92,10 @@ def main() -> None:
     sizes = [n for n in (10_000, 100_000, 1_000_000) if n <= args.max_events]
     warnings.simplefilter("ignore")
     print(f"{len(CHANNELS)} channels; best of {args.repeat}; seconds (million events/s)")
-    print(f"{'events':>9} {'flowkit':>16} {'read_fcs':>16} {'decode':>16} {'via create_fcs':>16}"
-          f" {'24-bit':>16}  read_fcs/flowkit")
+    print(
+        f"{'events':>9} {'flowkit':>16} {'read_fcs':>16} {'decode':>16} {'via create_fcs':>16}"
+        f" {'24-bit':>16}  read_fcs/flowkit"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             values = rng.uniform(0, 262143, (n, len(CHANNELS))).astype("<f4")
@@ -87,8 +109,9 @@ def main() -> None:
             def via_create_fcs(path: Path = f32) -> None:
                 data = read_fcs(path, use_flowkit=False)
                 buf = io.BytesIO()
-                flowio.create_fcs(buf, data.events.ravel().tolist(),
-                                  channel_names=[c.pnn for c in data.channels])
+                flowio.create_fcs(
+                    buf, data.events.ravel().tolist(), channel_names=[c.pnn for c in data.channels]
+                )
                 buf.seek(0)
                 flowkit.Sample(flowio.FlowData(buf), sample_id=path.name)
 

@@ -49,21 +49,30 @@ def main() -> None:
         from pypdf import PdfReader
 
         pages = len(PdfReader(path).pages)
-        print(f"culture PDF (3 tubes x 50,000 events, {pages} pages): "
-              f"first {first:.2f} s, then median wall {statistics.median(wall):.2f} s, "
-              f"CPU {statistics.median(cpu):.2f} s; size {size / 1e6:.2f} MB")
-        batch.cultures = [dataclasses.replace(c, culture=f"{c.culture}-{k}")
-                          for k in range(4) for c in batch.cultures][:25]
+        print(
+            f"culture PDF (3 tubes x 50,000 events, {pages} pages): "
+            f"first {first:.2f} s, then median wall {statistics.median(wall):.2f} s, "
+            f"CPU {statistics.median(cpu):.2f} s; size {size / 1e6:.2f} MB"
+        )
+        batch.cultures = [
+            dataclasses.replace(c, culture=f"{c.culture}-{k}")
+            for k in range(4)
+            for c in batch.cultures
+        ][:25]
         # the joint clustering's table for every culture (3 populations)
         rows = list(JOINT.table.values())
         batch.batch_populations = dataclasses.replace(
-            JOINT, table={c.culture: rows[i % 3] for i, c in enumerate(batch.cultures)},
-            events={c.culture: 20_000 for c in batch.cultures})
+            JOINT,
+            table={c.culture: rows[i % 3] for i, c in enumerate(batch.cultures)},
+            events={c.culture: 20_000 for c in batch.cultures},
+        )
         over = Path(tmp) / "overview.pdf"
         t0 = time.perf_counter()
         write_overview(batch, over, RUN_INFO)
-        print(f"overview PDF (25 cultures): {time.perf_counter() - t0:.2f} s; "
-              f"size {over.stat().st_size / 1e6:.2f} MB")
+        print(
+            f"overview PDF (25 cultures): {time.perf_counter() - t0:.2f} s; "
+            f"size {over.stat().st_size / 1e6:.2f} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -27,9 +27,16 @@ from cytomsc.simulate import CultureDesign, simulate_culture
 
 def write_cultures(root: Path, n: int) -> None:
     for i in range(n):
-        d = CultureDesign(f"bench{i:03d}", style="diva", layout="isct-8c", viability="DAPI",
-                          dead=0.03, n_events=20_000, controls=("isotype", "unstained"),
-                          seed_offset=i)
+        d = CultureDesign(
+            f"bench{i:03d}",
+            style="diva",
+            layout="isct-8c",
+            viability="DAPI",
+            dead=0.03,
+            n_events=20_000,
+            controls=("isotype", "unstained"),
+            seed_offset=i,
+        )
         for tube in simulate_culture(d, seed=0):
             tube.write(root / d.name)
 
@@ -56,21 +63,34 @@ def main() -> None:
         write_cultures(data, args.cultures)
         timed(data, out, 1)  # warm-up: imports, matplotlib's font cache
         digests = set()
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             client.run(lambda: __import__("cytomsc.pipeline"))  # the workers' imports too
-            ways = [("--jobs 1", 1, None), ("--jobs 2", 2, None),
-                    ("LocalCluster, 2 workers", 1, client)]
+            ways = [
+                ("--jobs 1", 1, None),
+                ("--jobs 2", 2, None),
+                ("LocalCluster, 2 workers", 1, client),
+            ]
             for _ in range(args.repeats):
                 for name, jobs, on in ways:
                     load = os.getloadavg()[0]
                     seconds, digest = timed(data, out, jobs, on)
                     digests.add(digest)
-                    print(f"{name:<24} {args.cultures} cultures in {seconds:6.1f} s: "
-                          f"{args.cultures / seconds:5.2f} cultures/s (load {load:.1f} on "
-                          f"{os.cpu_count()} cores)", flush=True)
-        print("summary.json identical across all runs" if len(digests) == 1
-              else f"summary.json DIFFERS between runs: {sorted(digests)}")
+                    print(
+                        f"{name:<24} {args.cultures} cultures in {seconds:6.1f} s: "
+                        f"{args.cultures / seconds:5.2f} cultures/s (load {load:.1f} on "
+                        f"{os.cpu_count()} cores)",
+                        flush=True,
+                    )
+        print(
+            "summary.json identical across all runs"
+            if len(digests) == 1
+            else f"summary.json DIFFERS between runs: {sorted(digests)}"
+        )
 
 
 if __name__ == "__main__":

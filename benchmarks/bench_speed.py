@@ -45,8 +45,14 @@ sys.path.insert(0, str(HERE))
 
 N_EVENTS = 20_000
 TARGETS = {
-    "logicle": 1e-9, "culture_cpu": 0.55, "batch_wall": 40.0, "big_s": 10.0, "big_gib": 1.2,
-    "vs_flowkit": 8.0, "vs_floor": 2.0, "startup": 0.8,
+    "logicle": 1e-9,
+    "culture_cpu": 0.55,
+    "batch_wall": 40.0,
+    "big_s": 10.0,
+    "big_gib": 1.2,
+    "vs_flowkit": 8.0,
+    "vs_floor": 2.0,
+    "startup": 0.8,
 }
 
 
@@ -64,9 +70,16 @@ def design(i: int):
     bench_stages)."""
     from cytomsc.simulate import CultureDesign
 
-    return CultureDesign(f"bench{i:03d}", style="diva", layout="isct-8c", viability="DAPI",
-                         dead=0.03, n_events=N_EVENTS, controls=("isotype", "unstained"),
-                         seed_offset=i)
+    return CultureDesign(
+        f"bench{i:03d}",
+        style="diva",
+        layout="isct-8c",
+        viability="DAPI",
+        dead=0.03,
+        n_events=N_EVENTS,
+        controls=("isotype", "unstained"),
+        seed_offset=i,
+    )
 
 
 def write_cultures(root: Path, n: int) -> None:
@@ -96,8 +109,10 @@ def logicle_part() -> None:
         worst = max(worst, bench_logicle.corpus_files(root))
     else:
         print("  corpus absent (../shared/fcs-corpus or $CYTOMSC_FCS_CORPUS): W grid only")
-    print(f"  => max |cytomsc - FlowKit| = {worst:.1e} (target <= 1e-9: "
-          f"{verdict(worst <= TARGETS['logicle'])}) {load()}")
+    print(
+        f"  => max |cytomsc - FlowKit| = {worst:.1e} (target <= 1e-9: "
+        f"{verdict(worst <= TARGETS['logicle'])}) {load()}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,14 +146,18 @@ class CpuClock:
         from cytomsc.report import overview, pdf
 
         for module, attr, stage in (
-                (fcs, "read_fcs", "read"), (fcs, "sha256_file", "read"),
-                (preprocess, "prepare", "compensate+Logicle"), (gating, "gate_tube", "gates"),
-                (culture, "measure", "% positive"),
-                (clustering, "cluster_culture", "clustering"),
-                (gating, "gating_strategy", "GatingML"), (gating, "write_gatingml", "GatingML"),
-                (pdf, "write_culture_pdf", "culture PDF"),
-                (overview, "write_overview", "batch: overview PDF"),
-                (pipeline, "write_batch_files", "batch: summary files + overview")):
+            (fcs, "read_fcs", "read"),
+            (fcs, "sha256_file", "read"),
+            (preprocess, "prepare", "compensate+Logicle"),
+            (gating, "gate_tube", "gates"),
+            (culture, "measure", "% positive"),
+            (clustering, "cluster_culture", "clustering"),
+            (gating, "gating_strategy", "GatingML"),
+            (gating, "write_gatingml", "GatingML"),
+            (pdf, "write_culture_pdf", "culture PDF"),
+            (overview, "write_overview", "batch: overview PDF"),
+            (pipeline, "write_batch_files", "batch: summary files + overview"),
+        ):
             self.wrap(module, attr, stage)
         return self
 
@@ -164,20 +183,27 @@ def culture_part(root: Path, repeats: int) -> None:
         batch_only = clock.seconds.pop("batch: summary files + overview", 0.0)
         culture = total - batch_only
         clock.seconds["rest of the culture"] = culture - sum(
-            v for k, v in clock.seconds.items() if not k.startswith("batch:"))
+            v for k, v in clock.seconds.items() if not k.startswith("batch:")
+        )
         runs.append((culture, total, dict(clock.seconds), batch_only))
         shutil.rmtree(out, ignore_errors=True)
     culture, total, stages, batch_only = min(runs, key=lambda r: r[0])
-    print(f"2. One culture, 3 tubes x {N_EVENTS:,} events, PDFs, in-process after a warm-up "
-          f"(the run of least CPU of {repeats}):")
+    print(
+        f"2. One culture, 3 tubes x {N_EVENTS:,} events, PDFs, in-process after a warm-up "
+        f"(the run of least CPU of {repeats}):"
+    )
     for stage, s in stages.items():
         if not stage.startswith("batch:"):
             print(f"  {stage:<22}{s:>7.3f} CPU-s")
-    print(f"  => CPU per culture {culture:.3f} s (target <= {TARGETS['culture_cpu']}: "
-          f"{verdict(culture <= TARGETS['culture_cpu'])}) {load()}")
-    print(f"  batch files of a one-culture batch (summary.json/csv, overview PDF): "
-          f"{batch_only:.3f} CPU-s, of which overview PDF "
-          f"{stages.get('batch: overview PDF', 0.0):.3f}; whole run {total:.3f} CPU-s")
+    print(
+        f"  => CPU per culture {culture:.3f} s (target <= {TARGETS['culture_cpu']}: "
+        f"{verdict(culture <= TARGETS['culture_cpu'])}) {load()}"
+    )
+    print(
+        f"  batch files of a one-culture batch (summary.json/csv, overview PDF): "
+        f"{batch_only:.3f} CPU-s, of which overview PDF "
+        f"{stages.get('batch: overview PDF', 0.0):.3f}; whole run {total:.3f} CPU-s"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,15 +225,19 @@ def batch_part(root: Path, n: int, jobs: int) -> None:
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     pdfs = len(list(out.glob("*.pdf")))
-    print(f"3. {n} cultures x 3 tubes x {N_EVENTS:,} events, PDFs, `cytomsc analyze --jobs "
-          f"{jobs}` in a child process (input simulated in {made:.0f} s, not counted):")
+    print(
+        f"3. {n} cultures x 3 tubes x {N_EVENTS:,} events, PDFs, `cytomsc analyze --jobs "
+        f"{jobs}` in a child process (input simulated in {made:.0f} s, not counted):"
+    )
     if done.returncode:
         print(f"  failed (exit {done.returncode}): {done.stderr[-1500:]}")
         return
     print(f"  load before {before}")
-    print(f"  => wall {wall:.1f} s (target <= {TARGETS['batch_wall']:.0f} s on an idle machine: "
-          f"{verdict(wall <= TARGETS['batch_wall'])}); CPU {cpu:.1f} s = {cpu / n:.2f} CPU-s "
-          f"per culture, start-up and batch files included; {pdfs} PDFs {load()}")
+    print(
+        f"  => wall {wall:.1f} s (target <= {TARGETS['batch_wall']:.0f} s on an idle machine: "
+        f"{verdict(wall <= TARGETS['batch_wall'])}); CPU {cpu:.1f} s = {cpu / n:.2f} CPU-s "
+        f"per culture, start-up and batch files included; {pdfs} PDFs {load()}"
+    )
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(data, ignore_errors=True)
 
@@ -243,8 +273,16 @@ def big_part(root: Path, n: int = 5_000_000, block: int = 500_000) -> None:
 
     folder = root / "big-in" / "big"
     folder.mkdir(parents=True)
-    d = CultureDesign("big", style="diva", layout="isct-8c", viability="DAPI", dead=0.03,
-                      n_events=block, controls=("isotype",), seed_offset=1)
+    d = CultureDesign(
+        "big",
+        style="diva",
+        layout="isct-8c",
+        viability="DAPI",
+        dead=0.03,
+        n_events=block,
+        controls=("isotype",),
+        seed_offset=1,
+    )
     tubes = simulate_culture(d, 0)
     stained = next(t for t in tubes if t.role == "stained")
     control = next(t for t in tubes if t.role != "stained")
@@ -258,27 +296,46 @@ def big_part(root: Path, n: int = 5_000_000, block: int = 500_000) -> None:
         parts.append(part)
     events = np.vstack(parts)
     del parts
-    write_fcs(folder / stained.filename, events, stained.pnn, stained.pns, stained.keywords,
-              ranges=[*stained.ranges[:-1], float(events[:, j].max() + 1)],
-              spillover=stained.spillover)
+    write_fcs(
+        folder / stained.filename,
+        events,
+        stained.pnn,
+        stained.pns,
+        stained.keywords,
+        ranges=[*stained.ranges[:-1], float(events[:, j].max() + 1)],
+        spillover=stained.spillover,
+    )
     del events, tubes, stained, control
     before = load()
-    cmd = [sys.executable, "-c", BIG_CHILD, "analyze", str(root / "big-in"), "-o",
-           str(root / "big-out"), "--jobs", "1"]
+    cmd = [
+        sys.executable,
+        "-c",
+        BIG_CHILD,
+        "analyze",
+        str(root / "big-in"),
+        "-o",
+        str(root / "big-out"),
+        "--jobs",
+        "1",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("CHILD ")]
-    print(f"4. A {n:,}-event stained tube + a {block:,}-event isotype, PDFs, --jobs 1, in a "
-          "child process:")
+    print(
+        f"4. A {n:,}-event stained tube + a {block:,}-event isotype, PDFs, --jobs 1, in a "
+        "child process:"
+    )
     if proc.returncode or not line:
         print(f"  failed (exit {proc.returncode}): {proc.stderr[-1500:]}")
         return
     seconds, kb, cpu = line[-1].split()[1:]
-    gib = int(kb) / 1024 ** 2
+    gib = int(kb) / 1024**2
     print(f"  load before {before}")
-    print(f"  => {float(seconds):.1f} s wall, {float(cpu):.1f} CPU-s (target <= "
-          f"{TARGETS['big_s']:.0f} s: {verdict(float(seconds) <= TARGETS['big_s'])}), peak RSS "
-          f"{gib:.2f} GiB (target <= {TARGETS['big_gib']} GiB: "
-          f"{verdict(gib <= TARGETS['big_gib'])}) {load()}")
+    print(
+        f"  => {float(seconds):.1f} s wall, {float(cpu):.1f} CPU-s (target <= "
+        f"{TARGETS['big_s']:.0f} s: {verdict(float(seconds) <= TARGETS['big_s'])}), peak RSS "
+        f"{gib:.2f} GiB (target <= {TARGETS['big_gib']} GiB: "
+        f"{verdict(gib <= TARGETS['big_gib'])}) {load()}"
+    )
     shutil.rmtree(root / "big-in", ignore_errors=True)
     shutil.rmtree(root / "big-out", ignore_errors=True)
 
@@ -298,8 +355,14 @@ def _best(fn, repeats: int):
     return best, out
 
 
-def _floor(path: Path, spill: tuple[list[str], np.ndarray], fluo: list[int],
-           start: int, dtype: str, shape: tuple[int, int]) -> np.ndarray:
+def _floor(
+    path: Path,
+    spill: tuple[list[str], np.ndarray],
+    fluo: list[int],
+    start: int,
+    dtype: str,
+    shape: tuple[int, int],
+) -> np.ndarray:
     """The least any reader can do: DATA as float64, one product with the inverse spillover
     (embedded in an identity; on the transposed events, which OpenBLAS runs ten times faster
     than a tall-skinny product), asinh of the fluorescence channels in place."""
@@ -319,8 +382,16 @@ def read_part(root: Path, repeats: int) -> None:
     from cytomsc.simulate import CultureDesign, simulate_culture
 
     folder = root / "read"
-    d = CultureDesign("read", style="diva", layout="isct-8c", viability="DAPI", dead=0.03,
-                      n_events=1_000_000, controls=("isotype",), seed_offset=1)
+    d = CultureDesign(
+        "read",
+        style="diva",
+        layout="isct-8c",
+        viability="DAPI",
+        dead=0.03,
+        n_events=1_000_000,
+        controls=("isotype",),
+        seed_offset=1,
+    )
     tube = next(t for t in simulate_culture(d, 0) if t.role == "stained")
     path = tube.write(folder)
     del tube
@@ -335,8 +406,9 @@ def read_part(root: Path, repeats: int) -> None:
     fluo = [prep.channels.index(ch) for ch in spill[0]]
     text = fcs_mod.read_text(path)
     start = int(text["begindata"])
-    dtype = (">" if text.get("byteord", "1,2,3,4") == "4,3,2,1" else "<") + \
-        {"F": "f4", "D": "f8"}[text["datatype"].upper()]
+    dtype = (">" if text.get("byteord", "1,2,3,4") == "4,3,2,1" else "<") + {"F": "f4", "D": "f8"}[
+        text["datatype"].upper()
+    ]
     del prep
     from flowkit import Matrix, Sample
 
@@ -351,12 +423,16 @@ def read_part(root: Path, repeats: int) -> None:
     t_fk, _ = _best(flowkit_alone, max(1, repeats - 1))
     t_floor, _ = _best(lambda: _floor(path, spill, fluo, start, dtype, shape), repeats)
     vs_fk, vs_floor = t_fk / t_ours, t_ours / t_floor
-    print(f"5. Read + compensate + Logicle, {shape[0]:,} events x {shape[1]} channels, in-process "
-          f"(best of {repeats}):")
+    print(
+        f"5. Read + compensate + Logicle, {shape[0]:,} events x {shape[1]} channels, in-process "
+        f"(best of {repeats}):"
+    )
     print(f"  cytomsc {t_ours:.3f} s, FlowKit {t_fk:.3f} s, numpy floor {t_floor:.3f} s")
-    print(f"  => {vs_fk:.1f}x FlowKit (target >= {TARGETS['vs_flowkit']:.0f}x: "
-          f"{verdict(vs_fk >= TARGETS['vs_flowkit'])}); {vs_floor:.2f}x the floor (target <= "
-          f"{TARGETS['vs_floor']:.0f}x: {verdict(vs_floor <= TARGETS['vs_floor'])}) {load()}")
+    print(
+        f"  => {vs_fk:.1f}x FlowKit (target >= {TARGETS['vs_flowkit']:.0f}x: "
+        f"{verdict(vs_fk >= TARGETS['vs_flowkit'])}); {vs_floor:.2f}x the floor (target <= "
+        f"{TARGETS['vs_floor']:.0f}x: {verdict(vs_floor <= TARGETS['vs_floor'])}) {load()}"
+    )
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -402,13 +478,25 @@ def startup_part(root: Path, repeats: int) -> None:
     data = root / "start"
     write_cultures(data, 1)
     before_read, everything = root / "modules-start.txt", root / "modules-all.txt"
-    subprocess.run([sys.executable, "-c", LIST_CHILD, str(data), str(root / "start-out"),
-                    str(before_read), str(everything)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LIST_CHILD,
+            str(data),
+            str(root / "start-out"),
+            str(before_read),
+            str(everything),
+        ],
+        check=True,
+        capture_output=True,
+    )
 
     def child(code: str, *args: str) -> tuple[float, float]:
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", code, *args], check=True,
-                             capture_output=True, text=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", code, *args], check=True, capture_output=True, text=True
+        ).stdout.split()
         wall = time.perf_counter() - t0
         return (wall, float(out[1]) if len(out) > 1 else 0.0)
 
@@ -418,26 +506,36 @@ def startup_part(root: Path, repeats: int) -> None:
         runs = [child(IMPORT_CHILD, str(mods)) for _ in range(repeats)]
         return min(w for w, _ in runs) - bare, min(c for _, c in runs)
 
-    print(f"6. Process start-up: fresh interpreters importing the modules a one-culture "
-          f"`analyze` loads (min of {repeats}, bare interpreter {bare:.2f} s subtracted):")
-    for label, mods in (("up to its first file read (CLI, pipeline, reader)", before_read),
-                        ("all of the run (gates, % positive, clustering, GatingML, PDFs)",
-                         everything)):
+    print(
+        f"6. Process start-up: fresh interpreters importing the modules a one-culture "
+        f"`analyze` loads (min of {repeats}, bare interpreter {bare:.2f} s subtracted):"
+    )
+    for label, mods in (
+        ("up to its first file read (CLI, pipeline, reader)", before_read),
+        ("all of the run (gates, % positive, clustering, GatingML, PDFs)", everything),
+    ):
         names = mods.read_text().split()
         wall, cpu = timed(mods)
-        prof = subprocess.run([sys.executable, "-X", "importtime", "-c", IMPORT_CHILD,
-                               str(mods)], capture_output=True, text=True).stderr
+        prof = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", IMPORT_CHILD, str(mods)],
+            capture_output=True,
+            text=True,
+        ).stderr
         by_package: dict[str, float] = defaultdict(float)  # self time of its modules
         for line in prof.splitlines():
             parts = line.split("|")
             if len(parts) == 3 and parts[0].strip().split()[-1].isdigit():
                 by_package[parts[2].strip().split(".")[0]] += int(parts[0].split()[-1]) / 1e6
         costs = sorted(((v, k) for k, v in by_package.items()), reverse=True)
-        print(f"  {label}: {len(names)} modules; {wall:.2f} s wall, {cpu:.2f} CPU-s "
-              f"(target <= {TARGETS['startup']} s: {verdict(wall <= TARGETS['startup'])}) "
-              f"{load()}")
-        print("    by package (self time, -X importtime): "
-              + ", ".join(f"{n} {c:.2f} s" for c, n in costs[:9]))
+        print(
+            f"  {label}: {len(names)} modules; {wall:.2f} s wall, {cpu:.2f} CPU-s "
+            f"(target <= {TARGETS['startup']} s: {verdict(wall <= TARGETS['startup'])}) "
+            f"{load()}"
+        )
+        print(
+            "    by package (self time, -X importtime): "
+            + ", ".join(f"{n} {c:.2f} s" for c, n in costs[:9])
+        )
 
 
 def main() -> None:
@@ -450,14 +548,20 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     import cytomsc
 
-    print(f"cytomsc {cytomsc.__version__} from {Path(cytomsc.__file__).parent}; python "
-          f"{sys.version.split()[0]} {load()}")
+    print(
+        f"cytomsc {cytomsc.__version__} from {Path(cytomsc.__file__).parent}; python "
+        f"{sys.version.split()[0]} {load()}"
+    )
     with tempfile.TemporaryDirectory(prefix="cytomsc-speed-") as tmp:
         root = Path(tmp)
-        parts = [("logicle", logicle_part, ()), ("culture", culture_part, (root, args.repeats)),
-                 ("startup", startup_part, (root, args.repeats)),
-                 ("read", read_part, (root, args.repeats)), ("big", big_part, (root,)),
-                 ("batch", batch_part, (root, args.cultures, args.jobs))]
+        parts = [
+            ("logicle", logicle_part, ()),
+            ("culture", culture_part, (root, args.repeats)),
+            ("startup", startup_part, (root, args.repeats)),
+            ("read", read_part, (root, args.repeats)),
+            ("big", big_part, (root,)),
+            ("batch", batch_part, (root, args.cultures, args.jobs)),
+        ]
         for name, fn, fargs in parts:
             if name not in skip:
                 fn(*fargs)

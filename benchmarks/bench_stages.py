@@ -53,9 +53,16 @@ STAGES = [  # (module, function, stage)
 
 def design(i: int) -> CultureDesign:
     """Culture i of the benchmark: 3 tubes of 20k events, a few % debris, doublets, dead cells."""
-    return CultureDesign(f"bench{i:03d}", style="diva", layout="isct-8c", viability="DAPI",
-                         dead=0.03, n_events=N_EVENTS, controls=("isotype", "unstained"),
-                         seed_offset=i)
+    return CultureDesign(
+        f"bench{i:03d}",
+        style="diva",
+        layout="isct-8c",
+        viability="DAPI",
+        dead=0.03,
+        n_events=N_EVENTS,
+        controls=("isotype", "unstained"),
+        seed_offset=i,
+    )
 
 
 def write_cultures(root: Path, n: int) -> None:
@@ -118,8 +125,7 @@ def one_culture(root: Path, repeats: int) -> None:
         for stage, s in clock.seconds.items():
             best[stage] = min(best.get(stage, float("inf")), s)
         shutil.rmtree(out, ignore_errors=True)
-    print(f"One culture, 3 tubes x {N_EVENTS:,} events, PDFs on, in-process "
-          f"(min of {repeats}):")
+    print(f"One culture, 3 tubes x {N_EVENTS:,} events, PDFs on, in-process (min of {repeats}):")
     print(f"  {'stage':<22}{'seconds':>9}{'events/s':>14}")
     for stage, s in best.items():
         rate = f"{n_events / s:,.0f}" if s > 0 else "-"
@@ -139,13 +145,17 @@ def timed_run(cmd: list[str], repeats: int, cwd: Path | None = None) -> float:
 
 
 def imports(repeats: int) -> None:
-    code = ("import cytomsc.fcs, cytomsc.gating, cytomsc.heterogeneity, cytomsc.report.pdf, "
-            "scipy.stats, contourpy")
+    code = (
+        "import cytomsc.fcs, cytomsc.gating, cytomsc.heterogeneity, cytomsc.report.pdf, "
+        "scipy.stats, contourpy"
+    )
     base = timed_run([sys.executable, "-c", "pass"], repeats)
     full = timed_run([sys.executable, "-c", code], repeats)
     fk = timed_run([sys.executable, "-c", "import flowkit"], repeats)
-    print(f"Fresh-process imports (min of {repeats}, interpreter start {base:.2f} s excluded): "
-          f"flowkit {fk - base:.2f} s; everything a worker needs {full - base:.2f} s")
+    print(
+        f"Fresh-process imports (min of {repeats}, interpreter start {base:.2f} s excluded): "
+        f"flowkit {fk - base:.2f} s; everything a worker needs {full - base:.2f} s"
+    )
 
 
 def cytomsc_cmd() -> list[str]:
@@ -161,10 +171,12 @@ def batch(root: Path, n: int, jobs: int, repeats: int) -> None:
     cmd = [*cytomsc_cmd(), "analyze", str(data), "-o", str(out), "--jobs", str(jobs)]
     best = timed_run(cmd, repeats)
     per = best / n
-    print(f"Batch: {n} cultures x 3 tubes x {N_EVENTS:,} events, PDFs on, --jobs {jobs}, "
-          f"cytomsc analyze in a subprocess (min of {repeats}): {best:.1f} s = {per:.2f} s per "
-          f"culture; {TARGET_CULTURES} cultures ~ {per * TARGET_CULTURES:.0f} s "
-          f"(target <= 90 s; linear, so fixed start-up costs are over-counted)")
+    print(
+        f"Batch: {n} cultures x 3 tubes x {N_EVENTS:,} events, PDFs on, --jobs {jobs}, "
+        f"cytomsc analyze in a subprocess (min of {repeats}): {best:.1f} s = {per:.2f} s per "
+        f"culture; {TARGET_CULTURES} cultures ~ {per * TARGET_CULTURES:.0f} s "
+        f"(target <= 90 s; linear, so fixed start-up costs are over-counted)"
+    )
 
 
 def help_time(repeats: int) -> None:

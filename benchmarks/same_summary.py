@@ -35,22 +35,34 @@ HET = ("heterogeneity", "batch_populations")
 
 
 def git(*args: str) -> str:
-    return subprocess.run(["git", "-C", str(ROOT), *args], check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        ["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def extract(ref: str, into: Path) -> None:
     """The reference commit's files, without touching the repository's work trees."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True,
-                             capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True
+    ).stdout
     into.mkdir(parents=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
 
 
 def analyze(code: Path, data: Path, out: Path, jobs: int, export: bool) -> float:
     env = {**os.environ, "PYTHONPATH": str(code)}
-    cmd = [sys.executable, "-m", "cytomsc", "analyze", str(data), "-o", str(out), "--no-pdf",
-           "--jobs", str(jobs)] + (["--export-events"] if export else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "cytomsc",
+        "analyze",
+        str(data),
+        "-o",
+        str(out),
+        "--no-pdf",
+        "--jobs",
+        str(jobs),
+    ] + (["--export-events"] if export else [])
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=out.parent, env=env, capture_output=True, text=True)
     if done.returncode not in (0, 1):  # 1: some culture failed its criteria
@@ -69,8 +81,11 @@ def csv_without_populations(text: str) -> list[list[str]]:
     rows = list(csv.reader(io.StringIO(text)))
     if not rows:
         return rows
-    keep = [i for i, h in enumerate(rows[0]) if "population" not in h.lower()
-            and "heterogeneity" not in h.lower()]
+    keep = [
+        i
+        for i, h in enumerate(rows[0])
+        if "population" not in h.lower() and "heterogeneity" not in h.lower()
+    ]
     return [[r[i] for i in keep if i < len(r)] for r in rows]
 
 
@@ -114,9 +129,12 @@ def main() -> int:
         extract(commit, old_code)
         data = root / "validation"
         if not data.exists():
-            subprocess.run([sys.executable, "-m", "cytomsc", "simulate", str(data), "--preset",
-                            "validation"], check=True, capture_output=True,
-                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+            subprocess.run(
+                [sys.executable, "-m", "cytomsc", "simulate", str(data), "--preset", "validation"],
+                check=True,
+                capture_output=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
         outs = {}
         for label, code in (("old", old_code), ("new", ROOT)):
             out = root / f"out-{label}"
@@ -129,21 +147,27 @@ def main() -> int:
         ca = (outs["old"] / "summary.csv").read_text(encoding="utf-8")
         cb = (outs["new"] / "summary.csv").read_text(encoding="utf-8")
         whole = a == b and ca == cb
-        print(f"reference {args.ref} = {commit[:12]}; heterogeneity.py "
-              f"{'differs' if het_changed else 'is the same'} in the working tree")
+        print(
+            f"reference {args.ref} = {commit[:12]}; heterogeneity.py "
+            f"{'differs' if het_changed else 'is the same'} in the working tree"
+        )
         if whole:
             print(f"summary.json: identical bytes ({len(a):,}); summary.csv: identical")
             return 0
         if het_changed and not args.all:
             ja, jb = (without_heterogeneity(json.loads(x)) for x in (a, b))
             same = ja == jb and csv_without_populations(ca) == csv_without_populations(cb)
-            print("summary.json / summary.csv without the heterogeneity sections: "
-                  f"{'identical' if same else 'DIFFERENT'}")
+            print(
+                "summary.json / summary.csv without the heterogeneity sections: "
+                f"{'identical' if same else 'DIFFERENT'}"
+            )
             if not same:
                 print("  first difference:", first_difference(ja, jb))
             return 0 if same else 1
-        print("summary.json: DIFFERENT; first difference:",
-              first_difference(json.loads(a), json.loads(b)))
+        print(
+            "summary.json: DIFFERENT; first difference:",
+            first_difference(json.loads(a), json.loads(b)),
+        )
         return 1
 
 

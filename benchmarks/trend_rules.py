@@ -32,8 +32,16 @@ from cytomsc.simulate import (
 )
 from cytomsc.trend import westgard
 
-NOISE_SD = {"CD73": 0.055, "CD90": 0.075, "CD105": 0.08, "CD45": 0.071, "CD34": 0.12,
-            "CD14": 0.078, "CD19": 0.11, "HLA-DR": 0.105}
+NOISE_SD = {
+    "CD73": 0.055,
+    "CD90": 0.075,
+    "CD105": 0.08,
+    "CD45": 0.071,
+    "CD34": 0.12,
+    "CD14": 0.078,
+    "CD19": 0.11,
+    "HLA-DR": 0.105,
+}
 
 
 def flags(values: np.ndarray) -> np.ndarray:
@@ -54,8 +62,11 @@ def run(reps: int, gaussian: bool, rng: np.random.Generator) -> tuple[float, flo
         bad = False
         for marker, amp in HISTORY_LOT_POINTS.items():
             sign = 1.0 if marker in ("CD73", "CD90", "CD105") else -1.0
-            effect = (amp * np.std(u, ddof=1) * rng.standard_normal(len(u)) if gaussian
-                      else sign * amp * u)
+            effect = (
+                amp * np.std(u, ddof=1) * rng.standard_normal(len(u))
+                if gaussian
+                else sign * amp * u
+            )
             x = effect + NOISE_SD[marker] * rng.standard_normal(len(u))
             if marker == HISTORY_DRIFT_MARKER:
                 x = x + drift
@@ -79,15 +90,21 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
-    print(f"history preset: 16 lots, reference = first {HISTORY_REFERENCE}, drift "
-          f"{HISTORY_DRIFT} point/passage of {HISTORY_DRIFT_MARKER} after passage "
-          f"{HISTORY_DRIFT_AFTER}; {args.reps} Monte Carlo repeats")
-    for gaussian, name in ((False, "designed lot effects (the preset)"),
-                           (True, "Gaussian lot effects, same SD")):
+    print(
+        f"history preset: 16 lots, reference = first {HISTORY_REFERENCE}, drift "
+        f"{HISTORY_DRIFT} point/passage of {HISTORY_DRIFT_MARKER} after passage "
+        f"{HISTORY_DRIFT_AFTER}; {args.reps} Monte Carlo repeats"
+    )
+    for gaussian, name in (
+        (False, "designed lot effects (the preset)"),
+        (True, "Gaussian lot effects, same SD"),
+    ):
         fail, miss, false = run(args.reps, gaussian, rng)
-        print(f"{name:36s} exact-flags test fails: {100 * fail:6.2f} %   a drifted lot "
-              f"missed: {100 * miss:5.2f} %   false flags: {100 * false:5.2f} % of undrifted "
-              "lot-markers")
+        print(
+            f"{name:36s} exact-flags test fails: {100 * fail:6.2f} %   a drifted lot "
+            f"missed: {100 * miss:5.2f} %   false flags: {100 * false:5.2f} % of undrifted "
+            "lot-markers"
+        )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def confusion(pairs: list[tuple[int, int]]) -> list[str]:
     found = sorted({f for _, f in pairs} | {t for t, _ in pairs})
     count = Counter(pairs)
-    lines = ["| true \\ found | " + " | ".join(map(str, found)) + " |",
-             "|---|" + "---|" * len(found)]
+    lines = [
+        "| true \\ found | " + " | ".join(map(str, found)) + " |",
+        "|---|" + "---|" * len(found),
+    ]
     for t in sorted({t for t, _ in pairs}):
         lines.append(f"| {t} | " + " | ".join(str(count[(t, f)]) for f in found) + " |")
     return lines
@@ -60,9 +62,14 @@ def _grid_row(args: tuple[str, int, int]) -> dict[str, Any]:
     if c.k > 1:
         qda = QuadraticDiscriminantAnalysis(reg_param=1e-3).fit(X, c.labels)
         ceiling = adjusted_rand_score(c.labels, qda.predict(X))
-    return {"name": c.name, "k": c.k, "found": finder.n_populations_,
-            "ari": adjusted_rand_score(c.labels, labels), "ceiling": ceiling,
-            "required": c.k > 1 and c.separation >= 3.5 and min(c.fractions) >= 0.05}
+    return {
+        "name": c.name,
+        "k": c.k,
+        "found": finder.n_populations_,
+        "ari": adjusted_rand_score(c.labels, labels),
+        "ceiling": ceiling,
+        "required": c.k > 1 and c.separation >= 3.5 and min(c.fractions) >= 0.05,
+    }
 
 
 def grid_section(title: str, text: str, shape: str, seed: int) -> list[str]:
@@ -89,8 +96,10 @@ def grid_section(title: str, text: str, shape: str, seed: int) -> list[str]:
         "| culture | true k | found k | ARI | ceiling |",
         "|---|---|---|---|---|",
     ]
-    out += [f"| {r['name']} | {r['k']} | {r['found']} | {r['ari']:.2f} | {r['ceiling']:.2f} |"
-            for r in rows]
+    out += [
+        f"| {r['name']} | {r['k']} | {r['found']} | {r['ari']:.2f} | {r['ceiling']:.2f} |"
+        for r in rows
+    ]
     return out
 
 
@@ -134,8 +143,10 @@ def preset_section() -> list[str]:
         "| culture | true k | found k | ARI | ceiling |",
         "|---|---|---|---|---|",
     ]
-    out += [f"| {r['culture']} | {r['true_k']} | {r['found_k']} | {r['ari']:.2f} | "
-            f"{r['ceiling']:.2f} |" for r in rows]
+    out += [
+        f"| {r['culture']} | {r['true_k']} | {r['found_k']} | {r['ari']:.2f} | {r['ceiling']:.2f} |"
+        for r in rows
+    ]
     return out
 
 
@@ -147,7 +158,7 @@ def scatter_scale_section() -> list[str]:
         "Cell size is log-normal on some instruments and closer to Gaussian on the linear scale "
         "on others. The FSC/SSC scale is chosen per culture (Box-Cox power 0 = log, 0.5, 1 = "
         "linear) by BIC with the transform's Jacobian, before the populations are built. 6 "
-        "cultures of 10,000 events per row (`shape=\"gaussian\"`).",
+        'cultures of 10,000 events per row (`shape="gaussian"`).',
         "",
         "| cultures | scatter | true k | scale chosen | found right |",
         "|---|---|---|---|---|",
@@ -162,8 +173,15 @@ def scatter_scale_section() -> list[str]:
             right = 0
             powers: Counter = Counter()
             for i in range(6):
-                c = simulate(name, fractions, shifts, n=10000, seed=7000 + i, shape="gaussian",
-                             scatter=scatter)
+                c = simulate(
+                    name,
+                    fractions,
+                    shifts,
+                    n=10000,
+                    seed=7000 + i,
+                    shape="gaussian",
+                    scatter=scatter,
+                )
                 X, _, _ = pipeline_view(c)
                 f = PopulationFinder(random_state=0, log_columns=(0, 1), n_bootstrap=0).fit(X)
                 right += f.n_populations_ == c.k
@@ -186,19 +204,29 @@ def real_section() -> list[str]:
         data = Path(tmp) / "data" / "bal"
         data.mkdir(parents=True)
         shutil.copy(src / "68983.fcs", data / "68983.fcs")
-        lines = ['id = "lineage-68983"', 'name = "lineage"', 'reference = "FlowSOM example"',
-                 "[aliases]", 'TCRgd = ["TCRyd"]', '"NK1.1" = ["NK1/1"]']
+        lines = [
+            'id = "lineage-68983"',
+            'name = "lineage"',
+            'reference = "FlowSOM example"',
+            "[aliases]",
+            'TCRgd = ["TCRyd"]',
+            '"NK1.1" = ["NK1/1"]',
+        ]
         for m in markers:
             lines += ["[[criterion]]", f'markers = ["{m}"]', 'expect = "informative"']
         panel = Path(tmp) / "lineage.toml"
         panel.write_text("\n".join(lines) + "\n")
-        run_batch([Path(tmp) / "data"], Path(tmp) / "out",
-                  Options(panel=str(panel), cluster="all", export_events=True, pdf=False))
+        run_batch(
+            [Path(tmp) / "data"],
+            Path(tmp) / "out",
+            Options(panel=str(panel), cluster="all", export_events=True, pdf=False),
+        )
         s = fk.Sample(str(next((Path(tmp) / "out").rglob("events/68983.fcs"))))
         pop = s.get_events(source="raw")[:, s.pnn_labels.index("cytomsc_population")]
     pop = pop.astype(int)
-    truth = np.array([x.strip().strip('"') for x in
-                      (src / "gatingResult.csv").read_text().splitlines()])
+    truth = np.array(
+        [x.strip().strip('"') for x in (src / "gatingResult.csv").read_text().splitlines()]
+    )
     expert = truth != "Unlabeled"
     both = expert & (pop > 0)
     out += [
@@ -216,8 +244,11 @@ def real_section() -> list[str]:
     ]
     for p in range(1, pop.max() + 1):
         inside = Counter(truth[pop == p]).most_common(3)
-        out.append(f"| P{p} | {(pop == p).sum():,} | "
-                   + ", ".join(f"{name} {n:,}" for name, n in inside) + " |")
+        out.append(
+            f"| P{p} | {(pop == p).sum():,} | "
+            + ", ".join(f"{name} {n:,}" for name, n in inside)
+            + " |"
+        )
     return out
 
 
@@ -232,15 +263,21 @@ def main() -> None:
     out += preset_section()
     out += grid_section(
         "## 2. The stress grid: heavy-tailed, skewed populations of different shapes",
-        "67 cultures of 8,000 events (`stress_grid(\"heavy\", seed=1000)`): 12 homogeneous; "
+        '67 cultures of 8,000 events (`stress_grid("heavy", seed=1000)`): 12 homogeneous; '
         "two populations differing in one marker, two markers or size, 5/15/50 %, 5-2 SD; "
         "three populations. Each population has its own correlation matrix and width, "
-        "multivariate-t tails (df 8-20) and a sinh-arcsinh skew.", "heavy", 1000)
+        "multivariate-t tails (df 8-20) and a sinh-arcsinh skew.",
+        "heavy",
+        1000,
+    )
     out += grid_section(
         "## 3. Held out: heavier tails, twice the skew",
-        "The same design with `shape=\"skewed\"` and seed 5000 (t tails of 4-8 df, marker skew "
+        'The same design with `shape="skewed"` and seed 5000 (t tails of 4-8 df, marker skew '
         "up to 0.4 and scatter skew 0.3-0.5), made after the method was chosen and never used "
-        "to tune it.", "skewed", 5000)
+        "to tune it.",
+        "skewed",
+        5000,
+    )
     out += scatter_scale_section()
     out += real_section()
     doc = ROOT / "docs" / "heterogeneity-validation.md"

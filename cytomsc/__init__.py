@@ -23,12 +23,27 @@ from .errors import CytomscError
 
 __version__ = "0.1.0"
 
-__all__ = ["BatchResult", "CultureResult", "CytomscError", "PopulationFinder", "__version__",
-           "analyze", "load_panel", "read_fcs", "write"]
+__all__ = [
+    "BatchResult",
+    "CultureResult",
+    "CytomscError",
+    "PopulationFinder",
+    "__version__",
+    "analyze",
+    "load_panel",
+    "read_fcs",
+    "write",
+]
 
-_HOME = {"analyze": ".api", "write": ".api", "BatchResult": ".results",
-         "CultureResult": ".results", "read_fcs": ".fcs", "load_panel": ".panel",
-         "PopulationFinder": ".heterogeneity"}
+_HOME = {
+    "analyze": ".api",
+    "write": ".api",
+    "BatchResult": ".results",
+    "CultureResult": ".results",
+    "read_fcs": ".fcs",
+    "load_panel": ".panel",
+    "PopulationFinder": ".heterogeneity",
+}
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import analyze, write

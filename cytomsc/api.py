@@ -28,13 +28,25 @@ __all__ = ["analyze", "write"]
 PathLikeStr = str | PathLike[str]
 
 
-def analyze(inputs: PathLikeStr | Iterable[PathLikeStr] = (), panel: str = "isct-2006", *,
-            manifest: PathLikeStr | None = None, comp: str | None = None,
-            control_percentile: float = 99.5, cluster: Cluster = "pass", seed: int = 0,
-            data_set: int = 0, channel_map: dict[str, str] | None = None,
-            gates: PathLikeStr | None = None, gate_path: str | None = None,
-            operator: str = "", comment: str = "", export_events: bool = False,
-            jobs: int = 1, client: Any = None) -> BatchResult:
+def analyze(
+    inputs: PathLikeStr | Iterable[PathLikeStr] = (),
+    panel: str = "isct-2006",
+    *,
+    manifest: PathLikeStr | None = None,
+    comp: str | None = None,
+    control_percentile: float = 99.5,
+    cluster: Cluster = "pass",
+    seed: int = 0,
+    data_set: int = 0,
+    channel_map: dict[str, str] | None = None,
+    gates: PathLikeStr | None = None,
+    gate_path: str | None = None,
+    operator: str = "",
+    comment: str = "",
+    export_events: bool = False,
+    jobs: int = 1,
+    client: Any = None,
+) -> BatchResult:
     """Analyse the cultures in ``inputs`` (FCS files and folders, as ``cytomsc analyze`` takes
     them; or none, with ``manifest``) and return their results. Nothing is written.
 
@@ -62,12 +74,22 @@ def analyze(inputs: PathLikeStr | Iterable[PathLikeStr] = (), panel: str = "isct
         raise CytomscError(f"jobs must be at least 1, not {jobs}")
     if cluster not in ("pass", "all", "none"):
         raise CytomscError(f"cluster must be 'pass', 'all' or 'none', not {cluster!r}")
-    opts = Options(panel=str(panel), comp=comp, control_percentile=float(control_percentile),
-                   seed=int(seed), jobs=jobs, cluster=cluster, export_events=export_events,
-                   data_set=int(data_set), channel_map=dict(channel_map or {}),
-                   manifest=str(manifest) if manifest is not None else None,
-                   gates=str(gates) if gates is not None else None, gate_path=gate_path,
-                   operator=operator, comment=comment)
+    opts = Options(
+        panel=str(panel),
+        comp=comp,
+        control_percentile=float(control_percentile),
+        seed=int(seed),
+        jobs=jobs,
+        cluster=cluster,
+        export_events=export_events,
+        data_set=int(data_set),
+        channel_map=dict(channel_map or {}),
+        manifest=str(manifest) if manifest is not None else None,
+        gates=str(gates) if gates is not None else None,
+        gate_path=gate_path,
+        operator=operator,
+        comment=comment,
+    )
     if opts.gates:
         from .workspace import check_gate_path, load_lab_gates
 
@@ -75,8 +97,9 @@ def analyze(inputs: PathLikeStr | Iterable[PathLikeStr] = (), panel: str = "isct
     return analyze_batch(paths, opts, client=client, command="cytomsc.analyze()")
 
 
-def write(result: BatchResult, out: PathLikeStr, *, overwrite: bool = False,
-          pdf: bool = True) -> list[str]:
+def write(
+    result: BatchResult, out: PathLikeStr, *, overwrite: bool = False, pdf: bool = True
+) -> list[str]:
     """Write ``result`` (from ``analyze``) into the folder ``out``, exactly as ``cytomsc
     analyze`` would: summary.json, summary.csv, cultures.csv, sha256sums.txt, run.json, each
     culture's gates.xml and PDF, the overview PDF (``pdf=False``: none), and the exported events

@@ -19,36 +19,188 @@ from dataclasses import dataclass
 # Fluorochromes and fluorescent proteins as written in $PnS/$PnN. Stripped before marker matching so
 # that "CD90 FITC", "CD103-FITC", "PerCP-Cy5.5 CD105" leave only the marker. Longest first matters
 # ("PE-Cy7" before "PE"), which strip_fluorochromes() takes care of.
-FLUOROCHROME_WORDS: frozenset[str] = frozenset({
-    "FITC", "PE", "APC", "PerCP", "PerCP-Cy5.5", "PerCP-Cy5-5", "PerCP-Cy55", "PerCP-eFluor 710",
-    "PerCP-Vio700", "PE-Cy5", "PE-Cy5.5", "PE-Cy5-5", "PE-Cy7", "PE-Texas Red", "PE-TxRed",
-    "PE-TR", "ECD", "PE-CF594", "PE-Dazzle 594", "PE-Dazzle594", "PE-Vio770", "PE-Vio615",
-    "PE-eFluor 610", "PC5", "PC5.5", "PC7", "APC-Cy7", "APC-H7", "APC-Fire 750", "APC-Fire750",
-    "APC-R700", "APC-eFluor 780", "APC-Vio770", "APC-Alexa Fluor 750", "Cy3", "Cy5", "Cy5.5",
-    "Cy7", "Alexa Fluor 350", "Alexa Fluor 405", "Alexa Fluor 430", "Alexa Fluor 488",
-    "Alexa Fluor 532", "Alexa Fluor 546", "Alexa Fluor 555", "Alexa Fluor 568", "Alexa Fluor 594",
-    "Alexa Fluor 610", "Alexa Fluor 633", "Alexa Fluor 647", "Alexa Fluor 660",
-    "Alexa Fluor 680", "Alexa Fluor 700", "Alexa Fluor 750", "Alexa 488", "Alexa 647",
-    "Alexa700", "AF350", "AF405", "AF430", "AF488", "AF532", "AF555", "AF594", "AF647", "AF700",
-    "AF750", "Ax488", "Ax647", "Ax700", "Ax750", "BV395", "BV421", "BV480", "BV510", "BV570",
-    "BV605", "BV650", "BV711", "BV750", "BV785", "BV786", "BUV395", "BUV496", "BUV563",
-    "BUV615", "BUV661", "BUV737", "BUV805", "BB515", "BB700", "BYG584", "RB545", "RB780",
-    "R718", "V450", "V500", "Pacific Blue", "PacificBlue", "PacBlu", "Pacific Orange",
-    "PacificOrange", "PacOrange", "AmCyan", "eFluor 450", "eFluor 506", "eFluor 660",
-    "eFluor 710", "eFluor 780", "eF450", "eF506", "eF660", "eF780", "Super Bright 436",
-    "Super Bright 600", "Super Bright 645", "Super Bright 702", "SB436", "SB600", "SB645",
-    "SB702", "Krome Orange", "KO", "KO525", "Pacific Blue-A", "VioBlue", "VioGreen", "Vio515",
-    "Vio667", "VioBright FITC", "VioBright 515", "NovaFluor Blue 530", "Spark Blue 550",
-    "Spark NIR 685", "Qdot 525", "Qdot 605", "Qdot 655", "Qdot 705", "Qdot525", "Qdot605",
-    "Qdot655", "Qdot705", "GFP", "EGFP", "YFP", "CFP", "mCherry", "RFP", "tdTomato", "DyLight 488",
-    "DyLight 649", "CF405", "CF488", "CF647", "iFluor 488", "PE-Alexa Fluor 610",
-    "Texas Red", "TxRed",
-})
+FLUOROCHROME_WORDS: frozenset[str] = frozenset(
+    {
+        "FITC",
+        "PE",
+        "APC",
+        "PerCP",
+        "PerCP-Cy5.5",
+        "PerCP-Cy5-5",
+        "PerCP-Cy55",
+        "PerCP-eFluor 710",
+        "PerCP-Vio700",
+        "PE-Cy5",
+        "PE-Cy5.5",
+        "PE-Cy5-5",
+        "PE-Cy7",
+        "PE-Texas Red",
+        "PE-TxRed",
+        "PE-TR",
+        "ECD",
+        "PE-CF594",
+        "PE-Dazzle 594",
+        "PE-Dazzle594",
+        "PE-Vio770",
+        "PE-Vio615",
+        "PE-eFluor 610",
+        "PC5",
+        "PC5.5",
+        "PC7",
+        "APC-Cy7",
+        "APC-H7",
+        "APC-Fire 750",
+        "APC-Fire750",
+        "APC-R700",
+        "APC-eFluor 780",
+        "APC-Vio770",
+        "APC-Alexa Fluor 750",
+        "Cy3",
+        "Cy5",
+        "Cy5.5",
+        "Cy7",
+        "Alexa Fluor 350",
+        "Alexa Fluor 405",
+        "Alexa Fluor 430",
+        "Alexa Fluor 488",
+        "Alexa Fluor 532",
+        "Alexa Fluor 546",
+        "Alexa Fluor 555",
+        "Alexa Fluor 568",
+        "Alexa Fluor 594",
+        "Alexa Fluor 610",
+        "Alexa Fluor 633",
+        "Alexa Fluor 647",
+        "Alexa Fluor 660",
+        "Alexa Fluor 680",
+        "Alexa Fluor 700",
+        "Alexa Fluor 750",
+        "Alexa 488",
+        "Alexa 647",
+        "Alexa700",
+        "AF350",
+        "AF405",
+        "AF430",
+        "AF488",
+        "AF532",
+        "AF555",
+        "AF594",
+        "AF647",
+        "AF700",
+        "AF750",
+        "Ax488",
+        "Ax647",
+        "Ax700",
+        "Ax750",
+        "BV395",
+        "BV421",
+        "BV480",
+        "BV510",
+        "BV570",
+        "BV605",
+        "BV650",
+        "BV711",
+        "BV750",
+        "BV785",
+        "BV786",
+        "BUV395",
+        "BUV496",
+        "BUV563",
+        "BUV615",
+        "BUV661",
+        "BUV737",
+        "BUV805",
+        "BB515",
+        "BB700",
+        "BYG584",
+        "RB545",
+        "RB780",
+        "R718",
+        "V450",
+        "V500",
+        "Pacific Blue",
+        "PacificBlue",
+        "PacBlu",
+        "Pacific Orange",
+        "PacificOrange",
+        "PacOrange",
+        "AmCyan",
+        "eFluor 450",
+        "eFluor 506",
+        "eFluor 660",
+        "eFluor 710",
+        "eFluor 780",
+        "eF450",
+        "eF506",
+        "eF660",
+        "eF780",
+        "Super Bright 436",
+        "Super Bright 600",
+        "Super Bright 645",
+        "Super Bright 702",
+        "SB436",
+        "SB600",
+        "SB645",
+        "SB702",
+        "Krome Orange",
+        "KO",
+        "KO525",
+        "Pacific Blue-A",
+        "VioBlue",
+        "VioGreen",
+        "Vio515",
+        "Vio667",
+        "VioBright FITC",
+        "VioBright 515",
+        "NovaFluor Blue 530",
+        "Spark Blue 550",
+        "Spark NIR 685",
+        "Qdot 525",
+        "Qdot 605",
+        "Qdot 655",
+        "Qdot 705",
+        "Qdot525",
+        "Qdot605",
+        "Qdot655",
+        "Qdot705",
+        "GFP",
+        "EGFP",
+        "YFP",
+        "CFP",
+        "mCherry",
+        "RFP",
+        "tdTomato",
+        "DyLight 488",
+        "DyLight 649",
+        "CF405",
+        "CF488",
+        "CF647",
+        "iFluor 488",
+        "PE-Alexa Fluor 610",
+        "Texas Red",
+        "TxRed",
+    }
+)
 
 # Viability dyes, compared on upper-cased text with spaces/hyphens/underscores removed.
-_VIABILITY_SQUASHED = ("7AAD", "DAPI", "PROPIDIUM", "LIVEDEAD", "LIVE/DEAD", "ZOMBIE",
-                       "FIXABLEVIABILITY", "VIABILITY", "VIABLE", "SYTOX", "DRAQ7", "TOPRO3",
-                       "VIVID", "EFLUOR780FIXABLE", "FVD", "FVS")
+_VIABILITY_SQUASHED = (
+    "7AAD",
+    "DAPI",
+    "PROPIDIUM",
+    "LIVEDEAD",
+    "LIVE/DEAD",
+    "ZOMBIE",
+    "FIXABLEVIABILITY",
+    "VIABILITY",
+    "VIABLE",
+    "SYTOX",
+    "DRAQ7",
+    "TOPRO3",
+    "VIVID",
+    "EFLUOR780FIXABLE",
+    "FVD",
+    "FVS",
+)
 # ... and as whole tokens only (too short to search inside words).
 _VIABILITY_TOKENS = frozenset({"PI", "L/D", "LD", "VIAB", "DEAD", "LIVE"})
 
@@ -93,7 +245,8 @@ def _scatter(name: str) -> tuple[str, str, int] | None:
     """
     n = name.strip().upper()
     m = re.match(r"^(FSC|SSC|FORWARD SCATTER|SIDE SCATTER)(.*)$", n) or re.match(
-        r"^(FS|SS)(?=$|[\s\-_.(])(.*)$", n)
+        r"^(FS|SS)(?=$|[\s\-_.(])(.*)$", n
+    )
     if not m:
         return None
     family = "FSC" if m.group(1).startswith("F") else "SSC"
@@ -125,7 +278,7 @@ def is_scatter(pnn: str, pns: str = "") -> bool:
 
 
 def scatter_family(pnn: str) -> str | None:
-    """"FSC" or "SSC" for a scatter channel in any instrument's spelling ("FSC-A", Beckman
+    """ "FSC" or "SSC" for a scatter channel in any instrument's spelling ("FSC-A", Beckman
     "FS INT", "Side Scatter"), else None."""
     got = _scatter(pnn)
     return got[0] if got else None
@@ -196,8 +349,13 @@ def find_scatter(pnn: list[str], pns: list[str]) -> ScatterChannels:
                 time = n
                 break
     return ScatterChannels(
-        fsc_a=slots["FSCA"], fsc_h=slots["FSCH"], fsc_w=slots["FSCW"],
-        ssc_a=slots["SSCA"], ssc_h=slots["SSCH"], time=time, ssc_w=slots["SSCW"],
+        fsc_a=slots["FSCA"],
+        fsc_h=slots["FSCH"],
+        fsc_w=slots["FSCW"],
+        ssc_a=slots["SSCA"],
+        ssc_h=slots["SSCH"],
+        time=time,
+        ssc_w=slots["SSCW"],
     )
 
 
@@ -244,8 +402,7 @@ def is_blank_label(pnn: str, pns: str) -> bool:
     if not s or s.upper() == pnn.strip().upper():
         return True
     rest = _DETECTOR.sub(" ", strip_fluorochromes(s))
-    rest = re.sub(r"(?<![A-Z0-9])(TIME|HDR-?T|SEC|HEIGHT|AREA|WIDTH)(?![A-Z0-9])", " ",
-                  rest)
+    rest = re.sub(r"(?<![A-Z0-9])(TIME|HDR-?T|SEC|HEIGHT|AREA|WIDTH)(?![A-Z0-9])", " ", rest)
     return not re.sub(r"[^A-Z]", "", rest)
 
 

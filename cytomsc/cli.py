@@ -45,9 +45,15 @@ class _Commands(click.Group):
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         super().add_command(cmd, name)
         if not any(p.name == "debug" for p in cmd.params):
-            cmd.params.append(click.Option(["--debug"], is_flag=True, expose_value=False,
-                                           callback=_debug_flag,
-                                           help="Show tracebacks instead of one-line errors."))
+            cmd.params.append(
+                click.Option(
+                    ["--debug"],
+                    is_flag=True,
+                    expose_value=False,
+                    callback=_debug_flag,
+                    help="Show tracebacks instead of one-line errors.",
+                )
+            )
 
 
 def entry() -> None:
@@ -89,23 +95,36 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path),
-                metavar="FILE_OR_FOLDER...")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="FILE_OR_FOLDER..."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--panel", default="isct-2006", show_default=True, help="Panel id or TOML path.")
-@click.option("--data-set", default=0, show_default=True,
-              help="Data set of multi-set files, numbered from 0.")
+@click.option(
+    "--data-set", default=0, show_default=True, help="Data set of multi-set files, numbered from 0."
+)
 @click.option("--channel-map", default=None, help="CHANNEL=MARKER,... for files without $PnS.")
 @click.pass_context
-def inspect(ctx: click.Context, files: tuple[Path, ...], as_json: bool, panel: str,
-            data_set: int, channel_map: str | None) -> None:
+def inspect(
+    ctx: click.Context,
+    files: tuple[Path, ...],
+    as_json: bool,
+    panel: str,
+    data_set: int,
+    channel_map: str | None,
+) -> None:
     """Describe FCS files (a folder: every FCS file under it): version, cytometer, channels,
     markers, spillover, tube role."""
     from .inspection import inspect_files
 
     try:
-        code = inspect_files(list(files), panel=panel, data_set=data_set, as_json=as_json,
-                             channel_map=parse_channel_map(channel_map))
+        code = inspect_files(
+            list(files),
+            panel=panel,
+            data_set=data_set,
+            as_json=as_json,
+            channel_map=parse_channel_map(channel_map),
+        )
     except CytomscError as err:
         _fail(err, ctx.obj["debug"])
     sys.exit(code)
@@ -138,8 +157,12 @@ def panels_show(ctx: click.Context, panel_id: str) -> None:
 @main.command()
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--seed", default=0, show_default=True, help="Random seed.")
-@click.option("--preset", default="example", show_default=True,
-              help="Which cultures to simulate (see README).")
+@click.option(
+    "--preset",
+    default="example",
+    show_default=True,
+    help="Which cultures to simulate (see README).",
+)
 @click.option("--overwrite", is_flag=True, help="Write into OUT even if it is not empty.")
 @click.pass_context
 def simulate(ctx: click.Context, out: Path, seed: int, preset: str, overwrite: bool) -> None:
@@ -148,63 +171,133 @@ def simulate(ctx: click.Context, out: Path, seed: int, preset: str, overwrite: b
 
     try:
         if out.is_dir() and any(out.iterdir()) and not overwrite:
-            raise CytomscError("is not empty: pass --overwrite to write the simulated cultures "
-                               "into it anyway", out)
+            raise CytomscError(
+                "is not empty: pass --overwrite to write the simulated cultures into it anyway", out
+            )
         written = write_preset(out, preset=preset, seed=seed)
     except CytomscError as err:
         _fail(err, ctx.obj["debug"])
     except OSError as err:
-        _fail(CytomscError(f"cannot write ({err.strerror or err})", err.filename or out),
-              ctx.obj["debug"])
+        _fail(
+            CytomscError(f"cannot write ({err.strerror or err})", err.filename or out),
+            ctx.obj["debug"],
+        )
     fcs = [p for p in written if p.suffix.lower() == ".fcs"]
-    click.echo(f"wrote {len({p.parent for p in fcs})} simulated culture(s), {len(fcs)} FCS "
-               f"file(s) and truth.json (the known answers) to {one_line(str(out))}")
+    click.echo(
+        f"wrote {len({p.parent for p in fcs})} simulated culture(s), {len(fcs)} FCS "
+        f"file(s) and truth.json (the known answers) to {one_line(str(out))}"
+    )
 
 
 @main.command()
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
-@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Output folder (created; nothing is written outside it).")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output folder (created; nothing is written outside it).",
+)
 @click.option("--panel", default="isct-2006", show_default=True, help="Panel id or TOML path.")
-@click.option("--manifest", type=click.Path(path_type=Path), default=None,
-              help="Sample sheet CSV: file,culture,role[,channels,...].")
-@click.option("--comp", default=None, callback=lambda c, p, v: _check_comp(v),
-              help="Compensation: the file's spillover (default), 'none', or a CSV matrix path.")
-@click.option("--control-percentile", default=99.5, show_default=True,
-              type=click.FloatRange(50, 100),
-              help="Percentile of the control's gated events that sets the threshold.")
-@click.option("--cluster", type=click.Choice(["pass", "all", "none"]), default="pass",
-              show_default=True, help="Which cultures to cluster.")
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Sample sheet CSV: file,culture,role[,channels,...].",
+)
+@click.option(
+    "--comp",
+    default=None,
+    callback=lambda c, p, v: _check_comp(v),
+    help="Compensation: the file's spillover (default), 'none', or a CSV matrix path.",
+)
+@click.option(
+    "--control-percentile",
+    default=99.5,
+    show_default=True,
+    type=click.FloatRange(50, 100),
+    help="Percentile of the control's gated events that sets the threshold.",
+)
+@click.option(
+    "--cluster",
+    type=click.Choice(["pass", "all", "none"]),
+    default="pass",
+    show_default=True,
+    help="Which cultures to cluster.",
+)
 @click.option("--export-events", is_flag=True, help="Write each tube as FCS with gate channels.")
 @click.option("--no-pdf", is_flag=True, help="Skip the PDF reports.")
-@click.option("--data-set", default=0, show_default=True,
-              help="Data set of multi-set files, numbered from 0 (as inspect numbers them).")
+@click.option(
+    "--data-set",
+    default=0,
+    show_default=True,
+    help="Data set of multi-set files, numbered from 0 (as inspect numbers them).",
+)
 @click.option("--channel-map", default=None, help="CHANNEL=MARKER,... for files without $PnS.")
 @click.option("--seed", default=0, show_default=True, help="Random seed (subsampling, clustering).")
-@click.option("--jobs", default=None, type=click.IntRange(1, None),
-              help="Processes (default: the number of cores).")
-@click.option("--overwrite", is_flag=True,
-              help="Remove results in OUT of cultures that are not in this run.")
+@click.option(
+    "--jobs",
+    default=None,
+    type=click.IntRange(1, None),
+    help="Processes (default: the number of cores).",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Remove results in OUT of cultures that are not in this run."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Print each culture's warnings.")
-@click.option("--gates", type=click.Path(path_type=Path), default=None,
-              help="The lab's gates (FlowJo 10 .wsp or GatingML 2.0) instead of automatic ones.")
-@click.option("--gate-path", default=None,
-              help="With --gates: the analysed population, e.g. /Lymphocytes/Singlets/Live.")
+@click.option(
+    "--gates",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The lab's gates (FlowJo 10 .wsp or GatingML 2.0) instead of automatic ones.",
+)
+@click.option(
+    "--gate-path",
+    default=None,
+    help="With --gates: the analysed population, e.g. /Lymphocytes/Singlets/Live.",
+)
 @click.option("--operator", default="", help="Operator named on each report (release record).")
 @click.option("--comment", default="", help="Free comment printed on each report.")
-@click.option("--db", default=None, metavar="PATH|URL",
-              help="Also record the batch in this results database (an SQLite file, made on "
-                   "first use, or an SQLAlchemy URL).")
-@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
-              help="Run the cultures on this Dask cluster (pip install \"cytomsc[dask]\"); "
-                   "its workers must read the inputs at the same paths.")
+@click.option(
+    "--db",
+    default=None,
+    metavar="PATH|URL",
+    help="Also record the batch in this results database (an SQLite file, made on "
+    "first use, or an SQLAlchemy URL).",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="tcp://HOST:PORT",
+    help='Run the cultures on this Dask cluster (pip install "cytomsc[dask]"); '
+    "its workers must read the inputs at the same paths.",
+)
 @click.pass_context
-def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
-            manifest: Path | None, comp: str | None, control_percentile: float, cluster: str,
-            export_events: bool, no_pdf: bool, data_set: int, channel_map: str | None,
-            seed: int, jobs: int | None, overwrite: bool, verbose: bool, gates: Path | None,
-            gate_path: str | None, operator: str, comment: str, db: str | None,
-            scheduler: str | None) -> None:
+def analyze(
+    ctx: click.Context,
+    inputs: tuple[Path, ...],
+    out: Path,
+    panel: str,
+    manifest: Path | None,
+    comp: str | None,
+    control_percentile: float,
+    cluster: str,
+    export_events: bool,
+    no_pdf: bool,
+    data_set: int,
+    channel_map: str | None,
+    seed: int,
+    jobs: int | None,
+    overwrite: bool,
+    verbose: bool,
+    gates: Path | None,
+    gate_path: str | None,
+    operator: str,
+    comment: str,
+    db: str | None,
+    scheduler: str | None,
+) -> None:
     """Gate, measure and judge every culture in INPUTS (files and folders) or in --manifest;
     write OUT."""
     import os
@@ -214,13 +307,22 @@ def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
     if not inputs and manifest is None:
         raise click.UsageError("give the FCS files or folders to analyse, or --manifest")
     opts = Options(
-        panel=panel, comp=comp, control_percentile=control_percentile, seed=seed,
-        jobs=jobs or os.cpu_count() or 1, cluster=cast(Cluster, cluster),
-        export_events=export_events, pdf=not no_pdf, data_set=data_set,
+        panel=panel,
+        comp=comp,
+        control_percentile=control_percentile,
+        seed=seed,
+        jobs=jobs or os.cpu_count() or 1,
+        cluster=cast(Cluster, cluster),
+        export_events=export_events,
+        pdf=not no_pdf,
+        data_set=data_set,
         channel_map=parse_channel_map(channel_map),
-        manifest=str(manifest) if manifest else None, debug=ctx.obj["debug"],
-        gates=str(gates) if gates else None, gate_path=gate_path,
-        operator=operator, comment=comment,
+        manifest=str(manifest) if manifest else None,
+        debug=ctx.obj["debug"],
+        gates=str(gates) if gates else None,
+        gate_path=gate_path,
+        operator=operator,
+        comment=comment,
     )
     console = _Console(verbose)
     console.status("loading")
@@ -232,8 +334,15 @@ def analyze(ctx: click.Context, inputs: tuple[Path, ...], out: Path, panel: str,
         sys.exit(130)
 
 
-def _analyze(console: _Console, inputs: list[Path], out: Path, opts: Options, overwrite: bool,
-             db: str | None, scheduler: str | None) -> None:
+def _analyze(
+    console: _Console,
+    inputs: list[Path],
+    out: Path,
+    opts: Options,
+    overwrite: bool,
+    db: str | None,
+    scheduler: str | None,
+) -> None:
     from .pipeline import Interrupted, run_batch
 
     debug = opts.debug
@@ -246,16 +355,18 @@ def _analyze(console: _Console, inputs: list[Path], out: Path, opts: Options, ov
     command = "cytomsc " + " ".join(sys.argv[1:]) if sys.argv else "cytomsc analyze"
     console.status("finding cultures")
     try:
-        batch = run_batch(inputs, out, opts, command, progress=console,
-                          overwrite=overwrite, client=client)
+        batch = run_batch(
+            inputs, out, opts, command, progress=console, overwrite=overwrite, client=client
+        )
     except CytomscError as err:
         console.close()
         _fail(err, debug)
     except Interrupted as stop:
         console.close()
         if stop.committed:
-            click.echo(f"interrupted; the results were already complete in {one_line(str(out))}",
-                       err=True)
+            click.echo(
+                f"interrupted; the results were already complete in {one_line(str(out))}", err=True
+            )
         else:
             click.echo(f"interrupted: nothing was changed in {one_line(str(out))}", err=True)
         sys.exit(130)
@@ -265,8 +376,10 @@ def _analyze(console: _Console, inputs: list[Path], out: Path, opts: Options, ov
     console.close()
     for e in batch.errors:
         console.error(e)
-    click.echo(f"{len(batch.cultures)} culture(s) analysed, {len(batch.errors)} error(s); "
-               f"results in {one_line(str(out))}")
+    click.echo(
+        f"{len(batch.cultures)} culture(s) analysed, {len(batch.errors)} error(s); "
+        f"results in {one_line(str(out))}"
+    )
     if db:
         _record(db, out, debug)
     sys.exit(1 if batch.errors else 0)
@@ -293,8 +406,9 @@ def _check_comp(value: str | None) -> str | None:
     from .preprocess import _read_comp_csv
 
     if not Path(value).is_file():
-        raise click.BadParameter(f"{one_line(value)}: no such file (give a CSV matrix, or "
-                                 "'none')", param_hint="--comp")
+        raise click.BadParameter(
+            f"{one_line(value)}: no such file (give a CSV matrix, or 'none')", param_hint="--comp"
+        )
     try:
         _read_comp_csv(Path(value))
     except CytomscError as err:
@@ -328,9 +442,14 @@ class _Console:
 
         tqdm.monitor_interval = 0  # no monitor thread: the pool's workers are forked
         click.echo("\r\033[K", err=True, nl=False)
-        self.bar = tqdm(total=total, file=sys.stderr, leave=False, dynamic_ncols=True,
-                        bar_format="analysing {n_fmt}/{total_fmt} culture(s) |{bar:20}| "
-                                   "{elapsed} elapsed, about {remaining} left")
+        self.bar = tqdm(
+            total=total,
+            file=sys.stderr,
+            leave=False,
+            dynamic_ncols=True,
+            bar_format="analysing {n_fmt}/{total_fmt} culture(s) |{bar:20}| "
+            "{elapsed} elapsed, about {remaining} left",
+        )
 
     def note(self, message: str) -> None:
         self._line(f"note: {one_line(message)}", err=True)
@@ -408,29 +527,67 @@ def _check_gates(gates: Path | None, gate_path: str | None, debug: bool) -> None
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--gates", required=True, type=click.Path(path_type=Path),
-              help="The lab's gates: a FlowJo 10 workspace (.wsp) or a GatingML 2.0 file.")
-@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Output folder: compare.csv, compare.json, compare.pdf.")
-@click.option("--match", "matches", multiple=True, metavar="QUANTITY=PATH",
-              help="Pair a cytomsc gate (cells, singlets, live) or a marker with a workspace "
-                   "gate, e.g. cells=/Lymphocytes or CD73=/Cells/CD73+ (repeatable).")
+@click.option(
+    "--gates",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The lab's gates: a FlowJo 10 workspace (.wsp) or a GatingML 2.0 file.",
+)
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output folder: compare.csv, compare.json, compare.pdf.",
+)
+@click.option(
+    "--match",
+    "matches",
+    multiple=True,
+    metavar="QUANTITY=PATH",
+    help="Pair a cytomsc gate (cells, singlets, live) or a marker with a workspace "
+    "gate, e.g. cells=/Lymphocytes or CD73=/Cells/CD73+ (repeatable).",
+)
 @click.option("--panel", default="isct-2006", show_default=True, help="Panel id or TOML path.")
-@click.option("--manifest", type=click.Path(path_type=Path), default=None,
-              help="Sample sheet CSV: file,culture,role[,channels,...].")
-@click.option("--comp", default=None,
-              help="Compensation: the file's spillover (default), 'none', or a CSV matrix path.")
-@click.option("--control-percentile", default=99.5, show_default=True,
-              type=click.FloatRange(50, 100), help="As for analyze.")
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Sample sheet CSV: file,culture,role[,channels,...].",
+)
+@click.option(
+    "--comp",
+    default=None,
+    help="Compensation: the file's spillover (default), 'none', or a CSV matrix path.",
+)
+@click.option(
+    "--control-percentile",
+    default=99.5,
+    show_default=True,
+    type=click.FloatRange(50, 100),
+    help="As for analyze.",
+)
 @click.option("--data-set", default=0, show_default=True, help="Data set of multi-set files.")
 @click.option("--channel-map", default=None, help="CHANNEL=MARKER,... for files without $PnS.")
 @click.option("--seed", default=0, show_default=True, help="Random seed.")
 @click.option("--no-pdf", is_flag=True, help="Skip compare.pdf.")
 @click.pass_context
-def compare(ctx: click.Context, inputs: tuple[Path, ...], gates: Path, out: Path,
-            matches: tuple[str, ...], panel: str, manifest: Path | None, comp: str | None,
-            control_percentile: float, data_set: int, channel_map: str | None, seed: int,
-            no_pdf: bool) -> None:
+def compare(
+    ctx: click.Context,
+    inputs: tuple[Path, ...],
+    gates: Path,
+    out: Path,
+    matches: tuple[str, ...],
+    panel: str,
+    manifest: Path | None,
+    comp: str | None,
+    control_percentile: float,
+    data_set: int,
+    channel_map: str | None,
+    seed: int,
+    no_pdf: bool,
+) -> None:
     """Automatic gates beside the lab's manual ones: counts, differences, F1, Bland-Altman."""
     from .compare import parse_matches, run_compare
     from .options import Options
@@ -443,10 +600,20 @@ def compare(ctx: click.Context, inputs: tuple[Path, ...], gates: Path, out: Path
     except CytomscError as err:
         click.echo(f"error: {err.message}", err=True)
         sys.exit(2)
-    opts = Options(panel=panel, comp=comp, control_percentile=control_percentile, seed=seed,
-                   jobs=1, cluster="none", pdf=False, data_set=data_set,
-                   channel_map=parse_channel_map(channel_map),
-                   manifest=str(manifest) if manifest else None, debug=debug, gates=str(gates))
+    opts = Options(
+        panel=panel,
+        comp=comp,
+        control_percentile=control_percentile,
+        seed=seed,
+        jobs=1,
+        cluster="none",
+        pdf=False,
+        data_set=data_set,
+        channel_map=parse_channel_map(channel_map),
+        manifest=str(manifest) if manifest else None,
+        debug=debug,
+        gates=str(gates),
+    )
     try:
         result = run_compare(list(inputs), out, opts, pairs, pdf=not no_pdf)
     except CytomscError as err:
@@ -483,8 +650,10 @@ def _record(db: str, out: Path, debug: bool) -> None:
     except CytomscError as err:
         _fail(err, debug)
     if rec.new_batch:
-        click.echo(f"recorded in {where}: batch {rec.batch_id}, {rec.cultures_added} new "
-                   f"culture(s), {rec.cultures_known} already stored")
+        click.echo(
+            f"recorded in {where}: batch {rec.batch_id}, {rec.cultures_added} new "
+            f"culture(s), {rec.cultures_known} already stored"
+        )
     else:
         click.echo(f"already recorded in {where} (batch {rec.batch_id}): nothing added")
 
@@ -498,54 +667,113 @@ def _lot_list(text: str) -> list[str]:
 
 @main.command()
 @click.option("--db", required=True, metavar="PATH|URL", help="The results database.")
-@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Output folder (trend.pdf, PNGs, CSVs).")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output folder (trend.pdf, PNGs, CSVs).",
+)
 @click.option("--marker", "markers", multiple=True, help="Chart only this marker (repeatable).")
-@click.option("--by", type=click.Choice(["lot", "donor", "passage"]), default="lot",
-              show_default=True, help="The x axis: lots in time order, by donor, or by passage.")
-@click.option("--since", type=_ISO_DATE, default=None, help="Only lots acquired on or after "
-              "this date (YYYY-MM-DD).")
-@click.option("--reference", default=10, show_default=True, type=click.IntRange(3, None),
-              help="Reference window: the first N lots in time order.")
+@click.option(
+    "--by",
+    type=click.Choice(["lot", "donor", "passage"]),
+    default="lot",
+    show_default=True,
+    help="The x axis: lots in time order, by donor, or by passage.",
+)
+@click.option(
+    "--since",
+    type=_ISO_DATE,
+    default=None,
+    help="Only lots acquired on or after this date (YYYY-MM-DD).",
+)
+@click.option(
+    "--reference",
+    default=10,
+    show_default=True,
+    type=click.IntRange(3, None),
+    help="Reference window: the first N lots in time order.",
+)
 @click.option("--reference-lots", default=None, help="Reference window: these lots (L1,L2,...).")
 @click.option("--panel", default=None, help="Only lots analysed with this panel id.")
 @click.pass_context
-def trend(ctx: click.Context, db: str, out: Path, markers: tuple[str, ...], by: str,
-          since: datetime | None, reference: int, reference_lots: str | None,
-          panel: str | None) -> None:
+def trend(
+    ctx: click.Context,
+    db: str,
+    out: Path,
+    markers: tuple[str, ...],
+    by: str,
+    since: datetime | None,
+    reference: int,
+    reference_lots: str | None,
+    panel: str | None,
+) -> None:
     """Control charts of every judged marker across lots, and populations across passages."""
     from .trend import run_trend
 
     try:
-        result, written = run_trend(db, out, markers=list(markers) or None, by=by,
-                                    since=since.date() if since else None, reference=reference,
-                                    reference_lots=_lot_list(reference_lots or "") or None,
-                                    panel=panel)
+        result, written = run_trend(
+            db,
+            out,
+            markers=list(markers) or None,
+            by=by,
+            since=since.date() if since else None,
+            reference=reference,
+            reference_lots=_lot_list(reference_lots or "") or None,
+            panel=panel,
+        )
     except CytomscError as err:
         _fail(err, ctx.obj["debug"])
     for chart, point in result.flags():
-        click.echo(f"{point.lot}: {chart.marker} {point.value:.2f} % flagged "
-                   f"({', '.join(point.rules)})")
-    click.echo(f"{len(result.lots)} lot(s), {len(result.charts)} chart(s), "
-               f"{len({p.lot for _, p in result.flags()})} lot(s) flagged; {len(written)} "
-               f"file(s) in {out}")
+        click.echo(
+            f"{point.lot}: {chart.marker} {point.value:.2f} % flagged ({', '.join(point.rules)})"
+        )
+    click.echo(
+        f"{len(result.lots)} lot(s), {len(result.charts)} chart(s), "
+        f"{len({p.lot for _, p in result.flags()})} lot(s) flagged; {len(written)} "
+        f"file(s) in {out}"
+    )
 
 
 @main.command("compare-lots")
 @click.argument("groups", nargs=-1)
 @click.option("--db", required=True, metavar="PATH|URL", help="The results database.")
-@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Output folder (compare.pdf, CSVs).")
-@click.option("--margin", "margins", multiple=True, required=True,
-              help="Equivalence margin in points: X for every marker, MARKER=X for one.")
-@click.option("--split", type=_ISO_DATE, default=None,
-              help="Compare lots acquired before this date with those on or after it.")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output folder (compare.pdf, CSVs).",
+)
+@click.option(
+    "--margin",
+    "margins",
+    multiple=True,
+    required=True,
+    help="Equivalence margin in points: X for every marker, MARKER=X for one.",
+)
+@click.option(
+    "--split",
+    type=_ISO_DATE,
+    default=None,
+    help="Compare lots acquired before this date with those on or after it.",
+)
 @click.option("--marker", "markers", multiple=True, help="Compare only this marker.")
 @click.option("--panel", default=None, help="Only lots analysed with this panel id.")
 @click.pass_context
-def compare_lots(ctx: click.Context, groups: tuple[str, ...], db: str, out: Path,
-                 margins: tuple[str, ...], split: datetime | None, markers: tuple[str, ...],
-                 panel: str | None) -> None:
+def compare_lots(
+    ctx: click.Context,
+    groups: tuple[str, ...],
+    db: str,
+    out: Path,
+    margins: tuple[str, ...],
+    split: datetime | None,
+    markers: tuple[str, ...],
+    panel: str | None,
+) -> None:
     """Compare lot A with lot B (or groups A1,A2 B1,B2, or --split DATE): differences in %
     positive with 95 % intervals, TOST equivalence against --margin, population fractions."""
     from .lots import run_compare
@@ -556,15 +784,20 @@ def compare_lots(ctx: click.Context, groups: tuple[str, ...], db: str, out: Path
         sys.exit(2)
     try:
         result, written = run_compare(
-            db, out, a=_lot_list(groups[0]) if groups else None,
-            b=_lot_list(groups[1]) if groups else None, split=split.date() if split else None,
-            margins=margins, markers=list(markers) or None, panel=panel)
+            db,
+            out,
+            a=_lot_list(groups[0]) if groups else None,
+            b=_lot_list(groups[1]) if groups else None,
+            split=split.date() if split else None,
+            margins=margins,
+            markers=list(markers) or None,
+            panel=panel,
+        )
     except CytomscError as err:
         _fail(err, debug)
     for m in result.markers:
         d = m.difference
-        word = {True: "equivalent", False: "not shown equivalent", None: "no margin"}[
-            d.equivalent]
+        word = {True: "equivalent", False: "not shown equivalent", None: "no margin"}[d.equivalent]
         ci = f"{d.ci95[0]:+.2f} to {d.ci95[1]:+.2f}" if d.ci95 else "-"
         click.echo(f"{m.marker}: {d.diff:+.2f} points (95 % {ci}), {word}")
     click.echo(f"{len(written)} file(s) in {out}")

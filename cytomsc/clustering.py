@@ -25,8 +25,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .culture import GatedTube
     from .panel import Assignment, Matching
 
-__all__ = ["CLUSTER_MAX_EVENTS", "CLUSTER_SUBSAMPLE_JOINT", "Clustered", "cluster_batch",
-           "cluster_culture", "cluster_tube"]
+__all__ = [
+    "CLUSTER_MAX_EVENTS",
+    "CLUSTER_SUBSAMPLE_JOINT",
+    "Clustered",
+    "cluster_batch",
+    "cluster_culture",
+    "cluster_tube",
+]
 
 CLUSTER_SUBSAMPLE_JOINT = 5_000  # events per culture sent to the batch-wide clustering
 CLUSTER_MAX_EVENTS = 200_000  # cells of one tube clustered; a seeded subsample above it
@@ -43,8 +49,9 @@ class Clustered:
     joint_sample: np.ndarray | None = None
 
 
-def cluster_tube(stained: list[GatedTube], matchings: dict[str, Matching]
-                 ) -> tuple[GatedTube, list[Assignment], str] | None:
+def cluster_tube(
+    stained: list[GatedTube], matchings: dict[str, Matching]
+) -> tuple[GatedTube, list[Assignment], str] | None:
     """The stained tube whose cells are clustered, with the markers clustered in it.
 
     Every positive and informative marker counts (a lab's MSC subset markers, CD146, CD271,
@@ -60,8 +67,11 @@ def cluster_tube(stained: list[GatedTube], matchings: dict[str, Matching]
         matching = matchings.get(tube.name)
         if matching is None:
             continue
-        marks = [a for a in matching.assignments
-                 if a.criterion.expect in ("positive", "informative") and a.criterion.cluster]
+        marks = [
+            a
+            for a in matching.assignments
+            if a.criterion.expect in ("positive", "informative") and a.criterion.cluster
+        ]
         key = (len(marks), -i)
         if marks and (best is None or key > best[:2]):
             best = (key[0], key[1], tube, marks)
@@ -70,14 +80,21 @@ def cluster_tube(stained: list[GatedTube], matchings: dict[str, Matching]
     for tube in stained:
         matching = matchings.get(tube.name)
         if matching is not None and matching.assignments:
-            return (tube, list(matching.assignments),
-                    "negative markers (the tube has no positive or informative marker)")
+            return (
+                tube,
+                list(matching.assignments),
+                "negative markers (the tube has no positive or informative marker)",
+            )
     return None
 
 
-def cluster_culture(stained: GatedTube, assignments: list[Assignment], seed: int,
-                    markers: list[MarkerResult],
-                    tube_assignments: list[Assignment] | None = None) -> Clustered:
+def cluster_culture(
+    stained: GatedTube,
+    assignments: list[Assignment],
+    seed: int,
+    markers: list[MarkerResult],
+    tube_assignments: list[Assignment] | None = None,
+) -> Clustered:
     """Heterogeneity of the tube's live single cells: its clustered markers (``assignments``)
     on the Logicle scale plus log10 FSC-A and SSC-A.
 
@@ -122,8 +139,11 @@ def cluster_culture(stained: GatedTube, assignments: list[Assignment], seed: int
         X[:, logged] = np.log10(np.maximum(raw[:, logged], 1.0))
     if X.shape[0] < 100:
         return Clustered()
-    thresholds = {m.channel: m.threshold for m in markers
-                  if m.tube == stained.name and m.threshold is not None and m.channel}
+    thresholds = {
+        m.channel: m.threshold
+        for m in markers
+        if m.tube == stained.name and m.threshold is not None and m.channel
+    }
     ceilings: list[float] = []
     axes: dict[str, ChannelAxes] = {}
     for j, ch in enumerate(channels):
@@ -137,10 +157,19 @@ def cluster_culture(stained: GatedTube, assignments: list[Assignment], seed: int
             ceilings.append(float(logicle(np.array([thresholds[ch]]), params)[0]))
         else:
             ceilings.append(float(auto_threshold_display(X[:, j])))
-        axes[ch] = ChannelAxes(min(0.0, float(np.percentile(X[:, j], 0.1))), 1.0,
-                               axis_ticks(params))
-    het, labels = describe_heterogeneity(X, channels, names, raw, seed=seed, display=shown,
-                                         axes=axes, negative_ceilings=tuple(ceilings))
+        axes[ch] = ChannelAxes(
+            min(0.0, float(np.percentile(X[:, j], 0.1))), 1.0, axis_ticks(params)
+        )
+    het, labels = describe_heterogeneity(
+        X,
+        channels,
+        names,
+        raw,
+        seed=seed,
+        display=shown,
+        axes=axes,
+        negative_ceilings=tuple(ceilings),
+    )
     others = [a for a in (tube_assignments or []) if a.channel not in names]
     populations = het.populations
     if others:
@@ -149,18 +178,23 @@ def cluster_culture(stained: GatedTube, assignments: list[Assignment], seed: int
         populations = []
         for p in het.populations:
             mine = extra[labels == p.id]
-            medians = {a.channel: float(np.median(mine[:, j])) if mine.size else float("nan")
-                       for j, a in enumerate(others)}
+            medians = {
+                a.channel: float(np.median(mine[:, j])) if mine.size else float("nan")
+                for j, a in enumerate(others)
+            }
             populations.append(replace(p, medians={**p.medians, **medians}))
         names.update({a.channel: a.label for a in others})
     # which tube, and medians by marker name as well as by channel
     marker_of = {m.channel: m.marker for m in markers if m.tube == stained.name}
     het = replace(
-        het, tube=stained.name,
+        het,
+        tube=stained.name,
         names={ch: names[ch] for ch in [*channels, *(a.channel for a in others)]},
-        populations=[replace(p, medians_by_marker={marker_of.get(ch, ch): v
-                                                   for ch, v in p.medians.items()})
-                     for p in populations])
+        populations=[
+            replace(p, medians_by_marker={marker_of.get(ch, ch): v for ch, v in p.medians.items()})
+            for p in populations
+        ],
+    )
     population = np.zeros(stained.prep.compensated.shape[0], dtype=np.int32)
     population[idx] = labels
     rng = np.random.default_rng(seed)
@@ -168,8 +202,9 @@ def cluster_culture(stained: GatedTube, assignments: list[Assignment], seed: int
     return Clustered(het, population, X[np.sort(take)])
 
 
-def cluster_batch(cultures: list[CultureResult], samples: dict[str, np.ndarray],
-                  seed: int) -> BatchPopulations | None:
+def cluster_batch(
+    cultures: list[CultureResult], samples: dict[str, np.ndarray], seed: int
+) -> BatchPopulations | None:
     """One clustering across cultures on equal subsamples, so population ids mean the same thing
     in every culture. Only cultures clustered on the same channels can be pooled."""
     if len(samples) < 2:
@@ -189,10 +224,14 @@ def cluster_batch(cultures: list[CultureResult], samples: dict[str, np.ndarray],
     if len(group) < 2:
         return None
     names = {ch: names.get(ch, ch) for ch in key}
-    table = joint_populations(group, list(key), names, seed=seed,
-                              per_culture=CLUSTER_SUBSAMPLE_JOINT)
+    table = joint_populations(
+        group, list(key), names, seed=seed, per_culture=CLUSTER_SUBSAMPLE_JOINT
+    )
     # the per-event labels (table["labels"]) are not part of the result
     return BatchPopulations(
-        method=table["method"], per_culture=table["per_culture"],
+        method=table["method"],
+        per_culture=table["per_culture"],
         populations=[BatchPopulation(p["id"], p["label"]) for p in table["populations"]],
-        table=table["table"], events=table["events"])
+        table=table["table"],
+        events=table["events"],
+    )

@@ -41,8 +41,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from .panel import Panel
 
 SLOT_QUANTITIES = ("cells", "singlets", "live")
-CSV_FIELDS = ("culture", "sample", "quantity", "workspace_gate", "rule", "of", "manual_count",
-              "automatic_count", "manual_percent", "automatic_percent", "difference_pp", "f1")
+CSV_FIELDS = (
+    "culture",
+    "sample",
+    "quantity",
+    "workspace_gate",
+    "rule",
+    "of",
+    "manual_count",
+    "automatic_count",
+    "manual_percent",
+    "automatic_percent",
+    "difference_pp",
+    "f1",
+)
 
 
 @dataclass
@@ -113,8 +125,15 @@ def f1_score(a: np.ndarray, m: np.ndarray) -> float:
     return 1.0 if na + nm == 0 else 2.0 * int((a & m).sum()) / (na + nm)
 
 
-def _pick(applied: Any, quantity: str, matches: dict[str, str], pnn: list[str], pns: list[str],
-          where: str, source: str) -> tuple[Any, str]:
+def _pick(
+    applied: Any,
+    quantity: str,
+    matches: dict[str, str],
+    pnn: list[str],
+    pns: list[str],
+    where: str,
+    source: str,
+) -> tuple[Any, str]:
     """The workspace gate for cells/singlets/live: ``--match``, else the shallowest gate whose
     dimensions say it (``workspace.correspond``)."""
     from .workspace import correspond, find_gate
@@ -128,29 +147,66 @@ def _pick(applied: Any, quantity: str, matches: dict[str, str], pnn: list[str], 
     return g, "dimensions " + ", ".join(g.channels)
 
 
-def _pick_positive(applied: Any, label: str, names: list[str], channel: str,
-                   matches: dict[str, str], where: str, source: str) -> tuple[Any, str]:
+def _pick_positive(
+    applied: Any,
+    label: str,
+    names: list[str],
+    channel: str,
+    matches: dict[str, str],
+    where: str,
+    source: str,
+) -> tuple[Any, str]:
     from .workspace import find_gate, is_positive_gate
 
     if _key(label) in matches:
         return find_gate(applied.tree, matches[_key(label)], where, source), "--match"
-    found = [g for g in applied.tree
-             if is_positive_gate(g, applied.strategy, applied.sample_id, channel, names)]
+    found = [
+        g
+        for g in applied.tree
+        if is_positive_gate(g, applied.strategy, applied.sample_id, channel, names)
+    ]
     if not found:
         return None, ""
     g = min(found, key=lambda g: len(g.ancestors))
     return g, f"positive gate on {channel} ({g.name})"
 
 
-def _row(culture: str, sample: str, quantity: str, gate: Any, rule: str, of: str,
-         manual: np.ndarray, auto: np.ndarray, m_pct: float, a_pct: float) -> AgreementRow:
-    return AgreementRow(culture, sample, quantity, gate.path, rule, of, int(manual.sum()),
-                        int(auto.sum()), m_pct, a_pct, a_pct - m_pct, f1_score(auto, manual))
+def _row(
+    culture: str,
+    sample: str,
+    quantity: str,
+    gate: Any,
+    rule: str,
+    of: str,
+    manual: np.ndarray,
+    auto: np.ndarray,
+    m_pct: float,
+    a_pct: float,
+) -> AgreementRow:
+    return AgreementRow(
+        culture,
+        sample,
+        quantity,
+        gate.path,
+        rule,
+        of,
+        int(manual.sum()),
+        int(auto.sum()),
+        m_pct,
+        a_pct,
+        a_pct - m_pct,
+        f1_score(auto, manual),
+    )
 
 
-def compare_culture(spec: CultureSpec, panel: Panel, opts: Options, comp: CompSource, lab: Any,
-                    matches: dict[str, str]
-                    ) -> tuple[list[AgreementRow], list[dict[str, str]], list[InputError]]:
+def compare_culture(
+    spec: CultureSpec,
+    panel: Panel,
+    opts: Options,
+    comp: CompSource,
+    lab: Any,
+    matches: dict[str, str],
+) -> tuple[list[AgreementRow], list[dict[str, str]], list[InputError]]:
     """Rows, correspondence entries and errors of one culture."""
     from .culture import match_markers, measure, prepare_and_gate, read_tubes
     from .workspace import WorkspaceError, apply_lab_gates
@@ -165,8 +221,10 @@ def compare_culture(spec: CultureSpec, panel: Panel, opts: Options, comp: CompSo
     match = match_markers(stained, panel, opts.channel_map)
     errors += match.errors
     chosen = match.chosen
-    measured = {label: measure(t, a, tubes, opts.control_percentile, opts.seed)
-                for label, (t, a) in chosen.items()}
+    measured = {
+        label: measure(t, a, tubes, opts.control_percentile, opts.seed)
+        for label, (t, a) in chosen.items()
+    }
     rows: list[AgreementRow] = []
     pairs: list[dict[str, str]] = []
     for tube in tubes:
@@ -183,37 +241,75 @@ def compare_culture(spec: CultureSpec, panel: Panel, opts: Options, comp: CompSo
         try:
             for q in SLOT_QUANTITIES:
                 gate, rule = _pick(applied, q, matches, pnn, pns, where, lab.name)
-                pairs.append({"sample": tube.name, "quantity": q,
-                              "workspace_gate": gate.path if gate else "",
-                              "rule": rule if gate else "no corresponding workspace gate",
-                              "automatic": "placed" if q in placed else "not placed"})
+                pairs.append(
+                    {
+                        "sample": tube.name,
+                        "quantity": q,
+                        "workspace_gate": gate.path if gate else "",
+                        "rule": rule if gate else "no corresponding workspace gate",
+                        "automatic": "placed" if q in placed else "not placed",
+                    }
+                )
                 if gate is None or q not in placed:
                     continue
                 man = applied.member(gate.path)
                 auto = tube.gating.masks[q]
-                rows.append(_row(spec.name, tube.name, q, gate, rule, "all events", man, auto,
-                                 100.0 * man.sum() / n, 100.0 * auto.sum() / n))
+                rows.append(
+                    _row(
+                        spec.name,
+                        tube.name,
+                        q,
+                        gate,
+                        rule,
+                        "all events",
+                        man,
+                        auto,
+                        100.0 * man.sum() / n,
+                        100.0 * auto.sum() / n,
+                    )
+                )
             for label, (mt, a) in chosen.items():
                 m, above = measured[label].result, measured[label].above
                 if mt is not tube or m.percent_positive is None:
                     continue
-                names = [label, *a.markers,
-                         *(x for mk in a.markers for x in panel.aliases.get(mk, ()))]
-                gate, rule = _pick_positive(applied, label, names, a.channel, matches, where,
-                                            lab.name)
+                names = [
+                    label,
+                    *a.markers,
+                    *(x for mk in a.markers for x in panel.aliases.get(mk, ())),
+                ]
+                gate, rule = _pick_positive(
+                    applied, label, names, a.channel, matches, where, lab.name
+                )
                 q = f"{label} % positive"
-                pairs.append({"sample": tube.name, "quantity": q,
-                              "workspace_gate": gate.path if gate else "",
-                              "rule": rule if gate else "no positive gate on " + a.channel,
-                              "automatic": "measured"})
+                pairs.append(
+                    {
+                        "sample": tube.name,
+                        "quantity": q,
+                        "workspace_gate": gate.path if gate else "",
+                        "rule": rule if gate else "no positive gate on " + a.channel,
+                        "automatic": "measured",
+                    }
+                )
                 if gate is None:
                     continue
                 man = applied.member(gate.path)
                 parent = applied.member(gate.parent_path)
                 auto = tube.final & above
                 m_pct = 100.0 * man.sum() / parent.sum() if parent.sum() else 0.0
-                rows.append(_row(spec.name, tube.name, q, gate, rule, "parent gate", man, auto,
-                                 m_pct, float(m.percent_positive)))
+                rows.append(
+                    _row(
+                        spec.name,
+                        tube.name,
+                        q,
+                        gate,
+                        rule,
+                        "parent gate",
+                        man,
+                        auto,
+                        m_pct,
+                        float(m.percent_positive),
+                    )
+                )
         except WorkspaceError as err:  # a --match path this tube lacks
             errors.append(InputError(err.path or where, err.reason))
     return rows, pairs, errors
@@ -229,13 +325,17 @@ def summarize(rows: list[AgreementRow]) -> list[QuantitySummary]:
         sd = float(np.std(d, ddof=1)) if d.size >= 2 else None
         bias = float(d.mean())
         limits = (bias - 1.96 * sd, bias + 1.96 * sd) if sd is not None and d.size >= 3 else None
-        out.append(QuantitySummary(q, int(d.size), bias, sd, limits, float(f.mean()),
-                                   float(d[np.argmax(np.abs(d))])))
+        out.append(
+            QuantitySummary(
+                q, int(d.size), bias, sd, limits, float(f.mean()), float(d[np.argmax(np.abs(d))])
+            )
+        )
     return out
 
 
-def run_compare(inputs: list[Path], out_dir: Path, opts: Options, matches: dict[str, str],
-                pdf: bool = True) -> Comparison:
+def run_compare(
+    inputs: list[Path], out_dir: Path, opts: Options, matches: dict[str, str], pdf: bool = True
+) -> Comparison:
     """Compare the automatic gates with the lab's on every tube found in ``inputs``."""
     from .output import OutputDir
     from .pipeline import plan_batch
@@ -253,8 +353,9 @@ def run_compare(inputs: list[Path], out_dir: Path, opts: Options, matches: dict[
     result = Comparison(gates_file=lab.name, gates_sha256=lab.sha256, errors=list(plan.errors))
     for spec in plan.specs:
         try:
-            rows, pairs, errs = compare_culture(spec, plan.panel, plan.options, plan.comp, lab,
-                                                matches)
+            rows, pairs, errs = compare_culture(
+                spec, plan.panel, plan.options, plan.comp, lab, matches
+            )
         except CytomscError as err:
             result.errors.append(InputError(err.path or spec.name, err.reason))
             continue
@@ -263,8 +364,9 @@ def run_compare(inputs: list[Path], out_dir: Path, opts: Options, matches: dict[
         result.errors.extend(errs)
     result.summaries = summarize(result.rows)
     out.write_text(_csv(result.rows), "compare.csv")
-    out.write_text(json.dumps(_plain(asdict(result)), indent=1, ensure_ascii=False) + "\n",
-                   "compare.json")
+    out.write_text(
+        json.dumps(_plain(asdict(result)), indent=1, ensure_ascii=False) + "\n", "compare.json"
+    )
     if pdf:
         from .report.agreement import write_agreement_pdf
 

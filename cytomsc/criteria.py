@@ -26,8 +26,12 @@ WARN_EVENTS = 10_000  # fewer: a warning (the interval widens; ISCT labs acquire
 def judge_marker(m: MarkerResult) -> MarkerResult:
     """``m`` with ``passed`` and ``borderline`` set from its % positive, interval and limit (a
     new value; ``m`` is left as it was)."""
-    if (m.expect == "informative" or m.limit is None or m.percent_positive is None
-            or m.percent_positive != m.percent_positive):  # NaN: nothing measured
+    if (
+        m.expect == "informative"
+        or m.limit is None
+        or m.percent_positive is None
+        or m.percent_positive != m.percent_positive
+    ):  # NaN: nothing measured
         return replace(m, passed=None, borderline=False)
     if m.expect == "positive":
         passed = m.percent_positive >= m.limit

@@ -48,8 +48,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from .panel import Assignment, Matching, Panel
     from .preprocess import Prepared
 
-__all__ = ["CultureAnalysis", "GatedTube", "ReadTube", "analyze_culture", "measure",
-           "match_markers", "prepare_and_gate", "read_tubes"]
+__all__ = [
+    "CultureAnalysis",
+    "GatedTube",
+    "ReadTube",
+    "analyze_culture",
+    "measure",
+    "match_markers",
+    "prepare_and_gate",
+    "read_tubes",
+]
 
 MIN_CONTROL_EVENTS = 100  # a control with fewer gated events cannot place a 99.5th percentile
 HIST_MAX_EVENTS = 200_000  # events a marker histogram is drawn from; a seeded subsample above
@@ -170,12 +178,17 @@ def read_tubes(spec: CultureSpec, data_set: int) -> TubesRead:
             errors.append(InputError(str(t.path), err.reason))
             continue
         kw = fcs.keywords
-        files.append(FileInfo(
-            path=str(t.path), role=t.role, sha256=sha256_file(t.path),
-            events=int(fcs.events.shape[0]), cytometer=kw.get("cyt"),
-            date=iso_date(kw.get("date")) or None,
-            data_set=fcs.data_set,
-        ))
+        files.append(
+            FileInfo(
+                path=str(t.path),
+                role=t.role,
+                sha256=sha256_file(t.path),
+                events=int(fcs.events.shape[0]),
+                cytometer=kw.get("cyt"),
+                date=iso_date(kw.get("date")) or None,
+                data_set=fcs.data_set,
+            )
+        )
         warnings.extend(f"{Path(t.path).name}: {w}" for w in fcs.warnings)
         # Tubes are keyed by name (gates.xml, calls, events); a manifest may list two files of
         # the same name from different folders, so names are made unique here, once.
@@ -190,8 +203,9 @@ def read_tubes(spec: CultureSpec, data_set: int) -> TubesRead:
     return TubesRead(tubes, files, errors, warnings)
 
 
-def lab_gates(tubes: list[ReadTube], files: list[FileInfo], gates: str,
-              gate_path: str | None) -> LabGating:
+def lab_gates(
+    tubes: list[ReadTube], files: list[FileInfo], gates: str, gate_path: str | None
+) -> LabGating:
     """``--gates``: the lab's gates for every tube (workspace.py); a tube they lack is an error
     entry and leaves the culture, as an unreadable file does."""
     from .workspace import gate_culture, load_lab_gates
@@ -199,13 +213,21 @@ def lab_gates(tubes: list[ReadTube], files: list[FileInfo], gates: str,
     lab = load_lab_gates(gates)
     manual, path, errors = gate_culture(lab, [(t.name, t.fcs) for t in tubes], gate_path)
     lost = {str(t.fcs.path) for t in tubes if t.name not in manual}
-    return LabGating(gating=manual, tubes=[t for t in tubes if t.name in manual],
-                     files=[f for f in files if f.path not in lost], errors=errors,
-                     note=f"manual: {lab.name}, analysed population {path}")
+    return LabGating(
+        gating=manual,
+        tubes=[t for t in tubes if t.name in manual],
+        files=[f for f in files if f.path not in lost],
+        errors=errors,
+        note=f"manual: {lab.name}, analysed population {path}",
+    )
 
 
-def prepare_and_gate(tubes: list[ReadTube], comp: CompSource, seed: int,
-                     manual: dict[str, GatingOutcome] | None = None) -> GatedTubes:
+def prepare_and_gate(
+    tubes: list[ReadTube],
+    comp: CompSource,
+    seed: int,
+    manual: dict[str, GatingOutcome] | None = None,
+) -> GatedTubes:
     """Compensate, transform with one scale per channel for the culture, gate every tube.
 
     A file whose own spillover matrix cannot be used (names detectors it lacks, singular) is
@@ -226,39 +248,57 @@ def prepare_and_gate(tubes: list[ReadTube], comp: CompSource, seed: int,
             prep = prepare(tube.fcs, comp=comp.for_prepare, logicle_params=shared or None)
         except CytomscError as err:
             if comp.option is not None and tube.role == "stained":
-                raise CytomscError(f"--comp {Path(comp.option).name}: {err.reason}",
-                                   tube.fcs.path) from err
+                raise CytomscError(
+                    f"--comp {Path(comp.option).name}: {err.reason}", tube.fcs.path
+                ) from err
             if comp.option is not None:
-                warnings.append(f"{tube.name}: left out, the --comp matrix does not fit it "
-                                f"({err.reason})")
+                warnings.append(
+                    f"{tube.name}: left out, the --comp matrix does not fit it ({err.reason})"
+                )
                 continue
-            withheld.append(f"{tube.name}: {err.reason}; analysed without compensation, so no "
-                            "verdict is given")
+            withheld.append(
+                f"{tube.name}: {err.reason}; analysed without compensation, so no verdict is given"
+            )
             prep = prepare(tube.fcs, comp="none", logicle_params=shared or None)
         for ch, p in prep.logicle.items():
             shared.setdefault(ch, p)
         warnings.extend(f"{tube.name}: {w}" for w in prep.warnings)
         n = prep.compensated.shape[0]
         try:
-            gating = manual[tube.name] if manual is not None else gate_tube(
-                prep, tube.fcs, tube.name, seed=seed)
+            gating = (
+                manual[tube.name]
+                if manual is not None
+                else gate_tube(prep, tube.fcs, tube.name, seed=seed)
+            )
         except CytomscError as err:
             # A tube whose events leave no cells to gate (all saturated, all debris) is kept
             # with nothing inside its gates: its culture becomes inconclusive, not an error.
             none = np.zeros(n, dtype=bool)
             gating = GatingOutcome(
-                masks={g: none for g in GATE_ORDER}, steps=[], specs=[],
-                warnings=[f"no cells could be gated ({err.reason}); every event was excluded"])
+                masks={g: none for g in GATE_ORDER},
+                steps=[],
+                specs=[],
+                warnings=[f"no cells could be gated ({err.reason}); every event was excluded"],
+            )
         finite = np.isfinite(prep.compensated).all(axis=1)
-        done[tube.name] = GatedTube(tube.name, tube.role, tube.fcs, prep, gating,
-                                    gating.final & finite, dict(tube.channel_map))
-        warnings.extend(w if w.startswith(f"{tube.name}:") else f"{tube.name}: {w}"
-                        for w in gating.warnings)
+        done[tube.name] = GatedTube(
+            tube.name,
+            tube.role,
+            tube.fcs,
+            prep,
+            gating,
+            gating.final & finite,
+            dict(tube.channel_map),
+        )
+        warnings.extend(
+            w if w.startswith(f"{tube.name}:") else f"{tube.name}: {w}" for w in gating.warnings
+        )
     return GatedTubes([done[t.name] for t in tubes if t.name in done], warnings, withheld)
 
 
-def match_markers(stained: list[GatedTube], panel: Panel,
-                  channel_map: dict[str, str]) -> MarkerMatch:
+def match_markers(
+    stained: list[GatedTube], panel: Panel, channel_map: dict[str, str]
+) -> MarkerMatch:
     """Markers to channels in every stained tube. A marker is read in the first tube that has it
     (a 4-colour instrument splits the panel over tubes); a criterion is missing when no stained
     tube has it. A tube whose channels match one marker twice is an error, the others go on."""
@@ -270,8 +310,11 @@ def match_markers(stained: list[GatedTube], panel: Panel,
     warnings: list[str] = []
     for tube in stained:
         try:
-            matching = panel.match([(c.pnn, c.pns) for c in tube.fcs.channels],
-                                   {**channel_map, **tube.channel_map}, source=tube.fcs.path)
+            matching = panel.match(
+                [(c.pnn, c.pns) for c in tube.fcs.channels],
+                {**channel_map, **tube.channel_map},
+                source=tube.fcs.path,
+            )
         except PanelError as err:
             errors.append(InputError(str(tube.fcs.path), err.reason))
             continue
@@ -285,8 +328,9 @@ def match_markers(stained: list[GatedTube], panel: Panel,
     return MarkerMatch(chosen, matchings, missing, errors, warnings)
 
 
-def _pick_control(tubes: list[GatedTube], markers: tuple[str, ...], channel: str
-                  ) -> tuple[GatedTube | None, ThresholdSource | None]:
+def _pick_control(
+    tubes: list[GatedTube], markers: tuple[str, ...], channel: str
+) -> tuple[GatedTube | None, ThresholdSource | None]:
     """The best control of the culture for a marker: its FMO, else isotype, else unstained."""
     for kind in ("fmo", "isotype", "unstained"):
         for t in tubes:
@@ -301,8 +345,13 @@ def _pick_control(tubes: list[GatedTube], markers: tuple[str, ...], channel: str
     return None, None
 
 
-def measure(stained: GatedTube, assignment: Assignment, tubes: list[GatedTube],
-            percentile: float, seed: int = 0) -> Measurement:
+def measure(
+    stained: GatedTube,
+    assignment: Assignment,
+    tubes: list[GatedTube],
+    percentile: float,
+    seed: int = 0,
+) -> Measurement:
     """% positive of one channel of a stained tube against the culture's best control for it.
     ``seed`` (the run's): the subsample a large tube's histogram is drawn from (``_drawn``)."""
     from .positivity import (
@@ -321,11 +370,20 @@ def measure(stained: GatedTube, assignment: Assignment, tubes: list[GatedTube],
     display = stained.prep.display[stained.final, col]
     params = stained.prep.logicle.get(ch)
     if values.size == 0:
-        warnings.append(f"{assignment.label} ({ch}): no cells left in {stained.name} after "
-                        "gating: not measured")
-        return Measurement(MarkerResult(marker=assignment.label, channel=ch, expect=crit.expect,
-                                        limit=crit.limit, tube=stained.name),
-                           np.zeros(stained.prep.compensated.shape[0], dtype=bool), warnings)
+        warnings.append(
+            f"{assignment.label} ({ch}): no cells left in {stained.name} after gating: not measured"
+        )
+        return Measurement(
+            MarkerResult(
+                marker=assignment.label,
+                channel=ch,
+                expect=crit.expect,
+                limit=crit.limit,
+                tube=stained.name,
+            ),
+            np.zeros(stained.prep.compensated.shape[0], dtype=bool),
+            warnings,
+        )
     control, source = _pick_control(tubes, assignment.markers, ch)
     control_display = None
     ratio = 1.0
@@ -334,7 +392,8 @@ def measure(stained: GatedTube, assignment: Assignment, tubes: list[GatedTube],
         warnings.append(
             f"{with_gate.name} has a viability gate and {without.name} has none (no dye in it): "
             "dead cells are excluded from one tube only, which shifts the thresholds of the "
-            "markers read against it")
+            "markers read against it"
+        )
     if control is not None:
         ccol = control.column(ch)
         control_values = control.prep.compensated[control.final, ccol]
@@ -342,7 +401,8 @@ def measure(stained: GatedTube, assignment: Assignment, tubes: list[GatedTube],
             threshold = control_threshold(control_values, percentile)
         else:
             threshold, ratio, moved = matched_threshold(
-                control_values, values, percentile, shift=source == "unstained")
+                control_values, values, percentile, shift=source == "unstained"
+            )
             if ratio > 1.0:
                 warnings.append(
                     f"{assignment.label} ({ch}): the stained tube's negative cells spread "
@@ -361,8 +421,9 @@ def measure(stained: GatedTube, assignment: Assignment, tubes: list[GatedTube],
     else:
         source = "auto"
         t_display = auto_threshold_display(display)
-        threshold = float(logicle_inverse(np.array([t_display]), params)[0]) if params \
-            else t_display
+        threshold = (
+            float(logicle_inverse(np.array([t_display]), params)[0]) if params else t_display
+        )
         warnings.append(
             f"{assignment.label} ({ch}): no control tube for this channel; the threshold was "
             "placed automatically at the valley of the stained distribution"
@@ -372,18 +433,31 @@ def measure(stained: GatedTube, assignment: Assignment, tubes: list[GatedTube],
     if params is not None and display.size:
         edges = np.linspace(min(0.0, float(np.min(display))), max(1.0, float(np.max(display))), 129)
         hist = MarkerHistogram(
-            edges=edges, stained=np.histogram(_drawn(display, seed, 1), edges)[0],
-            control=None if control_display is None else np.histogram(
-                _drawn(control_display, seed, 2), edges)[0],
+            edges=edges,
+            stained=np.histogram(_drawn(display, seed, 1), edges)[0],
+            control=None
+            if control_display is None
+            else np.histogram(_drawn(control_display, seed, 2), edges)[0],
             control_role=control.role if control is not None else None,
             threshold=float(logicle(np.array([threshold]), params)[0]),
             ticks=axis_ticks(params),
         )
-    result = judge_marker(MarkerResult(
-        marker=assignment.label, channel=ch, expect=crit.expect, limit=crit.limit,
-        percent_positive=pct, ci95=ci, threshold=threshold, threshold_source=source, events=n,
-        control_spread_ratio=ratio, tube=stained.name, histogram=hist,
-    ))
+    result = judge_marker(
+        MarkerResult(
+            marker=assignment.label,
+            channel=ch,
+            expect=crit.expect,
+            limit=crit.limit,
+            percent_positive=pct,
+            ci95=ci,
+            threshold=threshold,
+            threshold_source=source,
+            events=n,
+            control_spread_ratio=ratio,
+            tube=stained.name,
+            histogram=hist,
+        )
+    )
     above = stained.prep.compensated[:, col] > threshold
     return Measurement(result, above, warnings)
 
@@ -398,9 +472,13 @@ def _drawn(values: np.ndarray, seed: int, stream: int) -> np.ndarray:
     return values[np.sort(pick)]
 
 
-def joint_phenotype(markers: list[MarkerResult], missing: list[str], main: GatedTube,
-                    calls: dict[str, np.ndarray], read_in: dict[str, GatedTube]
-                    ) -> tuple[float, tuple[float, float]] | None:
+def joint_phenotype(
+    markers: list[MarkerResult],
+    missing: list[str],
+    main: GatedTube,
+    calls: dict[str, np.ndarray],
+    read_in: dict[str, GatedTube],
+) -> tuple[float, tuple[float, float]] | None:
     """% of cells positive for every positive marker and negative for every negative one at once
     (and its interval), when one tube holds every judged criterion: single-marker % overstate
     purity. ``read_in``: the tube each marker was read in."""
@@ -422,8 +500,9 @@ def joint_phenotype(markers: list[MarkerResult], missing: list[str], main: Gated
 
 
 # ---- the whole trip ---------------------------------------------------------------------------
-def analyze_culture(spec: CultureSpec, panel: Panel, opts: Options, comp: CompSource,
-                    folder: str) -> CultureAnalysis:
+def analyze_culture(
+    spec: CultureSpec, panel: Panel, opts: Options, comp: CompSource, folder: str
+) -> CultureAnalysis:
     """Analyse one culture (``folder``: its sanitized, unique output name). Raises
     ``CytomscError`` only for what stops the whole culture (a ``--comp`` matrix that does not fit
     its stained tube); the caller turns it into an error entry."""
@@ -437,14 +516,25 @@ def analyze_culture(spec: CultureSpec, panel: Panel, opts: Options, comp: CompSo
     if files:
         metadata.setdefault("cytometer", files[0].cytometer or "")
         metadata.setdefault("date", files[0].date or "")
-    metadata = record.release_metadata(metadata, [t.fcs.keywords for t in tubes],
-                                       opts.operator, opts.comment)
+    metadata = record.release_metadata(
+        metadata, [t.fcs.keywords for t in tubes], opts.operator, opts.comment
+    )
 
     def unjudged(why: str) -> CultureAnalysis:
-        return CultureAnalysis(CultureResult(
-            culture=spec.name, verdict="inconclusive", borderline=False, files=files,
-            events={"total": 0}, markers=[], warnings=[*warnings, why], metadata=metadata,
-            output_name=folder), errors)
+        return CultureAnalysis(
+            CultureResult(
+                culture=spec.name,
+                verdict="inconclusive",
+                borderline=False,
+                files=files,
+                events={"total": 0},
+                markers=[],
+                warnings=[*warnings, why],
+                metadata=metadata,
+                output_name=folder,
+            ),
+            errors,
+        )
 
     if not any(t.role == "stained" for t in tubes):
         return unjudged("no stained tube could be read (only controls): nothing to judge")
@@ -455,8 +545,9 @@ def analyze_culture(spec: CultureSpec, panel: Panel, opts: Options, comp: CompSo
         tubes, files, manual = lab.tubes, lab.files, lab.gating
         metadata["gating"] = lab.note
         if not any(t.role == "stained" for t in tubes):
-            return unjudged(f"no stained tube has gates in {Path(opts.gates).name}: nothing to "
-                            "judge")
+            return unjudged(
+                f"no stained tube has gates in {Path(opts.gates).name}: nothing to judge"
+            )
     gated = prepare_and_gate(tubes, comp, seed, manual)
     warnings += gated.warnings
     every = gated.tubes
@@ -476,14 +567,19 @@ def analyze_culture(spec: CultureSpec, panel: Panel, opts: Options, comp: CompSo
     order = {c.name: i for i, c in enumerate(panel.criteria)}
     markers.sort(key=lambda m: (order.get(chosen[m.marker][1].criterion.name, 99), m.marker))
 
-    main = max((t for t in stained if t.name in match.matchings),
-               key=lambda t: len(match.matchings[t.name].assignments), default=stained[0])
+    main = max(
+        (t for t in stained if t.name in match.matchings),
+        key=lambda t: len(match.matchings[t.name].assignments),
+        default=stained[0],
+    )
     used = sorted({chosen[m.marker][0].name for m in markers}) or [main.name]
     counted = [t.n_final for t in stained if t.name in used]
     for t in stained:
         if t.name in used and t.n_final < WARN_EVENTS:
-            warnings.append(f"{t.name}: only {t.n_final:,} cells left after gating "
-                            f"(fewer than {WARN_EVENTS:,}): percentages are less precise")
+            warnings.append(
+                f"{t.name}: only {t.n_final:,} cells left after gating "
+                f"(fewer than {WARN_EVENTS:,}): percentages are less precise"
+            )
     if missing:
         warnings.append("markers in no channel: " + ", ".join(missing))
     verdict, borderline, reasons = culture_verdict(markers, missing, counted)
@@ -491,8 +587,13 @@ def analyze_culture(spec: CultureSpec, panel: Panel, opts: Options, comp: CompSo
     if gated.withheld:
         verdict, borderline = "inconclusive", False
         warnings += gated.withheld
-    joint = joint_phenotype(markers, missing, main, calls.get(main.name, {}),
-                            {label: t for label, (t, _) in chosen.items()})
+    joint = joint_phenotype(
+        markers,
+        missing,
+        main,
+        calls.get(main.name, {}),
+        {label: t for label, (t, _) in chosen.items()},
+    )
 
     populations = clustering.Clustered()
     clustered = main  # the tube whose exported events carry the populations
@@ -502,8 +603,12 @@ def analyze_culture(spec: CultureSpec, panel: Panel, opts: Options, comp: CompSo
             clustered, assignments, what = pick
             try:
                 populations = clustering.cluster_culture(
-                    clustered, assignments, seed, markers,
-                    match.matchings[clustered.name].assignments)
+                    clustered,
+                    assignments,
+                    seed,
+                    markers,
+                    match.matchings[clustered.name].assignments,
+                )
             except CytomscError as err:  # events the clustering cannot take (scatter ~1e30)
                 warnings.append(f"{clustered.name}: heterogeneity not computed ({err.reason})")
             if populations.result is not None and what.startswith("negative"):
@@ -515,23 +620,41 @@ def analyze_culture(spec: CultureSpec, panel: Panel, opts: Options, comp: CompSo
     warnings = record.merge_tube_warnings(list(dict.fromkeys(warnings)), [t.name for t in every])
     if not any(t.gating.specs for t in every) and not opts.gates:
         # with --gates the lab's own file holds the gates
-        warnings.append("no gate could be placed in any tube (no scatter or time channels): "
-                        "every event was counted and no gates.xml was written")
+        warnings.append(
+            "no gate could be placed in any tube (no scatter or time channels): "
+            "every event was counted and no gates.xml was written"
+        )
     result = CultureResult(
-        culture=spec.name, verdict=verdict, borderline=borderline, files=files,
-        events=_funnel(main), markers=markers,
+        culture=spec.name,
+        verdict=verdict,
+        borderline=borderline,
+        files=files,
+        events=_funnel(main),
+        markers=markers,
         joint_phenotype_percent=joint[0] if joint else None,
-        joint_phenotype_ci95=joint[1] if joint else None, warnings=warnings,
-        missing_markers=missing, metadata=metadata, heterogeneity=populations.result,
-        gates=[s for t in ordered for s in t.gating.steps], output_name=folder,
-        funnels=[record.tube_funnel(t.name, t.role, t.prep.compensated.shape[0],
-                                    t.gating.masks, t.gating.skipped) for t in ordered],
-        compensation=[record.compensation_used(t.name, t.prep.spill, comp.option,
-                                               t.fcs.spillover, t.fcs.keywords)
-                      for t in ordered],
+        joint_phenotype_ci95=joint[1] if joint else None,
+        warnings=warnings,
+        missing_markers=missing,
+        metadata=metadata,
+        heterogeneity=populations.result,
+        gates=[s for t in ordered for s in t.gating.steps],
+        output_name=folder,
+        funnels=[
+            record.tube_funnel(
+                t.name, t.role, t.prep.compensated.shape[0], t.gating.masks, t.gating.skipped
+            )
+            for t in ordered
+        ],
+        compensation=[
+            record.compensation_used(
+                t.name, t.prep.spill, comp.option, t.fcs.spillover, t.fcs.keywords
+            )
+            for t in ordered
+        ],
     )
-    return CultureAnalysis(result, errors, _files(every, clustered, populations.events, opts),
-                           populations.joint_sample)
+    return CultureAnalysis(
+        result, errors, _files(every, clustered, populations.events, opts), populations.joint_sample
+    )
 
 
 def _funnel(tube: GatedTube) -> dict[str, int]:
@@ -547,8 +670,9 @@ def _funnel(tube: GatedTube) -> dict[str, int]:
     return out
 
 
-def _files(tubes: list[GatedTube], main: GatedTube, population: np.ndarray | None,
-           opts: Options) -> CultureFiles:
+def _files(
+    tubes: list[GatedTube], main: GatedTube, population: np.ndarray | None, opts: Options
+) -> CultureFiles:
     """What writing the culture's files needs, without its events: each tube's gates and scales
     (gates.xml), and with ``--export-events`` the file to re-read, the gate masks and the
     population ids (the exported events).
@@ -558,11 +682,20 @@ def _files(tubes: list[GatedTube], main: GatedTube, population: np.ndarray | Non
     if opts.export_events:
         for t in tubes:
             t.fcs.release_events()
-    return CultureFiles(tubes=[TubeFiles(
-        name=t.name, gating=t.gating, scales=_scales(t.prep),
-        source=t.fcs if opts.export_events else None,
-        population=population if t is main and opts.export_events else None,
-    ) for t in tubes], gates_file=opts.gates, export_events=opts.export_events)
+    return CultureFiles(
+        tubes=[
+            TubeFiles(
+                name=t.name,
+                gating=t.gating,
+                scales=_scales(t.prep),
+                source=t.fcs if opts.export_events else None,
+                population=population if t is main and opts.export_events else None,
+            )
+            for t in tubes
+        ],
+        gates_file=opts.gates,
+        export_events=opts.export_events,
+    )
 
 
 def _scales(prep: Prepared) -> Prepared:

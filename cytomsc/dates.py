@@ -11,8 +11,13 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 
-_MONTHS = {m: i for i, m in enumerate(("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG",
-                                       "SEP", "OCT", "NOV", "DEC"), start=1)}
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"),
+        start=1,
+    )
+}
 _FORMS = (
     (re.compile(r"^(\d{1,2})[-/ ]([A-Za-z]{3})[A-Za-z]*[-/ ](\d{2}|\d{4})$"), ("d", "b", "y")),
     (re.compile(r"^(\d{4})[-/ ]([A-Za-z]{3})[A-Za-z]*[-/ ](\d{1,2})$"), ("y", "b", "d")),

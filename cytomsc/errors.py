@@ -44,8 +44,9 @@ def one_line(text: str) -> str:
     line stays one line."""
     if not isinstance(text, str):
         return text
-    return "".join(_escape(ch) if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch
-                   for ch in text)
+    return "".join(
+        _escape(ch) if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text
+    )
 
 
 def _escape(ch: str) -> str:

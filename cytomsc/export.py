@@ -62,8 +62,9 @@ class AddedChannel:
     pns: str = ""
 
 
-def export_events(path: Path, fcs: FcsData, added: list[AddedChannel],
-                  own_keywords: dict[str, str] | None = None) -> str:
+def export_events(
+    path: Path, fcs: FcsData, added: list[AddedChannel], own_keywords: dict[str, str] | None = None
+) -> str:
     """Write ``fcs``'s data set with ``added`` channels to ``path``; returns the writer used
     ("flowio" or "cytomsc"). ``own_keywords`` (e.g. CYTOMSC_VERSION) replace any original
     keyword of the same name."""
@@ -73,12 +74,20 @@ def export_events(path: Path, fcs: FcsData, added: list[AddedChannel],
     n, par = stored.shape
     for a in added:
         if a.values.shape != (n,):
-            raise CytomscError(f"added channel {a.name} has {a.values.shape[0]} values for {n} "
-                               "events", fcs.path)
+            raise CytomscError(
+                f"added channel {a.name} has {a.values.shape[0]} values for {n} events", fcs.path
+            )
     kw = fcs.keywords
-    channels = [ChannelText(c.pnn, c.pns, kw.get(f"p{c.index}r", "262144"),
-                            kw.get(f"p{c.index}e") or "0,0", kw.get(f"p{c.index}g") or "1")
-                for c in fcs.channels]
+    channels = [
+        ChannelText(
+            c.pnn,
+            c.pns,
+            kw.get(f"p{c.index}r", "262144"),
+            kw.get(f"p{c.index}e") or "0,0",
+            kw.get(f"p{c.index}g") or "1",
+        )
+        for c in fcs.channels
+    ]
     for a in added:
         top = int(a.values.max()) if n else 0
         channels.append(ChannelText(a.name, a.pns, str(max(2, top + 1))))
@@ -92,24 +101,34 @@ def export_events(path: Path, fcs: FcsData, added: list[AddedChannel],
 
     linear = all(c.amplification[0] == 0 for c in fcs.channels)
     if datatype == "F" and linear and _flowio_can_delimit(channels, keywords):
-        values = np.hstack([stored.astype(np.float32, copy=False),
-                            *(a.values.astype(np.float32)[:, None] for a in added)])
+        values = np.hstack(
+            [
+                stored.astype(np.float32, copy=False),
+                *(a.values.astype(np.float32)[:, None] for a in added),
+            ]
+        )
         _write_flowio(path, values, channels, keywords)
         return "flowio"
     if datatype == "F":
-        values = np.hstack([stored.astype(np.float32, copy=False),
-                            *(a.values.astype(np.float32)[:, None] for a in added)])
+        values = np.hstack(
+            [
+                stored.astype(np.float32, copy=False),
+                *(a.values.astype(np.float32)[:, None] for a in added),
+            ]
+        )
     elif datatype == "I" and max((c.bits for c in fcs.channels), default=8) <= 32:
         width = next(w for w in (8, 16, 32) if w >= max(c.bits for c in fcs.channels))
         top = max((int(a.values.max()) for a in added if n), default=0)
-        while top >= 2 ** width:
+        while top >= 2**width:
             width *= 2
         dtype = f"u{width // 8}"
-        values = np.hstack([stored.astype(dtype), *(a.values.astype(dtype)[:, None]
-                                                    for a in added)])
+        values = np.hstack(
+            [stored.astype(dtype), *(a.values.astype(dtype)[:, None] for a in added)]
+        )
     else:  # float64, ASCII and integers wider than 32 bits: float64 holds them exactly
-        values = np.hstack([stored.astype(np.float64), *(a.values.astype(np.float64)[:, None]
-                                                         for a in added)])
+        values = np.hstack(
+            [stored.astype(np.float64), *(a.values.astype(np.float64)[:, None] for a in added)]
+        )
     write_data_set(path, values, channels, [(_fcs_name(k), v) for k, v in keywords.items()])
     return "cytomsc"
 
@@ -140,12 +159,16 @@ def _fcs_name(key: str) -> str:
 
 def _flowio_can_delimit(channels: list[ChannelText], keywords: dict[str, str]) -> bool:
     texts = [t for c in channels for t in (c.pnn, c.pns, c.pnr, c.png)] + list(keywords.values())
-    return not any(t.startswith("/") or t.endswith("/") for t in texts) and all(
-        c.pnn.strip() for c in channels) and not any("/" in k for k in keywords)
+    return (
+        not any(t.startswith("/") or t.endswith("/") for t in texts)
+        and all(c.pnn.strip() for c in channels)
+        and not any("/" in k for k in keywords)
+    )
 
 
-def _write_flowio(path: Path, values: np.ndarray, channels: list[ChannelText],
-                  keywords: dict[str, str]) -> None:
+def _write_flowio(
+    path: Path, values: np.ndarray, channels: list[ChannelText], keywords: dict[str, str]
+) -> None:
     import flowio
 
     meta = {k: v or " " for k, v in keywords.items()}  # FCS forbids empty values; blank reads
@@ -159,7 +182,12 @@ def _write_flowio(path: Path, values: np.ndarray, channels: list[ChannelText],
         data.byteswap()
     try:
         with open(path, "wb") as fh:
-            flowio.create_fcs(fh, data, [c.pnn for c in channels],
-                              opt_channel_names=[c.pns for c in channels], metadata_dict=meta)
+            flowio.create_fcs(
+                fh,
+                data,
+                [c.pnn for c in channels],
+                opt_channel_names=[c.pns for c in channels],
+                metadata_dict=meta,
+            )
     except OSError as err:
         raise CytomscError(f"cannot write: {err.strerror or err}", path) from None

@@ -106,8 +106,7 @@ class FcsData:
         """The events (see ``_events``); read from the file again if they were handed over."""
         if self._events is None:
             if self._reread is None:
-                raise FcsReadError("the events were released and cannot be read again",
-                                   self.path)
+                raise FcsReadError("the events were released and cannot be read again", self.path)
             self._events = self._reread()
         return self._events
 
@@ -179,38 +178,50 @@ def _header_int(raw: bytes) -> int | None:
     return int(text)
 
 
-def _parse_header(raw: bytes, base: int, size: int,
-                  path: Path) -> tuple[str, dict[str, int | None]]:
-    if raw[:3] != b"FCS"[:len(raw)] or not raw:
+def _parse_header(
+    raw: bytes, base: int, size: int, path: Path
+) -> tuple[str, dict[str, int | None]]:
+    if raw[:3] != b"FCS"[: len(raw)] or not raw:
         raise FcsReadError("not an FCS file (no 'FCS' signature at the start)", path)
     if len(raw) < HEADER_SIZE:
         where = "file" if base == 0 else f"data set at byte {base}"
         raise FcsReadError(f"too short for an FCS HEADER ({len(raw)} bytes in the {where})", path)
     version = raw[3:6].decode("latin-1")
     if version not in VERSIONS:
-        raise FcsReadError(f"unsupported FCS version {version!r} (cytomsc reads "
-                           f"{', '.join(VERSIONS)})", path)
-    names = ("text_start", "text_stop", "data_start", "data_stop", "analysis_start",
-             "analysis_stop")
+        raise FcsReadError(
+            f"unsupported FCS version {version!r} (cytomsc reads {', '.join(VERSIONS)})", path
+        )
+    names = (
+        "text_start",
+        "text_stop",
+        "data_start",
+        "data_stop",
+        "analysis_start",
+        "analysis_stop",
+    )
     header: dict[str, int | None] = {}
     for i, name in enumerate(names):
-        chunk = raw[10 + 8 * i: 18 + 8 * i]
+        chunk = raw[10 + 8 * i : 18 + 8 * i]
         try:
             header[name] = _header_int(chunk)
         except ValueError:
             if name.startswith("analysis"):
                 header[name] = None
                 continue
-            raise FcsReadError(f"HEADER {name.replace('_', ' ')} offset is not a number "
-                               f"({chunk.decode('latin-1')!r})", path) from None
+            raise FcsReadError(
+                f"HEADER {name.replace('_', ' ')} offset is not a number "
+                f"({chunk.decode('latin-1')!r})",
+                path,
+            ) from None
     start, stop = header["text_start"], header["text_stop"]
     if start is None or stop is None:
         raise FcsReadError("HEADER gives no TEXT offsets", path)
     if start < HEADER_SIZE or stop < start:
         raise FcsReadError(f"HEADER TEXT offsets {start}-{stop} are impossible", path)
     if base + stop >= size:
-        raise FcsReadError(f"truncated in TEXT (TEXT ends at byte {base + stop}, "
-                           f"the file has {size} bytes)", path)
+        raise FcsReadError(
+            f"truncated in TEXT (TEXT ends at byte {base + stop}, the file has {size} bytes)", path
+        )
     return version, header
 
 
@@ -327,13 +338,19 @@ def _data_sets(fh, size: int, path: Path, wanted: int) -> tuple[_DataSet, int, l
         target = current.base + nxt
         text_end = current.base + int(current.header["text_stop"] or 0)
         if nxt < 0 or target <= text_end or target + HEADER_SIZE > size:
-            where = "outside the file" if target + HEADER_SIZE > size or target < 0 else \
-                "back into data set " + str(count - 1)
+            where = (
+                "outside the file"
+                if target + HEADER_SIZE > size or target < 0
+                else "back into data set " + str(count - 1)
+            )
             warns.append(f"$NEXTDATA of data set {count - 1} points {where}; ignored")
             break
         if count == MAX_DATA_SETS:
-            raise FcsReadError(f"more than {MAX_DATA_SETS:,} data sets chained by $NEXTDATA "
-                               f"(cytomsc reads at most {MAX_DATA_SETS:,})", path)
+            raise FcsReadError(
+                f"more than {MAX_DATA_SETS:,} data sets chained by $NEXTDATA "
+                f"(cytomsc reads at most {MAX_DATA_SETS:,})",
+                path,
+            )
         try:
             current = _read_data_set(fh, target, size, path)
         except FcsReadError as err:
@@ -343,11 +360,14 @@ def _data_sets(fh, size: int, path: Path, wanted: int) -> tuple[_DataSet, int, l
             chosen = current
         count += 1
     if chosen is None:
-        raise FcsReadError(f"data set {wanted} requested but the file holds {count} "
-                           f"(numbered 0 to {count - 1})", path)
+        raise FcsReadError(
+            f"data set {wanted} requested but the file holds {count} (numbered 0 to {count - 1})",
+            path,
+        )
     if count > 1:
-        warns.append(f"{count} data sets (numbered 0 to {count - 1}); read data set {wanted} "
-                     f"(--data-set N)")
+        warns.append(
+            f"{count} data sets (numbered 0 to {count - 1}); read data set {wanted} (--data-set N)"
+        )
     return chosen, count, warns
 
 
@@ -455,17 +475,21 @@ def _layout(ds: _DataSet, size: int, path: Path) -> _Layout:
     warns = list(ds.warnings)
     par = _as_int(kw.get("par"))
     if par is not None and par > MAX_PARAMETERS:
-        raise FcsReadError(f"$PAR is {par:,} channels, more than the {MAX_PARAMETERS:,} "
-                           f"cytomsc reads", path)
+        raise FcsReadError(
+            f"$PAR is {par:,} channels, more than the {MAX_PARAMETERS:,} cytomsc reads", path
+        )
     if par is None or not 0 < par:
         raise FcsReadError(f"$PAR '{kw.get('par')}' is not a valid number of parameters", path)
     extra = sorted(int(m.group(1)) for k in kw if (m := _PNN.match(k)) and int(m.group(1)) > par)
     missing = [n for n in range(1, par + 1) if f"p{n}n" not in kw]
     if extra or missing:
         found = par - len(missing) + len(extra)
-        raise FcsReadError(f"$PAR is {par} but the TEXT names {found} channels ($PnN)"
-                           f"{' beyond $PAR: ' + str(extra[:5]) if extra else ''}"
-                           f"{' missing: ' + str(missing[:5]) if missing else ''}", path)
+        raise FcsReadError(
+            f"$PAR is {par} but the TEXT names {found} channels ($PnN)"
+            f"{' beyond $PAR: ' + str(extra[:5]) if extra else ''}"
+            f"{' missing: ' + str(missing[:5]) if missing else ''}",
+            path,
+        )
     datatype = kw.get("datatype", "").upper()
     if datatype not in ("I", "F", "D", "A"):
         raise FcsReadError(f"unsupported $DATATYPE '{kw.get('datatype', '')}'", path)
@@ -482,8 +506,11 @@ def _layout(ds: _DataSet, size: int, path: Path) -> _Layout:
         own = kw.get(f"p{n}datatype", "").strip().upper()  # FCS 3.2: this channel's own type
         if own:
             if own not in ("I", "F", "D") or datatype == "A":
-                raise FcsReadError(f"unsupported $P{n}DATATYPE '{kw[f'p{n}datatype']}' "
-                                   f"(with $DATATYPE {datatype})", path)
+                raise FcsReadError(
+                    f"unsupported $P{n}DATATYPE '{kw[f'p{n}datatype']}' "
+                    f"(with $DATATYPE {datatype})",
+                    path,
+                )
             t = own
         types.append(t)
         b = _as_int(kw.get(f"p{n}b"))
@@ -491,12 +518,13 @@ def _layout(ds: _DataSet, size: int, path: Path) -> _Layout:
             want = 32 if t == "F" else 64
             if b != want:
                 if b is not None:
-                    warns.append(f"$P{n}B is {b} for {'float' if want == 32 else 'double'} "
-                                 f"data; read as {want} bits")
+                    warns.append(
+                        f"$P{n}B is {b} for {'float' if want == 32 else 'double'} "
+                        f"data; read as {want} bits"
+                    )
                 b = want
         elif b is None or b <= 0 or (t == "I" and (b % 8 or b > 64)):
-            raise FcsReadError(f"unsupported $P{n}B '{kw.get(f'p{n}b')}' for "
-                               f"$DATATYPE {t}", path)
+            raise FcsReadError(f"unsupported $P{n}B '{kw.get(f'p{n}b')}' for $DATATYPE {t}", path)
         bits.append(b)
         r = _as_float(kw.get(f"p{n}r"))
         if r is None:
@@ -532,16 +560,38 @@ def _layout(ds: _DataSet, size: int, path: Path) -> _Layout:
     if len(set(types)) == 1:
         datatype = types[0]  # every channel says the same: that is the file's type
     mixed = len(set(types)) > 1
-    flowkit_ok = (offset_ok and not renamed and analysis_ok and tot > 0 and not mixed
-                  and datatype == kw.get("datatype", "").upper()
-                  and ds.base == 0 and not ds.warnings
-                  and (step_text is None or timestep is not None or not step_text.strip())
-                  and datatype in ("F", "D", "I")
-                  and (datatype != "I" or (len(set(bits)) == 1 and bits[0] in (8, 16, 32)))
-                  and kw.get("byteord", "").replace(" ", "") in ("1,2,3,4", "4,3,2,1", "1,2",
-                                                                 "2,1"))
-    return _Layout(datatype, order, par, tot, names, pns, bits, ranges, pne, png, start, nbytes,
-                   timestep, warns, flowkit_ok, types)
+    flowkit_ok = (
+        offset_ok
+        and not renamed
+        and analysis_ok
+        and tot > 0
+        and not mixed
+        and datatype == kw.get("datatype", "").upper()
+        and ds.base == 0
+        and not ds.warnings
+        and (step_text is None or timestep is not None or not step_text.strip())
+        and datatype in ("F", "D", "I")
+        and (datatype != "I" or (len(set(bits)) == 1 and bits[0] in (8, 16, 32)))
+        and kw.get("byteord", "").replace(" ", "") in ("1,2,3,4", "4,3,2,1", "1,2", "2,1")
+    )
+    return _Layout(
+        datatype,
+        order,
+        par,
+        tot,
+        names,
+        pns,
+        bits,
+        ranges,
+        pne,
+        png,
+        start,
+        nbytes,
+        timestep,
+        warns,
+        flowkit_ok,
+        types,
+    )
 
 
 def _amplification(text: str | None, n: int, path: Path) -> tuple[float, float]:
@@ -579,8 +629,9 @@ def _analysis_ok(ds: _DataSet, size: int) -> bool:
     return a == b or (0 <= a < b < size)
 
 
-def _data_range(ds: _DataSet, bpe: int, size: int, path: Path,
-                warns: list[str]) -> tuple[int, int, int, bool]:
+def _data_range(
+    ds: _DataSet, bpe: int, size: int, path: Path, warns: list[str]
+) -> tuple[int, int, int, bool]:
     """(absolute start, bytes to read, events, HEADER/TEXT agree and sizes exact)."""
     kw, hdr = ds.keywords, ds.header
     t_start, t_stop = _as_int(kw.get("begindata")), _as_int(kw.get("enddata"))
@@ -594,14 +645,17 @@ def _data_range(ds: _DataSet, bpe: int, size: int, path: Path,
         if header_given and (h_start, h_stop) != (t_start, t_stop):
             assert h_start is not None and h_stop is not None  # header_given says so
             agree = False
-            if _fits(h_start, h_stop, ds.base, size) and not _fits(t_start, t_stop, ds.base,
-                                                                      size):
+            if _fits(h_start, h_stop, ds.base, size) and not _fits(t_start, t_stop, ds.base, size):
                 start, stop = h_start, h_stop
-                warns.append(f"TEXT DATA offsets {t_start}-{t_stop} lie outside the file; "
-                             f"read with the HEADER offsets {h_start}-{h_stop}")
+                warns.append(
+                    f"TEXT DATA offsets {t_start}-{t_stop} lie outside the file; "
+                    f"read with the HEADER offsets {h_start}-{h_stop}"
+                )
             else:
-                warns.append(f"HEADER DATA offsets {h_start}-{h_stop} disagree with TEXT "
-                             f"{t_start}-{t_stop}; read with the TEXT offsets")
+                warns.append(
+                    f"HEADER DATA offsets {h_start}-{h_stop} disagree with TEXT "
+                    f"{t_start}-{t_stop}; read with the TEXT offsets"
+                )
         elif not header_given:
             agree = False  # FlowIO needs HEADER offsets (0 only above 99,999,999 bytes)
             if not (h_start == 0 and h_stop == 0 and t_stop > 99_999_999):
@@ -614,8 +668,10 @@ def _data_range(ds: _DataSet, bpe: int, size: int, path: Path,
     if start < 0 or stop < start - 1:
         raise FcsReadError(f"DATA offsets {start}-{stop} are impossible", path)
     if ds.base + start > size:
-        raise FcsReadError(f"truncated in DATA (DATA starts at byte {ds.base + start}, "
-                           f"the file has {size} bytes)", path)
+        raise FcsReadError(
+            f"truncated in DATA (DATA starts at byte {ds.base + start}, the file has {size} bytes)",
+            path,
+        )
     segment = stop - start + 1
     tot = _as_int(kw.get("tot"))
     if "tot" in kw and (tot is None or tot < 0):
@@ -627,11 +683,14 @@ def _data_range(ds: _DataSet, bpe: int, size: int, path: Path,
     available = size - (ds.base + start)
     if need > segment:
         if need > available:
-            raise FcsReadError(f"$TOT is {tot} events ({need} bytes) but the file holds "
-                               f"{max(available, 0)} bytes of DATA (truncated or wrong $TOT)",
-                               path)
-        raise FcsReadError(f"$TOT is {tot} events ({need} bytes) but the DATA segment holds "
-                           f"{segment} bytes", path)
+            raise FcsReadError(
+                f"$TOT is {tot} events ({need} bytes) but the file holds "
+                f"{max(available, 0)} bytes of DATA (truncated or wrong $TOT)",
+                path,
+            )
+        raise FcsReadError(
+            f"$TOT is {tot} events ({need} bytes) but the DATA segment holds {segment} bytes", path
+        )
     if need > available:
         raise FcsReadError(f"truncated in DATA ({available} of {need} bytes present)", path)
     exact = segment == need
@@ -668,8 +727,10 @@ def _decode_data(raw: bytes, lay: _Layout, path: Path) -> np.ndarray:
     if len(set(bits)) == 1 and bits[0] in (8, 16, 32, 64):
         values = np.frombuffer(raw, dtype=f"{lay.order}u{bits[0] // 8}").reshape(n, par)
         if any(m is not None for m in masks):
-            mask = np.array([m if m is not None else (1 << bits[0]) - 1 for m in masks],
-                            dtype=values.dtype.newbyteorder("="))
+            mask = np.array(
+                [m if m is not None else (1 << bits[0]) - 1 for m in masks],
+                dtype=values.dtype.newbyteorder("="),
+            )
             values = values & mask
         return values.reshape(-1)
     widths = [b // 8 for b in bits]
@@ -682,7 +743,7 @@ def _decode_data(raw: bytes, lay: _Layout, path: Path) -> np.ndarray:
         if lay.order == "<":
             buf[:, :, :w] = cells
         else:
-            buf[:, :, padded - w:] = cells
+            buf[:, :, padded - w :] = cells
         out = buf.view(f"{lay.order}u{padded}").reshape(n, par)
     else:
         out = np.empty((n, par), dtype=f"u{padded}")
@@ -690,16 +751,17 @@ def _decode_data(raw: bytes, lay: _Layout, path: Path) -> np.ndarray:
         for i, w in enumerate(widths):
             buf = np.zeros((n, padded), dtype=np.uint8)
             if lay.order == "<":
-                buf[:, :w] = rows[:, offset:offset + w]
+                buf[:, :w] = rows[:, offset : offset + w]
             else:
-                buf[:, padded - w:] = rows[:, offset:offset + w]
+                buf[:, padded - w :] = rows[:, offset : offset + w]
             out[:, i] = buf.view(f"{lay.order}u{padded}")[:, 0]
             offset += w
     if any(m is not None for m in masks):
         full = [(1 << b) - 1 for b in bits]
-        out = out & np.array([m if m is not None else f for m, f in zip(masks, full,
-                                                                           strict=True)],
-                             dtype=f"u{padded}")
+        out = out & np.array(
+            [m if m is not None else f for m, f in zip(masks, full, strict=True)],
+            dtype=f"u{padded}",
+        )
     return out.reshape(-1)
 
 
@@ -712,7 +774,7 @@ def _decode_mixed(raw: bytes, lay: _Layout) -> np.ndarray:
     out = np.empty((n, par), dtype=np.float64)
     offset = 0
     for i, (t, w) in enumerate(zip(lay.types, widths, strict=True)):
-        cells = rows[:, offset:offset + w]
+        cells = rows[:, offset : offset + w]
         offset += w
         if t in ("F", "D"):
             out[:, i] = np.ascontiguousarray(cells).view(f"{lay.order}f{w}")[:, 0]
@@ -722,7 +784,7 @@ def _decode_mixed(raw: bytes, lay: _Layout) -> np.ndarray:
         if lay.order == "<":
             buf[:, :w] = cells
         else:
-            buf[:, padded - w:] = cells
+            buf[:, padded - w :] = cells
         values = buf.view(f"{lay.order}u{padded}")[:, 0]
         mask = _int_mask(lay.bits[i], lay.ranges[i])
         out[:, i] = values & mask if mask is not None else values
@@ -744,7 +806,7 @@ def _decode_ascii(raw: bytes, lay: _Layout, path: Path) -> np.ndarray:
     for i, width in enumerate(lay.bits):
         if lay.tot:
             assert rows is not None
-            cells = rows[:, offset:offset + width].copy().view(f"S{width}").ravel()
+            cells = rows[:, offset : offset + width].copy().view(f"S{width}").ravel()
             try:
                 out[:, i] = cells.astype(np.float64)
             except ValueError:
@@ -764,8 +826,7 @@ def _check_timestep(events: np.ndarray, lay: _Layout) -> None:
         col = np.abs(col[np.isfinite(col)])
         overflow = col.size and not np.isfinite(float(col.max()) * lay.timestep)
     if overflow:
-        lay.warnings.append(f"$TIMESTEP {lay.timestep:g} makes Time overflow; Time left "
-                            "unscaled")
+        lay.warnings.append(f"$TIMESTEP {lay.timestep:g} makes Time overflow; Time left unscaled")
         lay.timestep = None
 
 
@@ -798,16 +859,22 @@ def _flow_data(ds: _DataSet, lay: _Layout, events: np.ndarray, path: Path) -> fl
         elif low == "time":
             fd.time_index = i
             gain = 1.0  # FlowIO: Time is scaled by $TIMESTEP, never by a gain
-        fd.channels[i + 1] = {"pnn": name, "pns": lay.pns[i], "pne": lay.pne[i], "png": gain,
-                              "pnr": lay.ranges[i]}
+        fd.channels[i + 1] = {
+            "pnn": name,
+            "pns": lay.pns[i],
+            "pne": lay.pne[i],
+            "png": gain,
+            "pnr": lay.ranges[i],
+        }
         fd.pnn_labels.append(name)
         fd.pns_labels.append(lay.pns[i])
         fd.pnr_values.append(lay.ranges[i])
     return fd
 
 
-def _spillover(keywords: dict[str, str], names: list[str],
-               warns: list[str]) -> tuple[list[str], np.ndarray] | None:
+def _spillover(
+    keywords: dict[str, str], names: list[str], warns: list[str]
+) -> tuple[list[str], np.ndarray] | None:
     for key in ("spillover", "spill"):
         if key in keywords:
             text = keywords[key]
@@ -818,17 +885,20 @@ def _spillover(keywords: dict[str, str], names: list[str],
     parts = [p for p in parts if p != ""]
     try:
         n = int(float(parts[0]))
-        detectors = parts[1:1 + n]
-        values = np.array([float(v) for v in parts[1 + n:1 + n + n * n]], dtype=np.float64)
+        detectors = parts[1 : 1 + n]
+        values = np.array([float(v) for v in parts[1 + n : 1 + n + n * n]], dtype=np.float64)
         if n <= 0 or len(detectors) != n or values.size != n * n:
             raise ValueError
         if n > MAX_SPILLOVER:
-            warns.append(f"${key.upper()} is {n}x{n}, more than the {MAX_SPILLOVER:,} detectors "
-                         "cytomsc compensates; ignored")
+            warns.append(
+                f"${key.upper()} is {n}x{n}, more than the {MAX_SPILLOVER:,} detectors "
+                "cytomsc compensates; ignored"
+            )
             return None
     except (ValueError, IndexError, OverflowError):
-        warns.append(f"${key.upper()} is not a readable spillover matrix (n, n names, n*n "
-                     f"values); ignored")
+        warns.append(
+            f"${key.upper()} is not a readable spillover matrix (n, n names, n*n values); ignored"
+        )
         return None
     unknown = [d for d in detectors if d not in names]
     if unknown:
@@ -873,12 +943,12 @@ def read_fcs(path: str | Path, data_set: int = 0, use_flowkit: bool = False) -> 
     with _open(path) as (fh, size):
         ds, n_sets, set_warns = _data_sets(fh, size, path, data_set)
         lay = _layout(ds, size, path)
-        sample = _via_flowkit(path, lay) if (use_flowkit and lay.flowkit_ok
-                                             and n_sets == 1) else None
+        sample = (
+            _via_flowkit(path, lay) if (use_flowkit and lay.flowkit_ok and n_sets == 1) else None
+        )
         reader = "flowkit" if sample is not None else "cytomsc"
         if sample is None:
-            values = _preprocessed(_flow_data(ds, lay, _decoded(fh, lay, path), path),
-                                   lay, path)
+            values = _preprocessed(_flow_data(ds, lay, _decoded(fh, lay, path), path), lay, path)
         else:
             values = sample.get_events(source="raw")
     warns = set_warns + lay.warnings
@@ -892,12 +962,23 @@ def read_fcs(path: str | Path, data_set: int = 0, use_flowkit: bool = False) -> 
     own = sample is None
     # partials of module functions, not closures: an FcsData crosses processes (a pool worker's
     # CultureFiles for ``cytomsc.write``) and must pickle
-    return FcsData(path=path, _events=values, shape=(lay.tot, lay.par), version=ds.version,
-                   keywords=ds.keywords, channels=_channels(lay), n_data_sets=n_sets,
-                   data_set=data_set, warnings=warns, spillover=spill, nonfinite=nonfinite,
-                   reader=reader, _sample=sample,
-                   _make_sample=functools.partial(_sample_of, path, ds, lay) if own else None,
-                   _reread=functools.partial(_reread_events, path, ds, lay) if own else None)
+    return FcsData(
+        path=path,
+        _events=values,
+        shape=(lay.tot, lay.par),
+        version=ds.version,
+        keywords=ds.keywords,
+        channels=_channels(lay),
+        n_data_sets=n_sets,
+        data_set=data_set,
+        warnings=warns,
+        spillover=spill,
+        nonfinite=nonfinite,
+        reader=reader,
+        _sample=sample,
+        _make_sample=functools.partial(_sample_of, path, ds, lay) if own else None,
+        _reread=functools.partial(_reread_events, path, ds, lay) if own else None,
+    )
 
 
 def _reread_events(path: Path, ds: _DataSet, lay: _Layout) -> np.ndarray:
@@ -937,13 +1018,14 @@ def _preprocessed(fd: flowio.FlowData, lay: _Layout, path: Path) -> np.ndarray:
             out = np.empty((lay.tot, lay.par), order="F")
             for start in range(0, lay.tot, _ROWS):
                 stop = min(start + _ROWS, lay.tot)
-                fd.events = flat[start * lay.par:stop * lay.par]
+                fd.events = flat[start * lay.par : stop * lay.par]
                 out[start:stop] = fd.as_array(preprocess=True)
             fd.events = flat
             return out
     except Exception as err:  # noqa: BLE001 - FlowIO rejecting decoded data is bad input
-        raise FcsReadError(f"the data cannot be pre-processed ({type(err).__name__}: "
-                           f"{err})", path) from None
+        raise FcsReadError(
+            f"the data cannot be pre-processed ({type(err).__name__}: {err})", path
+        ) from None
 
 
 def _sample_of(path: Path, ds: _DataSet, lay: _Layout) -> flowkit.Sample:
@@ -957,8 +1039,9 @@ def _sample_of(path: Path, ds: _DataSet, lay: _Layout) -> flowkit.Sample:
             warnings.simplefilter("ignore")
             return flowkit.Sample(_flow_data(ds, lay, events, path), sample_id=path.name)
     except Exception as err:  # noqa: BLE001 - FlowKit rejecting decoded data is bad input
-        raise FcsReadError(f"FlowKit cannot hold the data ({type(err).__name__}: "
-                           f"{err})", path) from None
+        raise FcsReadError(
+            f"FlowKit cannot hold the data ({type(err).__name__}: {err})", path
+        ) from None
 
 
 def read_stored(path: str | Path, data_set: int = 0) -> tuple[str, np.ndarray]:

@@ -33,8 +33,22 @@ MAX_HEADER_OFFSET = 99_999_999
 # escapes, so readers that split TEXT with a regular expression (FlowIO does) read it right.
 DELIMITERS = ("/", "|", "~", "!", "#", "%", "&", ";", "@", ":")
 # Keywords the writer sets from the data itself (lower case, without "$").
-STRUCTURAL = frozenset({"beginanalysis", "endanalysis", "begindata", "enddata", "beginstext",
-                        "endstext", "byteord", "datatype", "mode", "nextdata", "par", "tot"})
+STRUCTURAL = frozenset(
+    {
+        "beginanalysis",
+        "endanalysis",
+        "begindata",
+        "enddata",
+        "beginstext",
+        "endstext",
+        "byteord",
+        "datatype",
+        "mode",
+        "nextdata",
+        "par",
+        "tot",
+    }
+)
 _DTYPES = {"F": "<f4", "D": "<f8"}
 
 
@@ -49,8 +63,9 @@ class ChannelText:
     png: str = "1"
 
 
-def header_bytes(version: str, text: tuple[int, int], data: tuple[int, int],
-                 analysis: tuple[int, int] = (0, 0)) -> bytes:
+def header_bytes(
+    version: str, text: tuple[int, int], data: tuple[int, int], analysis: tuple[int, int] = (0, 0)
+) -> bytes:
     """The 58-byte HEADER; offsets beyond 99,999,999 become 0 (TEXT keywords then rule)."""
     if version not in ("3.0", "3.1"):
         raise ValueError(f"FCS version {version!r} not supported (3.0 or 3.1)")
@@ -79,7 +94,7 @@ def spillover_text(channels: list[str], matrix: np.ndarray) -> str:
 
 
 def choose_delimiter(texts: list[str]) -> str:
-    """"/" (doubled inside values), unless a keyword or value begins or ends with it: a doubled
+    """ "/" (doubled inside values), unless a keyword or value begins or ends with it: a doubled
     delimiter next to the separating one cannot be told apart. Then the first candidate that
     occurs in none of ``texts`` ("/" if each one does)."""
     if not any(t.startswith("/") or t.endswith("/") for t in texts):
@@ -91,8 +106,9 @@ def _text_segment(keywords: list[tuple[str, str]], delim: str) -> str:
     parts = [delim]
     for key, value in keywords:
         value = value if value != "" else " "  # FCS forbids empty values
-        parts.append(f"{key.replace(delim, delim * 2)}{delim}"
-                     f"{value.replace(delim, delim * 2)}{delim}")
+        parts.append(
+            f"{key.replace(delim, delim * 2)}{delim}{value.replace(delim, delim * 2)}{delim}"
+        )
     return "".join(parts)
 
 
@@ -117,10 +133,17 @@ def _typed(events: np.ndarray, datatype: str, ranges: list[float]) -> np.ndarray
     return np.ascontiguousarray(ints.astype("<u2" if bits == 16 else "<u4"))
 
 
-def write_fcs(path: str | Path, events: np.ndarray, pnn: list[str], pns: list[str] | None = None,
-              keywords: dict[str, str] | None = None, version: str = "3.1", datatype: str = "F",
-              ranges: list[float] | None = None,
-              spillover: tuple[list[str], np.ndarray] | None = None) -> None:
+def write_fcs(
+    path: str | Path,
+    events: np.ndarray,
+    pnn: list[str],
+    pns: list[str] | None = None,
+    keywords: dict[str, str] | None = None,
+    version: str = "3.1",
+    datatype: str = "F",
+    ranges: list[float] | None = None,
+    spillover: tuple[list[str], np.ndarray] | None = None,
+) -> None:
     """Write ``events`` (n events × channels) as one list-mode FCS data set.
 
     ``ranges`` are the $PnR (default: 262144); integer data are rounded and clipped to
@@ -130,8 +153,7 @@ def write_fcs(path: str | Path, events: np.ndarray, pnn: list[str], pns: list[st
     path = Path(path)
     events = np.asarray(events, dtype=float)
     if events.ndim != 2 or events.shape[1] != len(pnn):
-        raise CytomscError(f"events of shape {events.shape} do not match {len(pnn)} channels",
-                           path)
+        raise CytomscError(f"events of shape {events.shape} do not match {len(pnn)} channels", path)
     n_ch = events.shape[1]
     if not np.all(np.isfinite(events)):
         raise CytomscError("events contain NaN or infinite values", path)
@@ -150,8 +172,13 @@ def write_fcs(path: str | Path, events: np.ndarray, pnn: list[str], pns: list[st
     write_data_set(path, typed, channels, extra, version=version)
 
 
-def write_data_set(path: str | Path, values: np.ndarray, channels: list[ChannelText],
-                   keywords: Sequence[tuple[str, str]] = (), version: str = "3.1") -> None:
+def write_data_set(
+    path: str | Path,
+    values: np.ndarray,
+    channels: list[ChannelText],
+    keywords: Sequence[tuple[str, str]] = (),
+    version: str = "3.1",
+) -> None:
     """Write ``values`` exactly as given: float32 as $DATATYPE F, float64 as D, unsigned
     8/16/32-bit integers as I (one $PnB for every channel). Nothing is rounded, clipped or
     scaled, NaN included; ``channels`` give each parameter's $Pn texts as they are to be read.
@@ -160,8 +187,9 @@ def write_data_set(path: str | Path, values: np.ndarray, channels: list[ChannelT
     path = Path(path)
     values = np.asarray(values)
     if values.ndim != 2 or values.shape[1] != len(channels):
-        raise CytomscError(f"events of shape {values.shape} do not match {len(channels)} "
-                           "channels", path)
+        raise CytomscError(
+            f"events of shape {values.shape} do not match {len(channels)} channels", path
+        )
     kind = values.dtype.kind
     if kind == "f" and values.dtype.itemsize in (4, 8):
         datatype = "F" if values.dtype.itemsize == 4 else "D"
@@ -170,8 +198,7 @@ def write_data_set(path: str | Path, values: np.ndarray, channels: list[ChannelT
         datatype = "I"
         data = np.ascontiguousarray(values, dtype=f"<u{values.dtype.itemsize}").tobytes()
     else:
-        raise CytomscError(f"cannot store {values.dtype} values (float32/64 or uint8/16/32)",
-                           path)
+        raise CytomscError(f"cannot store {values.dtype} values (float32/64 or uint8/16/32)", path)
     bits = values.dtype.itemsize * 8
     n_ev, n_ch = values.shape
     try:
@@ -180,12 +207,21 @@ def write_data_set(path: str | Path, values: np.ndarray, channels: list[ChannelT
         raise CytomscError(str(err), path) from None
 
     fixed: list[tuple[str, str]] = [
-        ("$BYTEORD", "1,2,3,4"), ("$DATATYPE", datatype), ("$MODE", "L"), ("$NEXTDATA", "0"),
-        ("$PAR", str(n_ch)), ("$TOT", str(n_ev)),
+        ("$BYTEORD", "1,2,3,4"),
+        ("$DATATYPE", datatype),
+        ("$MODE", "L"),
+        ("$NEXTDATA", "0"),
+        ("$PAR", str(n_ch)),
+        ("$TOT", str(n_ev)),
     ]
     for j, ch in enumerate(channels, start=1):
-        fixed += [(f"$P{j}N", ch.pnn), (f"$P{j}B", str(bits)), (f"$P{j}E", ch.pne),
-                  (f"$P{j}R", ch.pnr), (f"$P{j}G", ch.png)]
+        fixed += [
+            (f"$P{j}N", ch.pnn),
+            (f"$P{j}B", str(bits)),
+            (f"$P{j}E", ch.pne),
+            (f"$P{j}R", ch.pnr),
+            (f"$P{j}G", ch.png),
+        ]
         if ch.pns.strip():
             fixed.append((f"$P{j}S", ch.pns))
     reserved = {k for k, _ in fixed} | {f"${k.upper()}" for k in STRUCTURAL}
@@ -201,16 +237,24 @@ def write_data_set(path: str | Path, values: np.ndarray, channels: list[ChannelT
     begin_data = HEADER_LEN
     while True:
         end_data = begin_data + len(data) - 1 if data else begin_data
-        offsets = [("$BEGINANALYSIS", "0"), ("$ENDANALYSIS", "0"), ("$BEGINSTEXT", "0"),
-                   ("$ENDSTEXT", "0"), ("$BEGINDATA", str(begin_data)),
-                   ("$ENDDATA", str(end_data))]
+        offsets = [
+            ("$BEGINANALYSIS", "0"),
+            ("$ENDANALYSIS", "0"),
+            ("$BEGINSTEXT", "0"),
+            ("$ENDSTEXT", "0"),
+            ("$BEGINDATA", str(begin_data)),
+            ("$ENDDATA", str(end_data)),
+        ]
         text = _text_segment(offsets + fixed + extra, delim).encode("utf-8")
         start = HEADER_LEN + len(text)
         if start == begin_data:
             break
         begin_data = start
-    header = header_bytes(version, (HEADER_LEN, HEADER_LEN + len(text) - 1),
-                          (begin_data, end_data) if data else (0, 0))
+    header = header_bytes(
+        version,
+        (HEADER_LEN, HEADER_LEN + len(text) - 1),
+        (begin_data, end_data) if data else (0, 0),
+    )
     _atomic_write(path, header + text + data)
 
 

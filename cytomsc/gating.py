@@ -123,8 +123,9 @@ class GatingOutcome:
 # Geometry shared with FlowKit
 
 
-def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: list[tuple[float, float]]
-                      ) -> np.ndarray:
+def points_in_polygon(
+    x: np.ndarray, y: np.ndarray, vertices: list[tuple[float, float]]
+) -> np.ndarray:
     """Even-odd rule over the polygon's edges, vectorized over events (FlowKit's rule).
 
     An edge can only flip events whose y lies in [its lower y, its upper y), so the events inside
@@ -140,8 +141,12 @@ def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: list[tuple[float, 
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
     if x.size > CHUNK:  # bounded temporaries on very large tubes
-        return np.concatenate([points_in_polygon(x[i:i + CHUNK], y[i:i + CHUNK], vertices)
-                               for i in range(0, x.size, CHUNK)]).reshape(shape)
+        return np.concatenate(
+            [
+                points_in_polygon(x[i : i + CHUNK], y[i : i + CHUNK], vertices)
+                for i in range(0, x.size, CHUNK)
+            ]
+        ).reshape(shape)
     out = np.zeros(x.shape, dtype=bool)
     x0, y0 = v[:, 0], v[:, 1]
     lo_y, hi_y = float(y0.min()), float(y0.max())
@@ -188,8 +193,9 @@ def points_in_polygon(x: np.ndarray, y: np.ndarray, vertices: list[tuple[float, 
     return out.reshape(shape)
 
 
-def _polygon_mask(x: np.ndarray, y: np.ndarray, vertices: list[tuple[float, float]],
-                  where: np.ndarray) -> np.ndarray:
+def _polygon_mask(
+    x: np.ndarray, y: np.ndarray, vertices: list[tuple[float, float]], where: np.ndarray
+) -> np.ndarray:
     """``where & points_in_polygon(x, y, vertices)``, testing only the events of ``where`` inside
     the polygon's bounding box (padded so rounding at the edges cannot differ from the full
     test: outside the box no edge is crossed, or every crossing is on the same side)."""
@@ -203,8 +209,9 @@ def _polygon_mask(x: np.ndarray, y: np.ndarray, vertices: list[tuple[float, floa
     return out
 
 
-def _rect_mask(cols: dict[str, np.ndarray], bounds: dict[str, tuple[float | None, float | None]],
-               n: int) -> np.ndarray:
+def _rect_mask(
+    cols: dict[str, np.ndarray], bounds: dict[str, tuple[float | None, float | None]], n: int
+) -> np.ndarray:
     m = np.ones(n, dtype=bool)
     for ch, (lo, hi) in bounds.items():
         if lo is not None:
@@ -230,14 +237,21 @@ def _bin_index(v: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return idx
 
 
-def _histogram(x: np.ndarray, y: np.ndarray, xname: str, yname: str,
-               xr: tuple[float, float], yr: tuple[float, float],
-               x_ticks: list | None = None, y_ticks: list | None = None) -> Histogram2D:
+def _histogram(
+    x: np.ndarray,
+    y: np.ndarray,
+    xname: str,
+    yname: str,
+    xr: tuple[float, float],
+    yr: tuple[float, float],
+    x_ticks: list | None = None,
+    y_ticks: list | None = None,
+) -> Histogram2D:
     xe = np.linspace(xr[0], xr[1], HIST_BINS + 1)
     ye = np.linspace(yr[0], yr[1], HIST_BINS + 1)
     flat = np.zeros(HIST_BINS * HIST_BINS)
     for i in range(0, x.size, CHUNK):  # bounded temporaries on very large tubes
-        ix, iy = _bin_index(x[i:i + CHUNK], xe), _bin_index(y[i:i + CHUNK], ye)
+        ix, iy = _bin_index(x[i : i + CHUNK], xe), _bin_index(y[i : i + CHUNK], ye)
         ok = (ix >= 0) & (iy >= 0)
         flat += np.bincount(ix[ok] * HIST_BINS + iy[ok], minlength=HIST_BINS * HIST_BINS)
     counts = flat.reshape(HIST_BINS, HIST_BINS)
@@ -265,8 +279,9 @@ def _robust_sd(v: np.ndarray) -> float:
     return 1.4826 * float(np.median(np.abs(dev, out=dev), overwrite_input=True))
 
 
-def _time_gate(tp: np.ndarray, signals: Iterable[np.ndarray]
-               ) -> tuple[list[tuple[float, float]], str, str | None]:
+def _time_gate(
+    tp: np.ndarray, signals: Iterable[np.ndarray]
+) -> tuple[list[tuple[float, float]], str, str | None]:
     """Kept time stretches [lo, hi) of the parent events, a note, and a warning if capped.
 
     ``tp``: the parent events' times; ``signals``: the same events' values of each channel whose
@@ -276,8 +291,11 @@ def _time_gate(tp: np.ndarray, signals: Iterable[np.ndarray]
     t_lo, t_hi = float(tp.min()), float(tp.max())
     end = np.nextafter(t_hi, np.inf)
     # (a span that overflows, or is a few float steps wide, cannot be cut into bins)
-    if n < 500 or not t_hi - t_lo > 1e-9 * max(abs(t_lo), abs(t_hi)) \
-            or not np.isfinite(t_hi - t_lo):
+    if (
+        n < 500
+        or not t_hi - t_lo > 1e-9 * max(abs(t_lo), abs(t_hi))
+        or not np.isfinite(t_hi - t_lo)
+    ):
         return [(t_lo, end)], "too few events or no time span: all kept", None
     nb = int(min(100, max(10, n // 150)))
     edges = np.linspace(t_lo, end, nb + 1)
@@ -324,8 +342,10 @@ def _time_gate(tp: np.ndarray, signals: Iterable[np.ndarray]
             keep_bad[i] = True
             dropped += counts[i]
         bad = keep_bad
-        warning = (f"unstable acquisition: time bins holding more than {MAX_TIME_DROP:.0%} of "
-                   f"events look anomalous; only the worst {dropped / n:.1%} were dropped")
+        warning = (
+            f"unstable acquisition: time bins holding more than {MAX_TIME_DROP:.0%} of "
+            f"events look anomalous; only the worst {dropped / n:.1%} were dropped"
+        )
     intervals: list[tuple[float, float]] = []
     for i in range(nb):
         if bad[i]:
@@ -336,9 +356,12 @@ def _time_gate(tp: np.ndarray, signals: Iterable[np.ndarray]
         else:
             intervals.append((lo, hi))
     dropped_bins = int(bad.sum())
-    note = (f"{nb} time bins; {dropped_bins} dropped (event rate or a channel's level beyond "
-            f"{TIME_Z:g} robust SD)" if dropped_bins else
-            f"{nb} time bins; event rate and signal levels stable, all kept")
+    note = (
+        f"{nb} time bins; {dropped_bins} dropped (event rate or a channel's level beyond "
+        f"{TIME_Z:g} robust SD)"
+        if dropped_bins
+        else f"{nb} time bins; event rate and signal levels stable, all kept"
+    )
     return intervals, note, warning
 
 
@@ -412,8 +435,7 @@ def _log_gauss(p: np.ndarray, means: np.ndarray, covs: np.ndarray) -> np.ndarray
     return -0.5 * m2 - 0.5 * np.log(det) - math.log(2.0 * math.pi)
 
 
-def _m_step(x: np.ndarray, r: np.ndarray, reg: float
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _m_step(x: np.ndarray, r: np.ndarray, reg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weights, means and covariances from weighted responsibilities ``r`` (n, k)."""
     nk = r.sum(axis=0) + 10 * np.finfo(float).eps
     means = (r.T @ x) / nk[:, None]
@@ -425,8 +447,15 @@ def _m_step(x: np.ndarray, r: np.ndarray, reg: float
     return nk / nk.sum(), means, covs
 
 
-def _fit_mixture(x: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator,
-                 reg: float = 1e-4, tol: float = 1e-3, max_iter: int = 100) -> _Mixture:
+def _fit_mixture(
+    x: np.ndarray,
+    w: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    reg: float = 1e-4,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+) -> _Mixture:
     """EM for a k-component full-covariance mixture on weighted 2-D points.
 
     The scatter gate needs five small fits per tube; scikit-learn's per-iteration overhead made
@@ -448,8 +477,9 @@ def _fit_mixture(x: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator,
         mass = np.bincount(lab, weights=w, minlength=k)
         filled = mass > 0
         for d in range(2):
-            cen[filled, d] = np.bincount(lab, weights=w * x[:, d], minlength=k)[filled] \
-                / mass[filled]
+            cen[filled, d] = (
+                np.bincount(lab, weights=w * x[:, d], minlength=k)[filled] / mass[filled]
+            )
     r = np.zeros((len(x), k))
     r[np.arange(len(x)), lab] = 1.0
     weights, means, covs = _m_step(x, r * w[:, None], reg)
@@ -479,8 +509,9 @@ def _binned(pts: np.ndarray, n_eff: float, bins: int = 128) -> tuple[np.ndarray,
     lo = np.percentile(pts, 0.1, axis=0) - 0.5
     hi = np.percentile(pts, 99.9, axis=0) + 0.5
     clipped = np.clip(pts, lo, hi)
-    h, xe, ye = np.histogram2d(clipped[:, 0], clipped[:, 1], bins=bins,
-                               range=[(lo[0], hi[0]), (lo[1], hi[1])])
+    h, xe, ye = np.histogram2d(
+        clipped[:, 0], clipped[:, 1], bins=bins, range=[(lo[0], hi[0]), (lo[1], hi[1])]
+    )
     ix, iy = np.nonzero(h)
     xc = 0.5 * (xe[ix] + xe[ix + 1])
     yc = 0.5 * (ye[iy] + ye[iy + 1])
@@ -508,8 +539,9 @@ def _debris_components(gm: _Mixture, fsc_floor: float) -> np.ndarray:
     return far_below & (reaches | broad)
 
 
-def _cells_polygons(fa: np.ndarray, sa: np.ndarray, seed: int, names: str = "FSC-A/SSC-A"
-                    ) -> tuple[list[list[tuple[float, float]]], str]:
+def _cells_polygons(
+    fa: np.ndarray, sa: np.ndarray, seed: int, names: str = "FSC-A/SSC-A"
+) -> tuple[list[list[tuple[float, float]]], str]:
     """The cell populations' outlines on raw FSC-A/SSC-A (the main one first, then any separate
     island of small cells), from a mixture fitted on the log scale."""
     from contourpy import contour_generator
@@ -560,8 +592,9 @@ def _cells_polygons(fa: np.ndarray, sa: np.ndarray, seed: int, names: str = "FSC
     pc = dens[:, cells].sum(axis=1)
     pd = dens[:, debris].sum(axis=1)
     with np.errstate(divide="ignore"):
-        field = np.minimum(np.log(pc) - np.log(np.maximum(pd, 1e-300)),
-                           inside_ellipses(grid)).reshape(xx.shape)
+        field = np.minimum(
+            np.log(pc) - np.log(np.maximum(pd, 1e-300)), inside_ellipses(grid)
+        ).reshape(xx.shape)
     field[:, [0, -1]] = -1.0
     field[[0, -1], :] = -1.0
     lines = contour_generator(gx, gy, np.nan_to_num(field, neginf=-50.0)).lines(0.0)
@@ -571,17 +604,20 @@ def _cells_polygons(fa: np.ndarray, sa: np.ndarray, seed: int, names: str = "FSC
     out = []
     top = math.log(np.finfo(float).max)  # exp capped: scatter near the float maximum stays finite
     for ring in rings:
-        verts = [(math.exp(min(float(px), top)), math.exp(min(float(py), top)))
-                 for px, py in _thin(ring, 120)]
+        verts = [
+            (math.exp(min(float(px), top)), math.exp(min(float(py), top)))
+            for px, py in _thin(ring, 120)
+        ]
         out.append(verts[:-1] if verts[0] == verts[-1] else verts)
     islands = f", {len(out)} separate outlines" if len(out) > 1 else ""
-    note = (f"Gaussian mixture on log {names} ({gm.k} components, "
-            f"{int(debris.sum())} debris); contour holding {CELL_MASS:.1%} of the cells{islands}")
+    note = (
+        f"Gaussian mixture on log {names} ({gm.k} components, "
+        f"{int(debris.sum())} debris); contour holding {CELL_MASS:.1%} of the cells{islands}"
+    )
     return out, note
 
 
-def _outer_rings(lines: Any, xs: np.ndarray, ws: np.ndarray, main: np.ndarray
-                 ) -> list[np.ndarray]:
+def _outer_rings(lines: Any, xs: np.ndarray, ws: np.ndarray, main: np.ndarray) -> list[np.ndarray]:
     """The closed outlines that hold cells: every outermost contour holding >= 0.2 % of the
     events (``xs``/``ws``: binned points and weights), the one around the main population first.
 
@@ -642,8 +678,13 @@ def _valley_threshold(v: np.ndarray) -> tuple[float, str]:
     # a valley: the lowest point after the peak that is followed by a second, real peak
     after = s[peak:]
     if len(after) > 3:
-        j = int(np.argmin(after[: int(np.searchsorted(mids[peak:], limit + 0.3))] if
-                          np.any(mids[peak:] > limit + 0.3) else after))
+        j = int(
+            np.argmin(
+                after[: int(np.searchsorted(mids[peak:], limit + 0.3))]
+                if np.any(mids[peak:] > limit + 0.3)
+                else after
+            )
+        )
         valley = peak + j
         rest = s[valley:]
         if rest.size and rest.max() > 2.0 * s[valley] + 2 and mids[valley] < limit + 0.3:
@@ -665,11 +706,16 @@ class _SingletBand:
     valley: bool  # the doublet-side cut sits at a density valley (else at SINGLET_UP SD)
 
     def describe(self) -> str:
-        side = ("density valley before the doublets" if self.valley
-                else f"{SINGLET_UP:g} SD, no separate doublet cluster")
-        return (f"singlet ridge H ~ A^{self.slope:.2f} (biweight fit on log scales, robust SD "
-                f"{self.sd:.2g}); kept {self.lo / self.sd:+.1f} to {self.hi / self.sd:+.1f} SD "
-                f"around it (doublet side: {side})")
+        side = (
+            "density valley before the doublets"
+            if self.valley
+            else f"{SINGLET_UP:g} SD, no separate doublet cluster"
+        )
+        return (
+            f"singlet ridge H ~ A^{self.slope:.2f} (biweight fit on log scales, robust SD "
+            f"{self.sd:.2g}); kept {self.lo / self.sd:+.1f} to {self.hi / self.sd:+.1f} SD "
+            f"around it (doublet side: {side})"
+        )
 
 
 def _ridge_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -715,7 +761,7 @@ def _doublet_cut(d: np.ndarray) -> tuple[float, bool]:
     sm = np.convolve(np.pad(h.astype(float), 4, mode="edge"), k / k.sum(), mode="valid")
     last = int(np.searchsorted(edges, SINGLET_VALLEY_MAX)) - 1
     i = int(np.argmin(sm[: last + 1]))
-    rest = sm[i + 1:]
+    rest = sm[i + 1 :]
     # a cluster beyond: at least 1.5 times the valley's density (with ~50 events per smoothing
     # window, > 3 sampling SD), plus a few events so that empty tails never count
     if i > 0 and rest.size and rest.max() >= 1.5 * sm[i] + 2.0:
@@ -758,9 +804,12 @@ def _positive_extent(a: np.ndarray, parent: np.ndarray) -> tuple[float, float] |
     return (float(pos.min()), float(pos.max())) if pos.size else None
 
 
-def _band_vertices(band: _SingletBand, extent: tuple[float, float] | None,
-                   floor: float | None = None, reach: float | None = None
-                   ) -> list[tuple[float, float]]:
+def _band_vertices(
+    band: _SingletBand,
+    extent: tuple[float, float] | None,
+    floor: float | None = None,
+    reach: float | None = None,
+) -> list[tuple[float, float]]:
     """The band as a polygon on raw (A, H): its two edges H = exp(offset + lo|hi) A^slope drawn
     through 48 areas from half the smallest positive area to twice the largest (``extent``;
     straight in linear units wherever the slope is 1, and within a small fraction of the band
@@ -769,8 +818,8 @@ def _band_vertices(band: _SingletBand, extent: tuple[float, float] | None,
     a_lo = float(floor) if floor is not None else (0.5 * extent[0] if extent else 1.0)
     a_hi = max(2.0 * extent[1] if extent else 2.0 * a_lo, 2.0 * a_lo)
     xs = np.geomspace(a_lo, a_hi, 48)
-    lower = np.exp(band.offset + band.lo) * xs ** band.slope
-    upper = np.exp(band.offset + band.hi) * xs ** band.slope
+    lower = np.exp(band.offset + band.lo) * xs**band.slope
+    upper = np.exp(band.offset + band.hi) * xs**band.slope
     verts = [(float(u), float(v)) for u, v in zip(xs, lower, strict=True)]
     verts += [(float(u), float(v)) for u, v in zip(xs[::-1], upper[::-1], strict=True)]
     if floor is not None:
@@ -779,9 +828,9 @@ def _band_vertices(band: _SingletBand, extent: tuple[float, float] | None,
     return verts
 
 
-def _fluorescence_pair(fcs: FcsData, names: list[str], pns: list[str],
-                       ranges: dict[str, float], parent: np.ndarray
-                       ) -> tuple[str, str, float] | None:
+def _fluorescence_pair(
+    fcs: FcsData, names: list[str], pns: list[str], ranges: dict[str, float], parent: np.ndarray
+) -> tuple[str, str, float] | None:
     """A fluorescence detector recorded as both area and height (FACSCalibur FL2-A/FL2-H, a
     Diva "-A"/"-H" pair) with enough bright events to see doublets: (area, height, floor).
 
@@ -851,9 +900,14 @@ class TubeEvents:
 
     def scatter_hist(self, x: str, y: str, parent: np.ndarray) -> Histogram2D:
         pick = self.pick(parent)
-        return _histogram(self.col[x][pick], self.col[y][pick], x, y,
-                          _span(self.col[x][pick], self.ranges.get(x)),
-                          _span(self.col[y][pick], self.ranges.get(y)))
+        return _histogram(
+            self.col[x][pick],
+            self.col[y][pick],
+            x,
+            y,
+            _span(self.col[x][pick], self.ranges.get(x)),
+            _span(self.col[y][pick], self.ranges.get(y)),
+        )
 
 
 @dataclass
@@ -869,10 +923,28 @@ class GateResult:
     skipped: str | None = None
 
 
-def _step(tube: TubeEvents, gate: str, mask: np.ndarray, parent: np.ndarray, x: str,
-          y: str | None, vertices: list, note: str, hist: Histogram2D | None) -> GateStep:
-    return GateStep(tube.name, gate, int(parent.sum()), int(mask.sum()), x, y,
-                    [(float(a), float(b)) for a, b in vertices], note, hist)
+def _step(
+    tube: TubeEvents,
+    gate: str,
+    mask: np.ndarray,
+    parent: np.ndarray,
+    x: str,
+    y: str | None,
+    vertices: list,
+    note: str,
+    hist: Histogram2D | None,
+) -> GateStep:
+    return GateStep(
+        tube.name,
+        gate,
+        int(parent.sum()),
+        int(mask.sum()),
+        x,
+        y,
+        [(float(a), float(b)) for a, b in vertices],
+        note,
+        hist,
+    )
 
 
 def _gate_time(tube: TubeEvents, parent: np.ndarray) -> GateResult:
@@ -881,8 +953,11 @@ def _gate_time(tube: TubeEvents, parent: np.ndarray) -> GateResult:
     if not n:
         return GateResult(None, skipped="no events")
     if not sc.time:
-        return GateResult(None, warnings=[f"{tube.name}: no Time channel; time gate skipped"],
-                          skipped="no Time channel")
+        return GateResult(
+            None,
+            warnings=[f"{tube.name}: no Time channel; time gate skipped"],
+            skipped="no Time channel",
+        )
     warnings = []
     fsc, ssc = sc.fsc, sc.ssc
     t = tube.col[sc.time]
@@ -898,15 +973,21 @@ def _gate_time(tube: TubeEvents, parent: np.ndarray) -> GateResult:
     new = parent & m
     removed = 1.0 - new.sum() / max(int(parent.sum()), 1)
     if removed > TIME_WARN and not warn:
-        warnings.append(f"{tube.name}: the time gate removed {removed:.1%} of events "
-                        f"(more than {TIME_WARN:.0%}): the flow was unstable in the hatched "
-                        "stretches of the gating page; check the acquisition")
+        warnings.append(
+            f"{tube.name}: the time gate removed {removed:.1%} of events "
+            f"(more than {TIME_WARN:.0%}): the flow was unstable in the hatched "
+            "stretches of the gating page; check the acquisition"
+        )
     yname = fsc or tube.channels[0]
-    hist = _histogram(t[pick], tube.col[yname][pick], sc.time, yname, _span(t[pick]),
-                      tube.span(yname, parent))
-    return GateResult(new, _step(tube, "time", new, parent, sc.time, yname, intervals, note,
-                                 hist),
-                      GateSpec("time", "rect", [sc.time], intervals=intervals), warnings)
+    hist = _histogram(
+        t[pick], tube.col[yname][pick], sc.time, yname, _span(t[pick]), tube.span(yname, parent)
+    )
+    return GateResult(
+        new,
+        _step(tube, "time", new, parent, sc.time, yname, intervals, note, hist),
+        GateSpec("time", "rect", [sc.time], intervals=intervals),
+        warnings,
+    )
 
 
 def _gate_margin(tube: TubeEvents, parent: np.ndarray) -> GateResult:
@@ -932,30 +1013,48 @@ def _gate_margin(tube: TubeEvents, parent: np.ndarray) -> GateResult:
     by = (by0 if by0 is not None else y0, by1 if by1 is not None else y1)
     verts = [(bx[0], by[0]), (bx[1], by[0]), (bx[1], by[1]), (bx[0], by[1])]
     note = "; ".join(notes) if notes else "no events piled at the scatter margins"
-    step = _step(tube, "margin", new, parent, fsc, ssc, verts, note,
-                 tube.scatter_hist(fsc, ssc, parent))
-    return GateResult(new, step, GateSpec("margin", "rect", list(bounds), bounds=bounds)
-                      if bounds else None)
+    step = _step(
+        tube, "margin", new, parent, fsc, ssc, verts, note, tube.scatter_hist(fsc, ssc, parent)
+    )
+    return GateResult(
+        new, step, GateSpec("margin", "rect", list(bounds), bounds=bounds) if bounds else None
+    )
 
 
 def _gate_cells(tube: TubeEvents, parent: np.ndarray) -> GateResult:
     """Cells, not debris: outlines of a Gaussian mixture on log FSC/SSC."""
     fsc, ssc = tube.scatter.fsc, tube.scatter.ssc
     if not (fsc and ssc and parent.sum() >= 100):
-        return GateResult(None, warnings=[f"{tube.name}: no FSC/SSC pair or too few events; "
-                                          "cells gate skipped"],
-                          skipped="no FSC/SSC pair" if not (fsc and ssc)
-                          else "fewer than 100 events left")
+        return GateResult(
+            None,
+            warnings=[f"{tube.name}: no FSC/SSC pair or too few events; cells gate skipped"],
+            skipped="no FSC/SSC pair" if not (fsc and ssc) else "fewer than 100 events left",
+        )
     pick = tube.pick(parent)
-    rings, note = _cells_polygons(tube.col[fsc][pick], tube.col[ssc][pick], tube.seed,
-                                  f"{fsc}/{ssc}")
+    rings, note = _cells_polygons(
+        tube.col[fsc][pick], tube.col[ssc][pick], tube.seed, f"{fsc}/{ssc}"
+    )
     new = np.zeros(tube.n, dtype=bool)
     for ring in rings:
         new |= _polygon_mask(tube.col[fsc], tube.col[ssc], ring, parent & ~new)
-    step = _step(tube, "cells", new, parent, fsc, ssc, _joined(rings), note,
-                 tube.scatter_hist(fsc, ssc, parent))
-    return GateResult(new, step, GateSpec("cells", "poly", [fsc, ssc], vertices=rings[0],
-                                          rings=rings if len(rings) > 1 else []))
+    step = _step(
+        tube,
+        "cells",
+        new,
+        parent,
+        fsc,
+        ssc,
+        _joined(rings),
+        note,
+        tube.scatter_hist(fsc, ssc, parent),
+    )
+    return GateResult(
+        new,
+        step,
+        GateSpec(
+            "cells", "poly", [fsc, ssc], vertices=rings[0], rings=rings if len(rings) > 1 else []
+        ),
+    )
 
 
 def _gate_singlets(tube: TubeEvents, parent: np.ndarray) -> GateResult:
@@ -963,8 +1062,11 @@ def _gate_singlets(tube: TubeEvents, parent: np.ndarray) -> GateResult:
     range, else the same band on a fluorescence area/height pair; or why none was possible."""
     sc, name = tube.scatter, tube.name
     left = int(parent.sum())
-    pair = None if (sc.fsc_a and sc.fsc_h) or sc.fsc_w else _fluorescence_pair(
-        tube.fcs, tube.channels, tube.pns, tube.ranges, parent)
+    pair = (
+        None
+        if (sc.fsc_a and sc.fsc_h) or sc.fsc_w
+        else _fluorescence_pair(tube.fcs, tube.channels, tube.pns, tube.ranges, parent)
+    )
     ratio_ok = False
     if sc.fsc_a and sc.fsc_h:
         pick = tube.pick(parent)
@@ -972,8 +1074,7 @@ def _gate_singlets(tube: TubeEvents, parent: np.ndarray) -> GateResult:
     warnings = []
     if sc.fsc_a and sc.fsc_h and left >= 50 and not ratio_ok:
         # (zero or negative FSC-A/FSC-H: no band to place; FSC-W may serve)
-        warnings.append(f"{name}: FSC-A/FSC-H ratios are not positive; no singlets gate on "
-                        "them")
+        warnings.append(f"{name}: FSC-A/FSC-H ratios are not positive; no singlets gate on them")
     if ratio_ok and left >= 50:
         res = _singlets_on_height(tube, parent)
     elif sc.fsc_w and left >= 50:
@@ -983,20 +1084,30 @@ def _gate_singlets(tube: TubeEvents, parent: np.ndarray) -> GateResult:
     elif sc.fsc_a and sc.fsc_h and left >= 50:  # the ratios were not positive (above)
         res = GateResult(None, skipped="FSC-A/FSC-H ratios are not positive")
     elif (sc.fsc_a and sc.fsc_h) or sc.fsc_w or pair is not None:
-        res = GateResult(None, warnings=[f"{name}: fewer than 50 events left to place the "
-                                         "singlets gate; skipped"],
-                         skipped="fewer than 50 events left")
+        res = GateResult(
+            None,
+            warnings=[f"{name}: fewer than 50 events left to place the singlets gate; skipped"],
+            skipped="fewer than 50 events left",
+        )
     elif sc.fsc_h and not sc.fsc_a:
-        res = GateResult(None, warnings=[
-            f"{name}: no doublet discrimination was possible: the scatter channels are heights "
-            "only (no FSC-A or FSC-W) and no fluorescence channel recorded as both area and "
-            "height is bright enough in this tube; singlets gate skipped"],
-            skipped="no doublet discrimination possible (heights only)")
+        res = GateResult(
+            None,
+            warnings=[
+                f"{name}: no doublet discrimination was possible: the scatter channels are heights "
+                "only (no FSC-A or FSC-W) and no fluorescence channel recorded as both area and "
+                "height is bright enough in this tube; singlets gate skipped"
+            ],
+            skipped="no doublet discrimination possible (heights only)",
+        )
     else:
-        res = GateResult(None, warnings=[
-            f"{name}: no FSC-H or FSC-W channel and no fluorescence area/height pair: no "
-            "doublet discrimination was possible; singlets gate skipped"],
-            skipped="no FSC-H or FSC-W channel")
+        res = GateResult(
+            None,
+            warnings=[
+                f"{name}: no FSC-H or FSC-W channel and no fluorescence area/height pair: no "
+                "doublet discrimination was possible; singlets gate skipped"
+            ],
+            skipped="no FSC-H or FSC-W channel",
+        )
     res.warnings[:0] = warnings
     return res
 
@@ -1008,11 +1119,18 @@ def _singlets_on_height(tube: TubeEvents, parent: np.ndarray) -> GateResult:
     band = _singlet_band(a[pick], h[pick])
     verts = _band_vertices(band, _positive_extent(a, parent))
     new = _polygon_mask(a, h, verts, parent)
-    step = _step(tube, "singlets", new, parent, sc.fsc_a, sc.fsc_h, verts,
-                 f"FSC-H against FSC-A: {band.describe()}",
-                 tube.scatter_hist(sc.fsc_a, sc.fsc_h, parent))
-    return GateResult(new, step, GateSpec("singlets", "poly", [sc.fsc_a, sc.fsc_h],
-                                          vertices=verts))
+    step = _step(
+        tube,
+        "singlets",
+        new,
+        parent,
+        sc.fsc_a,
+        sc.fsc_h,
+        verts,
+        f"FSC-H against FSC-A: {band.describe()}",
+        tube.scatter_hist(sc.fsc_a, sc.fsc_h, parent),
+    )
+    return GateResult(new, step, GateSpec("singlets", "poly", [sc.fsc_a, sc.fsc_h], vertices=verts))
 
 
 def _singlets_on_width(tube: TubeEvents, parent: np.ndarray) -> GateResult:
@@ -1028,14 +1146,25 @@ def _singlets_on_width(tube: TubeEvents, parent: np.ndarray) -> GateResult:
     x0, x1 = tube.span(x, parent)
     verts = [(x0, lo), (x1, lo), (x1, hi), (x0, hi)]
     note = f"FSC-W {w0:.4g} (robust SD {sd:.2g} on the singlet side); kept {lo:.4g}-{hi:.4g}"
-    step = _step(tube, "singlets", new, parent, x, sc.fsc_w, verts, note,
-                 tube.scatter_hist(x, sc.fsc_w, parent))
-    return GateResult(new, step, GateSpec("singlets", "rect", [sc.fsc_w],
-                                          bounds={sc.fsc_w: (lo, hi)}))
+    step = _step(
+        tube,
+        "singlets",
+        new,
+        parent,
+        x,
+        sc.fsc_w,
+        verts,
+        note,
+        tube.scatter_hist(x, sc.fsc_w, parent),
+    )
+    return GateResult(
+        new, step, GateSpec("singlets", "rect", [sc.fsc_w], bounds={sc.fsc_w: (lo, hi)})
+    )
 
 
-def _singlets_on_pair(tube: TubeEvents, parent: np.ndarray,
-                      pair: tuple[str, str, float]) -> GateResult:
+def _singlets_on_pair(
+    tube: TubeEvents, parent: np.ndarray, pair: tuple[str, str, float]
+) -> GateResult:
     ach, hch, floor = pair
     names = tube.channels
     a, h = tube.fcs.events[:, names.index(ach)], tube.fcs.events[:, names.index(hch)]
@@ -1045,13 +1174,24 @@ def _singlets_on_pair(tube: TubeEvents, parent: np.ndarray,
     verts = _band_vertices(band, _positive_extent(a, bright), floor=floor)
     new = _polygon_mask(a, h, verts, parent)
     dim = int((parent & ~bright).sum())
-    note = (f"{hch} against {ach} (scatter has heights only): {band.describe()}; "
-            f"{dim} events dimmer than {floor:g} in {ach} cannot be judged and are kept")
+    note = (
+        f"{hch} against {ach} (scatter has heights only): {band.describe()}; "
+        f"{dim} events dimmer than {floor:g} in {ach} cannot be judged and are kept"
+    )
     at = tube.pick(parent)
-    hist = _histogram(a[at], h[at], ach, hch, _span(a[at], tube.ranges.get(ach)),
-                      _span(h[at], tube.ranges.get(hch)))
-    return GateResult(new, _step(tube, "singlets", new, parent, ach, hch, verts, note, hist),
-                      GateSpec("singlets", "poly", [ach, hch], vertices=verts))
+    hist = _histogram(
+        a[at],
+        h[at],
+        ach,
+        hch,
+        _span(a[at], tube.ranges.get(ach)),
+        _span(h[at], tube.ranges.get(hch)),
+    )
+    return GateResult(
+        new,
+        _step(tube, "singlets", new, parent, ach, hch, verts, note, hist),
+        GateSpec("singlets", "poly", [ach, hch], vertices=verts),
+    )
 
 
 def _gate_live(tube: TubeEvents, parent: np.ndarray) -> GateResult:
@@ -1060,11 +1200,18 @@ def _gate_live(tube: TubeEvents, parent: np.ndarray) -> GateResult:
 
     via = find_viability(tube.channels, tube.pns)
     if not via:
-        return GateResult(None, warnings=[f"{tube.name}: no viability dye channel; live gate "
-                                          "skipped"], skipped="no viability dye")
+        return GateResult(
+            None,
+            warnings=[f"{tube.name}: no viability dye channel; live gate skipped"],
+            skipped="no viability dye",
+        )
     if via not in tube.logicle or parent.sum() < 50:
-        return GateResult(None, skipped="fewer than 50 events left" if via in tube.logicle
-                          else f"{via} is not on a fluorescence scale")
+        return GateResult(
+            None,
+            skipped="fewer than 50 events left"
+            if via in tube.logicle
+            else f"{via} is not on a fluorescence scale",
+        )
     p = tube.logicle[via]
     v = tube.disp[via]
     pick = tube.pick(parent)
@@ -1075,13 +1222,27 @@ def _gate_live(tube: TubeEvents, parent: np.ndarray) -> GateResult:
     y_span = (0.0, 1.0) if y in tube.logicle else tube.span(y, parent)
     hist = _histogram(v[pick], yv[pick], via, y, (0.0, 1.0), y_span, axis_ticks(p))
     step = _step(tube, "live", new, parent, via, None, [(0.0, thr)], f"{via}: {how}", hist)
-    return GateResult(new, step, GateSpec("live", "rect", [via], bounds={via: (None, thr)},
-                                          logicle={via: p},
-                                          compensated=via in tube.spill_detectors))
+    return GateResult(
+        new,
+        step,
+        GateSpec(
+            "live",
+            "rect",
+            [via],
+            bounds={via: (None, thr)},
+            logicle={via: p},
+            compensated=via in tube.spill_detectors,
+        ),
+    )
 
 
-GATES = {"time": _gate_time, "margin": _gate_margin, "cells": _gate_cells,
-         "singlets": _gate_singlets, "live": _gate_live}  # in GATE_ORDER
+GATES = {
+    "time": _gate_time,
+    "margin": _gate_margin,
+    "cells": _gate_cells,
+    "singlets": _gate_singlets,
+    "live": _gate_live,
+}  # in GATE_ORDER
 
 
 def tube_events(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> TubeEvents:
@@ -1095,14 +1256,20 @@ def tube_events(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> 
     if n > FIT_MAX:
         sub = np.sort(np.random.default_rng([seed, 3]).choice(n, FIT_MAX, replace=False))
     return TubeEvents(
-        name=tube_name, channels=names, pns=pns,
+        name=tube_name,
+        channels=names,
+        pns=pns,
         ranges={c.pnn: float(c.range) for c in fcs.channels},
         scatter=find_scatter(names, pns),
         col={ch: prep.compensated[:, j] for j, ch in enumerate(names)},
         disp={ch: prep.display[:, j] for j, ch in enumerate(names)},
         logicle=dict(prep.logicle),
         spill_detectors=frozenset(prep.spill[0]) if prep.spill is not None else frozenset(),
-        fcs=fcs, n=n, seed=seed, sub=sub)
+        fcs=fcs,
+        n=n,
+        seed=seed,
+        sub=sub,
+    )
 
 
 def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> GatingOutcome:
@@ -1118,8 +1285,9 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
         raise CytomscError("every event holds a NaN or infinite value")
     warnings: list[str] = []
     if not finite.all():
-        warnings.append(f"{tube_name}: {int((~finite).sum())} events with NaN/infinite values "
-                        "excluded")
+        warnings.append(
+            f"{tube_name}: {int((~finite).sum())} events with NaN/infinite values excluded"
+        )
     masks: dict[str, np.ndarray] = {}
     steps: list[GateStep] = []
     specs: list[GateSpec] = []
@@ -1148,8 +1316,9 @@ def gate_tube(prep: Prepared, fcs: FcsData, tube_name: str, seed: int = 0) -> Ga
 # FlowKit objects and GatingML
 
 
-def _flowkit_gates(spec: GateSpec, prefix: str, comp_id: str | None
-                   ) -> tuple[list[Any], dict[str, LogicleParams]]:
+def _flowkit_gates(
+    spec: GateSpec, prefix: str, comp_id: str | None
+) -> tuple[list[Any], dict[str, LogicleParams]]:
     """FlowKit gates for one spec: [(gate, at_root)], and the transforms they reference."""
     from flowkit import Dimension, gates
 
@@ -1162,16 +1331,19 @@ def _flowkit_gates(spec: GateSpec, prefix: str, comp_id: str | None
             xref = f"{prefix}logicle_{ch}"
             xforms[xref] = spec.logicle[ch]
         cref = comp_id if (spec.compensated and comp_id) else "uncompensated"
-        return Dimension(ch, compensation_ref=cref, transformation_ref=xref, range_min=lo,
-                         range_max=hi)
+        return Dimension(
+            ch, compensation_ref=cref, transformation_ref=xref, range_min=lo, range_max=hi
+        )
 
     if spec.intervals:
         ch = spec.channels[0]
         if len(spec.intervals) == 1:
             lo, hi = spec.intervals[0]
             return [(gates.RectangleGate(name, [dim(ch, lo, hi)]), False)], xforms
-        parts = [(gates.RectangleGate(f"{name}_{i + 1}", [dim(ch, lo, hi)]), True)
-                 for i, (lo, hi) in enumerate(spec.intervals)]
+        parts = [
+            (gates.RectangleGate(f"{name}_{i + 1}", [dim(ch, lo, hi)]), True)
+            for i, (lo, hi) in enumerate(spec.intervals)
+        ]
         refs = [{"ref": g.gate_name, "path": ("root",), "complement": False} for g, _ in parts]
         return [*parts, (gates.BooleanGate(name, "or", refs), False)], xforms
     if spec.kind == "rect":
@@ -1179,9 +1351,15 @@ def _flowkit_gates(spec: GateSpec, prefix: str, comp_id: str | None
         return [(gates.RectangleGate(name, dims), False)], xforms
     dims = [dim(ch) for ch in spec.channels]
     if spec.rings:
-        parts = [(gates.PolygonGate(f"{name}_{i + 1}", [dim(ch) for ch in spec.channels],
-                                    [list(v) for v in ring]), True)
-                 for i, ring in enumerate(spec.rings)]
+        parts = [
+            (
+                gates.PolygonGate(
+                    f"{name}_{i + 1}", [dim(ch) for ch in spec.channels], [list(v) for v in ring]
+                ),
+                True,
+            )
+            for i, ring in enumerate(spec.rings)
+        ]
         refs = [{"ref": g.gate_name, "path": ("root",), "complement": False} for g, _ in parts]
         return [*parts, (gates.BooleanGate(name, "or", refs), False)], xforms
     return [(gates.PolygonGate(name, dims, [list(v) for v in spec.vertices]), False)], xforms

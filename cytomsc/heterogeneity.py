@@ -24,9 +24,11 @@ from .errors import CytomscError
 from .populations import PopulationFinder, check_matrix
 from .results import Bimodality, HeterogeneityResult, Population, PopulationPlots
 
-METHOD = ("building blocks: Gaussian mixture of one shape, grown by BIC; populations: blocks "
-          "joined unless two populations explain them better than one skewed, heavy-tailed "
-          "population (BIC margin 10), with a bootstrap of the number")
+METHOD = (
+    "building blocks: Gaussian mixture of one shape, grown by BIC; populations: blocks "
+    "joined unless two populations explain them better than one skewed, heavy-tailed "
+    "population (BIC margin 10), with a bootstrap of the number"
+)
 
 DIP_SUBSAMPLE = 2000  # events per dip test: with 10^5 events every shoulder is "significant"
 DIP_ALPHA = 0.05
@@ -37,8 +39,9 @@ PLOT_BINS = 64
 JOINT_FIT_EVENTS = 20_000
 
 
-def dip_test(x: np.ndarray, n_max: int = DIP_SUBSAMPLE, random_state: int = 0
-             ) -> tuple[float, float]:
+def dip_test(
+    x: np.ndarray, n_max: int = DIP_SUBSAMPLE, random_state: int = 0
+) -> tuple[float, float]:
     """Hartigan's dip statistic and its p-value (the ``diptest`` package: Hartigan's AS 217 and
     its interpolated null table), on at most ``n_max`` events of a seeded subsample: the dip is
     the effect size (0 unimodal .. 0.25 two point masses), and with 10^5 events any shoulder
@@ -79,10 +82,16 @@ def scatter_columns(channels: list[str]) -> tuple[int, ...]:
     return tuple(i for i, ch in enumerate(channels) if _is_scatter(ch))
 
 
-def phenotype_label(medians_t: np.ndarray, center: np.ndarray, scale: np.ndarray,
-                    channels: list[str], names: dict[str, str], max_terms: int = 3,
-                    ceilings: np.ndarray | None = None,
-                    straddles: np.ndarray | None = None) -> str:
+def phenotype_label(
+    medians_t: np.ndarray,
+    center: np.ndarray,
+    scale: np.ndarray,
+    channels: list[str],
+    names: dict[str, str],
+    max_terms: int = 3,
+    ceilings: np.ndarray | None = None,
+    straddles: np.ndarray | None = None,
+) -> str:
     """Short phenotype of one population, relative to the culture's overall distribution.
 
     A channel earns a word when the population's median (model units) lies at least LABEL_Z
@@ -110,7 +119,7 @@ def phenotype_label(medians_t: np.ndarray, center: np.ndarray, scale: np.ndarray
     if not words:
         return "typical"
     if markers and scatter:
-        return " ".join(words[: len(markers)]) + ", " + ", ".join(words[len(markers):])
+        return " ".join(words[: len(markers)]) + ", " + ", ".join(words[len(markers) :])
     return " ".join(words) if markers else ", ".join(words)
 
 
@@ -135,8 +144,9 @@ def _entropy(fractions: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def _discriminating_pairs(Xd: np.ndarray, labels: np.ndarray, k: int, most: int = 3
-                          ) -> list[tuple[int, int]]:
+def _discriminating_pairs(
+    Xd: np.ndarray, labels: np.ndarray, k: int, most: int = 3
+) -> list[tuple[int, int]]:
     """The channel pairs on which the populations stand furthest apart: each channel's
     separation is its between-population variance over its within-population variance, and a
     pair scores the sum of its two channels'. Plot units, so markers and scatter compare."""
@@ -149,8 +159,9 @@ def _discriminating_pairs(Xd: np.ndarray, labels: np.ndarray, k: int, most: int 
     grand = w @ means
     between = w @ (means - grand) ** 2
     ratio = between / np.maximum(w @ within, 1e-12)
-    pairs = sorted(((ratio[i] + ratio[j], i, j) for i in range(d) for j in range(i + 1, d)),
-                   reverse=True)
+    pairs = sorted(
+        ((ratio[i] + ratio[j], i, j) for i in range(d) for j in range(i + 1, d)), reverse=True
+    )
     return [(i, j) for _, i, j in pairs[:most]]
 
 
@@ -165,9 +176,15 @@ class ChannelAxes:
 
 
 def describe_heterogeneity(
-    X: np.ndarray, channels: list[str], names: dict[str, str], raw: np.ndarray, seed: int = 0,
-    display: np.ndarray | None = None, axes: dict[str, ChannelAxes] | None = None,
-    negative_ceilings: tuple[float, ...] | None = None, **finder_kwargs: object,
+    X: np.ndarray,
+    channels: list[str],
+    names: dict[str, str],
+    raw: np.ndarray,
+    seed: int = 0,
+    display: np.ndarray | None = None,
+    axes: dict[str, ChannelAxes] | None = None,
+    negative_ceilings: tuple[float, ...] | None = None,
+    **finder_kwargs: object,
 ) -> tuple[HeterogeneityResult, np.ndarray]:
     """Cluster one culture's cells and describe its heterogeneity.
 
@@ -181,14 +198,19 @@ def describe_heterogeneity(
     X = check_matrix(X, "heterogeneity input")
     raw = check_matrix(raw, "heterogeneity raw values")
     if X.shape != raw.shape or X.shape[1] != len(channels):
-        raise CytomscError(f"heterogeneity input: shapes {X.shape} and {raw.shape} do not match "
-                           f"{len(channels)} channels")
+        raise CytomscError(
+            f"heterogeneity input: shapes {X.shape} and {raw.shape} do not match "
+            f"{len(channels)} channels"
+        )
     if X.shape[0] < 50:
         raise CytomscError(f"heterogeneity input: {X.shape[0]} events are too few to cluster")
     shown = X if display is None else check_matrix(display, "heterogeneity display values")
-    finder = PopulationFinder(random_state=seed, log_columns=scatter_columns(channels),
-                              negative_ceilings=negative_ceilings,
-                              **finder_kwargs)  # type: ignore[arg-type]
+    finder = PopulationFinder(
+        random_state=seed,
+        log_columns=scatter_columns(channels),
+        negative_ceilings=negative_ceilings,
+        **finder_kwargs,  # type: ignore[arg-type]
+    )
     finder.fit(X)
     labels = finder.predict(X)
     k = finder.n_populations_
@@ -196,37 +218,55 @@ def describe_heterogeneity(
     center_t = finder.center_
     populations = []
     shown_medians = np.zeros((k, X.shape[1]))
-    meds_t = np.array([finder.transform(np.median(X[labels == j + 1], axis=0)[None, :])[0]
-                       for j in range(k)])
+    meds_t = np.array(
+        [finder.transform(np.median(X[labels == j + 1], axis=0)[None, :])[0] for j in range(k)]
+    )
     ceil = None if negative_ceilings is None else np.asarray(negative_ceilings, dtype=float)
-    straddles = None if ceil is None else \
-        (meds_t >= ceil).any(axis=0) & (meds_t < ceil).any(axis=0) & np.isfinite(ceil)
+    straddles = (
+        None
+        if ceil is None
+        else (meds_t >= ceil).any(axis=0) & (meds_t < ceil).any(axis=0) & np.isfinite(ceil)
+    )
     for j in range(k):
         mine = labels == j + 1
         med_t = meds_t[j]
         med_raw = np.median(raw[mine], axis=0)
         shown_medians[j] = np.median(shown[mine], axis=0)
-        label = ("all cells" if k == 1 else
-                 phenotype_label(med_t, center_t, finder.scale_, channels, names,
-                                 ceilings=ceil, straddles=straddles))
+        label = (
+            "all cells"
+            if k == 1
+            else phenotype_label(
+                med_t, center_t, finder.scale_, channels, names, ceilings=ceil, straddles=straddles
+            )
+        )
         lo, hi = finder.fraction_ci95_[j]
-        populations.append(Population(
-            id=j + 1, fraction=float(fractions[j]),
-            ci95=(float(min(lo, fractions[j])), float(max(hi, fractions[j]))),
-            medians={ch: float(v) for ch, v in zip(channels, med_raw, strict=True)},
-            label=label,
-            medians_by_marker={names.get(ch, ch): float(v)
-                               for ch, v in zip(channels, med_raw, strict=True)},
-        ))
+        populations.append(
+            Population(
+                id=j + 1,
+                fraction=float(fractions[j]),
+                ci95=(float(min(lo, fractions[j])), float(max(hi, fractions[j]))),
+                medians={ch: float(v) for ch, v in zip(channels, med_raw, strict=True)},
+                label=label,
+                medians_by_marker={
+                    names.get(ch, ch): float(v) for ch, v in zip(channels, med_raw, strict=True)
+                },
+            )
+        )
     bimodality: dict[str, Bimodality] = {}
     for i, ch in enumerate(channels):
         dip, p = dip_test(X[:, i], random_state=seed + i)
-        bimodality[ch] = Bimodality(dip=dip, p_value=p, bimodal=bool(p < DIP_ALPHA),
-                                    robust_cv=robust_cv(raw[:, i]))
+        bimodality[ch] = Bimodality(
+            dip=dip, p_value=p, bimodal=bool(p < DIP_ALPHA), robust_cv=robust_cv(raw[:, i])
+        )
     h = _entropy(fractions)
     result = HeterogeneityResult(
-        n_populations=k, populations=populations, entropy=h, effective_number=math.exp(h),
-        bimodality=bimodality, channels=list(channels), method=METHOD,
+        n_populations=k,
+        populations=populations,
+        entropy=h,
+        effective_number=math.exp(h),
+        bimodality=bimodality,
+        channels=list(channels),
+        method=METHOD,
         n_events=int(finder.subsample_index_.size),
         scatter_scale=scale_name(finder.scatter_power_) if finder.log_columns else "",
         k_bootstrap=dict(finder.k_bootstrap_),
@@ -235,8 +275,15 @@ def describe_heterogeneity(
     return result, labels
 
 
-def _plots(shown: np.ndarray, labels: np.ndarray, k: int, channels: list[str],
-           axes: dict[str, ChannelAxes], medians: np.ndarray, seed: int) -> PopulationPlots:
+def _plots(
+    shown: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    channels: list[str],
+    axes: dict[str, ChannelAxes],
+    medians: np.ndarray,
+    seed: int,
+) -> PopulationPlots:
     """What the report draws, computed here so that it never recomputes: per channel, a
     histogram per population on the channel's plot range; the most discriminating channel
     pairs; a seeded subsample of events with their populations; the display medians."""
@@ -244,30 +291,39 @@ def _plots(shown: np.ndarray, labels: np.ndarray, k: int, channels: list[str],
     hists = {}
     for i, ch in enumerate(channels):
         ax = axes.get(ch)
-        lo, hi = (ax.lo, ax.hi) if ax else (float(np.percentile(shown[:, i], 0.5)),
-                                             float(np.percentile(shown[:, i], 99.5)))
+        lo, hi = (
+            (ax.lo, ax.hi)
+            if ax
+            else (float(np.percentile(shown[:, i], 0.5)), float(np.percentile(shown[:, i], 99.5)))
+        )
         if not hi > lo:
             hi = lo + 1.0
         ranges[ch] = (lo, hi)
         edges = np.linspace(lo, hi, PLOT_BINS + 1)
-        hists[ch] = np.array([np.histogram(shown[labels == j + 1, i], edges)[0]
-                              for j in range(k)])
+        hists[ch] = np.array([np.histogram(shown[labels == j + 1, i], edges)[0] for j in range(k)])
     rng = np.random.default_rng([seed, 3])
     take = np.arange(shown.shape[0])
     if take.size > PLOT_EVENTS:
         take = np.sort(rng.choice(take.size, PLOT_EVENTS, replace=False))
     return PopulationPlots(
-        ranges=ranges, histograms=hists,
+        ranges=ranges,
+        histograms=hists,
         ticks={ch: list(ax.ticks) for ch, ax in axes.items()},
         pairs=_discriminating_pairs(shown, labels, k),
-        sample=shown[take].astype(np.float32), sample_labels=labels[take].astype(np.int16),
+        sample=shown[take].astype(np.float32),
+        sample_labels=labels[take].astype(np.int16),
         medians=medians,
     )
 
 
-def joint_populations(cultures: dict[str, np.ndarray], channels: list[str], names: dict[str, str],
-                      seed: int = 0, per_culture: int = 5000,
-                      **finder_kwargs: object) -> dict:
+def joint_populations(
+    cultures: dict[str, np.ndarray],
+    channels: list[str],
+    names: dict[str, str],
+    seed: int = 0,
+    per_culture: int = 5000,
+    **finder_kwargs: object,
+) -> dict:
     """One clustering across a batch, so population ids mean the same in every culture.
 
     Each culture contributes an equal seeded subsample (``per_culture`` events, or all it has) so a
@@ -288,16 +344,23 @@ def joint_populations(cultures: dict[str, np.ndarray], channels: list[str], name
         take = min(per_culture, Xc.shape[0])
         parts.append(Xc[np.sort(rng.choice(Xc.shape[0], take, replace=False))])
     pooled = np.vstack(parts)
-    kwargs = {"n_subsample": min(pooled.shape[0], JOINT_FIT_EVENTS), "n_bootstrap": 0,
-              "log_columns": scatter_columns(channels), **finder_kwargs}
+    kwargs = {
+        "n_subsample": min(pooled.shape[0], JOINT_FIT_EVENTS),
+        "n_bootstrap": 0,
+        "log_columns": scatter_columns(channels),
+        **finder_kwargs,
+    }
     finder = PopulationFinder(random_state=seed, **kwargs).fit(pooled)
     k = finder.n_populations_
     pooled_labels = finder.predict(pooled)
     populations = []
     for j in range(k):
         med = finder.transform(np.median(pooled[pooled_labels == j + 1], axis=0)[None, :])[0]
-        label = ("all cells" if k == 1 else
-                 phenotype_label(med, finder.center_, finder.scale_, channels, names))
+        label = (
+            "all cells"
+            if k == 1
+            else phenotype_label(med, finder.center_, finder.scale_, channels, names)
+        )
         populations.append({"id": j + 1, "label": label})
     labels, table, events = {}, {}, {}
     for name in names_sorted:
@@ -305,5 +368,11 @@ def joint_populations(cultures: dict[str, np.ndarray], channels: list[str], name
         labels[name] = lab
         table[name] = (np.bincount(lab - 1, minlength=k) / lab.size).tolist()
         events[name] = int(lab.size)
-    return {"method": METHOD, "per_culture": per_culture, "populations": populations,
-            "table": table, "events": events, "labels": labels}
+    return {
+        "method": METHOD,
+        "per_culture": per_culture,
+        "populations": populations,
+        "table": table,
+        "events": events,
+        "labels": labels,
+    }

@@ -63,8 +63,13 @@ class Lot:
         return self.acquired or self.stored_at.date()
 
 
-def load_lots(engine: Engine, *, since: date | None = None, panel: str | None = None,
-              lots: list[str] | None = None) -> list[Lot]:
+def load_lots(
+    engine: Engine,
+    *,
+    since: date | None = None,
+    panel: str | None = None,
+    lots: list[str] | None = None,
+) -> list[Lot]:
     """Every lot in the store (optionally: acquired on or after ``since``, analysed with panel
     id ``panel``, or only the named lots), in time order."""
     c = store.culture_table
@@ -74,20 +79,47 @@ def load_lots(engine: Engine, *, since: date | None = None, panel: str | None = 
     latest_ids = latest.subquery()
     with store._db_errors(engine.url), engine.connect() as conn:
         rows = conn.execute(
-            sa.select(c.c.id, c.c.lot_key, c.c.name, c.c.donor, c.c.passage, c.c.acquired,
-                      c.c.date_text, c.c.stored_at, c.c.verdict, c.c.panel_id)
-            .where(c.c.id.in_(sa.select(latest_ids.c.id)))).all()
+            sa.select(
+                c.c.id,
+                c.c.lot_key,
+                c.c.name,
+                c.c.donor,
+                c.c.passage,
+                c.c.acquired,
+                c.c.date_text,
+                c.c.stored_at,
+                c.c.verdict,
+                c.c.panel_id,
+            ).where(c.c.id.in_(sa.select(latest_ids.c.id)))
+        ).all()
         m = store.marker_table
         markers: dict[int, dict[str, MarkerValue]] = {}
         for mr in conn.execute(
-                sa.select(m.c.culture_id, m.c.marker, m.c.expect, m.c.limit,
-                          m.c.percent_positive, m.c.ci_low, m.c.ci_high, m.c.events, m.c.passed)
-                .where(m.c.culture_id.in_(sa.select(latest_ids.c.id)))
-                .order_by(m.c.culture_id, m.c.position)):
-            ci = (mr.ci_low, mr.ci_high) if mr.ci_low is not None and mr.ci_high is not None \
+            sa.select(
+                m.c.culture_id,
+                m.c.marker,
+                m.c.expect,
+                m.c.limit,
+                m.c.percent_positive,
+                m.c.ci_low,
+                m.c.ci_high,
+                m.c.events,
+                m.c.passed,
+            )
+            .where(m.c.culture_id.in_(sa.select(latest_ids.c.id)))
+            .order_by(m.c.culture_id, m.c.position)
+        ):
+            ci = (
+                (mr.ci_low, mr.ci_high)
+                if mr.ci_low is not None and mr.ci_high is not None
                 else None
-            markers.setdefault(mr.culture_id, {}).setdefault(mr.marker, MarkerValue(
-                mr.marker, mr.expect, mr.limit, mr.percent_positive, ci, mr.events, mr.passed))
+            )
+            markers.setdefault(mr.culture_id, {}).setdefault(
+                mr.marker,
+                MarkerValue(
+                    mr.marker, mr.expect, mr.limit, mr.percent_positive, ci, mr.events, mr.passed
+                ),
+            )
         pops = _populations(conn, latest_ids)
     out = []
     wanted = set(lots) if lots else None
@@ -95,11 +127,21 @@ def load_lots(engine: Engine, *, since: date | None = None, panel: str | None = 
         if wanted is not None and r.lot_key not in wanted:
             continue
         stored_at = r.stored_at if isinstance(r.stored_at, datetime) else datetime.min
-        lot = Lot(lot=r.lot_key, culture=r.name, culture_id=int(r.id), donor=r.donor,
-                  passage=r.passage, acquired=r.acquired, date_text=r.date_text,
-                  stored_at=stored_at, verdict=r.verdict, panel_id=r.panel_id,
-                  markers=markers.get(r.id, {}), populations=pops.get(r.id, ((), ""))[0],
-                  population_source=pops.get(r.id, ((), ""))[1])
+        lot = Lot(
+            lot=r.lot_key,
+            culture=r.name,
+            culture_id=int(r.id),
+            donor=r.donor,
+            passage=r.passage,
+            acquired=r.acquired,
+            date_text=r.date_text,
+            stored_at=stored_at,
+            verdict=r.verdict,
+            panel_id=r.panel_id,
+            markers=markers.get(r.id, {}),
+            populations=pops.get(r.id, ((), ""))[0],
+            population_source=pops.get(r.id, ((), ""))[1],
+        )
         if since is not None and lot.when < since:
             continue
         out.append(lot)
@@ -111,30 +153,34 @@ def load_lots(engine: Engine, *, since: date | None = None, panel: str | None = 
     return out
 
 
-def _populations(conn: sa.Connection, latest_ids: sa.Subquery
-                 ) -> dict[int, tuple[tuple[tuple[str, float], ...], str]]:
+def _populations(
+    conn: sa.Connection, latest_ids: sa.Subquery
+) -> dict[int, tuple[tuple[tuple[str, float], ...], str]]:
     """Per culture: its fractions in the latest batch table that has it, else its own."""
     bf, bp = store.batch_fraction_table, store.batch_population_table
     batch: dict[int, dict[int, list[tuple[int, str, float]]]] = {}
     for r in conn.execute(
-            sa.select(bf.c.culture_id, bf.c.batch_id, bf.c.population_id, bf.c.fraction,
-                      bp.c.label)
-            .join(bp, (bp.c.batch_id == bf.c.batch_id)
-                  & (bp.c.population_id == bf.c.population_id))
-            .where(bf.c.culture_id.in_(sa.select(latest_ids.c.id)))):
+        sa.select(bf.c.culture_id, bf.c.batch_id, bf.c.population_id, bf.c.fraction, bp.c.label)
+        .join(bp, (bp.c.batch_id == bf.c.batch_id) & (bp.c.population_id == bf.c.population_id))
+        .where(bf.c.culture_id.in_(sa.select(latest_ids.c.id)))
+    ):
         batch.setdefault(r.culture_id, {}).setdefault(r.batch_id, []).append(
-            (r.population_id, r.label or f"population {r.population_id}", r.fraction or 0.0))
+            (r.population_id, r.label or f"population {r.population_id}", r.fraction or 0.0)
+        )
     out: dict[int, tuple[tuple[tuple[str, float], ...], str]] = {}
     for cid, by_batch in batch.items():
         rows = sorted(by_batch[max(by_batch)])
         out[cid] = (_merge((label, f) for _, label, f in rows), "batch")
     p = store.population_table
     own: dict[int, list[tuple[int, str, float]]] = {}
-    for pr in conn.execute(sa.select(p.c.culture_id, p.c.population_id, p.c.label,
-                                     p.c.fraction)
-                           .where(p.c.culture_id.in_(sa.select(latest_ids.c.id)))):
+    for pr in conn.execute(
+        sa.select(p.c.culture_id, p.c.population_id, p.c.label, p.c.fraction).where(
+            p.c.culture_id.in_(sa.select(latest_ids.c.id))
+        )
+    ):
         own.setdefault(pr.culture_id, []).append(
-            (pr.population_id, pr.label or f"P{pr.population_id}", pr.fraction or 0.0))
+            (pr.population_id, pr.label or f"P{pr.population_id}", pr.fraction or 0.0)
+        )
     for cid, rows in own.items():
         if cid not in out:
             out[cid] = (_merge((label, f) for _, label, f in sorted(rows)), "culture")

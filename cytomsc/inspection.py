@@ -48,8 +48,12 @@ def expand(paths: list[Path]) -> list[Path | FcsReadError]:
         if found:
             out.extend(found)
         else:
-            out.append(FcsReadError("folder holds no FCS files (.fcs, .lmd, or a file starting "
-                                    "with an FCS HEADER)", path))
+            out.append(
+                FcsReadError(
+                    "folder holds no FCS files (.fcs, .lmd, or a file starting with an FCS HEADER)",
+                    path,
+                )
+            )
     return out
 
 
@@ -65,8 +69,13 @@ def _looks_like_fcs(path: Path) -> bool:
         return False
 
 
-def inspect_files(paths: list[Path], panel: str = "isct-2006", data_set: int = 0,
-                  as_json: bool = False, channel_map: dict[str, str] | None = None) -> int:
+def inspect_files(
+    paths: list[Path],
+    panel: str = "isct-2006",
+    data_set: int = 0,
+    as_json: bool = False,
+    channel_map: dict[str, str] | None = None,
+) -> int:
     """Describe each file on stdout (text or one JSON document); 1 if any file failed, else 0.
 
     A panel that cannot be loaded raises ``PanelError`` (nothing can be matched without it).
@@ -98,8 +107,9 @@ def inspect_files(paths: list[Path], panel: str = "isct-2006", data_set: int = 0
         report = _describe(data)
         report["role"] = role_of(data.keywords, path, the_panel)
         try:
-            matching = the_panel.match([(c.pnn, c.pns) for c in data.channels], channel_map,
-                                       source=path)
+            matching = the_panel.match(
+                [(c.pnn, c.pns) for c in data.channels], channel_map, source=path
+            )
         except CytomscError as err:
             failed = True
             _error(err.message)
@@ -116,8 +126,9 @@ def inspect_files(paths: list[Path], panel: str = "isct-2006", data_set: int = 0
             sys.stdout.write(_text(report, the_panel.id))
     if as_json:
         doc = {"panel": the_panel.id, "files": reports}
-        sys.stdout.write(json.dumps(_strict(doc), indent=1, ensure_ascii=False,
-                                    allow_nan=False) + "\n")
+        sys.stdout.write(
+            json.dumps(_strict(doc), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+        )
     sys.stdout.flush()
     return 1 if failed else 0
 
@@ -143,8 +154,11 @@ def _describe(data: FcsData) -> dict[str, Any]:
     spill = None
     if data.spillover is not None:
         names, matrix = data.spillover
-        spill = {"keyword": "spillover" if "spillover" in data.keywords else "spill",
-                 "channels": names, "matrix": matrix.tolist()}
+        spill = {
+            "keyword": "spillover" if "spillover" in data.keywords else "spill",
+            "channels": names,
+            "matrix": matrix.tolist(),
+        }
     return {
         "path": str(data.path),
         "ok": True,
@@ -155,8 +169,16 @@ def _describe(data: FcsData) -> dict[str, Any]:
         "data_set": data.data_set,
         "reader": data.reader,
         "channels": [
-            {"index": c.index, "pnn": c.pnn, "pns": c.pns, "range": c.range, "bits": c.bits,
-             "amplification": list(c.amplification), "gain": c.gain, "marker": None}
+            {
+                "index": c.index,
+                "pnn": c.pnn,
+                "pns": c.pns,
+                "range": c.range,
+                "bits": c.bits,
+                "amplification": list(c.amplification),
+                "gain": c.gain,
+                "marker": None,
+            }
             for c in data.channels
         ],
         "spillover": spill,
@@ -174,25 +196,40 @@ def _amp(amplification: list[float]) -> str:
 
 def _text(r: dict[str, Any], panel_id: str) -> str:
     lines = [str(r["path"])]
-    lines.append(f"  FCS {r['version']}, cytometer: {r['cytometer'] or '-'}, "
-                 f"{r['events']} events, " + (
-                     "1 data set" if r["data_sets"] == 1 else
-                     f"data set {r['data_set']} of {r['data_sets']} (numbered 0 to "
-                     f"{r['data_sets'] - 1}, as --data-set takes them)"))
+    lines.append(
+        f"  FCS {r['version']}, cytometer: {r['cytometer'] or '-'}, "
+        f"{r['events']} events, "
+        + (
+            "1 data set"
+            if r["data_sets"] == 1
+            else f"data set {r['data_set']} of {r['data_sets']} (numbered 0 to "
+            f"{r['data_sets'] - 1}, as --data-set takes them)"
+        )
+    )
     lines.append(f"  role: {r['role']}")
     rows = [("#", "$PnN", "$PnS", "range", "amplification", f"marker ({panel_id})")]
     for c in r["channels"]:
-        rows.append((str(c["index"]), c["pnn"], c["pns"] or "-", f"{c['range']:g}",
-                     _amp(c["amplification"]) + ("" if c["gain"] == 1 else f", gain {c['gain']:g}"),
-                     c["marker"] or "-"))
+        rows.append(
+            (
+                str(c["index"]),
+                c["pnn"],
+                c["pns"] or "-",
+                f"{c['range']:g}",
+                _amp(c["amplification"]) + ("" if c["gain"] == 1 else f", gain {c['gain']:g}"),
+                c["marker"] or "-",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        lines.append("    " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True))
-                     .rstrip())
+        lines.append(
+            "    " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        )
     if r["spillover"]:
         names = r["spillover"]["channels"]
-        lines.append(f"  spillover: ${r['spillover']['keyword'].upper()} {len(names)}x"
-                     f"{len(names)} over {', '.join(names)}")
+        lines.append(
+            f"  spillover: ${r['spillover']['keyword'].upper()} {len(names)}x"
+            f"{len(names)} over {', '.join(names)}"
+        )
     else:
         lines.append("  spillover: none")
     if r.get("error"):

@@ -46,14 +46,26 @@ _SPECIMEN_KEYS = ("src", "specimen", "specimen name", "sample id")
 _ROLE_KEYS = ("tube name", "tube", "fil")
 # Keywords that carry culture metadata (custom keywords labs add, and the instrument's own).
 _META_KEYS = {
-    "cyt": "cytometer", "date": "date", "tissue": "tissue", "tissue source": "tissue",
-    "source tissue": "tissue", "passage": "passage", "detachment": "detachment",
-    "detachment reagent": "detachment", "donor": "donor", "donor id": "donor", "lot": "lot",
+    "cyt": "cytometer",
+    "date": "date",
+    "tissue": "tissue",
+    "tissue source": "tissue",
+    "source tissue": "tissue",
+    "passage": "passage",
+    "detachment": "detachment",
+    "detachment reagent": "detachment",
+    "donor": "donor",
+    "donor id": "donor",
+    "lot": "lot",
 }
-_UNSTAINED = re.compile(r"^(UNSTAINED|UNSTAIN|UNST|UNS|BLANK|BLK|UNLABEL+ED|NOSTAIN|AUTOFL\w*|"
-                        r"AUTO)$")
-_ISOTYPE = re.compile(r"^(ISO|ISOS|ISOTYPE|ISOTYPES|ISOTYP|ISOCTRL|IG[GMA]\d?[A-Z]?|"
-                      r"IGG\d[A-Z]?K?)$")
+_UNSTAINED = re.compile(
+    r"^(UNSTAINED|UNSTAIN|UNST|UNS|BLANK|BLK|UNLABEL+ED|NOSTAIN|AUTOFL\w*|"
+    r"AUTO)$"
+)
+_ISOTYPE = re.compile(
+    r"^(ISO|ISOS|ISOTYPE|ISOTYPES|ISOTYP|ISOCTRL|IG[GMA]\d?[A-Z]?|"
+    r"IGG\d[A-Z]?K?)$"
+)
 _STAINED = re.compile(r"^(STAINED|STAIN|SAMPLE|TEST|FULLSTAIN|ALLSTAIN)$")
 _RESERVED = re.compile(r"^(CON|PRN|AUX|NUL|COM[0-9¹²³]|LPT[0-9¹²³])$", re.IGNORECASE)
 _MAX_BYTES = 100
@@ -101,8 +113,11 @@ def _fmo_marker(text: str, panel: Panel | None) -> str | None:
         name = "HLA-DR" if name == "HLADR" else name
         return (panel.canonical(name) if panel is not None else None) or name
     i = toks.index("FMO")
-    near = [t for t in (toks[i + 1:i + 2] + toks[i - 1:i] if i else toks[i + 1:i + 2])
-            if not t.isdigit()]
+    near = [
+        t
+        for t in (toks[i + 1 : i + 2] + toks[i - 1 : i] if i else toks[i + 1 : i + 2])
+        if not t.isdigit()
+    ]
     return near[0] if near else ""
 
 
@@ -191,8 +206,9 @@ def _is_fcs(path: Path) -> bool:
         return False
 
 
-def _walk(top: Path, pruned: Callable[[Path], bool], visited: set[str]
-          ) -> Iterator[tuple[Path, list[str]]]:
+def _walk(
+    top: Path, pruned: Callable[[Path], bool], visited: set[str]
+) -> Iterator[tuple[Path, list[str]]]:
     """(folder, file names) of every folder under ``top``, real folders first, then the folders
     reached through symbolic links; each real folder once (a link back up is not a loop), and
     never a folder ``pruned`` says (the output folder)."""
@@ -242,10 +258,14 @@ def _error(path: Path | str, message: str) -> InputError:
     return InputError(str(path), " ".join(message.split()))
 
 
-def discover(inputs: list[Path], manifest: Path | None = None, panel: Panel | None = None,
-             read_keywords: Callable[[Path], dict[str, str]] | None = None,
-             output: Path | None = None, output_files: Collection[Path] = (),
-             ) -> tuple[list[CultureSpec], list[InputError]]:
+def discover(
+    inputs: list[Path],
+    manifest: Path | None = None,
+    panel: Panel | None = None,
+    read_keywords: Callable[[Path], dict[str, str]] | None = None,
+    output: Path | None = None,
+    output_files: Collection[Path] = (),
+) -> tuple[list[CultureSpec], list[InputError]]:
     """Cultures found in ``inputs`` (files and folders), or described by a manifest CSV.
 
     Returns the cultures sorted by name (tubes sorted by path) and the error entries of files that
@@ -339,8 +359,13 @@ def discover(inputs: list[Path], manifest: Path | None = None, panel: Panel | No
         if names.count(name) > 1:  # same folder name in two places: say which
             name = f"{where.parent.name}/{name}" if where.parent.name else name
         tubes = [Tube(path=p, role=role_of(kw, p, panel)) for p, kw in members]
-        cultures.append(CultureSpec(name=name, tubes=sorted(tubes, key=lambda t: str(t.path)),
-                                    metadata=_metadata([kw for _, kw in members])))
+        cultures.append(
+            CultureSpec(
+                name=name,
+                tubes=sorted(tubes, key=lambda t: str(t.path)),
+                metadata=_metadata([kw for _, kw in members]),
+            )
+        )
     cultures.sort(key=lambda c: (c.name, str(c.tubes[0].path)))
     return cultures, errors
 
@@ -349,8 +374,9 @@ def _folder_name(folder: Path) -> str:
     return folder.name or folder.resolve().name or "culture"
 
 
-def _read_all(paths: list[Path], reader: Callable[[Path], dict[str, str]],
-              errors: list[InputError]) -> list[tuple[Path, dict[str, str]]]:
+def _read_all(
+    paths: list[Path], reader: Callable[[Path], dict[str, str]], errors: list[InputError]
+) -> list[tuple[Path, dict[str, str]]]:
     out = []
     for path in paths:
         try:
@@ -380,9 +406,11 @@ def parse_channels(text: str) -> dict[str, str]:
     return mapping
 
 
-def _from_manifest(manifest: Path, panel: Panel | None,
-                   reader: Callable[[Path], dict[str, str]],
-                   ) -> tuple[list[CultureSpec], list[InputError]]:
+def _from_manifest(
+    manifest: Path,
+    panel: Panel | None,
+    reader: Callable[[Path], dict[str, str]],
+) -> tuple[list[CultureSpec], list[InputError]]:
     try:
         text = manifest.read_text(encoding="utf-8-sig")
     except OSError as err:
@@ -396,8 +424,11 @@ def _from_manifest(manifest: Path, panel: Panel | None,
         raise LayoutError("manifest has no rows (expected columns file,culture,role)", manifest)
     lacking = [c for c in ("file", "culture") if c not in fields]
     if lacking:
-        raise LayoutError(f"manifest lacks column(s) {', '.join(lacking)} "
-                          "(expected file,culture,role[,channels])", manifest)
+        raise LayoutError(
+            f"manifest lacks column(s) {', '.join(lacking)} "
+            "(expected file,culture,role[,channels])",
+            manifest,
+        )
     base = manifest.parent
     errors: list[InputError] = []
     cultures: dict[str, CultureSpec] = {}
@@ -421,8 +452,13 @@ def _from_manifest(manifest: Path, panel: Panel | None,
         if cell.get("role"):
             role = _normal_role(cell["role"], panel)
             if role is None:
-                errors.append(_error(where, f"unknown role '{cell['role']}' (stained, isotype, "
-                                     "unstained, fmo:MARKER or single:DYE)"))
+                errors.append(
+                    _error(
+                        where,
+                        f"unknown role '{cell['role']}' (stained, isotype, "
+                        "unstained, fmo:MARKER or single:DYE)",
+                    )
+                )
                 continue
         else:
             got = _read_all([path], reader, errors)

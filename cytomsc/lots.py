@@ -46,8 +46,11 @@ class Group:
     def describe(self) -> str:
         names = ", ".join(x.lot for x in self.lots)
         dates = sorted(x.when for x in self.lots)
-        when = dates[0].isoformat() if len(dates) == 1 else \
-            f"{dates[0].isoformat()} to {dates[-1].isoformat()}"
+        when = (
+            dates[0].isoformat()
+            if len(dates) == 1
+            else f"{dates[0].isoformat()} to {dates[-1].isoformat()}"
+        )
         return f"{len(self.lots)} lot(s): {names} ({when})"
 
 
@@ -108,9 +111,18 @@ def _sf(x: float, df: float | None) -> float:
     return float(stats.norm.sf(x) if df is None else stats.t.sf(x, df))
 
 
-def _finish(n_a: int, n_b: int, mean_a: float, mean_b: float, diff: float, se: float,
-            df: float | None, method: str, margin: float | None,
-            centre: float | None = None) -> Difference:
+def _finish(
+    n_a: int,
+    n_b: int,
+    mean_a: float,
+    mean_b: float,
+    diff: float,
+    se: float,
+    df: float | None,
+    method: str,
+    margin: float | None,
+    centre: float | None = None,
+) -> Difference:
     """Intervals and the two one-sided tests from a difference, its SE and degrees of freedom;
     ``centre`` (default: the difference) is where the intervals and tests are centred."""
     mid = diff if centre is None else centre
@@ -121,8 +133,9 @@ def _finish(n_a: int, n_b: int, mean_a: float, mean_b: float, diff: float, se: f
             return out
         inside = -margin < mid < margin
         p = 0.0 if inside else 1.0
-        return Difference(n_a, n_b, mean_a, mean_b, diff, 0.0, df, ci, ci, method, margin,
-                          p, p, p, inside)
+        return Difference(
+            n_a, n_b, mean_a, mean_b, diff, 0.0, df, ci, ci, method, margin, p, p, p, inside
+        )
     h95 = _quantile(df, 0.975) * se
     h90 = _quantile(df, 1 - ALPHA) * se
     ci95, ci90 = (mid - h95, mid + h95), (mid - h90, mid + h90)
@@ -131,8 +144,23 @@ def _finish(n_a: int, n_b: int, mean_a: float, mean_b: float, diff: float, se: f
     p_lower = _sf((mid + margin) / se, df)
     p_upper = _sf((margin - mid) / se, df)
     p = max(p_lower, p_upper)
-    return Difference(n_a, n_b, mean_a, mean_b, diff, se, df, ci95, ci90, method, margin,
-                      p_lower, p_upper, p, p < ALPHA)
+    return Difference(
+        n_a,
+        n_b,
+        mean_a,
+        mean_b,
+        diff,
+        se,
+        df,
+        ci95,
+        ci90,
+        method,
+        margin,
+        p_lower,
+        p_upper,
+        p,
+        p < ALPHA,
+    )
 
 
 def welch(a: list[float], b: list[float], margin: float | None = None) -> Difference:
@@ -145,7 +173,7 @@ def welch(a: list[float], b: list[float], margin: float | None = None) -> Differ
     vb = math.fsum((x - mb) ** 2 for x in b) / (nb - 1)
     qa, qb = va / na, vb / nb
     se = math.sqrt(qa + qb)
-    df = (qa + qb) ** 2 / (qa ** 2 / (na - 1) + qb ** 2 / (nb - 1)) if se > 0 else None
+    df = (qa + qb) ** 2 / (qa**2 / (na - 1) + qb**2 / (nb - 1)) if se > 0 else None
     return _finish(na, nb, ma, mb, mb - ma, se, df, "Welch t on lot values", margin)
 
 
@@ -158,12 +186,12 @@ def pooled(a: list[float], b: list[float], margin: float | None = None) -> Diffe
     ss = math.fsum((x - ma) ** 2 for x in a) + math.fsum((x - mb) ** 2 for x in b)
     df = na + nb - 2
     se = math.sqrt(ss / df * (1 / na + 1 / nb))
-    return _finish(na, nb, ma, mb, mb - ma, se, float(df), "Student t, pooled variance",
-                   margin)
+    return _finish(na, nb, ma, mb, mb - ma, se, float(df), "Student t, pooled variance", margin)
 
 
-def proportions(pct_a: float, n_a: int, pct_b: float, n_b: int,
-                margin: float | None = None) -> Difference:
+def proportions(
+    pct_a: float, n_a: int, pct_b: float, n_b: int, margin: float | None = None
+) -> Difference:
     """pct_b - pct_a (percentage points) for two lots' event counts; the interval and the tests
     are Agresti-Caffo's (centred on the adjusted proportions)."""
     if n_a < 1 or n_b < 1:
@@ -171,9 +199,18 @@ def proportions(pct_a: float, n_a: int, pct_b: float, n_b: int,
     xa, xb = round(pct_a / 100 * n_a), round(pct_b / 100 * n_b)
     pa, pb = (xa + 1) / (n_a + 2), (xb + 1) / (n_b + 2)
     se = 100 * math.sqrt(pa * (1 - pa) / (n_a + 2) + pb * (1 - pb) / (n_b + 2))
-    return _finish(n_a, n_b, pct_a, pct_b, pct_b - pct_a, se, None,
-                   "difference of proportions (events, Agresti-Caffo)", margin,
-                   centre=100 * (pb - pa))
+    return _finish(
+        n_a,
+        n_b,
+        pct_a,
+        pct_b,
+        pct_b - pct_a,
+        se,
+        None,
+        "difference of proportions (events, Agresti-Caffo)",
+        margin,
+        centre=100 * (pb - pa),
+    )
 
 
 def compare_values(a: list[float], b: list[float], margin: float | None = None) -> Difference:
@@ -203,19 +240,23 @@ def parse_margins(values: tuple[str, ...]) -> tuple[float | None, dict[str, floa
     return default, per
 
 
-def split_groups(lots: list[Lot], a: list[str] | None, b: list[str] | None,
-                 split: date | None) -> tuple[Group, Group]:
+def split_groups(
+    lots: list[Lot], a: list[str] | None, b: list[str] | None, split: date | None
+) -> tuple[Group, Group]:
     """Two groups from named lots, or lots acquired before / on or after ``split``."""
     if split is not None:
         before = tuple(x for x in lots if x.when < split)
         after = tuple(x for x in lots if x.when >= split)
         if not before or not after:
-            raise CytomscError(f"--split {split.isoformat()}: no lots on "
-                               f"{'or after' if not after else 'before'} that date")
+            raise CytomscError(
+                f"--split {split.isoformat()}: no lots on "
+                f"{'or after' if not after else 'before'} that date"
+            )
         return Group("before", before), Group("after", after)
     if not a or not b:
-        raise CytomscError("name two lots (or two comma-separated groups of lots), or give "
-                           "--split DATE")
+        raise CytomscError(
+            "name two lots (or two comma-separated groups of lots), or give --split DATE"
+        )
     by_name = {x.lot: x for x in lots}
     missing = [n for n in a + b if n not in by_name]
     if missing:
@@ -223,12 +264,20 @@ def split_groups(lots: list[Lot], a: list[str] | None, b: list[str] | None,
     both = set(a) & set(b)
     if both:
         raise CytomscError("a lot cannot be on both sides: " + ", ".join(sorted(both)))
-    return (Group("A", tuple(by_name[n] for n in dict.fromkeys(a))),
-            Group("B", tuple(by_name[n] for n in dict.fromkeys(b))))
+    return (
+        Group("A", tuple(by_name[n] for n in dict.fromkeys(a))),
+        Group("B", tuple(by_name[n] for n in dict.fromkeys(b))),
+    )
 
 
-def compare(a: Group, b: Group, default_margin: float | None, margins: dict[str, float],
-            markers: list[str] | None = None, source: str = "") -> Comparison:
+def compare(
+    a: Group,
+    b: Group,
+    default_margin: float | None,
+    margins: dict[str, float],
+    markers: list[str] | None = None,
+    source: str = "",
+) -> Comparison:
     """Every judged marker measured on both sides, and every population label."""
     judged = judged_markers(list(a.lots) + list(b.lots))
     unknown = sorted(set(margins) - set(judged))
@@ -256,8 +305,14 @@ def compare(a: Group, b: Group, default_margin: float | None, margins: dict[str,
             d = compare_values(pa, pb, margin)
         expect = next((m.expect for m in va + vb if m.expect), "positive")
         rows.append(MarkerComparison(marker, expect, d))
-    return Comparison(a=a, b=b, markers=tuple(rows), populations=_populations(a, b),
-                      source=source, skipped=tuple(skipped))
+    return Comparison(
+        a=a,
+        b=b,
+        markers=tuple(rows),
+        populations=_populations(a, b),
+        source=source,
+        skipped=tuple(skipped),
+    )
 
 
 def _measured(lot: Lot, marker: str) -> bool:
@@ -280,19 +335,63 @@ def _populations(a: Group, b: Group) -> tuple[PopulationComparison, ...]:
             out.append(PopulationComparison(label, None))
         elif len(fa) + len(fb) < 3:
             ma, mb = fa[0], fb[0]
-            out.append(PopulationComparison(label, Difference(
-                1, 1, ma, mb, mb - ma, None, None, None, None, "single lots: difference only")))
+            out.append(
+                PopulationComparison(
+                    label,
+                    Difference(
+                        1,
+                        1,
+                        ma,
+                        mb,
+                        mb - ma,
+                        None,
+                        None,
+                        None,
+                        None,
+                        "single lots: difference only",
+                    ),
+                )
+            )
         else:
             out.append(PopulationComparison(label, compare_values(fa, fb)))
     return tuple(out)
 
 
 # ---- outputs ----------------------------------------------------------------------------------
-MARKER_COLUMNS = ("marker", "expect", "group_a", "group_b", "n_a", "n_b", "mean_a", "mean_b",
-                  "difference", "ci95_low", "ci95_high", "ci90_low", "ci90_high", "se", "df",
-                  "margin", "p_lower", "p_upper", "p_tost", "equivalent", "method")
-POPULATION_COLUMNS = ("population", "n_a", "n_b", "mean_a", "mean_b", "difference", "ci95_low",
-                      "ci95_high", "method")
+MARKER_COLUMNS = (
+    "marker",
+    "expect",
+    "group_a",
+    "group_b",
+    "n_a",
+    "n_b",
+    "mean_a",
+    "mean_b",
+    "difference",
+    "ci95_low",
+    "ci95_high",
+    "ci90_low",
+    "ci90_high",
+    "se",
+    "df",
+    "margin",
+    "p_lower",
+    "p_upper",
+    "p_tost",
+    "equivalent",
+    "method",
+)
+POPULATION_COLUMNS = (
+    "population",
+    "n_a",
+    "n_b",
+    "mean_a",
+    "mean_b",
+    "difference",
+    "ci95_low",
+    "ci95_high",
+    "method",
+)
 
 
 def _f(v: float | None) -> str:
@@ -303,17 +402,31 @@ def markers_csv(c: Comparison) -> str:
     rows = []
     for m in c.markers:
         d = m.difference
-        rows.append({
-            "marker": m.marker, "expect": m.expect, "group_a": " ".join(x.lot for x in c.a.lots),
-            "group_b": " ".join(x.lot for x in c.b.lots), "n_a": d.n_a, "n_b": d.n_b,
-            "mean_a": _f(d.mean_a), "mean_b": _f(d.mean_b), "difference": _f(d.diff),
-            "ci95_low": _f(d.ci95[0]) if d.ci95 else "", "ci95_high": _f(d.ci95[1]) if d.ci95
-            else "", "ci90_low": _f(d.ci90[0]) if d.ci90 else "",
-            "ci90_high": _f(d.ci90[1]) if d.ci90 else "", "se": _f(d.se), "df": _f(d.df),
-            "margin": _f(d.margin), "p_lower": _f(d.p_lower), "p_upper": _f(d.p_upper),
-            "p_tost": _f(d.p_tost),
-            "equivalent": "" if d.equivalent is None else str(d.equivalent).lower(),
-            "method": d.method})
+        rows.append(
+            {
+                "marker": m.marker,
+                "expect": m.expect,
+                "group_a": " ".join(x.lot for x in c.a.lots),
+                "group_b": " ".join(x.lot for x in c.b.lots),
+                "n_a": d.n_a,
+                "n_b": d.n_b,
+                "mean_a": _f(d.mean_a),
+                "mean_b": _f(d.mean_b),
+                "difference": _f(d.diff),
+                "ci95_low": _f(d.ci95[0]) if d.ci95 else "",
+                "ci95_high": _f(d.ci95[1]) if d.ci95 else "",
+                "ci90_low": _f(d.ci90[0]) if d.ci90 else "",
+                "ci90_high": _f(d.ci90[1]) if d.ci90 else "",
+                "se": _f(d.se),
+                "df": _f(d.df),
+                "margin": _f(d.margin),
+                "p_lower": _f(d.p_lower),
+                "p_upper": _f(d.p_upper),
+                "p_tost": _f(d.p_tost),
+                "equivalent": "" if d.equivalent is None else str(d.equivalent).lower(),
+                "method": d.method,
+            }
+        )
     return _csv(MARKER_COLUMNS, rows)
 
 
@@ -321,12 +434,19 @@ def populations_csv(c: Comparison) -> str:
     rows = []
     for p in c.populations:
         d = p.difference
-        rows.append({"population": p.label, "n_a": d.n_a if d else "", "n_b": d.n_b if d else "",
-                     "mean_a": _f(d.mean_a) if d else "", "mean_b": _f(d.mean_b) if d else "",
-                     "difference": _f(d.diff) if d else "",
-                     "ci95_low": _f(d.ci95[0]) if d and d.ci95 else "",
-                     "ci95_high": _f(d.ci95[1]) if d and d.ci95 else "",
-                     "method": d.method if d else "missing on one side"})
+        rows.append(
+            {
+                "population": p.label,
+                "n_a": d.n_a if d else "",
+                "n_b": d.n_b if d else "",
+                "mean_a": _f(d.mean_a) if d else "",
+                "mean_b": _f(d.mean_b) if d else "",
+                "difference": _f(d.diff) if d else "",
+                "ci95_low": _f(d.ci95[0]) if d and d.ci95 else "",
+                "ci95_high": _f(d.ci95[1]) if d and d.ci95 else "",
+                "method": d.method if d else "missing on one side",
+            }
+        )
     return _csv(POPULATION_COLUMNS, rows)
 
 
@@ -351,9 +471,17 @@ def write_comparison(c: Comparison, out_dir: Path) -> list[str]:
     return sorted(out.written)
 
 
-def run_compare(db: str, out_dir: Path, *, a: list[str] | None, b: list[str] | None,
-                split: date | None, margins: tuple[str, ...], markers: list[str] | None = None,
-                panel: str | None = None) -> tuple[Comparison, list[str]]:
+def run_compare(
+    db: str,
+    out_dir: Path,
+    *,
+    a: list[str] | None,
+    b: list[str] | None,
+    split: date | None,
+    margins: tuple[str, ...],
+    markers: list[str] | None = None,
+    panel: str | None = None,
+) -> tuple[Comparison, list[str]]:
     """``cytomsc compare-lots``: read the store, compare, write the page into ``out_dir``."""
     from . import store
     from .history import load_lots
@@ -367,6 +495,5 @@ def run_compare(db: str, out_dir: Path, *, a: list[str] | None, b: list[str] | N
     finally:
         engine.dispose()
     ga, gb = split_groups(lots, a, b, split)
-    c = compare(ga, gb, default, per, markers=markers,
-                source=store.shown(store.database_url(db)))
+    c = compare(ga, gb, default, per, markers=markers, source=store.shown(store.database_url(db)))
     return c, write_comparison(c, out_dir)

@@ -74,8 +74,9 @@ class Mixture:
         np.maximum(maha, 0.0, out=maha)
         logdet = 2.0 * float(np.log(np.diag(chol)).sum())
         s = self.scales[None, :]
-        return (np.log(np.maximum(self.weights, 1e-300))[None, :]
-                - 0.5 * (d * LOG2PI + logdet + d * np.log(s) + maha / s))
+        return np.log(np.maximum(self.weights, 1e-300))[None, :] - 0.5 * (
+            d * LOG2PI + logdet + d * np.log(s) + maha / s
+        )
 
     def responsibilities(self, Z: np.ndarray) -> tuple[np.ndarray, float]:
         """Posterior of each component for each event, and the mean log-likelihood."""
@@ -116,8 +117,9 @@ def m_step(Z: np.ndarray, resp: np.ndarray, scales: np.ndarray | None = None) ->
     return Mixture(nk / n, means, shape, sc)
 
 
-def em(Z: np.ndarray, model: Mixture, max_iter: int = 100, tol: float = 1e-4
-       ) -> tuple[Mixture, float]:
+def em(
+    Z: np.ndarray, model: Mixture, max_iter: int = 100, tol: float = 1e-4
+) -> tuple[Mixture, float]:
     """EM from ``model``; returns the fit and its mean log-likelihood per event."""
     prev = -math.inf
     ll = prev
@@ -164,10 +166,12 @@ def _best_cuts(X: np.ndarray, directions: np.ndarray) -> list[tuple[float, int, 
             m1, m2 = (cnt * r * x).sum(1) / w1, (cnt * (1 - r) * x).sum(1) / w2
             v1 = np.maximum((cnt * r * (x - m1[:, None]) ** 2).sum(1) / w1, (width / 4) ** 2)
             v2 = np.maximum((cnt * (1 - r) * (x - m2[:, None]) ** 2).sum(1) / w2, (width / 4) ** 2)
-            l1 = np.log(w1 / n)[:, None] - 0.5 * (np.log(v1)[:, None] + (x - m1[:, None]) ** 2
-                                                   / v1[:, None])
-            l2 = np.log(w2 / n)[:, None] - 0.5 * (np.log(v2)[:, None] + (x - m2[:, None]) ** 2
-                                                   / v2[:, None])
+            l1 = np.log(w1 / n)[:, None] - 0.5 * (
+                np.log(v1)[:, None] + (x - m1[:, None]) ** 2 / v1[:, None]
+            )
+            l2 = np.log(w2 / n)[:, None] - 0.5 * (
+                np.log(v2)[:, None] + (x - m2[:, None]) ** 2 / v2[:, None]
+            )
             top = np.maximum(l1, l2)
             r = np.exp(l1 - top) / (np.exp(l1 - top) + np.exp(l2 - top))
         ll2 = (cnt * (top + np.log(np.exp(l1 - top) + np.exp(l2 - top)) - 0.5 * LOG2PI)).sum(1)
@@ -213,23 +217,38 @@ def split_candidates(Z: np.ndarray, model: Mixture, rng: np.random.Generator) ->
         rest_w = np.delete(model.weights, j)
         rest_m = np.delete(model.means, j, axis=0)
         rest_s = np.delete(model.scales, j)
-        out.append(Mixture(np.r_[rest_w, 0.7 * w, 0.3 * w], np.vstack([rest_m, mu, mu]),
-                           model.shape, np.r_[rest_s, 0.6 * s, 2.5 * s]))
+        out.append(
+            Mixture(
+                np.r_[rest_w, 0.7 * w, 0.3 * w],
+                np.vstack([rest_m, mu, mu]),
+                model.shape,
+                np.r_[rest_s, 0.6 * s, 2.5 * s],
+            )
+        )
         for _, i, cut in cuts:
             proj = mine @ directions[i]
             for at in (cut, *np.percentile(proj, OUTER_CUTS)):
                 low, high = proj <= at, proj > at
                 if low.sum() < 10 or high.sum() < 10:
                     continue
-                out.append(Mixture(
-                    np.r_[rest_w, w * low.mean(), w * high.mean()],
-                    np.vstack([rest_m, mine[low].mean(axis=0), mine[high].mean(axis=0)]),
-                    model.shape, np.r_[rest_s, s, s]))
+                out.append(
+                    Mixture(
+                        np.r_[rest_w, w * low.mean(), w * high.mean()],
+                        np.vstack([rest_m, mine[low].mean(axis=0), mine[high].mean(axis=0)]),
+                        model.shape,
+                        np.r_[rest_s, s, s],
+                    )
+                )
     return out
 
 
-def grow(Z: np.ndarray, search: np.ndarray, max_k: int, rng: np.random.Generator,
-         trial_iter: int = TRIAL_ITER) -> tuple[Mixture, dict[int, float]]:
+def grow(
+    Z: np.ndarray,
+    search: np.ndarray,
+    max_k: int,
+    rng: np.random.Generator,
+    trial_iter: int = TRIAL_ITER,
+) -> tuple[Mixture, dict[int, float]]:
     """Greedy splitting from one component while BIC (on ``Z``) improves; trial splits are
     refined on ``search`` (a subsample of ``Z``). Returns the model and the BIC of each k."""
     best = single(Z)

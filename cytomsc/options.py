@@ -47,11 +47,16 @@ class Options:
     def as_parameters(self) -> dict[str, Any]:
         """The parameters that change results (not jobs or debug: they must not)."""
         return {
-            "panel": self.panel, "comp": self.comp_label or self.comp or "file",
-            "control_percentile": self.control_percentile, "seed": self.seed,
-            "cluster": self.cluster, "data_set": self.data_set,
-            "channel_map": dict(sorted(self.channel_map.items())), "manifest": self.manifest,
-            "gates": self.gates, "gate_path": self.gate_path,
+            "panel": self.panel,
+            "comp": self.comp_label or self.comp or "file",
+            "control_percentile": self.control_percentile,
+            "seed": self.seed,
+            "cluster": self.cluster,
+            "data_set": self.data_set,
+            "channel_map": dict(sorted(self.channel_map.items())),
+            "manifest": self.manifest,
+            "gates": self.gates,
+            "gate_path": self.gate_path,
         }
 
 

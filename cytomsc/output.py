@@ -47,8 +47,15 @@ RUN_SCHEMA = "cytomsc.run/1"
 LOCK_FILE = ".cytomsc.lock"
 STAGING = ".cytomsc-staging"
 JOURNAL = "commit.json"
-BATCH_FILES = ("summary.json", "summary.csv", "cultures.csv", "overview.pdf",
-               "compensation.csv", "sha256sums.txt", RUN_FILE)
+BATCH_FILES = (
+    "summary.json",
+    "summary.csv",
+    "cultures.csv",
+    "overview.pdf",
+    "compensation.csv",
+    "sha256sums.txt",
+    RUN_FILE,
+)
 # the kinds of file cytomsc writes
 OUTPUT_SUFFIXES = (".pdf", ".json", ".csv", ".xml", ".fcs", ".txt")
 # What tempfile.mkstemp(prefix=".tmp-", suffix=<one of ours>) names: 8 characters of
@@ -217,17 +224,20 @@ class RunFolder:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             except OSError as err:
-                raise CytomscError(f"cannot write into the output folder ({_why(err)})",
-                                   self.given) from err
+                raise CytomscError(
+                    f"cannot write into the output folder ({_why(err)})", self.given
+                ) from err
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 holder = os.read(fd, 32).decode("ascii", "replace").strip()
                 os.close(fd)
                 who = f" (pid {holder})" if holder.isdigit() else ""
-                raise CytomscError(f"another cytomsc run{who} is writing into this folder; wait "
-                                   "for it to finish or choose another output folder",
-                                   self.given) from None
+                raise CytomscError(
+                    f"another cytomsc run{who} is writing into this folder; wait "
+                    "for it to finish or choose another output folder",
+                    self.given,
+                ) from None
             # The holder we waited on may have removed the file as it finished: lock the new one.
             try:
                 same = os.fstat(fd).st_ino == os.stat(path).st_ino
@@ -254,8 +264,9 @@ class RunFolder:
         earlier version left among the results."""
         staging = self.root / STAGING
         if staging.is_symlink():
-            raise CytomscError(f"{STAGING} is a symbolic link, not cytomsc's staging folder; "
-                               "remove it", self.given)
+            raise CytomscError(
+                f"{STAGING} is a symbolic link, not cytomsc's staging folder; remove it", self.given
+            )
         if staging.is_dir():
             journal = staging / JOURNAL
             if journal.is_file():
@@ -291,8 +302,9 @@ class RunFolder:
         except FileNotFoundError:
             pass
         except OSError as err:
-            raise CytomscError(f"cannot remove {STAGING} left by an earlier run ({_why(err)})",
-                               self.given) from err
+            raise CytomscError(
+                f"cannot remove {STAGING} left by an earlier run ({_why(err)})", self.given
+            ) from err
 
     def _read_previous(self) -> PreviousRun:
         path = self.root / RUN_FILE
@@ -321,8 +333,11 @@ class RunFolder:
         a way to write to where it points."""
         name = Path(rel)
         folder = (self.root / name).parent.resolve()
-        if name.is_absolute() or name.name in ("", ".", "..") or (
-                folder != self.root and self.root not in folder.parents):
+        if (
+            name.is_absolute()
+            or name.name in ("", ".", "..")
+            or (folder != self.root and self.root not in folder.parents)
+        ):
             raise CytomscError("refusing to write outside the output folder", self.root / rel)
         return folder / name.name
 
@@ -342,8 +357,13 @@ class RunFolder:
     def owned_inputs(self) -> set[Path]:
         """Files under OUT that cytomsc wrote and still carry its bytes (discovery leaves them
         out when OUT is also an input folder)."""
-        return {p for rel in self.previous.hashes if rel.lower().endswith(".fcs")
-                and (p := self._safe(rel)) is not None and self.ours(rel)}
+        return {
+            p
+            for rel in self.previous.hashes
+            if rel.lower().endswith(".fcs")
+            and (p := self._safe(rel)) is not None
+            and self.ours(rel)
+        }
 
     def conflicts(self, rels: Iterable[str]) -> list[str]:
         """The names among ``rels`` where writing would replace something cytomsc did not write
@@ -371,9 +391,12 @@ class RunFolder:
         bad = self.conflicts(rels)
         if bad:
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-            raise CytomscError(f"would overwrite {bad[0]}{more}, which cytomsc did not write "
-                               "(or which changed since): move it away or choose another output "
-                               "folder", self.given)
+            raise CytomscError(
+                f"would overwrite {bad[0]}{more}, which cytomsc did not write "
+                "(or which changed since): move it away or choose another output "
+                "folder",
+                self.given,
+            )
 
     def other_cultures(self, names: set[str]) -> dict[str, list[str]]:
         """Results of the previous run that belong to no culture named in ``names`` (output
@@ -395,8 +418,9 @@ class RunFolder:
         try:
             (self.root / STAGING).mkdir()
         except OSError as err:
-            raise CytomscError(f"cannot write into the output folder ({_why(err)})",
-                               self.given) from err
+            raise CytomscError(
+                f"cannot write into the output folder ({_why(err)})", self.given
+            ) from err
         self.staged = OutputDir(self.root / STAGING)
         return self.staged
 
@@ -411,10 +435,15 @@ class RunFolder:
         removed."""
         names = sorted(hashes)
         self.check_free([*names, RUN_FILE])
-        remove = [rel for rel in sorted(self.previous.hashes)
-                  if rel not in hashes and self.ours(rel)]
-        doc = {"schema": RUN_SCHEMA, **run, "outputs": [*names, RUN_FILE],
-               "sha256": {rel: hashes[rel] for rel in names}}
+        remove = [
+            rel for rel in sorted(self.previous.hashes) if rel not in hashes and self.ours(rel)
+        ]
+        doc = {
+            "schema": RUN_SCHEMA,
+            **run,
+            "outputs": [*names, RUN_FILE],
+            "sha256": {rel: hashes[rel] for rel in names},
+        }
         journal = {"run": doc, "remove": {rel: self.previous.hashes[rel] for rel in remove}}
         assert self.staged is not None
         self.staged.write_text(json.dumps(journal, indent=1) + "\n", JOURNAL)
@@ -423,9 +452,11 @@ class RunFolder:
             try:
                 self._apply(journal)
             except OSError as err:
-                raise CytomscError(f"cannot move the results into place ({_why(err)}); the "
-                                   "next run into this folder finishes the move",
-                                   self.given) from err
+                raise CytomscError(
+                    f"cannot move the results into place ({_why(err)}); the "
+                    "next run into this folder finishes the move",
+                    self.given,
+                ) from err
             self._rmtree(self.root / STAGING)
             self.committed = True
         self._keep_staging = False
@@ -482,8 +513,9 @@ def interrupts_held() -> Iterator[None]:
     """Hold Ctrl-C (and SIGTERM) back for a few milliseconds: while the results are moved into
     place, so that an interrupt never leaves half of one run and half of another, and while
     pool workers are forked. The signal is delivered when the block ends."""
-    if threading.current_thread() is not threading.main_thread() or \
-            not hasattr(signal, "pthread_sigmask"):
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
         yield
         return
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})

@@ -185,8 +185,7 @@ class Panel:
         whole = self.canonical(strip_fluorochromes(text))
         if whole is not None:
             return (whole,)
-        found = {self.canonical(m.group(1)) for m in self._scan.finditer(
-            strip_fluorochromes(text))}
+        found = {self.canonical(m.group(1)) for m in self._scan.finditer(strip_fluorochromes(text))}
         return tuple(m for m in self.markers if m in found)
 
     def criterion_of(self, marker: str) -> Criterion | None:
@@ -197,8 +196,12 @@ class Panel:
         return found[0] if found else None
 
     # ---- matching ----------------------------------------------------------------------------
-    def match(self, channels: list[tuple[str, str]], channel_map: dict[str, str] | None = None,
-              source: str | Path | None = None) -> Matching:
+    def match(
+        self,
+        channels: list[tuple[str, str]],
+        channel_map: dict[str, str] | None = None,
+        source: str | Path | None = None,
+    ) -> Matching:
         """Assign a file's (``$PnN``, ``$PnS``) channels to criteria; ``source`` names the file in
         errors. Raises PanelError for a marker carried by two channels or a bad channel map."""
         cmap = {k.strip().upper(): v for k, v in (channel_map or {}).items()}
@@ -220,7 +223,9 @@ class Panel:
                     if m is None:
                         raise PanelError(
                             f"channel map {pnn}={value}: '{part.strip()}' is no marker of panel "
-                            f"{self.id} (markers: {', '.join(self.markers)})", source)
+                            f"{self.id} (markers: {', '.join(self.markers)})",
+                            source,
+                        )
                     names.append(m)
                 s = tuple(m for m in self.markers if m in names)
                 mapped.update(s)
@@ -249,8 +254,10 @@ class Panel:
         for pnn, pns, s, via, generic in claims:
             a = self._assign(pnn, pns, s, via, generic, source)
             if a is None:
-                warnings.append(f"channel {pnn} ('{pns}') names a cocktail, but panel {self.id} "
-                                "has no single cocktail criterion; ignored")
+                warnings.append(
+                    f"channel {pnn} ('{pns}') names a cocktail, but panel {self.id} "
+                    "has no single cocktail criterion; ignored"
+                )
             else:
                 assignments.append(a)
         order = {pnn: i for i, (pnn, _) in enumerate(channels)}
@@ -270,11 +277,17 @@ class Panel:
                 raise PanelError(
                     f"marker {m} is matched by two channels, {a.channel} ('{labels[a.channel]}') "
                     f"and {b.channel} ('{labels[b.channel]}'); say which with a channel map "
-                    f"({a.channel}=none or {b.channel}=none)", source)
+                    f"({a.channel}=none or {b.channel}=none)",
+                    source,
+                )
         for k in sorted(set(cmap) - used_map):
             warnings.append(f"channel map names {k}, which this file does not have")
-        return Matching(assignments=assignments, by_channel={a.channel: a for a in assignments},
-                        missing=self._missing(assignments), warnings=warnings)
+        return Matching(
+            assignments=assignments,
+            by_channel={a.channel: a for a in assignments},
+            missing=self._missing(assignments),
+            warnings=warnings,
+        )
 
     def _names_cocktail(self, pns: str) -> bool:
         """Does a $PnS name a cocktail by a word ("Neg cocktail", "Lin PE") rather than markers?"""
@@ -283,8 +296,15 @@ class Panel:
         words |= set(_COCKTAIL_WORDS)
         return any(f" {re.sub(r'[^A-Z0-9]+', ' ', w.upper()).strip()} " in text for w in words)
 
-    def _assign(self, pnn: str, pns: str, s: tuple[str, ...], via: str, generic: bool,
-                source: str | Path | None) -> Assignment | None:
+    def _assign(
+        self,
+        pnn: str,
+        pns: str,
+        s: tuple[str, ...],
+        via: str,
+        generic: bool,
+        source: str | Path | None,
+    ) -> Assignment | None:
         cocktails = [c for c in self.criteria if c.kind == "cocktail"]
         if generic and not s:
             if len(cocktails) != 1:
@@ -295,8 +315,9 @@ class Panel:
             crit = self.criterion_of(s[0])
             assert crit is not None  # s holds panel markers only
             if crit.kind == "cocktail":  # a cocktail's marker measured in a channel of its own
-                crit = Criterion(s[0], s, crit.expect, crit.limit, "single", (), crit.source,
-                                 crit.cluster)
+                crit = Criterion(
+                    s[0], s, crit.expect, crit.limit, "single", (), crit.source, crit.cluster
+                )
             return Assignment(pnn, crit, s, s[0], via)
         best = max(cocktails, key=lambda c: len(set(c.markers) & set(s)), default=None)
         if best is not None and len(set(best.markers) & set(s)) >= 2:
@@ -308,11 +329,20 @@ class Panel:
             raise PanelError(
                 f"channel {pnn} ('{pns}') carries several markers ({', '.join(s)})"
                 + (f" including positive {', '.join(positive)}" if positive else "")
-                + "; only negative markers can share a channel (a cocktail)", source)
+                + "; only negative markers can share a channel (a cocktail)",
+                source,
+            )
         limit = min(c.limit for c in negative if c.limit is not None)
-        adhoc = Criterion("/".join(s), s, "negative", limit, "cocktail", (),
-                          "ad-hoc cocktail: strictest limit of " + ", ".join(
-                              dict.fromkeys(c.name for c in negative)))
+        adhoc = Criterion(
+            "/".join(s),
+            s,
+            "negative",
+            limit,
+            "cocktail",
+            (),
+            "ad-hoc cocktail: strictest limit of "
+            + ", ".join(dict.fromkeys(c.name for c in negative)),
+        )
         return Assignment(pnn, adhoc, s, adhoc.name, via)
 
     def missing(self, assignments: list[Assignment]) -> list[str]:
@@ -352,12 +382,14 @@ class Panel:
         lines.append("-" * (width + 38))
         for c in self.criteria:
             kind = {"single": "", "alternatives": "any one of", "cocktail": "one channel"}[c.kind]
-            lines.append(f"{c.name:<{width}}  {c.expect:<11}  {c.describe_limit():<9}  {kind}"
-                         .rstrip())
+            lines.append(
+                f"{c.name:<{width}}  {c.expect:<11}  {c.describe_limit():<9}  {kind}".rstrip()
+            )
             if c.source:
                 lines.append(f"{'':<{width}}    source: {c.source}")
-        aliases = [f"{m} = {', '.join(self.aliases[m])}" for m in self.markers
-                   if self.aliases.get(m)]
+        aliases = [
+            f"{m} = {', '.join(self.aliases[m])}" for m in self.markers if self.aliases.get(m)
+        ]
         if aliases:
             lines += ["", "aliases:"] + [f"  {a}" for a in aliases]
         if self.notes:
@@ -392,8 +424,9 @@ def _prefer_area(assignments: list[Assignment]) -> tuple[list[Assignment], str]:
         chosen.append(f"{keep.label} from {keep.channel} (not {', '.join(others)})")
     if not chosen:
         return assignments, ""
-    note = ("area channels used where a detector is also recorded as height or width: "
-            + "; ".join(chosen))
+    note = "area channels used where a detector is also recorded as height or width: " + "; ".join(
+        chosen
+    )
     return [a for a in assignments if a.channel not in dropped], note
 
 
@@ -460,8 +493,9 @@ def _text(doc: dict[str, Any], key: str, path: Path, required: bool = True) -> s
 def _build(doc: dict[str, Any], path: Path, sha: str) -> Panel:
     unknown = sorted(set(doc) - _TOP_KEYS)
     if unknown:
-        raise PanelError(f"unknown key(s) {', '.join(unknown)} (allowed: "
-                         f"{', '.join(sorted(_TOP_KEYS))})", path)
+        raise PanelError(
+            f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_TOP_KEYS))})", path
+        )
     pid = _text(doc, "id", path)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", pid):
         raise PanelError(f"id '{pid}' may hold only letters, digits, '-', '_' and '.'", path)
@@ -503,11 +537,18 @@ def _build(doc: dict[str, Any], path: Path, sha: str) -> Panel:
                 raise PanelError(f"alias '{n}' names both {canon} and {owner[k]}", path)
             owner[k] = canon
     viability = _text(doc, "viability", path, required=False) or None
-    return Panel(id=pid, name=_text(doc, "name", path), reference=_text(doc, "reference", path),
-                 path=path, sha256=sha, criteria=criteria,
-                 version=str(doc.get("version", "")).strip(),
-                 notes=_text(doc, "notes", path, required=False), viability=viability,
-                 aliases=aliases)
+    return Panel(
+        id=pid,
+        name=_text(doc, "name", path),
+        reference=_text(doc, "reference", path),
+        path=path,
+        sha256=sha,
+        criteria=criteria,
+        version=str(doc.get("version", "")).strip(),
+        notes=_text(doc, "notes", path, required=False),
+        viability=viability,
+        aliases=aliases,
+    )
 
 
 def _criterion(raw: Any, n: int, path: Path) -> Criterion:
@@ -516,13 +557,19 @@ def _criterion(raw: Any, n: int, path: Path) -> Criterion:
         raise PanelError(f"{where} is not a table", path)
     unknown = sorted(set(raw) - _CRIT_KEYS)
     if unknown:
-        raise PanelError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: "
-                         f"{', '.join(sorted(_CRIT_KEYS))})", path)
+        raise PanelError(
+            f"{where}: unknown key(s) {', '.join(unknown)} (allowed: "
+            f"{', '.join(sorted(_CRIT_KEYS))})",
+            path,
+        )
     markers = raw.get("markers")
     if isinstance(markers, str):
         markers = [markers]
-    if (not isinstance(markers, list) or not markers
-            or not all(isinstance(m, str) and _key(m) for m in markers)):
+    if (
+        not isinstance(markers, list)
+        or not markers
+        or not all(isinstance(m, str) and _key(m) for m in markers)
+    ):
         raise PanelError(f"{where}: 'markers' must be a non-empty list of marker names", path)
     markers = tuple(m.strip() for m in markers)
     if len({_key(m) for m in markers}) != len(markers):
@@ -532,25 +579,34 @@ def _criterion(raw: Any, n: int, path: Path) -> Criterion:
         raise PanelError(f"{where}: 'expect' must be one of {', '.join(EXPECTS)}", path)
     kind = raw.get("kind", "single" if len(markers) == 1 else None)
     if kind not in KINDS:
-        raise PanelError(f"{where}: several markers need kind = \"alternatives\" or "
-                         "\"cocktail\"" if kind is None else
-                         f"{where}: 'kind' must be one of {', '.join(KINDS)}", path)
+        raise PanelError(
+            f'{where}: several markers need kind = "alternatives" or "cocktail"'
+            if kind is None
+            else f"{where}: 'kind' must be one of {', '.join(KINDS)}",
+            path,
+        )
     if kind == "single" and len(markers) != 1:
-        raise PanelError(f"{where}: kind \"single\" takes one marker", path)
+        raise PanelError(f'{where}: kind "single" takes one marker', path)
     if kind == "cocktail" and expect == "positive":
         raise PanelError(f"{where}: a cocktail judges negative markers only", path)
     limit = raw.get("limit")
     if expect == "informative":
         if limit is not None and not isinstance(limit, (int, float)):
             raise PanelError(f"{where}: 'limit' must be a number", path)
-    elif (not isinstance(limit, (int, float)) or isinstance(limit, bool)
-          or not 0 <= float(limit) <= 100):
+    elif (
+        not isinstance(limit, (int, float))
+        or isinstance(limit, bool)
+        or not 0 <= float(limit) <= 100
+    ):
         raise PanelError(f"{where}: 'limit' must be a percentage between 0 and 100", path)
     words = raw.get("words", [])
     if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
         raise PanelError(f"{where}: 'words' must be a list of strings", path)
-    default = {"single": markers[0], "alternatives": " or ".join(markers),
-               "cocktail": "/".join(markers)}[kind]
+    default = {
+        "single": markers[0],
+        "alternatives": " or ".join(markers),
+        "cocktail": "/".join(markers),
+    }[kind]
     name = raw.get("name", default)
     if not isinstance(name, str) or not name.strip():
         raise PanelError(f"{where}: 'name' must be a non-empty string", path)
@@ -560,7 +616,13 @@ def _criterion(raw: Any, n: int, path: Path) -> Criterion:
     cluster = raw.get("cluster", True)
     if not isinstance(cluster, bool):
         raise PanelError(f"{where}: 'cluster' must be true or false", path)
-    return Criterion(name=name.strip(), markers=markers, expect=cast(Expectation, expect),
-                     limit=None if limit is None else float(limit),
-                     kind=cast(CriterionKind, kind),
-                     words=tuple(words), source=source.strip(), cluster=cluster)
+    return Criterion(
+        name=name.strip(),
+        markers=markers,
+        expect=cast(Expectation, expect),
+        limit=None if limit is None else float(limit),
+        kind=cast(CriterionKind, kind),
+        words=tuple(words),
+        source=source.strip(),
+        cluster=cluster,
+    )

@@ -43,8 +43,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from .spillover import SpilloverResult
     from .writing import CultureFiles
 
-__all__ = ["BatchPlan", "CultureDone", "Interrupted", "Listener", "Options", "analyze_batch",
-           "plan_batch", "run_batch", "write_batch"]
+__all__ = [
+    "BatchPlan",
+    "CultureDone",
+    "Interrupted",
+    "Listener",
+    "Options",
+    "analyze_batch",
+    "plan_batch",
+    "run_batch",
+    "write_batch",
+]
 
 
 class Interrupted(Exception):
@@ -97,24 +106,36 @@ class BatchPlan:
     def header(self) -> BatchResult:
         """The batch without cultures: panel and parameters (what each culture's PDF prints)."""
         p = self.panel
-        return BatchResult(cytomsc_version=__version__,
-                           panel=PanelInfo(p.id, p.name, p.reference, p.version, p.sha256),
-                           parameters=self.options.as_parameters(), cultures=[])
+        return BatchResult(
+            cytomsc_version=__version__,
+            panel=PanelInfo(p.id, p.name, p.reference, p.version, p.sha256),
+            parameters=self.options.as_parameters(),
+            cultures=[],
+        )
 
     def run_info(self, command: str) -> dict[str, Any]:
         """The run for run.json and the PDFs' audit pages (the only place the time is kept)."""
-        return {"command": command,
-                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "seed": self.options.seed, "parameters": self.options.as_parameters(),
-                "versions": record.software_versions()}
+        return {
+            "command": command,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seed": self.options.seed,
+            "parameters": self.options.as_parameters(),
+            "versions": record.software_versions(),
+        }
 
     def jobs(self, write: WriteTo | None = None) -> list[CultureJob]:
-        return [CultureJob(spec, self.panel, self.options, self.comp, folder, write)
-                for spec, folder in zip(self.specs, self.folders, strict=True)]
+        return [
+            CultureJob(spec, self.panel, self.options, self.comp, folder, write)
+            for spec, folder in zip(self.specs, self.folders, strict=True)
+        ]
 
 
-def plan_batch(inputs: list[Path], opts: Options, output: Path | None = None,
-               output_files: set[Path] | frozenset[Path] = frozenset()) -> BatchPlan:
+def plan_batch(
+    inputs: list[Path],
+    opts: Options,
+    output: Path | None = None,
+    output_files: set[Path] | frozenset[Path] = frozenset(),
+) -> BatchPlan:
     """Find the cultures in ``inputs`` (or ``opts.manifest``), give each a safe output name, and
     settle the compensation: ``--comp``'s CSV read once, or the matrix of the manifest's
     single-stain controls (spillover.py). ``output``: the output folder, never searched (and the
@@ -124,8 +145,9 @@ def plan_batch(inputs: list[Path], opts: Options, output: Path | None = None,
 
     panel = load_panel(opts.panel)
     manifest = Path(opts.manifest) if opts.manifest else None
-    specs, errors = discover(inputs, manifest=manifest, panel=panel, output=output,
-                             output_files=output_files)
+    specs, errors = discover(
+        inputs, manifest=manifest, panel=panel, output=output, output_files=output_files
+    )
     compensation = None
     comp = CompSource.from_option(opts.comp)
     if any(t.role.kind == "single" for s in specs for t in s.tubes):
@@ -134,8 +156,11 @@ def plan_batch(inputs: list[Path], opts: Options, output: Path | None = None,
         specs, compensation, failed = compensation_from_controls(specs, opts.data_set, opts.comp)
         errors += failed
         if compensation is not None and compensation.used:
-            opts = dataclasses.replace(opts, comp_label=f"single-stain controls ({COMP_FILE})",
-                                       comp_notes=tuple(compensation.warnings))
+            opts = dataclasses.replace(
+                opts,
+                comp_label=f"single-stain controls ({COMP_FILE})",
+                comp_notes=tuple(compensation.warnings),
+            )
             comp = CompSource(COMP_FILE, compensation.as_tuple())
     taken: set[str] = set(BATCH_FILES)
     folders = []
@@ -145,8 +170,9 @@ def plan_batch(inputs: list[Path], opts: Options, output: Path | None = None,
     return BatchPlan(panel, specs, folders, opts, comp, compensation, list(errors))
 
 
-def _gathered(plan: BatchPlan, outcomes: list[CultureOutcome], run_info: dict[str, Any]
-              ) -> BatchResult:
+def _gathered(
+    plan: BatchPlan, outcomes: list[CultureOutcome], run_info: dict[str, Any]
+) -> BatchResult:
     """The cultures' outcomes, in input order, made one batch (clustered together)."""
     errors = list(plan.errors)
     cultures: list[CultureResult] = []
@@ -163,14 +189,24 @@ def _gathered(plan: BatchPlan, outcomes: list[CultureOutcome], run_info: dict[st
             if outcome.culture_files is not None:
                 files[result.output_name] = outcome.culture_files
     return dataclasses.replace(
-        plan.header, cultures=cultures, errors=errors,
+        plan.header,
+        cultures=cultures,
+        errors=errors,
         batch_populations=cluster_batch(cultures, samples, plan.options.seed),
-        compensation=plan.compensation, run_info=run_info, culture_files=files)
+        compensation=plan.compensation,
+        run_info=run_info,
+        culture_files=files,
+    )
 
 
 # ---- the API's way: analyse, then write --------------------------------------------------------
-def analyze_batch(inputs: list[Path], opts: Options, client: Any = None,
-                  progress: Listener | None = None, command: str = "") -> BatchResult:
+def analyze_batch(
+    inputs: list[Path],
+    opts: Options,
+    client: Any = None,
+    progress: Listener | None = None,
+    command: str = "",
+) -> BatchResult:
     """Analyse every culture in ``inputs`` and write nothing (``cytomsc.analyze``)."""
     plan = plan_batch(inputs, opts)
     run_info = plan.run_info(command)
@@ -178,8 +214,9 @@ def analyze_batch(inputs: list[Path], opts: Options, client: Any = None,
     return _gathered(plan, outcomes, run_info)
 
 
-def write_batch(batch: BatchResult, out_dir: Path, overwrite: bool = False,
-                pdf: bool = True) -> list[str]:
+def write_batch(
+    batch: BatchResult, out_dir: Path, overwrite: bool = False, pdf: bool = True
+) -> list[str]:
     """Write an analysed batch into ``out_dir`` as ``run_batch`` would have (``cytomsc.write``):
     locked, staged and committed (``output.RunFolder``). Returns the files written (relative to
     ``out_dir``)."""
@@ -196,16 +233,27 @@ def write_batch(batch: BatchResult, out_dir: Path, overwrite: bool = False,
                 mine = OutputDir(out.root)  # the culture's own files, for its PDF's audit page
                 write_culture_files(mine, c, files, batch, batch.run_info, pdf)
                 hashes.update(mine.hashes)
-        _, written = _commit(folder, out, batch, hashes,
-                             {name: c.culture for name, c in zip(names, batch.cultures,
-                                                                 strict=True)}, pdf)
+        _, written = _commit(
+            folder,
+            out,
+            batch,
+            hashes,
+            {name: c.culture for name, c in zip(names, batch.cultures, strict=True)},
+            pdf,
+        )
     return sorted([*written, RUN_FILE])
 
 
 # ---- the command's way: write as the cultures finish -------------------------------------------
-def run_batch(inputs: list[Path], out_dir: Path, opts: Options, command: str = "",
-              progress: Listener | None = None, overwrite: bool = False,
-              client: Any = None) -> BatchResult:
+def run_batch(
+    inputs: list[Path],
+    out_dir: Path,
+    opts: Options,
+    command: str = "",
+    progress: Listener | None = None,
+    overwrite: bool = False,
+    client: Any = None,
+) -> BatchResult:
     """Analyse every culture found in ``inputs`` and write the batch outputs into ``out_dir``.
 
     The run locks ``out_dir``, writes into a staging folder inside it and moves the results into
@@ -218,8 +266,7 @@ def run_batch(inputs: list[Path], out_dir: Path, opts: Options, command: str = "
     try:
         with folder:
             try:
-                return _batch(folder, inputs, out_dir, opts, command, progress, overwrite,
-                              client)
+                return _batch(folder, inputs, out_dir, opts, command, progress, overwrite, client)
             except KeyboardInterrupt:
                 previous_handler = _ignore_interrupts()  # a 2nd Ctrl-C must not break clean-up
                 raise
@@ -230,8 +277,16 @@ def run_batch(inputs: list[Path], out_dir: Path, opts: Options, command: str = "
             signal.signal(signal.SIGINT, previous_handler)
 
 
-def _batch(folder: RunFolder, inputs: list[Path], out_dir: Path, opts: Options, command: str,
-           progress: Listener | None, overwrite: bool, client: Any) -> BatchResult:
+def _batch(
+    folder: RunFolder,
+    inputs: list[Path],
+    out_dir: Path,
+    opts: Options,
+    command: str,
+    progress: Listener | None,
+    overwrite: bool,
+    client: Any,
+) -> BatchResult:
     plan = plan_batch(inputs, opts, output=folder.root, output_files=folder.owned_inputs())
     others = _check_others(folder, set(plan.folders), overwrite, out_dir, progress)
     folder.check_free(_planned(plan.folders, plan.options.pdf))
@@ -239,27 +294,40 @@ def _batch(folder: RunFolder, inputs: list[Path], out_dir: Path, opts: Options, 
     run_info = plan.run_info(command)
     # A worker of this machine writes into the staging folder itself; a Dask worker, which may
     # be another machine, makes the files in memory and this process writes them.
-    write = WriteTo(str(out.root) if client is None else None, plan.header, run_info,
-                    plan.options.pdf)
+    write = WriteTo(
+        str(out.root) if client is None else None, plan.header, run_info, plan.options.pdf
+    )
     outcomes = _run(plan, plan.jobs(write), client, progress, out)
     hashes: dict[str, str] = {}
     for outcome in outcomes:
         hashes.update(outcome.written)
     batch = _gathered(plan, outcomes, run_info)
-    removed, _ = _commit(folder, out, batch, hashes,
-                      {f: s.name for s, f in zip(plan.specs, plan.folders, strict=True)},
-                      plan.options.pdf)
+    removed, _ = _commit(
+        folder,
+        out,
+        batch,
+        hashes,
+        {f: s.name for s, f in zip(plan.specs, plan.folders, strict=True)},
+        plan.options.pdf,
+    )
     announced = {rel for files in others.values() for rel in files}
     rest = [rel for rel in removed if rel not in announced]
     if rest and progress is not None:
         shown = ", ".join(rest[:5]) + (f" and {len(rest) - 5} more" if len(rest) > 5 else "")
-        progress.note(f"removed {len(rest)} file(s) of the previous run that this run did not "
-                      f"write again: {shown}")
+        progress.note(
+            f"removed {len(rest)} file(s) of the previous run that this run did not "
+            f"write again: {shown}"
+        )
     return batch
 
 
-def _run(plan: BatchPlan, jobs: list[CultureJob], client: Any, progress: Listener | None,
-         out: OutputDir | None = None) -> list[CultureOutcome]:
+def _run(
+    plan: BatchPlan,
+    jobs: list[CultureJob],
+    client: Any,
+    progress: Listener | None,
+    out: OutputDir | None = None,
+) -> list[CultureOutcome]:
     """Every job run; each outcome's in-memory files written into ``out`` as it arrives."""
     outcomes = [CultureOutcome() for _ in jobs]
 
@@ -268,17 +336,24 @@ def _run(plan: BatchPlan, jobs: list[CultureJob], client: Any, progress: Listene
             mine = OutputDir(out.root)
             for rel, data in sorted(outcome.files.items()):
                 mine.write_bytes(data, *rel.split("/"))
-            outcome = dataclasses.replace(outcome, files={},
-                                          written={**outcome.written, **mine.hashes})
+            outcome = dataclasses.replace(
+                outcome, files={}, written={**outcome.written, **mine.hashes}
+            )
         outcomes[i] = outcome
         if progress is not None:
-            progress.finished(CultureDone(i, len(jobs), plan.specs[i].name, outcome.result,
-                                          outcome.errors))
+            progress.finished(
+                CultureDone(i, len(jobs), plan.specs[i].name, outcome.result, outcome.errors)
+            )
 
     if progress is not None:
         progress.started(len(jobs))
-    run_jobs(jobs, finished, processes=plan.options.jobs, client=client,
-             tick=progress.tick if progress is not None else None)
+    run_jobs(
+        jobs,
+        finished,
+        processes=plan.options.jobs,
+        client=client,
+        tick=progress.tick if progress is not None else None,
+    )
     return outcomes
 
 
@@ -289,23 +364,34 @@ def _planned(folders: list[str], pdf: bool) -> list[str]:
     return planned
 
 
-def _check_others(folder: RunFolder, names: set[str], overwrite: bool, out_dir: Path,
-                  progress: Listener | None) -> dict[str, list[str]]:
+def _check_others(
+    folder: RunFolder, names: set[str], overwrite: bool, out_dir: Path, progress: Listener | None
+) -> dict[str, list[str]]:
     """Results in OUT of cultures not in this run: refused without ``overwrite``."""
     others = folder.other_cultures(names)
     if others and not overwrite:
-        raise CytomscError(f"holds the results of {len(others)} culture(s) not in this run "
-                           f"({_names(others)}): pass --overwrite to remove them, or choose "
-                           "another output folder", out_dir)
+        raise CytomscError(
+            f"holds the results of {len(others)} culture(s) not in this run "
+            f"({_names(others)}): pass --overwrite to remove them, or choose "
+            "another output folder",
+            out_dir,
+        )
     if others and progress is not None:
         n = sum(len(v) for v in others.values())
-        progress.note(f"removing {n} file(s) of {len(others)} culture(s) not in this run: "
-                      f"{_names(others)}")
+        progress.note(
+            f"removing {n} file(s) of {len(others)} culture(s) not in this run: {_names(others)}"
+        )
     return others
 
 
-def _commit(folder: RunFolder, out: OutputDir, batch: BatchResult, hashes: dict[str, str],
-            cultures: dict[str, str], pdf: bool) -> tuple[list[str], dict[str, str]]:
+def _commit(
+    folder: RunFolder,
+    out: OutputDir,
+    batch: BatchResult,
+    hashes: dict[str, str],
+    cultures: dict[str, str],
+    pdf: bool,
+) -> tuple[list[str], dict[str, str]]:
     """The batch's own files, sha256sums.txt, then the move into place with run.json; returns
     the previous run's files removed, and every file written with its SHA-256."""
     write_batch_files(out, batch, pdf)

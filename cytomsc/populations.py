@@ -140,8 +140,9 @@ class PopulationFinder:
         """Events in the units the model was fitted in."""
         return (self.transform(X) - self.center_) / self.scale_
 
-    def _choose_power(self, Xs: np.ndarray, few: np.ndarray, rng: np.random.Generator
-                      ) -> tuple[float, np.ndarray, np.ndarray]:
+    def _choose_power(
+        self, Xs: np.ndarray, few: np.ndarray, rng: np.random.Generator
+    ) -> tuple[float, np.ndarray, np.ndarray]:
         powers = self.scatter_powers if self.log_columns else (0.0,)
         best: tuple[float, float, np.ndarray, np.ndarray] | None = None
         for power in powers:
@@ -151,8 +152,11 @@ class PopulationFinder:
             S = (self.transform(few, power) - center) / scale
             model, bic = grow(S, S, POWER_MAX_K, rng, trial_iter=3)
             # BIC of the data on the input scales: Jacobian and scaling enter the likelihood
-            score = bic[model.k] - 2.0 * float(self._log_jacobian(few, power).sum()) \
+            score = (
+                bic[model.k]
+                - 2.0 * float(self._log_jacobian(few, power).sum())
                 + 2.0 * S.shape[0] * float(np.log(scale).sum())
+            )
             if best is None or score < best[0]:
                 best = (score, power, center, scale)
         assert best is not None
@@ -166,18 +170,26 @@ class PopulationFinder:
 
     def _fit(self, X: np.ndarray) -> PopulationFinder:
         if self.log_columns and float(X[:, list(self.log_columns)].max()) > LOG10_MAX:
-            raise CytomscError("heterogeneity input: scatter columns must be log10 values "
-                               f"(found values above {LOG10_MAX:g})")
+            raise CytomscError(
+                "heterogeneity input: scatter columns must be log10 values "
+                f"(found values above {LOG10_MAX:g})"
+            )
         rng = np.random.default_rng(self.random_state)
         n, d = X.shape
-        idx = np.arange(n) if n <= self.n_subsample else \
-            np.sort(rng.choice(n, self.n_subsample, replace=False))
+        idx = (
+            np.arange(n)
+            if n <= self.n_subsample
+            else np.sort(rng.choice(n, self.n_subsample, replace=False))
+        )
         self.subsample_index_ = idx
         Xs = X[idx]
         core = _not_outliers(Xs)
         Xc = Xs[core]
-        pick = np.arange(Xc.shape[0]) if Xc.shape[0] <= self.n_search else \
-            np.sort(rng.choice(Xc.shape[0], self.n_search, replace=False))
+        pick = (
+            np.arange(Xc.shape[0])
+            if Xc.shape[0] <= self.n_search
+            else np.sort(rng.choice(Xc.shape[0], self.n_search, replace=False))
+        )
         few = Xc[pick[:: max(1, pick.size // POWER_EVENTS)][:POWER_EVENTS]]
         self.scatter_power_, self.center_, self.scale_ = self._choose_power(Xs, few, rng)
         Z = self.scaled(Xs)
@@ -213,8 +225,13 @@ class PopulationFinder:
         out[ok] = (raw[ok] - self.center_[ok]) / self.scale_[ok]
         return out
 
-    def _decide(self, Z: np.ndarray, R: np.ndarray, merges: list[tuple[int, int]],
-                ceilings: np.ndarray | None) -> list[Decision]:
+    def _decide(
+        self,
+        Z: np.ndarray,
+        R: np.ndarray,
+        merges: list[tuple[int, int]],
+        ceilings: np.ndarray | None,
+    ) -> list[Decision]:
         """The root-down decisions, plus one look-ahead test below every node that stays whole
         (so the bootstrap can replay a split the data only narrowly refused)."""
         k = R.shape[1]
@@ -248,19 +265,24 @@ class PopulationFinder:
             self.k_bootstrap_ = {self.n_populations_: 0}
             self.fraction_ci95_ = np.column_stack([fractions, fractions])
             return
-        draws = {i: d.test.resample(rng, B) for i, d in enumerate(self.decisions_)
-                 if d.test is not None}
+        draws = {
+            i: d.test.resample(rng, B) for i, d in enumerate(self.decisions_) if d.test is not None
+        }
         ks = []
         for b in range(B):
-            split = [d.test is not None and d.biological
-                     and float(draws[i][b]) > self.margin
-                     for i, d in enumerate(self.decisions_)]
+            split = [
+                d.test is not None and d.biological and float(draws[i][b]) > self.margin
+                for i, d in enumerate(self.decisions_)
+            ]
             ks.append(_count_replayed(self.decisions_, split, k))
         self.k_bootstrap_ = dict(sorted(Counter(ks).items()))
         counts = rng.multinomial(n, fractions, size=B) / n
-        self.fraction_ci95_ = np.column_stack([
-            np.minimum(np.percentile(counts, 2.5, axis=0), fractions),
-            np.maximum(np.percentile(counts, 97.5, axis=0), fractions)])
+        self.fraction_ci95_ = np.column_stack(
+            [
+                np.minimum(np.percentile(counts, 2.5, axis=0), fractions),
+                np.maximum(np.percentile(counts, 97.5, axis=0), fractions),
+            ]
+        )
 
     # ---- predict ------------------------------------------------------------------------
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -270,8 +292,8 @@ class PopulationFinder:
         step = 200_000
         with threadpool_limits(1):
             for s in range(0, X.shape[0], step):
-                resp, _ = self.model_.responsibilities(self.scaled(X[s: s + step]))
-                out[s: s + step] = _group(resp, self.groups_).argmax(axis=1) + 1
+                resp, _ = self.model_.responsibilities(self.scaled(X[s : s + step]))
+                out[s : s + step] = _group(resp, self.groups_).argmax(axis=1) + 1
         return out
 
     def predict_own_weights(self, X: np.ndarray, max_iter: int = 200) -> np.ndarray:
@@ -308,6 +330,7 @@ class PopulationFinder:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+
 
 def _not_outliers(X: np.ndarray) -> np.ndarray:
     """Events within OUTLIER_SD spreads of every channel's median, the spread being the larger
@@ -360,7 +383,7 @@ def _tree(Z: np.ndarray, R: np.ndarray, shape: np.ndarray) -> list[tuple[int, in
         best, pair = math.inf, (0, 0)
         keys = sorted(w)
         for i, a in enumerate(keys):
-            for b in keys[i + 1:]:
+            for b in keys[i + 1 :]:
                 diff = mu[a] - mu[b]
                 cost = w[a] * w[b] / (w[a] + w[b]) * float(diff @ inv @ diff)
                 if cost < best:
@@ -388,8 +411,7 @@ def _weighted_median(v: np.ndarray, w: np.ndarray) -> float:
     return float(v[order][min(int(np.searchsorted(cw, 0.5 * cw[-1])), v.size - 1)])
 
 
-def _biological(Z: np.ndarray, rA: np.ndarray, rB: np.ndarray,
-                ceilings: np.ndarray | None) -> bool:
+def _biological(Z: np.ndarray, rA: np.ndarray, rB: np.ndarray, ceilings: np.ndarray | None) -> bool:
     """Whether A and B differ by >= BIOLOGY_SD pooled robust SDs in a channel where a difference
     can be biology: scatter (ceiling -inf), or a marker where one of them is above its negative
     region. Without ceilings every channel counts."""
@@ -415,8 +437,9 @@ def _final_groups(decisions: list[Decision], k: int) -> list[list[int]]:
 
 def _replayed(decisions: list[Decision], split: list[bool]) -> list[list[int]]:
     """Walk the recorded nodes from the root with the given split flags."""
-    by_node = {tuple(sorted(d.left + d.right)): (d, s) for d, s in zip(decisions, split,
-                                                                       strict=True)}
+    by_node = {
+        tuple(sorted(d.left + d.right)): (d, s) for d, s in zip(decisions, split, strict=True)
+    }
     out: list[list[int]] = []
     todo = [tuple(sorted(decisions[0].left + decisions[0].right))]
     while todo:

@@ -69,7 +69,7 @@ def _smooth_density(y: np.ndarray, bins: int = 256) -> tuple[np.ndarray, np.ndar
     # Silverman's bandwidth, in bins.
     sd = float(np.std(y))
     iqr = float(np.subtract(*np.percentile(y, [75, 25])))
-    bw = 0.9 * min(sd, iqr / 1.34 if iqr > 0 else sd) * y.size ** -0.2
+    bw = 0.9 * min(sd, iqr / 1.34 if iqr > 0 else sd) * y.size**-0.2
     width = min(max(1.0, bw / (edges[1] - edges[0])), (bins - 1) / 8)  # kernel <= bins long
     k = np.arange(-int(4 * width), int(4 * width) + 1)
     kernel = np.exp(-0.5 * (k / width) ** 2)
@@ -108,8 +108,9 @@ def _lower_gaussian(v: np.ndarray) -> tuple[float, float]:
     return float(p16) + sd, sd
 
 
-def matched_threshold(control: np.ndarray, stained: np.ndarray, percentile: float = 99.5,
-                      shift: bool = False) -> tuple[float, float, float]:
+def matched_threshold(
+    control: np.ndarray, stained: np.ndarray, percentile: float = 99.5, shift: bool = False
+) -> tuple[float, float, float]:
     """The control's threshold, matched to the stained tube's negative cells.
 
     An isotype or unstained control carries no other bright dye, so it lacks the spillover

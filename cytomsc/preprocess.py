@@ -96,16 +96,18 @@ def _read_comp_csv(path: Path) -> tuple[list[str], np.ndarray]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
-        raise CytomscError(f"cannot read compensation matrix ({err.__class__.__name__})",
-                           path) from None
+        raise CytomscError(
+            f"cannot read compensation matrix ({err.__class__.__name__})", path
+        ) from None
     sample = text[:4096]
     delimiter = "\t" if sample.count("\t") > sample.count(",") else ","
     reader = csv.reader(text.splitlines(), delimiter=delimiter)
     rows = [[cell.strip() for cell in row] for row in reader]
     rows = [r for r in rows if any(r)]
     if len(rows) < 2:
-        raise CytomscError("compensation matrix needs a header row of detector names and rows "
-                           "of numbers", path)
+        raise CytomscError(
+            "compensation matrix needs a header row of detector names and rows of numbers", path
+        )
     header = rows[0]
     if header and header[0].lstrip("#").strip() == "":
         header = header[1:]  # a blank top-left cell: rows are led by names
@@ -122,7 +124,8 @@ def _read_comp_csv(path: Path) -> tuple[list[str], np.ndarray]:
         if len(row) == n + 1:
             if row[0] != header[i - 2]:
                 raise CytomscError(
-                    f"row {i} is named '{row[0]}' but column {i - 1} is '{header[i - 2]}'", path)
+                    f"row {i} is named '{row[0]}' but column {i - 1} is '{header[i - 2]}'", path
+                )
             row = row[1:]
         if len(row) != n:
             raise CytomscError(f"row {i} has {len(row)} values, expected {n}", path)
@@ -133,8 +136,9 @@ def _read_comp_csv(path: Path) -> tuple[list[str], np.ndarray]:
     return header, np.array(values, dtype=float)
 
 
-def _check_matrix(names: list[str], matrix: np.ndarray, channels: list[str],
-                  path: str | Path | None, what: str) -> None:
+def _check_matrix(
+    names: list[str], matrix: np.ndarray, channels: list[str], path: str | Path | None, what: str
+) -> None:
     n = len(names)
     if matrix.shape != (n, n):
         raise CytomscError(f"{what} is {matrix.shape} for {n} detectors", path)
@@ -150,8 +154,9 @@ def _check_matrix(names: list[str], matrix: np.ndarray, channels: list[str],
         raise CytomscError(f"{what} is singular and cannot be inverted", path)
 
 
-def compensate(events: np.ndarray, channel_names: list[str],
-               spill: tuple[list[str], np.ndarray] | None) -> np.ndarray:
+def compensate(
+    events: np.ndarray, channel_names: list[str], spill: tuple[list[str], np.ndarray] | None
+) -> np.ndarray:
     """Compensated copy of ``events``: detector columns times the inverse spillover, once.
 
     Same result as FlowKit's ``Sample.apply_compensation`` (which solves a least-squares system per
@@ -174,8 +179,9 @@ def compensate(events: np.ndarray, channel_names: list[str],
     return out
 
 
-def compensate_in_place(events: np.ndarray, channel_names: list[str],
-                        spill: tuple[list[str], np.ndarray] | None) -> np.ndarray:
+def compensate_in_place(
+    events: np.ndarray, channel_names: list[str], spill: tuple[list[str], np.ndarray] | None
+) -> np.ndarray:
     """``events`` compensated in its own memory (and returned): for large tubes, where a
     compensated copy beside the events would double the memory the data take.
 
@@ -413,7 +419,7 @@ def logicle(values: np.ndarray, p: LogicleParams, out: np.ndarray | None = None)
     # In blocks: the dozen passes of the look-up then run over cached data, not over arrays of
     # 10^6-10^7 values in memory; every value gets the same arithmetic as in one pass.
     for start in range(0, flat.size, _BLOCK):
-        blk = flat[start:start + _BLOCK]
+        blk = flat[start : start + _BLOCK]
         pos = np.arcsinh(blk * scale)
         pos -= u0
         pos *= inv_step
@@ -431,7 +437,7 @@ def logicle(values: np.ndarray, p: LogicleParams, out: np.ndarray | None = None)
         y += c1[i]
         y *= pos
         y += c0[i]
-        result[start:start + _BLOCK] = y
+        result[start : start + _BLOCK] = y
     if outside_at:  # solved exactly, all together (the solver iterates until all converge)
         at = np.concatenate(outside_at)
         result[at] = _logicle_exact(flat[at], p)
@@ -530,8 +536,11 @@ def _top(maximum: float, declared: float | None) -> float:
     return top if top > 1 else 262144.0
 
 
-def prepare(fcs: FcsData, comp: str | Path | tuple[list[str], np.ndarray] | None = None,
-            logicle_params: dict[str, LogicleParams] | None = None) -> Prepared:
+def prepare(
+    fcs: FcsData,
+    comp: str | Path | tuple[list[str], np.ndarray] | None = None,
+    logicle_params: dict[str, LogicleParams] | None = None,
+) -> Prepared:
     """Compensate a tube and put it on display scales.
 
     ``logicle_params`` (per PnN) lets the pipeline use one scale for all the tubes of a culture, so
@@ -544,8 +553,9 @@ def prepare(fcs: FcsData, comp: str | Path | tuple[list[str], np.ndarray] | None
     spill = spillover_matrix(fcs, comp)
     fluo = [is_fluorescence(ch.pnn, ch.pns) for ch in fcs.channels]
     maxima = None
-    if any(f and ch.pnn not in (logicle_params or {}) for f, ch in zip(fluo, fcs.channels,
-                                                                          strict=True)):
+    if any(
+        f and ch.pnn not in (logicle_params or {}) for f, ch in zip(fluo, fcs.channels, strict=True)
+    ):
         maxima = _finite_max(fcs.events)  # of the raw events, before any compensation
     large = fcs.n_events > LARGE_EVENTS
     if large:
@@ -565,8 +575,10 @@ def prepare(fcs: FcsData, comp: str | Path | tuple[list[str], np.ndarray] | None
         p = (logicle_params or {}).get(ch.pnn)
         if p is None:
             if not ch.range <= MAX_RANGE:
-                warns.append(f"{ch.pnn}: $PnR {ch.range:g} is beyond any detector's range "
-                             f"({MAX_RANGE:.3g}); the Logicle scale's top is the data's maximum")
+                warns.append(
+                    f"{ch.pnn}: $PnR {ch.range:g} is beyond any detector's range "
+                    f"({MAX_RANGE:.3g}); the Logicle scale's top is the data's maximum"
+                )
             assert maxima is not None  # computed above for every channel without a scale
             p = fit_logicle(comp_events[:, j], _top(float(maxima[j]), ch.range))
         params[ch.pnn] = p

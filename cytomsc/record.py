@@ -25,16 +25,30 @@ FUNNEL_KEYS = {"time": "time_ok", "margin": "margin_ok"}  # gate -> funnel key (
 # FCS keywords that carry release metadata (lower case, no "$"): read from the tubes when the
 # manifest (or the folder layout) and the options give none. $OP is the FCS operator keyword,
 # $COM its comment.
-KEYWORD_FACTS = {"operator": ("op",), "comment": ("com",), "lot": ("lot", "lot number"),
-                 "donor": ("donor", "donor id"),
-                 "tissue": ("tissue source", "tissue", "source tissue"), "passage": ("passage",),
-                 "detachment": ("detachment", "detachment reagent")}
-NUMERIC = ("numpy", "scipy", "pandas", "flowkit", "flowio", "flowutils",
-           "matplotlib", "threadpoolctl")
+KEYWORD_FACTS = {
+    "operator": ("op",),
+    "comment": ("com",),
+    "lot": ("lot", "lot number"),
+    "donor": ("donor", "donor id"),
+    "tissue": ("tissue source", "tissue", "source tissue"),
+    "passage": ("passage",),
+    "detachment": ("detachment", "detachment reagent"),
+}
+NUMERIC = (
+    "numpy",
+    "scipy",
+    "pandas",
+    "flowkit",
+    "flowio",
+    "flowutils",
+    "matplotlib",
+    "threadpoolctl",
+)
 
 
-def release_metadata(metadata: dict[str, str], keywords: list[dict[str, str]],
-                     operator: str = "", comment: str = "") -> dict[str, str]:
+def release_metadata(
+    metadata: dict[str, str], keywords: list[dict[str, str]], operator: str = "", comment: str = ""
+) -> dict[str, str]:
     """The culture's metadata completed for release: the acquisition date as ISO 8601; the
     operator and comment from the options where the manifest gave none; then lot, donor,
     operator, comment, tissue, passage and detachment from the tubes' FCS keywords."""
@@ -52,8 +66,9 @@ def release_metadata(metadata: dict[str, str], keywords: list[dict[str, str]],
     return out
 
 
-def tube_funnel(name: str, role: Role, n_events: int, masks: dict[str, np.ndarray],
-                skipped: dict[str, str]) -> TubeFunnel:
+def tube_funnel(
+    name: str, role: Role, n_events: int, masks: dict[str, np.ndarray], skipped: dict[str, str]
+) -> TubeFunnel:
     """A tube's events left after each gate; ``None`` (and the reason) for a gate skipped."""
     counts: dict[str, int | None] = {"total": int(n_events)}
     last = int(n_events)
@@ -64,8 +79,13 @@ def tube_funnel(name: str, role: Role, n_events: int, masks: dict[str, np.ndarra
     return TubeFunnel(name, role, counts, dict(skipped))
 
 
-def compensation_used(name: str, spill: tuple[list[str], Any] | None, comp: str | None,
-                      file_spillover: Any, keywords: dict[str, str]) -> Compensation:
+def compensation_used(
+    name: str,
+    spill: tuple[list[str], Any] | None,
+    comp: str | None,
+    file_spillover: Any,
+    keywords: dict[str, str],
+) -> Compensation:
     """Which matrix compensated a tube, in words, and the matrix itself (``comp`` as the
     ``--comp`` option: None for the file's own, "none", or a CSV path)."""
     if spill is None:
@@ -82,8 +102,9 @@ def compensation_used(name: str, spill: tuple[list[str], Any] | None, comp: str 
         key = next((k for k in ("spillover", "spill") if k in keywords), "spillover")
         source = f"the file's ${key.upper()}"
     detectors, matrix = spill
-    return Compensation(name, source, list(detectors),
-                        [[float(v) for v in row] for row in np.asarray(matrix)])
+    return Compensation(
+        name, source, list(detectors), [[float(v) for v in row] for row in np.asarray(matrix)]
+    )
 
 
 def software_versions() -> dict[str, str]:
@@ -107,7 +128,7 @@ def merge_tube_warnings(warnings: list[str], names: list[str]) -> list[str]:
     groups: dict[tuple[str, bool], list[str]] = {}
     for w in warnings:
         tube = next((n for n in names if w.startswith(f"{n}: ")), None)
-        key = (w[len(tube) + 2:], True) if tube else (w, False)
+        key = (w[len(tube) + 2 :], True) if tube else (w, False)
         groups.setdefault(key, [])
         if tube:
             groups[key].append(tube)

@@ -285,10 +285,15 @@ class CultureResult:
 
     def __repr__(self) -> str:
         flag = ", borderline" if self.borderline else ""
-        pops = "" if self.heterogeneity is None else \
-            f", {self.heterogeneity.n_populations} population(s)"
-        return (f"CultureResult({self.culture!r}: {self.verdict}{flag}, "
-                f"{len(self.markers)} marker(s){pops}, {len(self.warnings)} warning(s))")
+        pops = (
+            ""
+            if self.heterogeneity is None
+            else f", {self.heterogeneity.n_populations} population(s)"
+        )
+        return (
+            f"CultureResult({self.culture!r}: {self.verdict}{flag}, "
+            f"{len(self.markers)} marker(s){pops}, {len(self.warnings)} warning(s))"
+        )
 
 
 @dataclass(frozen=True)
@@ -334,8 +339,10 @@ class BatchResult:
         for c in self.cultures:
             verdicts[c.verdict] = verdicts.get(c.verdict, 0) + 1
         said = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())) or "none"
-        return (f"BatchResult({len(self.cultures)} culture(s): {said}; "
-                f"{len(self.errors)} error(s); panel {self.panel.id})")
+        return (
+            f"BatchResult({len(self.cultures)} culture(s): {said}; "
+            f"{len(self.errors)} error(s); panel {self.panel.id})"
+        )
 
     def culture(self, name: str) -> CultureResult:
         """The culture of that name (``KeyError`` when the batch has none)."""
@@ -348,16 +355,28 @@ class BatchResult:
         """One row per culture and marker: % positive, its interval, threshold and verdict."""
         import pandas as pd
 
-        rows = [{
-            "culture": c.culture, "verdict": c.verdict, "marker": m.marker, "tube": m.tube,
-            "channel": m.channel, "expect": m.expect, "limit": m.limit,
-            "percent_positive": m.percent_positive,
-            "ci95_low": m.ci95[0] if m.ci95 else None,
-            "ci95_high": m.ci95[1] if m.ci95 else None,
-            "threshold": m.threshold, "threshold_source": m.threshold_source,
-            "control_spread_ratio": m.control_spread_ratio, "events": m.events,
-            "passed": m.passed, "borderline": m.borderline,
-        } for c in self.cultures for m in c.markers]
+        rows = [
+            {
+                "culture": c.culture,
+                "verdict": c.verdict,
+                "marker": m.marker,
+                "tube": m.tube,
+                "channel": m.channel,
+                "expect": m.expect,
+                "limit": m.limit,
+                "percent_positive": m.percent_positive,
+                "ci95_low": m.ci95[0] if m.ci95 else None,
+                "ci95_high": m.ci95[1] if m.ci95 else None,
+                "threshold": m.threshold,
+                "threshold_source": m.threshold_source,
+                "control_spread_ratio": m.control_spread_ratio,
+                "events": m.events,
+                "passed": m.passed,
+                "borderline": m.borderline,
+            }
+            for c in self.cultures
+            for m in c.markers
+        ]
         return pd.DataFrame(rows, columns=list(_MARKER_FRAME))
 
     def cultures_frame(self) -> pandas.DataFrame:
@@ -368,13 +387,17 @@ class BatchResult:
         for c in self.cultures:
             ci = c.joint_phenotype_ci95
             row: dict[str, Any] = {
-                "culture": c.culture, "output_name": c.output_name, "verdict": c.verdict,
-                "borderline": c.borderline, "joint_phenotype_percent": c.joint_phenotype_percent,
+                "culture": c.culture,
+                "output_name": c.output_name,
+                "verdict": c.verdict,
+                "borderline": c.borderline,
+                "joint_phenotype_percent": c.joint_phenotype_percent,
                 "joint_phenotype_ci95_low": ci[0] if ci else None,
                 "joint_phenotype_ci95_high": ci[1] if ci else None,
                 "n_populations": c.heterogeneity.n_populations if c.heterogeneity else None,
                 "missing_markers": list(c.missing_markers),
-                "events_total": c.events.get("total"), "events_gated": c.events.get("live"),
+                "events_total": c.events.get("total"),
+                "events_gated": c.events.get("live"),
                 "warnings": len(c.warnings),
             }
             for name in RELEASE_FACTS:
@@ -400,20 +423,54 @@ class BatchResult:
             for p in h.populations:
                 medians = {f"median_{k}": v for k, v in p.medians_by_marker.items()}
                 names.update(dict.fromkeys(medians))
-                rows.append({"culture": c.culture, "tube": h.tube, "population": p.id,
-                             "fraction": p.fraction, "ci95_low": p.ci95[0],
-                             "ci95_high": p.ci95[1], "label": p.label, **medians})
+                rows.append(
+                    {
+                        "culture": c.culture,
+                        "tube": h.tube,
+                        "population": p.id,
+                        "fraction": p.fraction,
+                        "ci95_low": p.ci95[0],
+                        "ci95_high": p.ci95[1],
+                        "label": p.label,
+                        **medians,
+                    }
+                )
         return pd.DataFrame(rows, columns=[*_POPULATION_FRAME, *names])
 
 
-_MARKER_FRAME = ("culture", "verdict", "marker", "tube", "channel", "expect", "limit",
-                 "percent_positive", "ci95_low", "ci95_high", "threshold", "threshold_source",
-                 "control_spread_ratio", "events", "passed", "borderline")
-_CULTURE_FRAME = ("culture", "output_name", "verdict", "borderline", "joint_phenotype_percent",
-                  "joint_phenotype_ci95_low", "joint_phenotype_ci95_high", "n_populations",
-                  "missing_markers", "events_total", "events_gated", "warnings")
-_POPULATION_FRAME = ("culture", "tube", "population", "fraction", "ci95_low", "ci95_high",
-                     "label")
+_MARKER_FRAME = (
+    "culture",
+    "verdict",
+    "marker",
+    "tube",
+    "channel",
+    "expect",
+    "limit",
+    "percent_positive",
+    "ci95_low",
+    "ci95_high",
+    "threshold",
+    "threshold_source",
+    "control_spread_ratio",
+    "events",
+    "passed",
+    "borderline",
+)
+_CULTURE_FRAME = (
+    "culture",
+    "output_name",
+    "verdict",
+    "borderline",
+    "joint_phenotype_percent",
+    "joint_phenotype_ci95_low",
+    "joint_phenotype_ci95_high",
+    "n_populations",
+    "missing_markers",
+    "events_total",
+    "events_gated",
+    "warnings",
+)
+_POPULATION_FRAME = ("culture", "tube", "population", "fraction", "ci95_low", "ci95_high", "label")
 
 
 def _plain(value: Any) -> Any:
@@ -454,8 +511,10 @@ def _culture_json(c: dict[str, Any]) -> dict[str, Any]:
     for m in c["markers"]:
         m["pass"] = m.pop("passed")
     # every gate, marked manual or automatic (outlines and plots stay in gates.xml and the PDF)
-    c["gates"] = [{k: g[k] for k in ("tube", "gate", "source", "path", "parent_count", "count",
-                                     "x", "y")} for g in c.get("gates", [])]
+    c["gates"] = [
+        {k: g[k] for k in ("tube", "gate", "source", "path", "parent_count", "count", "x", "y")}
+        for g in c.get("gates", [])
+    ]
     return c
 
 
@@ -465,20 +524,60 @@ def to_json(batch: BatchResult) -> str:
 
 
 CSV_COLUMNS = (
-    "culture", "verdict", "marker", "tube", "channel", "expect", "limit",
-    "percent_positive", "ci95_low", "ci95_high", "threshold", "threshold_source", "events",
-    "pass", "borderline", "joint_phenotype_percent", "n_populations", "populations",
+    "culture",
+    "verdict",
+    "marker",
+    "tube",
+    "channel",
+    "expect",
+    "limit",
+    "percent_positive",
+    "ci95_low",
+    "ci95_high",
+    "threshold",
+    "threshold_source",
+    "events",
+    "pass",
+    "borderline",
+    "joint_phenotype_percent",
+    "n_populations",
+    "populations",
     "k_resamples",
 )
 # cultures.csv, one row per culture (for a LIMS); the culture's other metadata follow these
 CULTURE_COLUMNS = (
-    "culture", "output_name", "verdict", "borderline", "joint_phenotype_percent",
-    "joint_phenotype_ci95_low", "joint_phenotype_ci95_high", "n_populations", "populations",
-    "k_resamples", "failed_markers", "missing_markers", "borderline_markers",
-    "thresholds_automatic", "stained_tubes", "events_total", "events_gated", "lot", "donor",
-    "operator", "comment",
-    "tissue", "passage", "detachment", "cytometer", "acquisition_date", "panel_id",
-    "panel_version", "panel_sha256", "cytomsc_version", "analysis_date", "warnings",
+    "culture",
+    "output_name",
+    "verdict",
+    "borderline",
+    "joint_phenotype_percent",
+    "joint_phenotype_ci95_low",
+    "joint_phenotype_ci95_high",
+    "n_populations",
+    "populations",
+    "k_resamples",
+    "failed_markers",
+    "missing_markers",
+    "borderline_markers",
+    "thresholds_automatic",
+    "stained_tubes",
+    "events_total",
+    "events_gated",
+    "lot",
+    "donor",
+    "operator",
+    "comment",
+    "tissue",
+    "passage",
+    "detachment",
+    "cytometer",
+    "acquisition_date",
+    "panel_id",
+    "panel_version",
+    "panel_sha256",
+    "cytomsc_version",
+    "analysis_date",
+    "warnings",
 )
 
 
@@ -489,10 +588,19 @@ def _populations(c: CultureResult) -> tuple[str, str, str]:
         return "", "", ""
     h = c.heterogeneity
     total = sum(h.k_bootstrap.values())
-    sure = "; ".join(f"{k} in {n} of {total}" for k, n in
-                     sorted(h.k_bootstrap.items(), key=lambda kv: (-kv[1], kv[0]))) if total else ""
-    return str(h.n_populations), "; ".join(
-        f"P{p.id} {100 * p.fraction:.1f} % {p.label}" for p in h.populations), sure
+    sure = (
+        "; ".join(
+            f"{k} in {n} of {total}"
+            for k, n in sorted(h.k_bootstrap.items(), key=lambda kv: (-kv[1], kv[0]))
+        )
+        if total
+        else ""
+    )
+    return (
+        str(h.n_populations),
+        "; ".join(f"P{p.id} {100 * p.fraction:.1f} % {p.label}" for p in h.populations),
+        sure,
+    )
 
 
 def csv_rows(batch: BatchResult) -> list[dict[str, str]]:
@@ -503,27 +611,29 @@ def csv_rows(batch: BatchResult) -> list[dict[str, str]]:
     for c in batch.cultures:
         n_pop, pops, sure = _populations(c)
         for m in c.markers:
-            rows.append({
-                "culture": c.culture,
-                "verdict": c.verdict,
-                "marker": m.marker,
-                "tube": m.tube or "",
-                "channel": m.channel or "",
-                "expect": m.expect,
-                "limit": _fmt(m.limit),
-                "percent_positive": _fmt(m.percent_positive),
-                "ci95_low": _fmt(m.ci95[0]) if m.ci95 else "",
-                "ci95_high": _fmt(m.ci95[1]) if m.ci95 else "",
-                "threshold": "" if m.threshold is None else f"{m.threshold:.6g}",
-                "threshold_source": m.threshold_source or "",
-                "events": str(m.events),
-                "pass": "" if m.passed is None else str(m.passed).lower(),
-                "borderline": str(m.borderline).lower(),
-                "joint_phenotype_percent": _fmt(c.joint_phenotype_percent),
-                "n_populations": n_pop,
-                "populations": pops,
-                "k_resamples": sure,
-            })
+            rows.append(
+                {
+                    "culture": c.culture,
+                    "verdict": c.verdict,
+                    "marker": m.marker,
+                    "tube": m.tube or "",
+                    "channel": m.channel or "",
+                    "expect": m.expect,
+                    "limit": _fmt(m.limit),
+                    "percent_positive": _fmt(m.percent_positive),
+                    "ci95_low": _fmt(m.ci95[0]) if m.ci95 else "",
+                    "ci95_high": _fmt(m.ci95[1]) if m.ci95 else "",
+                    "threshold": "" if m.threshold is None else f"{m.threshold:.6g}",
+                    "threshold_source": m.threshold_source or "",
+                    "events": str(m.events),
+                    "pass": "" if m.passed is None else str(m.passed).lower(),
+                    "borderline": str(m.borderline).lower(),
+                    "joint_phenotype_percent": _fmt(c.joint_phenotype_percent),
+                    "n_populations": n_pop,
+                    "populations": pops,
+                    "k_resamples": sure,
+                }
+            )
     return rows
 
 
@@ -531,8 +641,9 @@ def culture_rows(batch: BatchResult, analysis_date: str) -> tuple[list[str], lis
     """``cultures.csv``: the columns (CULTURE_COLUMNS, then every other metadata key of the
     batch, sorted) and one row per culture. ``analysis_date`` is the run's ISO 8601 start."""
     used = {k for names in RELEASE_FACTS.values() for k in names} | {"cytometer", "date"}
-    extra = sorted({k for c in batch.cultures for k in c.metadata if k not in used}
-                   - set(CULTURE_COLUMNS))
+    extra = sorted(
+        {k for c in batch.cultures for k in c.metadata if k not in used} - set(CULTURE_COLUMNS)
+    )
     rows = []
     for c in batch.cultures:
         n_pop, pops, sure = _populations(c)
@@ -540,17 +651,22 @@ def culture_rows(batch: BatchResult, analysis_date: str) -> tuple[list[str], lis
         ci = c.joint_phenotype_ci95
         stained = [f.tube for f in c.funnels if f.role == "stained"]
         row = {
-            "culture": c.culture, "output_name": c.output_name, "verdict": c.verdict,
+            "culture": c.culture,
+            "output_name": c.output_name,
+            "verdict": c.verdict,
             "borderline": str(c.borderline).lower(),
             "joint_phenotype_percent": _fmt(c.joint_phenotype_percent),
             "joint_phenotype_ci95_low": _fmt(ci[0]) if ci else "",
             "joint_phenotype_ci95_high": _fmt(ci[1]) if ci else "",
-            "n_populations": n_pop, "populations": pops, "k_resamples": sure,
+            "n_populations": n_pop,
+            "populations": pops,
+            "k_resamples": sure,
             "failed_markers": "; ".join(m.marker for m in judged if not m.passed),
             "missing_markers": "; ".join(c.missing_markers),
             "borderline_markers": "; ".join(m.marker for m in judged if m.borderline),
-            "thresholds_automatic": str(bool(judged) and all(
-                m.threshold_source == "auto" for m in judged)).lower(),
+            "thresholds_automatic": str(
+                bool(judged) and all(m.threshold_source == "auto" for m in judged)
+            ).lower(),
             "stained_tubes": "; ".join(stained),
             "events_total": str(c.events.get("total", "")),
             "events_gated": str(c.events.get("live", "")),
@@ -559,7 +675,8 @@ def culture_rows(batch: BatchResult, analysis_date: str) -> tuple[list[str], lis
             "panel_id": batch.panel.id,
             "panel_version": batch.panel.version,
             "panel_sha256": batch.panel.sha256,
-            "cytomsc_version": batch.cytomsc_version, "analysis_date": analysis_date,
+            "cytomsc_version": batch.cytomsc_version,
+            "analysis_date": analysis_date,
             "warnings": str(len(c.warnings)),
         }
         for name in RELEASE_FACTS:

@@ -97,15 +97,17 @@ def run_culture(job: CultureJob) -> CultureOutcome:
             if not debug:
                 pywarnings.simplefilter("ignore")
             analysis = analyze_culture(job.spec, job.panel, job.options, job.comp, job.folder)
-            outcome = CultureOutcome(analysis.result, analysis.errors,
-                                     joint_sample=analysis.joint_sample)
+            outcome = CultureOutcome(
+                analysis.result, analysis.errors, joint_sample=analysis.joint_sample
+            )
             if job.write is None:
                 outcome.culture_files = analysis.files
             elif analysis.files is not None:
                 to = job.write
                 sink = OutputDir(Path(to.root)) if to.root is not None else MemoryDir()
-                write_culture_files(sink, analysis.result, analysis.files, to.header,
-                                    to.run_info, to.pdf)
+                write_culture_files(
+                    sink, analysis.result, analysis.files, to.header, to.run_info, to.pdf
+                )
                 if isinstance(sink, MemoryDir):
                     outcome.files = sink.files
                 else:
@@ -124,16 +126,23 @@ def run_culture(job: CultureJob) -> CultureOutcome:
         if debug:
             raise
         where = traceback.extract_tb(err.__traceback__)[-1]
-        msg = f"internal error analysing culture {name}: {type(err).__name__}: {err} " \
-              f"({Path(where.filename).name}:{where.lineno})"
+        msg = (
+            f"internal error analysing culture {name}: {type(err).__name__}: {err} "
+            f"({Path(where.filename).name}:{where.lineno})"
+        )
         return CultureOutcome(errors=[InputError(name, " ".join(msg.split()))])
 
 
 Finished = Callable[[int, CultureOutcome], None]
 
 
-def run_jobs(jobs: list[CultureJob], finished: Finished, processes: int = 1,
-             client: Any = None, tick: Callable[[], None] | None = None) -> None:
+def run_jobs(
+    jobs: list[CultureJob],
+    finished: Finished,
+    processes: int = 1,
+    client: Any = None,
+    tick: Callable[[], None] | None = None,
+) -> None:
     """Run every job; ``finished(i, outcome)`` is called in this process as each one ends (in
     any order), ``tick`` about once a second while workers run. ``client``: a
     ``dask.distributed.Client``; else ``processes`` > 1 forks a pool."""
@@ -162,18 +171,24 @@ def connect(address: str) -> Any:
     try:
         return Client(address, timeout="10s", set_as_default=False)
     except (OSError, TimeoutError, ValueError) as err:
-        raise CytomscError(f"no Dask scheduler answers there ({type(err).__name__}: "
-                           f"{' '.join(str(err).split())[:200]})", address) from None
+        raise CytomscError(
+            f"no Dask scheduler answers there ({type(err).__name__}: "
+            f"{' '.join(str(err).split())[:200]})",
+            address,
+        ) from None
 
 
-def _on_dask(jobs: list[CultureJob], client: Any, finished: Finished,
-             tick: Callable[[], None] | None) -> None:
+def _on_dask(
+    jobs: list[CultureJob], client: Any, finished: Finished, tick: Callable[[], None] | None
+) -> None:
     """One task per culture on the cluster; on Ctrl-C (or any failure) they are cancelled."""
     import uuid
 
     run = uuid.uuid4().hex[:12]
-    futures = {client.submit(run_culture, job, key=f"cytomsc-{run}-{i}", pure=False): i
-               for i, job in enumerate(jobs)}
+    futures = {
+        client.submit(run_culture, job, key=f"cytomsc-{run}-{i}", pure=False): i
+        for i, job in enumerate(jobs)
+    }
     pending = set(futures)
     last_tick = time.monotonic()
     try:
@@ -189,10 +204,17 @@ def _on_dask(jobs: list[CultureJob], client: Any, finished: Finished,
                     error = future.exception()
                     if jobs[i].options.debug:
                         raise error
-                    outcome = CultureOutcome(errors=[InputError(
-                        jobs[i].spec.name, " ".join(f"the Dask worker failed on this culture "
-                                                    f"({type(error).__name__}: {error})"
-                                                    .split()))])
+                    outcome = CultureOutcome(
+                        errors=[
+                            InputError(
+                                jobs[i].spec.name,
+                                " ".join(
+                                    f"the Dask worker failed on this culture "
+                                    f"({type(error).__name__}: {error})".split()
+                                ),
+                            )
+                        ]
+                    )
                 else:
                     outcome = future.result()
                 finished(i, outcome)
@@ -206,8 +228,9 @@ def _on_dask(jobs: list[CultureJob], client: Any, finished: Finished,
 
 
 # ---- a process pool ---------------------------------------------------------------------------
-def _in_pool(jobs: list[CultureJob], processes: int, finished: Finished,
-             tick: Callable[[], None] | None) -> None:
+def _in_pool(
+    jobs: list[CultureJob], processes: int, finished: Finished, tick: Callable[[], None] | None
+) -> None:
     """The cultures in a process pool, each reported as it finishes.
 
     On Ctrl-C (or any failure) the workers are killed at once rather than left to finish their
@@ -218,8 +241,12 @@ def _in_pool(jobs: list[CultureJob], processes: int, finished: Finished,
 
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    pool = ProcessPoolExecutor(max_workers=processes, mp_context=context,
-                               initializer=_worker_start, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(
+        max_workers=processes,
+        mp_context=context,
+        initializer=_worker_start,
+        initargs=(os.getpid(),),
+    )
     try:
         # The workers are forked by the first submit: Ctrl-C is held back meanwhile, so that no
         # worker is born before it ignores Ctrl-C (it would print a traceback of its own).
@@ -233,9 +260,11 @@ def _in_pool(jobs: list[CultureJob], processes: int, finished: Finished,
                 try:
                     outcome = future.result()
                 except BrokenProcessPool:
-                    raise CytomscError(f"a worker process died while analysing culture "
-                                       f"{jobs[i].spec.name} (killed by the system: out of "
-                                       "memory?); nothing was written") from None
+                    raise CytomscError(
+                        f"a worker process died while analysing culture "
+                        f"{jobs[i].spec.name} (killed by the system: out of "
+                        "memory?); nothing was written"
+                    ) from None
                 finished(i, outcome)
             if tick is not None:
                 tick()
@@ -293,6 +322,7 @@ def _preload_stages(pdf: bool) -> None:
     import flowkit  # noqa: F401  (GatingML export: every culture writes gates.xml)
 
     from . import fcs, gating, heterogeneity, positivity, preprocess  # noqa: F401
+
     if pdf:
         from .report import overview, plots  # noqa: F401
         from .report import pdf as pdf_report  # noqa: F401

@@ -54,9 +54,19 @@ MIN_SEPARATION = 3.0  # positive median - unstained median, in unstained spreads
 MAX_SATURATED = 0.02
 SECOND_POPULATION = 0.05  # share of positives beyond spillover in another detector
 # Conventional detectors of the common dyes on 4-colour instruments (FACSCalibur, Accuri).
-_CONVENTIONAL = {"FITC": "FL1", "GFP": "FL1", "AF488": "FL1", "PE": "FL2", "PI": "FL2",
-                 "PERCP": "FL3", "PERCPCY55": "FL3", "7AAD": "FL3", "PECY5": "FL3", "APC": "FL4",
-                 "AF647": "FL4"}
+_CONVENTIONAL = {
+    "FITC": "FL1",
+    "GFP": "FL1",
+    "AF488": "FL1",
+    "PE": "FL2",
+    "PI": "FL2",
+    "PERCP": "FL3",
+    "PERCPCY55": "FL3",
+    "7AAD": "FL3",
+    "PECY5": "FL3",
+    "APC": "FL4",
+    "AF647": "FL4",
+}
 
 
 @dataclass
@@ -94,9 +104,11 @@ class SpilloverResult:
         return list(self.detectors), np.array(self.matrix, dtype=float)
 
 
-METHOD = ("positive population's median minus the unstained control's median, per detector, "
-          "as a ratio to the stained detector's (scatter-gated; positives above the unstained "
-          f"control's {POSITIVE_PERCENTILE:g}th percentile, saturated events left out)")
+METHOD = (
+    "positive population's median minus the unstained control's median, per detector, "
+    "as a ratio to the stained detector's (scatter-gated; positives above the unstained "
+    f"control's {POSITIVE_PERCENTILE:g}th percentile, saturated events left out)"
+)
 
 
 def is_single(role: Role) -> bool:
@@ -119,8 +131,9 @@ def split_controls(specs: list[CultureSpec]) -> tuple[list[CultureSpec], list[An
             kept.append(spec)
             continue
         singles.extend(t for t in mine if t.role.lower() not in NEGATIVE_ROLES)
-        neg = [t for t in mine if t.role.lower() in NEGATIVE_ROLES] or \
-            [t for t in spec.tubes if t.role == "unstained"]
+        neg = [t for t in mine if t.role.lower() in NEGATIVE_ROLES] or [
+            t for t in spec.tubes if t.role == "unstained"
+        ]
         if negative is None and neg:
             negative = neg[0]
         rest = [t for t in spec.tubes if not is_single(t.role)]
@@ -145,9 +158,12 @@ def detector_of(fcs: FcsData, name: str) -> str:
             return c.pnn
     for c in channels:
         pnn = _norm(re.sub(r"[-_ ]?[AHW]$", "", c.pnn))
-        if key and (pnn == key or key in _norm(c.pns).split() or _norm(c.pns) == key
-                    or re.search(rf"(^|[^A-Z0-9]){re.escape(name.upper())}($|[^A-Z0-9])",
-                                 c.pns.upper())):
+        if key and (
+            pnn == key
+            or key in _norm(c.pns).split()
+            or _norm(c.pns) == key
+            or re.search(rf"(^|[^A-Z0-9]){re.escape(name.upper())}($|[^A-Z0-9])", c.pns.upper())
+        ):
             return c.pnn
     fl = _CONVENTIONAL.get(key)
     if fl:
@@ -155,8 +171,11 @@ def detector_of(fcs: FcsData, name: str) -> str:
             for c in channels:
                 if c.pnn.upper() == fl + suffix:
                     return c.pnn
-    raise CytomscError(f"single:{name}: no channel of this file is the {name} detector "
-                       "(name a detector, e.g. single:FL1-H)", fcs.path)
+    raise CytomscError(
+        f"single:{name}: no channel of this file is the {name} detector "
+        "(name a detector, e.g. single:FL1-H)",
+        fcs.path,
+    )
 
 
 def _top(fcs: FcsData, channel: str) -> float:
@@ -164,7 +183,7 @@ def _top(fcs: FcsData, channel: str) -> float:
     c = next(c for c in fcs.channels if c.pnn == channel)
     decades, offset = c.amplification
     if decades > 0:
-        return (offset if offset > 0 else 1.0) * 10.0 ** decades
+        return (offset if offset > 0 else 1.0) * 10.0**decades
     if c.range > 1:
         return float(c.range)
     return float(np.max(fcs.events[:, [ch.pnn for ch in fcs.channels].index(channel)]))
@@ -190,19 +209,30 @@ def _log_hist(x: np.ndarray, y: np.ndarray, xname: str, yname: str) -> Histogram
     xe, ye = np.linspace(0.0, hi_x, HIST_BINS + 1), np.linspace(0.0, hi_y, HIST_BINS + 1)
     counts, _, _ = np.histogram2d(lx, ly, bins=[xe, ye])
     ticks = [(float(k), f"10^{k}") for k in range(0, 8)]
-    return Histogram2D(xname, yname, counts, xe, ye, [t for t in ticks if t[0] <= hi_x],
-                       [t for t in ticks if t[0] <= hi_y])
+    return Histogram2D(
+        xname,
+        yname,
+        counts,
+        xe,
+        ye,
+        [t for t in ticks if t[0] <= hi_x],
+        [t for t in ticks if t[0] <= hi_y],
+    )
 
 
-def compute_spillover(singles: list[tuple[str, Role, FcsData]], negative: tuple[str, FcsData]
-                      ) -> SpilloverResult:
+def compute_spillover(
+    singles: list[tuple[str, Role, FcsData]], negative: tuple[str, FcsData]
+) -> SpilloverResult:
     """The spillover matrix from (file, role, data) of each single stain and the negative."""
     neg_name, neg_fcs = negative
     neg_ev, _ = _gated(neg_fcs, Path(neg_name).name)
     neg_names = [c.pnn for c in neg_fcs.channels]
     if len(neg_ev) < 100:
-        raise CytomscError("the unstained control has fewer than 100 events inside the scatter "
-                           "gate: no spillover can be measured against it", neg_name)
+        raise CytomscError(
+            "the unstained control has fewer than 100 events inside the scatter "
+            "gate: no spillover can be measured against it",
+            neg_name,
+        )
     fits: list[tuple[ControlFit, FcsData]] = []
     detectors: list[str] = []
     for file, role, fcs in singles:
@@ -217,8 +247,9 @@ def compute_spillover(singles: list[tuple[str, Role, FcsData]], negative: tuple[
         detectors = [detectors[k] for k in order]
         fits = [fits[k] for k in order]
     if missing:
-        raise CytomscError(f"the unstained control lacks detector(s) {', '.join(missing)}",
-                           neg_name)
+        raise CytomscError(
+            f"the unstained control lacks detector(s) {', '.join(missing)}", neg_name
+        )
     base = {d: neg_ev[:, neg_names.index(d)] for d in detectors}
     med0 = {d: float(np.median(v)) for d, v in base.items()}
     thr0 = {d: float(np.percentile(v, POSITIVE_PERCENTILE)) for d, v in base.items()}
@@ -229,8 +260,9 @@ def compute_spillover(singles: list[tuple[str, Role, FcsData]], negative: tuple[
         names = [c.pnn for c in fcs.channels]
         lacking = [d for d in detectors if d not in names]
         if lacking:
-            raise CytomscError(f"lacks detector(s) {', '.join(lacking)} of the other controls",
-                               fit.file)
+            raise CytomscError(
+                f"lacks detector(s) {', '.join(lacking)} of the other controls", fit.file
+            )
         ev, _ = _gated(fcs, Path(fit.file).name)
         cols = {d: ev[:, names.index(d)] for d in detectors}
         x = cols[fit.detector]
@@ -242,8 +274,9 @@ def compute_spillover(singles: list[tuple[str, Role, FcsData]], negative: tuple[
         pos = above & ~sat
         fit.events = int(len(ev))
         fit.positive_events = int(pos.sum())
-        fit.saturated_fraction = float((above & (x >= 0.98 * tops[fit.detector])).sum()
-                                       / max(int(above.sum()), 1))
+        fit.saturated_fraction = float(
+            (above & (x >= 0.98 * tops[fit.detector])).sum() / max(int(above.sum()), 1)
+        )
         spread = max(thr0[fit.detector] - med0[fit.detector], 1e-9)
         mx = float(np.median(x[pos])) if pos.any() else med0[fit.detector]
         fit.separation = (mx - med0[fit.detector]) / spread
@@ -259,23 +292,33 @@ def compute_spillover(singles: list[tuple[str, Role, FcsData]], negative: tuple[
             fit.histograms[d] = _log_hist(x, cols[d], fit.detector, d)
         _judge(fit, matrix[j], detectors, cols, pos, med0, thr0)
         warnings.extend(f"{Path(fit.file).name} ({fit.role}): {w}" for w in fit.warnings)
-    return SpilloverResult(METHOD, detectors, matrix.round(6).tolist(), neg_name,
-                           [f for f, _ in fits], True, warnings)
+    return SpilloverResult(
+        METHOD, detectors, matrix.round(6).tolist(), neg_name, [f for f, _ in fits], True, warnings
+    )
 
 
-def _judge(fit: ControlFit, row: np.ndarray, detectors: list[str], cols: dict[str, np.ndarray],
-           pos: np.ndarray, med0: dict[str, float], thr0: dict[str, float]) -> None:
+def _judge(
+    fit: ControlFit,
+    row: np.ndarray,
+    detectors: list[str],
+    cols: dict[str, np.ndarray],
+    pos: np.ndarray,
+    med0: dict[str, float],
+    thr0: dict[str, float],
+) -> None:
     """Warnings for a dim, saturated or doubly positive control (module docstring)."""
     if fit.positive_events < MIN_POSITIVES or fit.separation < MIN_SEPARATION:
         fit.warnings.append(
             f"dim: {fit.positive_events} positive events, positive median "
             f"{fit.separation:.1f} unstained spreads above the unstained's (needs >= "
             f"{MIN_POSITIVES} events and {MIN_SEPARATION:g} spreads); its coefficients are "
-            "imprecise")
+            "imprecise"
+        )
     if fit.saturated_fraction > MAX_SATURATED:
         fit.warnings.append(
             f"saturated: {100 * fit.saturated_fraction:.1f} % of its positive events at the top "
-            f"of {fit.detector}; they were left out, and the dimmer rest may not span the range")
+            f"of {fit.detector}; they were left out, and the dimmer rest may not span the range"
+        )
     if fit.positive_events < 20:
         return
     x = cols[fit.detector][pos] - med0[fit.detector]
@@ -286,7 +329,8 @@ def _judge(fit: ControlFit, row: np.ndarray, detectors: list[str], cols: dict[st
         if s >= 1.0:
             fit.warnings.append(
                 f"positive in two detectors: brighter in {d} than in its own {fit.detector} "
-                f"(coefficient {s:.2f}); is it labelled right?")
+                f"(coefficient {s:.2f}); is it labelled right?"
+            )
             continue
         resid = cols[d][pos] - med0[d] - s * x
         centre = float(np.median(resid))
@@ -297,7 +341,8 @@ def _judge(fit: ControlFit, row: np.ndarray, detectors: list[str], cols: dict[st
             fit.warnings.append(
                 f"positive in two detectors: {100 * beyond.mean():.0f} % of its positive events "
                 f"are bright in {d} beyond what spillover from {fit.detector} explains (a "
-                "second dye in the tube?)")
+                "second dye in the tube?)"
+            )
 
 
 def write_comp_csv(out: Sink, result: SpilloverResult) -> None:
@@ -309,9 +354,9 @@ def write_comp_csv(out: Sink, result: SpilloverResult) -> None:
     out.write_text("\n".join(lines) + "\n", COMP_FILE)
 
 
-def compensation_from_controls(specs: list[CultureSpec], data_set: int, user_comp: str | None
-                               ) -> tuple[list[CultureSpec], SpilloverResult | None,
-                                          list[InputError]]:
+def compensation_from_controls(
+    specs: list[CultureSpec], data_set: int, user_comp: str | None
+) -> tuple[list[CultureSpec], SpilloverResult | None, list[InputError]]:
     """The batch's single-stain controls turned into its spillover matrix (written later as
     OUT/compensation.csv, ``write_comp_csv``).
 
@@ -323,18 +368,36 @@ def compensation_from_controls(specs: list[CultureSpec], data_set: int, user_com
     if not singles:
         return specs, None, []
     if negative is None:
-        return kept, None, [InputError(
-            str(singles[0].path), "single-stain controls need an unstained (or single:negative) "
-            "control in the same manifest culture: no compensation computed from them")]
+        return (
+            kept,
+            None,
+            [
+                InputError(
+                    str(singles[0].path),
+                    "single-stain controls need an unstained (or single:negative) "
+                    "control in the same manifest culture: no compensation computed from them",
+                )
+            ],
+        )
     try:
         data = [(str(t.path), t.role, read_fcs(t.path, data_set=data_set)) for t in singles]
         neg = (str(negative.path), read_fcs(negative.path, data_set=data_set))
         result = compute_spillover(data, neg)
     except CytomscError as err:
-        return kept, None, [InputError(err.path or str(singles[0].path),
-                                       f"compensation from single stains: {err.reason}")]
+        return (
+            kept,
+            None,
+            [
+                InputError(
+                    err.path or str(singles[0].path),
+                    f"compensation from single stains: {err.reason}",
+                )
+            ],
+        )
     if user_comp is not None:
         result.used = False
-        result.warnings.append(f"--comp {user_comp} was given: the matrix from the single-stain "
-                               "controls was written to compensation.csv but not applied")
+        result.warnings.append(
+            f"--comp {user_comp} was given: the matrix from the single-stain "
+            "controls was written to compensation.csv but not applied"
+        )
     return kept, result, []

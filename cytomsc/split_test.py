@@ -56,8 +56,9 @@ class SplitTest:
         return 2.0 * draws @ self.llr - self.extra_parameters * np.log(total)
 
 
-def _sast(x: np.ndarray, loc: float, ls: float, eps: float, lnu: float
-          ) -> tuple[np.ndarray, np.ndarray]:
+def _sast(
+    x: np.ndarray, loc: float, ls: float, eps: float, lnu: float
+) -> tuple[np.ndarray, np.ndarray]:
     """log density of the sinh-arcsinh-t and its gradient (4, n) in (loc, log scale, eps,
     log df)."""
     s, nu = math.exp(ls), math.exp(lnu)
@@ -84,8 +85,9 @@ def _nll_one(th: np.ndarray, x: np.ndarray, c: np.ndarray) -> tuple[float, np.nd
     return -float(c @ lp), -(g @ c)
 
 
-def _two_logpdf(th: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                         np.ndarray, np.ndarray, float]:
+def _two_logpdf(
+    th: np.ndarray, x: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
     lpa, ga = _sast(x, *th[:4])
     lpb, gb = _sast(x, *th[4:8])
     lwa, lwb = -np.logaddexp(0.0, -th[8]), -np.logaddexp(0.0, th[8])
@@ -112,8 +114,14 @@ def fit_one(x: np.ndarray, c: np.ndarray) -> tuple[float, np.ndarray]:
     m, s = _moments(x, c)
     best = None
     for e in (-0.5, 0.0, 0.5):
-        r = minimize(_nll_one, [m + 0.25 * e * s, math.log(s), e, math.log(20.0)], args=(x, c),
-                     jac=True, method="L-BFGS-B", bounds=_BOUNDS)
+        r = minimize(
+            _nll_one,
+            [m + 0.25 * e * s, math.log(s), e, math.log(20.0)],
+            args=(x, c),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=_BOUNDS,
+        )
         if best is None or r.fun < best.fun:
             best = r
     assert best is not None
@@ -124,15 +132,26 @@ def fit_two(x: np.ndarray, c: np.ndarray, ca: np.ndarray) -> tuple[float, np.nda
     """The best mixture of two skewed t's, started from the split ``ca`` | ``c - ca``."""
     (ma, sa), (mb, sb) = _moments(x, ca + 1e-9), _moments(x, c - ca + 1e-9)
     p = min(max(float(ca.sum() / c.sum()), 0.01), 0.99)
-    th = [ma, math.log(sa), 0.0, math.log(20.0), mb, math.log(sb), 0.0, math.log(20.0),
-          math.log(p / (1 - p))]
-    r = minimize(_nll_two, th, args=(x, c), jac=True, method="L-BFGS-B",
-                 bounds=_BOUNDS * 2 + [(-8.0, 8.0)])
+    th = [
+        ma,
+        math.log(sa),
+        0.0,
+        math.log(20.0),
+        mb,
+        math.log(sb),
+        0.0,
+        math.log(20.0),
+        math.log(p / (1 - p)),
+    ]
+    r = minimize(
+        _nll_two, th, args=(x, c), jac=True, method="L-BFGS-B", bounds=_BOUNDS * 2 + [(-8.0, 8.0)]
+    )
     return float(r.fun), np.asarray(r.x)
 
 
-def fit_gauss_two(x: np.ndarray, c: np.ndarray, ca: np.ndarray, iters: int = 300
-                  ) -> tuple[float, np.ndarray]:
+def fit_gauss_two(
+    x: np.ndarray, c: np.ndarray, ca: np.ndarray, iters: int = 300
+) -> tuple[float, np.ndarray]:
     """The best two-Gaussian mixture (EM from the split): (NLL, per-bin log density)."""
     r = np.column_stack([ca, c - ca]) / np.maximum(c, 1e-12)[:, None]
     prev, ll = -math.inf, np.zeros(x.size)
@@ -153,8 +172,9 @@ def fit_gauss_two(x: np.ndarray, c: np.ndarray, ca: np.ndarray, iters: int = 300
     return -tot, ll
 
 
-def project(Z: np.ndarray, rA: np.ndarray, rB: np.ndarray, shape: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def project(
+    Z: np.ndarray, rA: np.ndarray, rB: np.ndarray, shape: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The events on A and B's separating line, as a histogram: bin centres, the weight of A and
     B together in each bin, and A's share. Units: robust SDs of the projected weights."""
     w = rA + rB
@@ -183,8 +203,7 @@ def project(Z: np.ndarray, rA: np.ndarray, rB: np.ndarray, shape: np.ndarray
     return centre[nz], c[nz], ca[nz]
 
 
-def split_evidence(Z: np.ndarray, rA: np.ndarray, rB: np.ndarray, shape: np.ndarray
-                   ) -> SplitTest:
+def split_evidence(Z: np.ndarray, rA: np.ndarray, rB: np.ndarray, shape: np.ndarray) -> SplitTest:
     """The evidence that A and B are two populations (see the module docstring)."""
     x, c, ca = project(Z, rA, rB, shape)
     cb = c - ca

@@ -61,13 +61,15 @@ def _fk(table: str) -> sa.ForeignKey:
 
 
 schema_table = sa.Table(
-    "cytomsc_schema", metadata,
+    "cytomsc_schema",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("written_by", sa.Text),  # the cytomsc version that last created or migrated it
 )
 batch_table = sa.Table(
-    "cytomsc_batch", metadata,
+    "cytomsc_batch",
+    metadata,
     sa.Column("id", sa.Integer, **_id),
     sa.Column("batch_key", sa.String(64), nullable=False, unique=True),
     sa.Column("stored_at", sa.DateTime(timezone=True), nullable=False),
@@ -85,7 +87,8 @@ batch_table = sa.Table(
     sa.Column("header_json", sa.Text, nullable=False),  # summary.json, its cultures null
 )
 culture_table = sa.Table(
-    "cytomsc_culture", metadata,
+    "cytomsc_culture",
+    metadata,
     sa.Column("id", sa.Integer, **_id),
     sa.Column("culture_key", sa.String(64), nullable=False, unique=True),
     sa.Column("batch_id", sa.Integer, _fk("batch"), nullable=False),  # first stored by
@@ -117,19 +120,22 @@ culture_table = sa.Table(
     sa.Column("culture_json", sa.Text, nullable=False),  # the culture as summary.json has it
 )
 event_table = sa.Table(
-    "cytomsc_event", metadata,
+    "cytomsc_event",
+    metadata,
     sa.Column("culture_id", sa.Integer, _fk("culture"), primary_key=True),
     sa.Column("stage", sa.Text, primary_key=True),
     sa.Column("count", sa.BigInteger),
 )
 metadata_table = sa.Table(
-    "cytomsc_metadata", metadata,
+    "cytomsc_metadata",
+    metadata,
     sa.Column("culture_id", sa.Integer, _fk("culture"), primary_key=True),
     sa.Column("key", sa.Text, primary_key=True),
     sa.Column("value", sa.Text),
 )
 file_table = sa.Table(
-    "cytomsc_file", metadata,
+    "cytomsc_file",
+    metadata,
     sa.Column("culture_id", sa.Integer, _fk("culture"), primary_key=True),
     sa.Column("position", sa.Integer, primary_key=True),
     sa.Column("path", sa.Text),
@@ -141,7 +147,8 @@ file_table = sa.Table(
     sa.Column("data_set", sa.Integer),
 )
 marker_table = sa.Table(
-    "cytomsc_marker", metadata,
+    "cytomsc_marker",
+    metadata,
     sa.Column("culture_id", sa.Integer, _fk("culture"), primary_key=True),
     sa.Column("position", sa.Integer, primary_key=True),
     sa.Column("marker", sa.Text, nullable=False, index=True),
@@ -160,7 +167,8 @@ marker_table = sa.Table(
     sa.Column("tube", sa.Text),
 )
 population_table = sa.Table(
-    "cytomsc_population", metadata,
+    "cytomsc_population",
+    metadata,
     sa.Column("culture_id", sa.Integer, _fk("culture"), primary_key=True),
     sa.Column("population_id", sa.Integer, primary_key=True),
     sa.Column("fraction", sa.Double),
@@ -171,7 +179,8 @@ population_table = sa.Table(
     sa.Column("medians_by_marker_json", sa.Text),
 )
 bimodality_table = sa.Table(
-    "cytomsc_bimodality", metadata,
+    "cytomsc_bimodality",
+    metadata,
     sa.Column("culture_id", sa.Integer, _fk("culture"), primary_key=True),
     sa.Column("channel", sa.Text, primary_key=True),
     sa.Column("dip", sa.Double),
@@ -180,7 +189,8 @@ bimodality_table = sa.Table(
     sa.Column("robust_cv", sa.Double),
 )
 batch_culture_table = sa.Table(
-    "cytomsc_batch_culture", metadata,
+    "cytomsc_batch_culture",
+    metadata,
     sa.Column("batch_id", sa.Integer, _fk("batch"), primary_key=True),
     sa.Column("position", sa.Integer, primary_key=True),
     sa.Column("culture_id", sa.Integer, _fk("culture"), nullable=False, index=True),
@@ -189,20 +199,23 @@ batch_culture_table = sa.Table(
     sa.Column("culture_json", sa.Text),
 )
 batch_population_table = sa.Table(
-    "cytomsc_batch_population", metadata,
+    "cytomsc_batch_population",
+    metadata,
     sa.Column("batch_id", sa.Integer, _fk("batch"), primary_key=True),
     sa.Column("population_id", sa.Integer, primary_key=True),
     sa.Column("label", sa.Text),
 )
 batch_fraction_table = sa.Table(
-    "cytomsc_batch_fraction", metadata,
+    "cytomsc_batch_fraction",
+    metadata,
     sa.Column("batch_id", sa.Integer, _fk("batch"), primary_key=True),
     sa.Column("culture_id", sa.Integer, _fk("culture"), primary_key=True, index=True),
     sa.Column("population_id", sa.Integer, primary_key=True),
     sa.Column("fraction", sa.Double),
 )
 output_table = sa.Table(
-    "cytomsc_output", metadata,
+    "cytomsc_output",
+    metadata,
     sa.Column("batch_id", sa.Integer, _fk("batch"), primary_key=True),
     sa.Column("path", sa.Text, primary_key=True),
     sa.Column("sha256", sa.String(64)),
@@ -251,8 +264,9 @@ def connect(target: str, *, write: bool) -> Engine:
     if sqlite and url.database and url.database != ":memory:":
         path = Path(url.database)
         if not write and not path.is_file():
-            raise CytomscError("no results database here (store results with `cytomsc analyze "
-                               "--db` first)", path)
+            raise CytomscError(
+                "no results database here (store results with `cytomsc analyze --db` first)", path
+            )
         if write and not path.parent.is_dir():
             raise CytomscError("the database's folder does not exist", path)
     kwargs: dict[str, Any] = {}
@@ -317,8 +331,9 @@ def _ensure_schema(conn: Connection) -> None:
     inspector = sa.inspect(conn)
     if not inspector.has_table(schema_table.name):
         metadata.create_all(conn)
-        conn.execute(schema_table.insert().values(id=1, version=SCHEMA_VERSION,
-                                                  written_by=_version()))
+        conn.execute(
+            schema_table.insert().values(id=1, version=SCHEMA_VERSION, written_by=_version())
+        )
         return
     version = _stored_version(conn)
     if version > SCHEMA_VERSION:
@@ -326,12 +341,16 @@ def _ensure_schema(conn: Connection) -> None:
     while version < SCHEMA_VERSION:
         step = MIGRATIONS.get(version)
         if step is None:
-            raise CytomscError(f"results database schema {version} has no migration to "
-                               f"{version + 1}")
+            raise CytomscError(
+                f"results database schema {version} has no migration to {version + 1}"
+            )
         step(conn)
         version += 1
-        conn.execute(schema_table.update().where(schema_table.c.id == 1)
-                     .values(version=version, written_by=_version()))
+        conn.execute(
+            schema_table.update()
+            .where(schema_table.c.id == 1)
+            .values(version=version, written_by=_version())
+        )
     metadata.create_all(conn)  # tables a migration step left to the current metadata
 
 
@@ -349,14 +368,18 @@ def _check_version(conn: Connection) -> None:
     if version > SCHEMA_VERSION:
         raise _newer(version)
     if version < SCHEMA_VERSION:
-        raise CytomscError(f"results database schema {version} is older than this cytomsc's "
-                           f"({SCHEMA_VERSION}); record one batch into it with `cytomsc "
-                           "analyze --db` to migrate it")
+        raise CytomscError(
+            f"results database schema {version} is older than this cytomsc's "
+            f"({SCHEMA_VERSION}); record one batch into it with `cytomsc "
+            "analyze --db` to migrate it"
+        )
 
 
 def _newer(version: int) -> CytomscError:
-    return CytomscError(f"results database schema {version} was written by a newer cytomsc "
-                        f"(this one reads schema {SCHEMA_VERSION}): upgrade cytomsc")
+    return CytomscError(
+        f"results database schema {version} was written by a newer cytomsc "
+        f"(this one reads schema {SCHEMA_VERSION}): upgrade cytomsc"
+    )
 
 
 def _version() -> str:
@@ -383,8 +406,13 @@ def record_results(target: str, out_dir: Path) -> Recorded:
         raise CytomscError("not a cytomsc summary (no cultures list)", path)
     engine = connect(target, write=True)
     try:
-        return record_summary(engine, summary, hashlib.sha256(raw).hexdigest(),
-                              _output_hashes(out_dir, summary), str(out_dir.resolve()))
+        return record_summary(
+            engine,
+            summary,
+            hashlib.sha256(raw).hexdigest(),
+            _output_hashes(out_dir, summary),
+            str(out_dir.resolve()),
+        )
     finally:
         engine.dispose()
 
@@ -419,9 +447,14 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def record_summary(engine: Engine, summary: dict, summary_sha256: str | None = None,
-                   outputs: dict[str, str] | None = None, out_dir: str | None = None,
-                   retries: int = 3) -> Recorded:
+def record_summary(
+    engine: Engine,
+    summary: dict,
+    summary_sha256: str | None = None,
+    outputs: dict[str, str] | None = None,
+    out_dir: str | None = None,
+    retries: int = 3,
+) -> Recorded:
     """Record one summary.json document (already parsed) in one locked transaction."""
     url = engine.url
     prepared = _prepare(summary)
@@ -459,20 +492,41 @@ def _prepare(summary: dict) -> _Prepared:
     header = {k: (None if k == "cultures" else v) for k, v in summary.items()}
     cultures = [c for c in summary["cultures"] if isinstance(c, dict)]
     panel = _mapping(header.get("panel"))
-    context = {"parameters": header.get("parameters"), "panel_sha256": panel.get("sha256"),
-               "cytomsc_version": header.get("cytomsc_version")}
+    context = {
+        "parameters": header.get("parameters"),
+        "panel_sha256": panel.get("sha256"),
+        "cytomsc_version": header.get("cytomsc_version"),
+    }
     keys = []
     for c in cultures:
-        files = sorted((str(f.get("sha256")), str(f.get("role")))
-                       for f in c.get("files", []) if isinstance(f, dict))
-        keys.append(hashlib.sha256(_canonical({
-            **context, "culture": c.get("culture"), "files": files,
-            "metadata": c.get("metadata")}).encode()).hexdigest())
-    batch_key = hashlib.sha256(_canonical({**context, "cultures": keys,
-                                           "errors": header.get("errors")}).encode()).hexdigest()
-    return _Prepared(header=header, cultures=cultures, culture_keys=keys,
-                     culture_texts=[json.dumps(c, ensure_ascii=False) for c in cultures],
-                     batch_key=batch_key, panel_version=_panel_version(header))
+        files = sorted(
+            (str(f.get("sha256")), str(f.get("role")))
+            for f in c.get("files", [])
+            if isinstance(f, dict)
+        )
+        keys.append(
+            hashlib.sha256(
+                _canonical(
+                    {
+                        **context,
+                        "culture": c.get("culture"),
+                        "files": files,
+                        "metadata": c.get("metadata"),
+                    }
+                ).encode()
+            ).hexdigest()
+        )
+    batch_key = hashlib.sha256(
+        _canonical({**context, "cultures": keys, "errors": header.get("errors")}).encode()
+    ).hexdigest()
+    return _Prepared(
+        header=header,
+        cultures=cultures,
+        culture_keys=keys,
+        culture_texts=[json.dumps(c, ensure_ascii=False) for c in cultures],
+        batch_key=batch_key,
+        panel_version=_panel_version(header),
+    )
 
 
 def _panel_version(header: dict) -> str | None:
@@ -493,26 +547,45 @@ def _panel_version(header: dict) -> str | None:
     return (loaded.version or None) if loaded.sha256 == panel.get("sha256") else None
 
 
-def _write(conn: Connection, p: _Prepared, summary_sha256: str | None,
-           outputs: dict[str, str], out_dir: str | None) -> Recorded:
-    known = conn.execute(sa.select(batch_table.c.id)
-                         .where(batch_table.c.batch_key == p.batch_key)).first()
+def _write(
+    conn: Connection,
+    p: _Prepared,
+    summary_sha256: str | None,
+    outputs: dict[str, str],
+    out_dir: str | None,
+) -> Recorded:
+    known = conn.execute(
+        sa.select(batch_table.c.id).where(batch_table.c.batch_key == p.batch_key)
+    ).first()
     if known is not None:
-        return Recorded(batch_id=int(known[0]), new_batch=False, cultures_added=0,
-                        cultures_known=len(p.cultures))
+        return Recorded(
+            batch_id=int(known[0]),
+            new_batch=False,
+            cultures_added=0,
+            cultures_known=len(p.cultures),
+        )
     now = datetime.now(timezone.utc)
     header = p.header
     panel = _mapping(header.get("panel"))
     errors = _sequence(header.get("errors"))
-    batch_id = conn.execute(batch_table.insert().values(
-        batch_key=p.batch_key, stored_at=now, summary_schema=_text(header.get("schema")),
-        cytomsc_version=_text(header.get("cytomsc_version")), panel_id=_text(panel.get("id")),
-        panel_name=_text(panel.get("name")), panel_version=p.panel_version,
-        panel_sha256=_text(panel.get("sha256")),
-        parameters_json=_canonical(header.get("parameters")), summary_sha256=summary_sha256,
-        out_dir=out_dir, n_cultures=len(p.cultures), n_errors=len(errors),
-        header_json=json.dumps(header, ensure_ascii=False),
-    )).inserted_primary_key[0]  # type: ignore[index]
+    batch_id = conn.execute(
+        batch_table.insert().values(
+            batch_key=p.batch_key,
+            stored_at=now,
+            summary_schema=_text(header.get("schema")),
+            cytomsc_version=_text(header.get("cytomsc_version")),
+            panel_id=_text(panel.get("id")),
+            panel_name=_text(panel.get("name")),
+            panel_version=p.panel_version,
+            panel_sha256=_text(panel.get("sha256")),
+            parameters_json=_canonical(header.get("parameters")),
+            summary_sha256=summary_sha256,
+            out_dir=out_dir,
+            n_cultures=len(p.cultures),
+            n_errors=len(errors),
+            header_json=json.dumps(header, ensure_ascii=False),
+        )
+    ).inserted_primary_key[0]  # type: ignore[index]
     existing = _existing_cultures(conn, p.culture_keys)
     new: dict[str, tuple[dict, str]] = {}  # key -> (culture, JSON), first of the batch
     for c, key, text in zip(p.cultures, p.culture_keys, p.culture_texts, strict=True):
@@ -520,10 +593,18 @@ def _write(conn: Connection, p: _Prepared, summary_sha256: str | None,
             new.setdefault(key, (c, text))
     if new:
         # one INSERT ... RETURNING for the batch's new cultures, then one per child table
-        rows = [_culture_row(c, key, text, batch_id, now, header, p.panel_version)
-                for key, (c, text) in new.items()]
-        new_ids = conn.execute(culture_table.insert().returning(
-            culture_table.c.id, sort_by_parameter_order=True), rows).scalars().all()
+        rows = [
+            _culture_row(c, key, text, batch_id, now, header, p.panel_version)
+            for key, (c, text) in new.items()
+        ]
+        new_ids = (
+            conn.execute(
+                culture_table.insert().returning(culture_table.c.id, sort_by_parameter_order=True),
+                rows,
+            )
+            .scalars()
+            .all()
+        )
         children: dict[str, list[dict]] = {}
         for (key, (c, text)), cid in zip(new.items(), new_ids, strict=True):
             existing[key] = (int(cid), text)
@@ -534,32 +615,55 @@ def _write(conn: Connection, p: _Prepared, summary_sha256: str | None,
     ids = [existing[key][0] for key in p.culture_keys]
     stored_text = {existing[key][0]: existing[key][1] for key in p.culture_keys}
     added = len(new)
-    conn.execute(batch_culture_table.insert(), [
-        {"batch_id": batch_id, "position": i, "culture_id": cid,
-         "output_name": _text(c.get("output_name")),
-         "culture_json": None if stored_text[cid] == text else text}
-        for i, (c, cid, text) in enumerate(zip(p.cultures, ids, p.culture_texts, strict=True))])
+    conn.execute(
+        batch_culture_table.insert(),
+        [
+            {
+                "batch_id": batch_id,
+                "position": i,
+                "culture_id": cid,
+                "output_name": _text(c.get("output_name")),
+                "culture_json": None if stored_text[cid] == text else text,
+            }
+            for i, (c, cid, text) in enumerate(zip(p.cultures, ids, p.culture_texts, strict=True))
+        ],
+    )
     _insert_batch_populations(conn, batch_id, header.get("batch_populations"), p.cultures, ids)
     if outputs:
-        conn.execute(output_table.insert(), [{"batch_id": batch_id, "path": k, "sha256": v}
-                                             for k, v in sorted(outputs.items())])
-    return Recorded(batch_id=int(batch_id), new_batch=True, cultures_added=added,
-                    cultures_known=len(p.cultures) - added)
+        conn.execute(
+            output_table.insert(),
+            [{"batch_id": batch_id, "path": k, "sha256": v} for k, v in sorted(outputs.items())],
+        )
+    return Recorded(
+        batch_id=int(batch_id),
+        new_batch=True,
+        cultures_added=added,
+        cultures_known=len(p.cultures) - added,
+    )
 
 
 def _existing_cultures(conn: Connection, keys: list[str]) -> dict[str, tuple[int, str]]:
     out: dict[str, tuple[int, str]] = {}
     unique = sorted(set(keys))
     for i in range(0, len(unique), 500):
-        rows = conn.execute(sa.select(culture_table.c.culture_key, culture_table.c.id,
-                                      culture_table.c.culture_json)
-                            .where(culture_table.c.culture_key.in_(unique[i:i + 500])))
+        rows = conn.execute(
+            sa.select(
+                culture_table.c.culture_key, culture_table.c.id, culture_table.c.culture_json
+            ).where(culture_table.c.culture_key.in_(unique[i : i + 500]))
+        )
         out.update({r[0]: (int(r[1]), r[2]) for r in rows})
     return out
 
 
-def _culture_row(c: dict, key: str, text: str, batch_id: int, now: datetime, header: dict,
-                 panel_version: str | None) -> dict[str, Any]:
+def _culture_row(
+    c: dict,
+    key: str,
+    text: str,
+    batch_id: int,
+    now: datetime,
+    header: dict,
+    panel_version: str | None,
+) -> dict[str, Any]:
     """The culture table's row of one culture of summary.json."""
     meta = _mapping(c.get("metadata"))
     het = _mapping(c.get("heterogeneity"))
@@ -568,19 +672,34 @@ def _culture_row(c: dict, key: str, text: str, batch_id: int, now: datetime, hea
     lot = _meta(meta, "lot")
     passage = _meta(meta, "passage")
     return dict(
-        culture_key=key, batch_id=batch_id, stored_at=now, name=str(c.get("culture", "")),
-        lot_key=lot or str(c.get("culture", "")), lot=lot, donor=_meta(meta, "donor"),
-        passage=parse_passage(passage), passage_text=passage, tissue=_meta(meta, "tissue"),
-        detachment=_meta(meta, "detachment"), acquired=parse_date(meta.get("date")),
-        date_text=_text(meta.get("date")), cytometer=_text(meta.get("cytometer")),
-        verdict=_text(c.get("verdict")), borderline=_bool(c.get("borderline")),
+        culture_key=key,
+        batch_id=batch_id,
+        stored_at=now,
+        name=str(c.get("culture", "")),
+        lot_key=lot or str(c.get("culture", "")),
+        lot=lot,
+        donor=_meta(meta, "donor"),
+        passage=parse_passage(passage),
+        passage_text=passage,
+        tissue=_meta(meta, "tissue"),
+        detachment=_meta(meta, "detachment"),
+        acquired=parse_date(meta.get("date")),
+        date_text=_text(meta.get("date")),
+        cytometer=_text(meta.get("cytometer")),
+        verdict=_text(c.get("verdict")),
+        borderline=_bool(c.get("borderline")),
         joint_phenotype_percent=_num(c.get("joint_phenotype_percent")),
-        joint_ci_low=jci[0], joint_ci_high=jci[1],
-        n_populations=_int(het.get("n_populations")), entropy=_num(het.get("entropy")),
+        joint_ci_low=jci[0],
+        joint_ci_high=jci[1],
+        n_populations=_int(het.get("n_populations")),
+        entropy=_num(het.get("entropy")),
         effective_number=_num(het.get("effective_number")),
         scatter_scale=_text(het.get("scatter_scale")),
-        cytomsc_version=_text(header.get("cytomsc_version")), panel_id=_text(panel.get("id")),
-        panel_version=panel_version, panel_sha256=_text(panel.get("sha256")), culture_json=text,
+        cytomsc_version=_text(header.get("cytomsc_version")),
+        panel_id=_text(panel.get("id")),
+        panel_version=panel_version,
+        panel_sha256=_text(panel.get("sha256")),
+        culture_json=text,
     )
 
 
@@ -590,62 +709,109 @@ def _child_rows(cid: int, c: dict) -> dict[str, list[dict[str, Any]]]:
     het = _mapping(c.get("heterogeneity"))
     events = _mapping(c.get("events"))
     out: dict[str, list[dict[str, Any]]] = {}
-    out[event_table.name] = [{"culture_id": cid, "stage": str(k), "count": _int(v)}
-                             for k, v in events.items()]
-    out[metadata_table.name] = [{"culture_id": cid, "key": str(k), "value": _text(v)}
-                                for k, v in meta.items()]
+    out[event_table.name] = [
+        {"culture_id": cid, "stage": str(k), "count": _int(v)} for k, v in events.items()
+    ]
+    out[metadata_table.name] = [
+        {"culture_id": cid, "key": str(k), "value": _text(v)} for k, v in meta.items()
+    ]
     out[file_table.name] = [
-        {"culture_id": cid, "position": i, "path": _text(f.get("path")),
-         "role": _text(f.get("role")), "sha256": _text(f.get("sha256")),
-         "events": _int(f.get("events")), "cytometer": _text(f.get("cytometer")),
-         "date": _text(f.get("date")), "data_set": _int(f.get("data_set"))}
-        for i, f in enumerate(c.get("files", [])) if isinstance(f, dict)]
+        {
+            "culture_id": cid,
+            "position": i,
+            "path": _text(f.get("path")),
+            "role": _text(f.get("role")),
+            "sha256": _text(f.get("sha256")),
+            "events": _int(f.get("events")),
+            "cytometer": _text(f.get("cytometer")),
+            "date": _text(f.get("date")),
+            "data_set": _int(f.get("data_set")),
+        }
+        for i, f in enumerate(c.get("files", []))
+        if isinstance(f, dict)
+    ]
     rows = []
     for i, m in enumerate(c.get("markers", [])):
         if not isinstance(m, dict):
             continue
         ci = _pair(m.get("ci95"))
-        rows.append({
-            "culture_id": cid, "position": i, "marker": str(m.get("marker", "")),
-            "channel": _text(m.get("channel")), "expect": _text(m.get("expect")),
-            "limit": _num(m.get("limit")), "percent_positive": _num(m.get("percent_positive")),
-            "ci_low": ci[0], "ci_high": ci[1], "threshold": _num(m.get("threshold")),
-            "threshold_source": _text(m.get("threshold_source")),
-            "control_spread_ratio": _num(m.get("control_spread_ratio")),
-            "events": _int(m.get("events")), "passed": _bool(m.get("pass", m.get("passed"))),
-            "borderline": _bool(m.get("borderline")), "tube": _text(m.get("tube"))})
+        rows.append(
+            {
+                "culture_id": cid,
+                "position": i,
+                "marker": str(m.get("marker", "")),
+                "channel": _text(m.get("channel")),
+                "expect": _text(m.get("expect")),
+                "limit": _num(m.get("limit")),
+                "percent_positive": _num(m.get("percent_positive")),
+                "ci_low": ci[0],
+                "ci_high": ci[1],
+                "threshold": _num(m.get("threshold")),
+                "threshold_source": _text(m.get("threshold_source")),
+                "control_spread_ratio": _num(m.get("control_spread_ratio")),
+                "events": _int(m.get("events")),
+                "passed": _bool(m.get("pass", m.get("passed"))),
+                "borderline": _bool(m.get("borderline")),
+                "tube": _text(m.get("tube")),
+            }
+        )
     out[marker_table.name] = rows
     pops = []
     for i, pop in enumerate(het.get("populations", []) or []):
         if not isinstance(pop, dict):
             continue
         ci = _pair(pop.get("ci95"))
-        pops.append({"culture_id": cid, "population_id": _int(pop.get("id")) or i + 1,
-                     "fraction": _num(pop.get("fraction")), "ci_low": ci[0], "ci_high": ci[1],
-                     "label": _text(pop.get("label")),
-                     "medians_json": json.dumps(pop.get("medians"), ensure_ascii=False),
-                     "medians_by_marker_json": json.dumps(pop.get("medians_by_marker"),
-                                                          ensure_ascii=False)})
+        pops.append(
+            {
+                "culture_id": cid,
+                "population_id": _int(pop.get("id")) or i + 1,
+                "fraction": _num(pop.get("fraction")),
+                "ci_low": ci[0],
+                "ci_high": ci[1],
+                "label": _text(pop.get("label")),
+                "medians_json": json.dumps(pop.get("medians"), ensure_ascii=False),
+                "medians_by_marker_json": json.dumps(
+                    pop.get("medians_by_marker"), ensure_ascii=False
+                ),
+            }
+        )
     out[population_table.name] = pops
     bim = _mapping(het.get("bimodality"))
     out[bimodality_table.name] = [
-        {"culture_id": cid, "channel": str(ch), "dip": _num(v.get("dip")),
-         "p_value": _num(v.get("p_value")), "bimodal": _bool(v.get("bimodal")),
-         "robust_cv": _num(v.get("robust_cv"))}
-        for ch, v in bim.items() if isinstance(v, dict)]
+        {
+            "culture_id": cid,
+            "channel": str(ch),
+            "dip": _num(v.get("dip")),
+            "p_value": _num(v.get("p_value")),
+            "bimodal": _bool(v.get("bimodal")),
+            "robust_cv": _num(v.get("robust_cv")),
+        }
+        for ch, v in bim.items()
+        if isinstance(v, dict)
+    ]
     return out
 
 
-def _insert_batch_populations(conn: Connection, batch_id: int, table: Any,
-                              cultures: list[dict], ids: list[int]) -> None:
+def _insert_batch_populations(
+    conn: Connection, batch_id: int, table: Any, cultures: list[dict], ids: list[int]
+) -> None:
     """The batch-wide populations and each culture's fraction of them (the table is keyed by
     culture name; a name met twice in one batch is the first culture of that name)."""
     if not isinstance(table, dict):
         return
     pops = [p for p in table.get("populations", []) if isinstance(p, dict)]
-    _many(conn, batch_population_table, [
-        {"batch_id": batch_id, "population_id": _int(p.get("id")) or i + 1,
-         "label": _text(p.get("label"))} for i, p in enumerate(pops)])
+    _many(
+        conn,
+        batch_population_table,
+        [
+            {
+                "batch_id": batch_id,
+                "population_id": _int(p.get("id")) or i + 1,
+                "label": _text(p.get("label")),
+            }
+            for i, p in enumerate(pops)
+        ],
+    )
     by_name: dict[str, int] = {}
     for c, cid in zip(cultures, ids, strict=True):
         by_name.setdefault(str(c.get("culture")), cid)
@@ -658,8 +824,14 @@ def _insert_batch_populations(conn: Connection, batch_id: int, table: Any,
             continue
         for j, v in enumerate(values):
             pid = pop_ids[j] if j < len(pop_ids) else j + 1
-            rows.append({"batch_id": batch_id, "culture_id": known, "population_id": pid,
-                         "fraction": _num(v)})
+            rows.append(
+                {
+                    "batch_id": batch_id,
+                    "culture_id": known,
+                    "population_id": pid,
+                    "fraction": _num(v),
+                }
+            )
     _many(conn, batch_fraction_table, rows)
 
 
@@ -672,8 +844,9 @@ def _many(conn: Connection, table: sa.Table, rows: list[dict]) -> None:
 def load_summary(engine: Engine, batch_id: int) -> dict[str, Any]:
     """The summary.json document of a stored batch, exactly as it was recorded."""
     with _db_errors(engine.url), engine.connect() as conn:
-        row = conn.execute(sa.select(batch_table.c.header_json)
-                           .where(batch_table.c.id == batch_id)).first()
+        row = conn.execute(
+            sa.select(batch_table.c.header_json).where(batch_table.c.id == batch_id)
+        ).first()
         if row is None:
             raise CytomscError(f"no batch {batch_id} in the results database")
         header = json.loads(row[0])
@@ -681,16 +854,17 @@ def load_summary(engine: Engine, batch_id: int) -> dict[str, Any]:
             sa.select(batch_culture_table.c.culture_json, culture_table.c.culture_json)
             .join(culture_table, culture_table.c.id == batch_culture_table.c.culture_id)
             .where(batch_culture_table.c.batch_id == batch_id)
-            .order_by(batch_culture_table.c.position)).all()
-    header["cultures"] = [json.loads(own if own is not None else shared)
-                          for own, shared in links]
+            .order_by(batch_culture_table.c.position)
+        ).all()
+    header["cultures"] = [json.loads(own if own is not None else shared) for own, shared in links]
     return header
 
 
 def batch_ids(engine: Engine) -> list[int]:
     with _db_errors(engine.url), engine.connect() as conn:
-        return [int(r[0]) for r in conn.execute(sa.select(batch_table.c.id)
-                                                .order_by(batch_table.c.id))]
+        return [
+            int(r[0]) for r in conn.execute(sa.select(batch_table.c.id).order_by(batch_table.c.id))
+        ]
 
 
 # ---- values from JSON, tolerantly ------------------------------------------------------------
@@ -754,7 +928,7 @@ def _pair(v: Any) -> tuple[float | None, float | None]:
 
 
 def parse_passage(text: str | None) -> int | None:
-    """"5", "P5", "p05", "passage 5" -> 5; anything without a number -> None."""
+    """ "5", "P5", "p05", "passage 5" -> 5; anything without a number -> None."""
     if not text:
         return None
     m = re.search(r"\d+", text)

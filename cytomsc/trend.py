@@ -129,86 +129,165 @@ def westgard(z: list[float | None]) -> list[tuple[str, ...]]:
     return out
 
 
-def reference_window(lots: list[Lot], n: int = DEFAULT_REFERENCE,
-                     named: list[str] | None = None) -> tuple[list[str], str, bool]:
+def reference_window(
+    lots: list[Lot], n: int = DEFAULT_REFERENCE, named: list[str] | None = None
+) -> tuple[list[str], str, bool]:
     """The reference lots, the rule that chose them (in words) and whether they are provisional
     (every lot, because there are fewer than ``n``)."""
     if named:
         have = {lot.lot for lot in lots}
         missing = [x for x in named if x not in have]
         if missing:
-            raise CytomscError("--reference-lots: no such lot among those charted: "
-                               + ", ".join(missing))
+            raise CytomscError(
+                "--reference-lots: no such lot among those charted: " + ", ".join(missing)
+            )
         return list(dict.fromkeys(named)), f"the {len(set(named))} lots named by the user", False
     if n < MIN_REFERENCE:
         raise CytomscError(f"--reference: at least {MIN_REFERENCE} lots are needed")
     if len(lots) <= n:
-        return ([lot.lot for lot in lots],
-                f"all {len(lots)} lots (fewer than {n}: limits are provisional)", len(lots) < n)
+        return (
+            [lot.lot for lot in lots],
+            f"all {len(lots)} lots (fewer than {n}: limits are provisional)",
+            len(lots) < n,
+        )
     return [lot.lot for lot in lots[:n]], f"the first {n} lots in time order", False
 
 
-def build_trend(lots: list[Lot], *, markers: list[str] | None = None,
-                reference: int = DEFAULT_REFERENCE, reference_lots: list[str] | None = None,
-                by: str = "lot", since: date | None = None, source: str = "") -> Trend:
+def build_trend(
+    lots: list[Lot],
+    *,
+    markers: list[str] | None = None,
+    reference: int = DEFAULT_REFERENCE,
+    reference_lots: list[str] | None = None,
+    by: str = "lot",
+    since: date | None = None,
+    source: str = "",
+) -> Trend:
     """Charts for every judged marker (or the ``markers`` named) over ``lots`` (time order)."""
     if by not in BY:
         raise CytomscError(f"--by must be one of {', '.join(BY)}")
     if not lots:
-        raise CytomscError("no lots to chart" + (f" since {since.isoformat()}" if since else "")
-                           + " in the results database")
+        raise CytomscError(
+            "no lots to chart"
+            + (f" since {since.isoformat()}" if since else "")
+            + " in the results database"
+        )
     judged = judged_markers(lots)
     if markers:
         unknown = [m for m in markers if m not in judged]
         if unknown:
-            raise CytomscError("--marker: not a judged marker of any stored lot: "
-                               + ", ".join(unknown) + f" (stored: {', '.join(judged) or '-'})")
+            raise CytomscError(
+                "--marker: not a judged marker of any stored lot: "
+                + ", ".join(unknown)
+                + f" (stored: {', '.join(judged) or '-'})"
+            )
         judged = [m for m in judged if m in markers]
     ref, rule, provisional = reference_window(lots, reference, reference_lots)
     charts = tuple(_chart(marker, lots, set(ref)) for marker in judged)
-    return Trend(charts=charts, lots=tuple(lots), reference_lots=tuple(ref),
-                 reference_rule=rule, by=by, since=since, source=source,
-                 provisional=provisional)
+    return Trend(
+        charts=charts,
+        lots=tuple(lots),
+        reference_lots=tuple(ref),
+        reference_rule=rule,
+        by=by,
+        since=since,
+        source=source,
+        provisional=provisional,
+    )
 
 
 def _chart(marker: str, lots: list[Lot], ref: set[str]) -> Chart:
-    values = [lot.markers[marker].percent_positive if marker in lot.markers else None
-              for lot in lots]
-    expect = next((lot.markers[marker].expect for lot in reversed(lots)
-                   if marker in lot.markers and lot.markers[marker].expect), "positive")
-    reference = [v for lot, v in zip(lots, values, strict=True)
-                 if lot.lot in ref and v is not None]
+    values = [
+        lot.markers[marker].percent_positive if marker in lot.markers else None for lot in lots
+    ]
+    expect = next(
+        (
+            lot.markers[marker].expect
+            for lot in reversed(lots)
+            if marker in lot.markers and lot.markers[marker].expect
+        ),
+        "positive",
+    )
+    reference = [v for lot, v in zip(lots, values, strict=True) if lot.lot in ref and v is not None]
     centre = sd = None
     note = ""
     if len(reference) < MIN_REFERENCE:
-        note = (f"{len(reference)} reference value(s): at least {MIN_REFERENCE} are needed for "
-                "control limits")
+        note = (
+            f"{len(reference)} reference value(s): at least {MIN_REFERENCE} are needed for "
+            "control limits"
+        )
     else:
         centre = math.fsum(reference) / len(reference)
         sd = math.sqrt(math.fsum((v - centre) ** 2 for v in reference) / (len(reference) - 1))
         if not sd > 0:
             note = "the reference values do not vary: no control limits"
             sd = None
-    z = [None if v is None or sd is None or centre is None else (v - centre) / sd
-         for v in values]
+    z = [None if v is None or sd is None or centre is None else (v - centre) / sd for v in values]
     rules = westgard(z)
     points = []
     for lot, v, zi, r in zip(lots, values, z, rules, strict=True):
         m = lot.markers.get(marker)
-        points.append(Point(lot=lot.lot, culture=lot.culture, donor=lot.donor,
-                            passage=lot.passage, when=lot.when, value=v,
-                            ci95=m.ci95 if m else None, limit=m.limit if m else None,
-                            in_reference=lot.lot in ref, z=zi, rules=r))
-    return Chart(marker=marker, expect=expect or "positive", centre=centre, sd=sd,
-                 n_reference=len(reference), points=tuple(points), note=note)
+        points.append(
+            Point(
+                lot=lot.lot,
+                culture=lot.culture,
+                donor=lot.donor,
+                passage=lot.passage,
+                when=lot.when,
+                value=v,
+                ci95=m.ci95 if m else None,
+                limit=m.limit if m else None,
+                in_reference=lot.lot in ref,
+                z=zi,
+                rules=r,
+            )
+        )
+    return Chart(
+        marker=marker,
+        expect=expect or "positive",
+        centre=centre,
+        sd=sd,
+        n_reference=len(reference),
+        points=tuple(points),
+        note=note,
+    )
 
 
 # ---- outputs ---------------------------------------------------------------------------------
-POINT_COLUMNS = ("marker", "lot", "culture", "donor", "passage", "date", "x", "value",
-                 "ci95_low", "ci95_high", "in_reference", "centre", "sd", "minus_3sd",
-                 "minus_2sd", "plus_2sd", "plus_3sd", "spec_limit", "expect", "z", "rules")
-POPULATION_COLUMNS = ("donor", "lot", "culture", "passage", "date", "x", "population",
-                      "fraction", "source")
+POINT_COLUMNS = (
+    "marker",
+    "lot",
+    "culture",
+    "donor",
+    "passage",
+    "date",
+    "x",
+    "value",
+    "ci95_low",
+    "ci95_high",
+    "in_reference",
+    "centre",
+    "sd",
+    "minus_3sd",
+    "minus_2sd",
+    "plus_2sd",
+    "plus_3sd",
+    "spec_limit",
+    "expect",
+    "z",
+    "rules",
+)
+POPULATION_COLUMNS = (
+    "donor",
+    "lot",
+    "culture",
+    "passage",
+    "date",
+    "x",
+    "population",
+    "fraction",
+    "source",
+)
 FLAG_COLUMNS = ("lot", "culture", "donor", "passage", "date", "marker", "value", "z", "rules")
 
 
@@ -218,8 +297,10 @@ def x_positions(trend: Trend) -> dict[str, tuple[float, str]]:
     if trend.by == "passage":
         # lots of one passage side by side, one small offset per donor
         names = sorted({lot.donor or "no donor" for lot in lots})
-        shift = {d: 0.12 * (i - (len(names) - 1) / 2) / max(1, len(names) / 3)
-                 for i, d in enumerate(names)}
+        shift = {
+            d: 0.12 * (i - (len(names) - 1) / 2) / max(1, len(names) / 3)
+            for i, d in enumerate(names)
+        }
         out = {}
         for lot in lots:
             if lot.passage is None:
@@ -256,16 +337,31 @@ def points_csv(trend: Trend) -> str:
     rows = []
     for c in trend.charts:
         for p in c.points:
-            rows.append({
-                "marker": c.marker, "lot": p.lot, "culture": p.culture, "donor": p.donor or "",
-                "passage": "" if p.passage is None else p.passage, "date": p.when.isoformat(),
-                "x": _f(xs[p.lot][0]), "value": _f(p.value),
-                "ci95_low": _f(p.ci95[0]) if p.ci95 else "",
-                "ci95_high": _f(p.ci95[1]) if p.ci95 else "",
-                "in_reference": str(p.in_reference).lower(), "centre": _f(c.centre),
-                "sd": _f(c.sd), "minus_3sd": _f(c.line(-3)), "minus_2sd": _f(c.line(-2)),
-                "plus_2sd": _f(c.line(2)), "plus_3sd": _f(c.line(3)), "spec_limit": _f(p.limit),
-                "expect": c.expect, "z": _f(p.z), "rules": ";".join(p.rules)})
+            rows.append(
+                {
+                    "marker": c.marker,
+                    "lot": p.lot,
+                    "culture": p.culture,
+                    "donor": p.donor or "",
+                    "passage": "" if p.passage is None else p.passage,
+                    "date": p.when.isoformat(),
+                    "x": _f(xs[p.lot][0]),
+                    "value": _f(p.value),
+                    "ci95_low": _f(p.ci95[0]) if p.ci95 else "",
+                    "ci95_high": _f(p.ci95[1]) if p.ci95 else "",
+                    "in_reference": str(p.in_reference).lower(),
+                    "centre": _f(c.centre),
+                    "sd": _f(c.sd),
+                    "minus_3sd": _f(c.line(-3)),
+                    "minus_2sd": _f(c.line(-2)),
+                    "plus_2sd": _f(c.line(2)),
+                    "plus_3sd": _f(c.line(3)),
+                    "spec_limit": _f(p.limit),
+                    "expect": c.expect,
+                    "z": _f(p.z),
+                    "rules": ";".join(p.rules),
+                }
+            )
     return _csv(POINT_COLUMNS, rows)
 
 
@@ -275,10 +371,19 @@ def population_rows(trend: Trend) -> list[dict[str, str]]:
     for donor, lots in donors(trend):
         for i, lot in enumerate(lots):
             for label, f in lot.populations:
-                rows.append({"donor": donor, "lot": lot.lot, "culture": lot.culture,
-                             "passage": "" if lot.passage is None else str(lot.passage),
-                             "date": lot.when.isoformat(), "x": str(i), "population": label,
-                             "fraction": repr(float(f)), "source": lot.population_source})
+                rows.append(
+                    {
+                        "donor": donor,
+                        "lot": lot.lot,
+                        "culture": lot.culture,
+                        "passage": "" if lot.passage is None else str(lot.passage),
+                        "date": lot.when.isoformat(),
+                        "x": str(i),
+                        "population": label,
+                        "fraction": repr(float(f)),
+                        "source": lot.population_source,
+                    }
+                )
     return rows
 
 
@@ -287,15 +392,27 @@ def donors(trend: Trend) -> list[tuple[str, list[Lot]]]:
     groups: dict[str, list[Lot]] = {}
     for lot in trend.lots:
         groups.setdefault(lot.donor or "no donor", []).append(lot)
-    return [(d, sorted(v, key=lambda x: (x.passage is None, x.passage or 0, x.when, x.lot)))
-            for d, v in sorted(groups.items())]
+    return [
+        (d, sorted(v, key=lambda x: (x.passage is None, x.passage or 0, x.when, x.lot)))
+        for d, v in sorted(groups.items())
+    ]
 
 
 def flags_csv(trend: Trend) -> str:
-    rows = [{"lot": p.lot, "culture": p.culture, "donor": p.donor or "",
-             "passage": "" if p.passage is None else p.passage, "date": p.when.isoformat(),
-             "marker": c.marker, "value": _f(p.value), "z": _f(p.z), "rules": ";".join(p.rules)}
-            for c, p in trend.flags()]
+    rows = [
+        {
+            "lot": p.lot,
+            "culture": p.culture,
+            "donor": p.donor or "",
+            "passage": "" if p.passage is None else p.passage,
+            "date": p.when.isoformat(),
+            "marker": c.marker,
+            "value": _f(p.value),
+            "z": _f(p.z),
+            "rules": ";".join(p.rules),
+        }
+        for c, p in trend.flags()
+    ]
     return _csv(FLAG_COLUMNS, rows)
 
 
@@ -347,10 +464,17 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def run_trend(db: str, out_dir: Path, *, markers: list[str] | None = None, by: str = "lot",
-              since: date | None = None, reference: int = DEFAULT_REFERENCE,
-              reference_lots: list[str] | None = None, panel: str | None = None
-              ) -> tuple[Trend, list[str]]:
+def run_trend(
+    db: str,
+    out_dir: Path,
+    *,
+    markers: list[str] | None = None,
+    by: str = "lot",
+    since: date | None = None,
+    reference: int = DEFAULT_REFERENCE,
+    reference_lots: list[str] | None = None,
+    panel: str | None = None,
+) -> tuple[Trend, list[str]]:
     """``cytomsc trend``: read the store, chart it, write the report into ``out_dir``."""
     from . import store
     from .history import load_lots
@@ -360,7 +484,13 @@ def run_trend(db: str, out_dir: Path, *, markers: list[str] | None = None, by: s
         lots = load_lots(engine, since=since, panel=panel)
     finally:
         engine.dispose()
-    trend = build_trend(lots, markers=markers, reference=reference,
-                        reference_lots=reference_lots, by=by, since=since,
-                        source=store.shown(store.database_url(db)))
+    trend = build_trend(
+        lots,
+        markers=markers,
+        reference=reference,
+        reference_lots=reference_lots,
+        by=by,
+        since=since,
+        source=store.shown(store.database_url(db)),
+    )
     return trend, write_trend(trend, out_dir)

@@ -106,8 +106,9 @@ class LabGates:
             if name and name.lower() in low:
                 return low[name.lower()]
         listed = ", ".join(ids[:6]) + (", ..." if len(ids) > 6 else "")
-        raise WorkspaceError(f"not in the workspace {self.name} (its samples: {listed or 'none'})",
-                             fcs.path)
+        raise WorkspaceError(
+            f"not in the workspace {self.name} (its samples: {listed or 'none'})", fcs.path
+        )
 
     def strategy(self, sample_id: str) -> Any:
         if self.workspace is None:
@@ -119,16 +120,20 @@ class LabGates:
         out = []
         for name, ancestors in gs.get_gate_ids():
             gate = gs.get_gate(name, ancestors, sample_id=sample_id)
-            out.append(LabGate(name, tuple(ancestors), type(gate).__name__,
-                               tuple(_dimension_ids(gate))))
+            out.append(
+                LabGate(name, tuple(ancestors), type(gate).__name__, tuple(_dimension_ids(gate)))
+            )
         return out
 
 
 def _dimension_ids(gate: Any) -> list[str]:
     out = []
     for d in getattr(gate, "dimensions", []) or []:
-        ident = getattr(d, "id", None) or getattr(d, "dimension_ref", None) or \
-            getattr(d, "ratio_ref", None)
+        ident = (
+            getattr(d, "id", None)
+            or getattr(d, "dimension_ref", None)
+            or getattr(d, "ratio_ref", None)
+        )
         if ident:
             out.append(str(ident))
     return out
@@ -164,9 +169,12 @@ def _load(path: str, mtime: int, size: int) -> LabGates:
             warnings.simplefilter("ignore")
             if flowjo:
                 if int(flowjo.group(1)) < 10:
-                    raise WorkspaceError(f"a FlowJo {flowjo.group(1)} workspace: FlowKit reads "
-                                         "FlowJo 10 workspaces (.wsp) and GatingML 2.0 only; "
-                                         "re-save it in FlowJo 10", p)
+                    raise WorkspaceError(
+                        f"a FlowJo {flowjo.group(1)} workspace: FlowKit reads "
+                        "FlowJo 10 workspaces (.wsp) and GatingML 2.0 only; "
+                        "re-save it in FlowJo 10",
+                        p,
+                    )
                 ws = flowkit.Workspace(io.BytesIO(raw), load_missing_file_data=True)
                 return LabGates(p, "FlowJo workspace", digest, workspace=ws)
             gs = flowkit.parse_gating_xml(io.BytesIO(raw))
@@ -174,8 +182,9 @@ def _load(path: str, mtime: int, size: int) -> LabGates:
     except WorkspaceError:
         raise
     except Exception as err:  # noqa: BLE001 - FlowKit raises many kinds; one line for the user
-        raise WorkspaceError(f"not a FlowJo 10 workspace or a valid GatingML 2.0 file "
-                             f"({_why(err, raw)})", p) from None
+        raise WorkspaceError(
+            f"not a FlowJo 10 workspace or a valid GatingML 2.0 file ({_why(err, raw)})", p
+        ) from None
 
 
 def _why(err: Exception, raw: bytes) -> str:
@@ -233,16 +242,22 @@ def correspond(gate: LabGate, pnn: list[str], pns: list[str]) -> str | None:
         return "live"
     if sorted(families) == ["FSC", "SSC"]:
         return "cells"
-    if len(dims) == 2 and dims[0][2] == dims[1][2] and dims[0][1] != dims[1][1] \
-            and dims[0][1] and dims[1][1]:
+    if (
+        len(dims) == 2
+        and dims[0][2] == dims[1][2]
+        and dims[0][1] != dims[1][1]
+        and dims[0][1]
+        and dims[1][1]
+    ):
         return "singlets"
     if dims == [("FSC", "W", "FSC")]:
         return "singlets"
     return None
 
 
-def is_positive_gate(gate: LabGate, strategy: Any, sample_id: str, channel: str,
-                     names: list[str]) -> bool:
+def is_positive_gate(
+    gate: LabGate, strategy: Any, sample_id: str, channel: str, names: list[str]
+) -> bool:
     """Whether a gate selects the positive cells of one marker channel: on that channel (alone or
     against scatter), named "<marker>+" / "<marker> pos", or a rectangle bounded below on it and
     open above. ``names``: the marker's name and aliases."""
@@ -278,7 +293,8 @@ def default_path(trees: list[list[LabGate]], pnn: list[str], pns: list[str]) -> 
         while len(kids.get(at, [])) == 1:
             g = kids[at][0]
             if correspond(g, pnn, pns) is None and any(
-                    _kind_of(c, pnn, pns)[0] == "FL" for c in g.channels):
+                _kind_of(c, pnn, pns)[0] == "FL" for c in g.channels
+            ):
                 break
             chain.append(g.path)
             at = g.path
@@ -308,8 +324,9 @@ def find_gate(tree: list[LabGate], path: str, where: str, source: str) -> LabGat
         if g.path == path:
             return g
     known = ", ".join(g.path for g in tree[:8]) + (", ..." if len(tree) > 8 else "")
-    raise WorkspaceError(f"no gate {path} in {source} for this tube (its gates: "
-                         f"{known or 'none'})", where)
+    raise WorkspaceError(
+        f"no gate {path} in {source} for this tube (its gates: {known or 'none'})", where
+    )
 
 
 def check_gate_path(lab: LabGates, path: str | None) -> None:
@@ -318,8 +335,7 @@ def check_gate_path(lab: LabGates, path: str | None) -> None:
     if not path or normal_path(path) == "/":
         return
     want = normal_path(path)
-    trees = [lab.tree(s) for s in lab.sample_ids()] if lab.workspace is not None \
-        else [lab.tree("")]
+    trees = [lab.tree(s) for s in lab.sample_ids()] if lab.workspace is not None else [lab.tree("")]
     paths = sorted({g.path for t in trees for g in t})
     if want not in paths:
         known = ", ".join(paths[:8]) + (", ..." if len(paths) > 8 else "")
@@ -360,15 +376,19 @@ def apply_lab_gates(lab: LabGates, fcs: FcsData, tube_name: str) -> AppliedGates
     try:
         results = strategy.gate_sample(sample)
     except Exception as err:  # noqa: BLE001 - a gate naming a channel the tube lacks, ...
-        raise WorkspaceError(f"FlowKit could not apply {lab.name} to it: "
-                             f"{' '.join(str(err).split())}", fcs.path) from None
-    members = {g.path: np.asarray(results.get_gate_membership(g.name, g.ancestors), dtype=bool)
-               for g in tree}
+        raise WorkspaceError(
+            f"FlowKit could not apply {lab.name} to it: {' '.join(str(err).split())}", fcs.path
+        ) from None
+    members = {
+        g.path: np.asarray(results.get_gate_membership(g.name, g.ancestors), dtype=bool)
+        for g in tree
+    }
     return AppliedGates(sample_id, tree, strategy, sample, members)
 
 
-def manual_outcome(applied: AppliedGates, fcs: FcsData, tube_name: str, path: str,
-                   source: str) -> GatingOutcome:
+def manual_outcome(
+    applied: AppliedGates, fcs: FcsData, tube_name: str, path: str, source: str
+) -> GatingOutcome:
     """The chain of workspace gates from the root to ``path`` as the tube's gating: every gate a
     ``GateStep`` marked manual, and the cumulative masks of cytomsc's funnel (each step holds the
     deepest workspace gate that corresponds to it or to an earlier step; the last holds the
@@ -402,25 +422,47 @@ def manual_outcome(applied: AppliedGates, fcs: FcsData, tube_name: str, path: st
         last = slot_mask.get(gate_name, last) & finite
         masks[gate_name] = last
     masks[GATE_ORDER[-1]] = final
-    warnings = [] if chain else [f"{tube_name}: the analysed population is the root of {source}: "
-                                 "no gate applied"]
+    warnings = (
+        []
+        if chain
+        else [f"{tube_name}: the analysed population is the root of {source}: no gate applied"]
+    )
     return GatingOutcome(masks, steps, warnings, [])
 
 
-def _step(applied: AppliedGates, gate: LabGate, tube: str, parent: np.ndarray,
-          inside: np.ndarray, slot: str | None, source: str) -> GateStep:
+def _step(
+    applied: AppliedGates,
+    gate: LabGate,
+    tube: str,
+    parent: np.ndarray,
+    inside: np.ndarray,
+    slot: str | None,
+    source: str,
+) -> GateStep:
     """A manual gate as the report draws it: its outline over the parent's events, both in the
     gate's own coordinates (compensated and transformed as the workspace defines them)."""
     x = gate.channels[0] if gate.channels else ""
     y = gate.channels[1] if len(gate.channels) > 1 else None
     role = f"; stands for cytomsc's {slot} gate" if slot else ""
-    note = (f"{gate.kind.replace('Gate', '').lower()} gate {gate.path} from {source}, applied "
-            f"by FlowKit{role}")
-    step = GateStep(tube, gate.name, int(parent.sum()), int(inside.sum()), x, y, [], note, None,
-                    source="manual", path=gate.path)
+    note = (
+        f"{gate.kind.replace('Gate', '').lower()} gate {gate.path} from {source}, applied "
+        f"by FlowKit{role}"
+    )
+    step = GateStep(
+        tube,
+        gate.name,
+        int(parent.sum()),
+        int(inside.sum()),
+        x,
+        y,
+        [],
+        note,
+        None,
+        source="manual",
+        path=gate.path,
+    )
     try:
-        fk_gate = applied.strategy.get_gate(gate.name, gate.ancestors,
-                                            sample_id=applied.sample_id)
+        fk_gate = applied.strategy.get_gate(gate.name, gate.ancestors, sample_id=applied.sample_id)
         # FlowKit's own preprocessing of the gate's dimensions (compensation, transforms)
         ev = applied.strategy._preprocess_sample_events(applied.sample, fk_gate)
         pts = ev.to_numpy(dtype=float)[parent]
@@ -461,10 +503,12 @@ def _outline(gate: Any, pts: np.ndarray) -> list[tuple[float, float]]:
         circle = np.column_stack([np.cos(t), np.sin(t)]) * np.sqrt(w * gate.distance_square)
         return [(float(a), float(b)) for a, b in c + circle @ v.T]
     dims = gate.dimensions[:2]
-    lo = [d.min if d.min is not None else float(np.min(pts[:, i])) - 1.0
-          for i, d in enumerate(dims)]
-    hi = [d.max if d.max is not None else float(np.max(pts[:, i])) + 1.0
-          for i, d in enumerate(dims)]
+    lo = [
+        d.min if d.min is not None else float(np.min(pts[:, i])) - 1.0 for i, d in enumerate(dims)
+    ]
+    hi = [
+        d.max if d.max is not None else float(np.max(pts[:, i])) + 1.0 for i, d in enumerate(dims)
+    ]
     return [(lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])]
 
 
@@ -477,8 +521,14 @@ def _range(v: np.ndarray, extra: list[float]) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def _hist(x: np.ndarray, y: np.ndarray, xname: str, yname: str, xr: tuple[float, float],
-          yr: tuple[float, float]) -> Histogram2D:
+def _hist(
+    x: np.ndarray,
+    y: np.ndarray,
+    xname: str,
+    yname: str,
+    xr: tuple[float, float],
+    yr: tuple[float, float],
+) -> Histogram2D:
     from .gating import HIST_BINS
 
     xe = np.linspace(xr[0], xr[1], HIST_BINS + 1)
@@ -487,8 +537,9 @@ def _hist(x: np.ndarray, y: np.ndarray, xname: str, yname: str, xr: tuple[float,
     return Histogram2D(xname, yname, counts, xe, ye)
 
 
-def gate_culture(lab: LabGates, tubes: list[tuple[str, FcsData]], gate_path: str | None
-                 ) -> tuple[dict[str, GatingOutcome], str, list[InputError]]:
+def gate_culture(
+    lab: LabGates, tubes: list[tuple[str, FcsData]], gate_path: str | None
+) -> tuple[dict[str, GatingOutcome], str, list[InputError]]:
     """The lab's gates for every tube of a culture: the gating of each tube that has them, the
     analysed population's path, and an error entry for each tube that cannot be gated (not in
     the workspace, no such gate path, a gate FlowKit cannot apply)."""
@@ -504,8 +555,11 @@ def gate_culture(lab: LabGates, tubes: list[tuple[str, FcsData]], gate_path: str
         path = normal_path(gate_path)
     elif applied:
         first = fcs_of[next(iter(applied))]
-        path = default_path([a.tree for a in applied.values()],
-                            [c.pnn for c in first.channels], [c.pns for c in first.channels])
+        path = default_path(
+            [a.tree for a in applied.values()],
+            [c.pnn for c in first.channels],
+            [c.pns for c in first.channels],
+        )
     else:
         path = "/"
     outcomes: dict[str, GatingOutcome] = {}

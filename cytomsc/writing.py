@@ -73,9 +73,14 @@ class CultureFiles:
     export_events: bool = False
 
 
-def write_culture_files(out: Sink, result: CultureResult, files: CultureFiles,
-                        header: BatchResult | None, run_info: dict[str, Any],
-                        pdf: bool) -> None:
+def write_culture_files(
+    out: Sink,
+    result: CultureResult,
+    files: CultureFiles,
+    header: BatchResult | None,
+    run_info: dict[str, Any],
+    pdf: bool,
+) -> None:
     """gates.xml, the exported events, then the culture's PDF (whose audit page lists the
     SHA-256 of the files written before it), under the culture's output name. ``header``: the
     batch's panel and parameters, for the PDF (None: no PDF)."""
@@ -107,9 +112,11 @@ def _export_events(out: Sink, folder: str, tube: TubeFiles, sha256: str | None) 
     from .export import AddedChannel, export_events
 
     assert tube.source is not None
-    added = [AddedChannel(f"cytomsc_{gate}", tube.gating.masks[gate].astype(np.uint8))
-             for gate in GATE_ORDER
-             if gate in tube.gating.masks and gate not in tube.gating.skipped]
+    added = [
+        AddedChannel(f"cytomsc_{gate}", tube.gating.masks[gate].astype(np.uint8))
+        for gate in GATE_ORDER
+        if gate in tube.gating.masks and gate not in tube.gating.skipped
+    ]
     if tube.population is not None:
         added.append(AddedChannel("cytomsc_population", tube.population.astype(np.int64)))
     name = tube.name  # unique within the culture (culture.read_tubes)
@@ -131,8 +138,9 @@ def write_batch_files(out: Sink, batch: BatchResult, pdf: bool) -> None:
         write_comp_csv(out, batch.compensation)
     out.write_text(to_json(batch), "summary.json")
     out.write_text(csv_text(CSV_COLUMNS, csv_rows(batch)), "summary.csv")
-    out.write_text(csv_text(*culture_rows(batch, str(batch.run_info.get("started", "")))),
-                   "cultures.csv")
+    out.write_text(
+        csv_text(*culture_rows(batch, str(batch.run_info.get("started", "")))), "cultures.csv"
+    )
     if pdf:
         from .report.overview import write_overview
 

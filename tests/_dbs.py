@@ -39,8 +39,10 @@ def postgres_database() -> Iterator[str]:
     except sa.exc.OperationalError as err:
         admin.dispose()
         if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at {url.render_as_string(hide_password=True)} does not "
-                        f"answer under CI: {err.orig}")
+            pytest.fail(
+                f"PostgreSQL at {url.render_as_string(hide_password=True)} does not "
+                f"answer under CI: {err.orig}"
+            )
         pytest.skip(f"PostgreSQL at {url.render_as_string(hide_password=True)} unreachable")
     try:
         yield url.set(database=name).render_as_string(hide_password=False)
@@ -61,13 +63,21 @@ def database(kind: str, tmp_path: Path) -> Iterator[str]:
 def normalised_numbers(engine: sa.Engine, batch_id: int) -> dict[tuple, float]:
     """Every number the normalised tables hold for a batch, keyed by its place in summary.json."""
     out: dict[tuple, float] = {}
-    c, m, p, b, e, f = (store.culture_table, store.marker_table, store.population_table,
-                        store.bimodality_table, store.event_table, store.file_table)
+    c, m, p, b, e, f = (
+        store.culture_table,
+        store.marker_table,
+        store.population_table,
+        store.bimodality_table,
+        store.event_table,
+        store.file_table,
+    )
     bc, bf = store.batch_culture_table, store.batch_fraction_table
     with engine.connect() as conn:
-        links = conn.execute(sa.select(bc.c.position, bc.c.culture_id, c.c.name)
-                             .join(c, c.c.id == bc.c.culture_id)
-                             .where(bc.c.batch_id == batch_id)).all()
+        links = conn.execute(
+            sa.select(bc.c.position, bc.c.culture_id, c.c.name)
+            .join(c, c.c.id == bc.c.culture_id)
+            .where(bc.c.batch_id == batch_id)
+        ).all()
         for pos, cid, name in links:
             row = conn.execute(sa.select(c).where(c.c.id == cid)).one()._mapping
             for key, col in (("joint_phenotype_percent", "joint_phenotype_percent"),):
@@ -83,12 +93,18 @@ def normalised_numbers(engine: sa.Engine, batch_id: int) -> dict[tuple, float]:
                 out[("cultures", pos, "files", r.position, "data_set")] = r.data_set
             for r in conn.execute(sa.select(m).where(m.c.culture_id == cid)):
                 base = ("cultures", pos, "markers", r.position)
-                for key in ("limit", "percent_positive", "threshold", "control_spread_ratio",
-                            "events"):
+                for key in (
+                    "limit",
+                    "percent_positive",
+                    "threshold",
+                    "control_spread_ratio",
+                    "events",
+                ):
                     out[(*base, key)] = getattr(r, key)
                 out[(*base, "ci95", 0)], out[(*base, "ci95", 1)] = r.ci_low, r.ci_high
-            for r in conn.execute(sa.select(p).where(p.c.culture_id == cid)
-                                  .order_by(p.c.population_id)):
+            for r in conn.execute(
+                sa.select(p).where(p.c.culture_id == cid).order_by(p.c.population_id)
+            ):
                 base = ("cultures", pos, "heterogeneity", "populations", r.population_id - 1)
                 out[(*base, "id")] = r.population_id
                 out[(*base, "fraction")] = r.fraction
@@ -101,8 +117,9 @@ def normalised_numbers(engine: sa.Engine, batch_id: int) -> dict[tuple, float]:
                 base = ("cultures", pos, "heterogeneity", "bimodality", r.channel)
                 for key in ("dip", "p_value", "robust_cv"):
                     out[(*base, key)] = getattr(r, key)
-            for r in conn.execute(sa.select(bf).where((bf.c.batch_id == batch_id)
-                                                      & (bf.c.culture_id == cid))):
+            for r in conn.execute(
+                sa.select(bf).where((bf.c.batch_id == batch_id) & (bf.c.culture_id == cid))
+            ):
                 out[("batch_populations", "table", name, r.population_id - 1)] = r.fraction
     return out
 
@@ -121,8 +138,14 @@ def summary_numbers(doc: dict) -> dict[tuple, float]:
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             out[path] = v
 
-    known_marker = ("limit", "percent_positive", "ci95", "threshold", "control_spread_ratio",
-                    "events")
+    known_marker = (
+        "limit",
+        "percent_positive",
+        "ci95",
+        "threshold",
+        "control_spread_ratio",
+        "events",
+    )
     for pos, c in enumerate(doc["cultures"]):
         for key in ("joint_phenotype_percent", "joint_phenotype_ci95", "events", "files"):
             walk(c.get(key), ("cultures", pos, key))
@@ -134,7 +157,9 @@ def summary_numbers(doc: dict) -> dict[tuple, float]:
         # a population's medians_by_marker repeats its medians under marker names: the
         # population table keeps the medians (the culture's JSON, kept verbatim, has both)
         for i, p in enumerate(het.get("populations") or []):
-            walk({k: v for k, v in p.items() if k != "medians_by_marker"},
-                 ("cultures", pos, "heterogeneity", "populations", i))
+            walk(
+                {k: v for k, v in p.items() if k != "medians_by_marker"},
+                ("cultures", pos, "heterogeneity", "populations", i),
+            )
     walk((doc.get("batch_populations") or {}).get("table"), ("batch_populations", "table"))
     return out

@@ -59,7 +59,7 @@ def parse(raw: bytes) -> Parsed | None:
     """Keywords and DATA of a file's first data set, or None when it does not split cleanly."""
     try:
         t0, t1 = int(raw[10:18]), int(raw[18:26])
-        text = raw[t0:t1 + 1].decode("latin-1")
+        text = raw[t0 : t1 + 1].decode("latin-1")
         delim = text[0]
         body = text[1:]
         if body.endswith(delim):
@@ -77,7 +77,7 @@ def parse(raw: bytes) -> Parsed | None:
         low = {k.strip().upper(): v for k, v in kw}
         d0 = int(low.get("$BEGINDATA", "0") or 0) or int(raw[26:34])
         d1 = int(low.get("$ENDDATA", "0") or 0) or int(raw[34:42])
-        data = raw[d0:d1 + 1]
+        data = raw[d0 : d1 + 1]
         if len(data) != d1 - d0 + 1 or not data:
             return None
         return Parsed(kw, data, raw[3:6].decode("latin-1"), delim)
@@ -85,16 +85,21 @@ def parse(raw: bytes) -> Parsed | None:
         return None
 
 
-def pack(p: Parsed, keywords: list[tuple[str, str]] | None = None, data: bytes | None = None
-         ) -> bytes:
+def pack(
+    p: Parsed, keywords: list[tuple[str, str]] | None = None, data: bytes | None = None
+) -> bytes:
     """HEADER + TEXT + DATA with consistent offsets (latin-1 TEXT, the file's delimiter)."""
     kw = keywords if keywords is not None else p.keywords
     d = p.delim
-    safe = [(k.replace(d, d + d), v.replace(d, d + d) or " ") for k, v in kw
-            if k.strip().upper() != "$NEXTDATA"] + [("$NEXTDATA", "0")]
+    safe = [
+        (k.replace(d, d + d), v.replace(d, d + d) or " ")
+        for k, v in kw
+        if k.strip().upper() != "$NEXTDATA"
+    ] + [("$NEXTDATA", "0")]
     version = p.version if p.version in ("2.0", "3.0", "3.1", "3.2") else "3.0"
-    return assemble(safe, p.data if data is None else data, version=version, delim=d,
-                    encoding="latin-1")
+    return assemble(
+        safe, p.data if data is None else data, version=version, delim=d, encoding="latin-1"
+    )
 
 
 def _get(kw: list[tuple[str, str]], key: str) -> str | None:
@@ -116,8 +121,12 @@ def _events(p: Parsed) -> tuple[np.ndarray, str] | None:
     try:
         par = int(kw["$PAR"])
         dt = kw.get("$DATATYPE", "").upper()
-        order = ">" if kw.get("$BYTEORD", "1,2,3,4").replace(" ", "").startswith("4") or \
-            kw.get("$BYTEORD", "").replace(" ", "") == "2,1" else "<"
+        order = (
+            ">"
+            if kw.get("$BYTEORD", "1,2,3,4").replace(" ", "").startswith("4")
+            or kw.get("$BYTEORD", "").replace(" ", "") == "2,1"
+            else "<"
+        )
         bits = {int(kw[f"$P{i}B"]) for i in range(1, par + 1)}
     except (KeyError, ValueError):
         return None
@@ -133,7 +142,7 @@ def _events(p: Parsed) -> tuple[np.ndarray, str] | None:
     n = len(p.data) // size
     if n == 0:
         return None
-    return np.frombuffer(p.data[:n * size], dtype=dtype).reshape(n, par).copy(), dtype
+    return np.frombuffer(p.data[: n * size], dtype=dtype).reshape(n, par).copy(), dtype
 
 
 def _with_events(p: Parsed, ev: np.ndarray, kw: list[tuple[str, str]] | None = None) -> bytes:
@@ -144,12 +153,62 @@ def _with_events(p: Parsed, ev: np.ndarray, kw: list[tuple[str, str]] | None = N
 # ---------------------------------------------------------------------------------------------
 # Mutators: (raw bytes, rng) -> bytes. The first six are the reader fuzz's (test_fuzz_fcs.py).
 
-KEYWORDS = ["$TOT", "$PAR", "$P1B", "$P2B", "$P1R", "$P2E", "$P1N", "$P3N", "$BYTEORD",
-            "$DATATYPE", "$BEGINDATA", "$ENDDATA", "$NEXTDATA", "$TIMESTEP", "$SPILLOVER",
-            "$MODE", "$P1G", "$BEGINANALYSIS", "$ENDANALYSIS"]
-VALUES = ["", "0", "-1", "1", "3", "7", "24", "64", "1e12", "1000000000000", "99999999999999999999",
-          "nan", "inf", "abc", "4,3,2,1", "1,2", "3,4,1,2", "I", "F", "D", "A", "U", "0,0", "4,0",
-          "4", ",", "1e308,1", "-5,-5", "2,FSC-A,SSC-A,1,0,0,1", "1,FSC-A", "FSC-A", "é", "\x00"]
+KEYWORDS = [
+    "$TOT",
+    "$PAR",
+    "$P1B",
+    "$P2B",
+    "$P1R",
+    "$P2E",
+    "$P1N",
+    "$P3N",
+    "$BYTEORD",
+    "$DATATYPE",
+    "$BEGINDATA",
+    "$ENDDATA",
+    "$NEXTDATA",
+    "$TIMESTEP",
+    "$SPILLOVER",
+    "$MODE",
+    "$P1G",
+    "$BEGINANALYSIS",
+    "$ENDANALYSIS",
+]
+VALUES = [
+    "",
+    "0",
+    "-1",
+    "1",
+    "3",
+    "7",
+    "24",
+    "64",
+    "1e12",
+    "1000000000000",
+    "99999999999999999999",
+    "nan",
+    "inf",
+    "abc",
+    "4,3,2,1",
+    "1,2",
+    "3,4,1,2",
+    "I",
+    "F",
+    "D",
+    "A",
+    "U",
+    "0,0",
+    "4,0",
+    "4",
+    ",",
+    "1e308,1",
+    "-5,-5",
+    "2,FSC-A,SSC-A,1,0,0,1",
+    "1,FSC-A",
+    "FSC-A",
+    "é",
+    "\x00",
+]
 
 
 def header_offsets(raw: bytes, rng: np.random.Generator) -> bytes:
@@ -164,10 +223,13 @@ def header_offsets(raw: bytes, rng: np.random.Generator) -> bytes:
     elif choice == 3:
         text = "".join(chr(int(c)) for c in rng.integers(32, 127, 8))
     else:
-        old = int(raw[10 + 8 * field:18 + 8 * field] or b"0") if raw[10 + 8 * field:18 + 8 *
-                                                                     field].strip().isdigit() else 0
+        old = (
+            int(raw[10 + 8 * field : 18 + 8 * field] or b"0")
+            if raw[10 + 8 * field : 18 + 8 * field].strip().isdigit()
+            else 0
+        )
         text = f"{max(old + int(rng.integers(-3, 4)), 0):>8}"
-    return raw[:10 + 8 * field] + text.encode("latin-1")[:8] + raw[18 + 8 * field:]
+    return raw[: 10 + 8 * field] + text.encode("latin-1")[:8] + raw[18 + 8 * field :]
 
 
 def keyword_values(raw: bytes, rng: np.random.Generator) -> bytes:
@@ -193,7 +255,7 @@ def keyword_values(raw: bytes, rng: np.random.Generator) -> bytes:
 def delimiters(raw: bytes, rng: np.random.Generator) -> bytes:
     t0 = int(raw[10:18])
     t1 = int(raw[18:26])
-    text = bytearray(raw[t0:t1 + 1])
+    text = bytearray(raw[t0 : t1 + 1])
     spots = [i for i, b in enumerate(text) if b == text[0]]
     op = rng.integers(0, 4)
     buf = bytearray(raw)
@@ -204,7 +266,7 @@ def delimiters(raw: bytes, rng: np.random.Generator) -> bytes:
             buf[t0 + int(i)] = int(rng.integers(0, 256))
     elif op == 2:  # double a delimiter (an escaped one in the middle of a value)
         i = int(rng.choice(spots))
-        buf = buf[:t0 + i] + bytes([text[0]]) + buf[t0 + i:]
+        buf = buf[: t0 + i] + bytes([text[0]]) + buf[t0 + i :]
     else:  # a whole new TEXT delimiter, consistently
         new = int(rng.choice([ord("|"), 12, ord("*"), ord("\\")]))
         for i in spots:
@@ -213,7 +275,7 @@ def delimiters(raw: bytes, rng: np.random.Generator) -> bytes:
 
 
 def truncation(raw: bytes, rng: np.random.Generator) -> bytes:
-    return raw[:int(rng.integers(0, len(raw)))]
+    return raw[: int(rng.integers(0, len(raw)))]
 
 
 def byte_flips(raw: bytes, rng: np.random.Generator) -> bytes:
@@ -230,13 +292,18 @@ def splices(raw: bytes, rng: np.random.Generator) -> bytes:
     i = int(rng.integers(0, len(raw)))
     n = int(rng.integers(1, 40))
     if rng.random() < 0.5:
-        return raw[:i] + raw[i + n:]
+        return raw[:i] + raw[i + n :]
     return raw[:i] + rng.integers(0, 256, n, dtype=np.uint8).tobytes() + raw[i:]
 
 
-READER_FAMILIES = {"header_offsets": header_offsets, "keyword_values": keyword_values,
-                   "delimiters": delimiters, "truncation": truncation, "byte_flips": byte_flips,
-                   "splices": splices}
+READER_FAMILIES = {
+    "header_offsets": header_offsets,
+    "keyword_values": keyword_values,
+    "delimiters": delimiters,
+    "truncation": truncation,
+    "byte_flips": byte_flips,
+    "splices": splices,
+}
 
 
 def segment_cut(raw: bytes, rng: np.random.Generator) -> bytes:
@@ -248,7 +315,7 @@ def segment_cut(raw: bytes, rng: np.random.Generator) -> bytes:
         except ValueError:
             pass
     at = int(rng.choice(cuts)) + int(rng.integers(-1, 2))
-    return raw[:max(at, 0)]
+    return raw[: max(at, 0)]
 
 
 def _channel(kw: list[tuple[str, str]], rng: np.random.Generator) -> int:
@@ -294,10 +361,20 @@ def analysis_keywords(raw: bytes, rng: np.random.Generator) -> bytes:
         kw = _set(kw, f"$P{n}S", value)
     elif what == 6:  # spillover: NaN, singular, unknown names, huge n, not a matrix
         names = [_get(kw, f"$P{j}N") or "X" for j in (1, 2)]
-        value = str(rng.choice([
-            f"2,{names[0]},{names[1]},1,nan,0,1", f"2,{names[0]},{names[1]},1,1,1,1",
-            "2,NOPE,ALSO,1,0,0,1", "1000000,A", "inf,A", f"2,{names[0]},{names[0]},1,0,0,1",
-            f"1,{names[0]},1e308", f"2,{names[0]},{names[1]},1,-1e308,1e308,1"]))
+        value = str(
+            rng.choice(
+                [
+                    f"2,{names[0]},{names[1]},1,nan,0,1",
+                    f"2,{names[0]},{names[1]},1,1,1,1",
+                    "2,NOPE,ALSO,1,0,0,1",
+                    "1000000,A",
+                    "inf,A",
+                    f"2,{names[0]},{names[0]},1,0,0,1",
+                    f"1,{names[0]},1e308",
+                    f"2,{names[0]},{names[1]},1,-1e308,1e308,1",
+                ]
+            )
+        )
         kw = _set(kw, "$SPILLOVER" if rng.random() < 0.5 else "$SPILL", value)
     else:  # FCS 3.2 channel types
         kw = _set(kw, f"$P{n}DATATYPE", str(rng.choice(["F", "D", "I", "Q", ""])))
@@ -317,8 +394,11 @@ def data_values(raw: bytes, rng: np.random.Generator) -> bytes:
     is_float = dtype[1] == "f"
     what = int(rng.integers(0, 9))
     if what == 0:  # a constant channel
-        ev[:, j] = rng.choice([0, 1, 523.7, 262143]) if not is_float else \
-            rng.choice([0.0, 1.0, 523.7, 1e30, -1e30, 3e38, 1e-40])
+        ev[:, j] = (
+            rng.choice([0, 1, 523.7, 262143])
+            if not is_float
+            else rng.choice([0.0, 1.0, 523.7, 1e30, -1e30, 3e38, 1e-40])
+        )
     elif what == 1 and is_float:  # a few float steps wide
         base = ev.dtype.type(rng.choice([523.7, 1.0, 1e20]))
         steps = rng.integers(0, 4, n)
@@ -376,29 +456,47 @@ def nextdata_chain(raw: bytes, rng: np.random.Generator) -> bytes:
             t0, t1 = int(single[10:18]), int(single[18:26])
             d0, d1 = int(single[26:34]), int(single[34:42])
             shift = text_at - 58  # TEXT (and DATA) now start after the k headers
-            h = (single[:10] + f"{t0 + shift - base:>8}{t1 + shift - base:>8}"
-                 f"{d0 + shift - base:>8}{d1 + shift - base:>8}".encode() + single[42:58])
+            h = (
+                single[:10]
+                + f"{t0 + shift - base:>8}{t1 + shift - base:>8}"
+                f"{d0 + shift - base:>8}{d1 + shift - base:>8}".encode()
+                + single[42:58]
+            )
             head += h
-        body = single[58:].replace(b"$NEXTDATA" + p.delim.encode() + b"0",
-                                   b"$NEXTDATA" + p.delim.encode() + b"58", 1)
+        body = single[58:].replace(
+            b"$NEXTDATA" + p.delim.encode() + b"0", b"$NEXTDATA" + p.delim.encode() + b"58", 1
+        )
         return head + body
     out = b""
     copies = [pack(p) for _ in range(min(k, 40))]
     for i, c in enumerate(copies):
         nxt = len(c) if i < len(copies) - 1 else 0
-        c = c.replace(f"{p.delim}$NEXTDATA{p.delim}0{p.delim}".encode(),
-                      f"{p.delim}$NEXTDATA{p.delim}{nxt}{p.delim}".encode(), 1)
+        c = c.replace(
+            f"{p.delim}$NEXTDATA{p.delim}0{p.delim}".encode(),
+            f"{p.delim}$NEXTDATA{p.delim}{nxt}{p.delim}".encode(),
+            1,
+        )
         out += c
     return out
 
 
-ANALYSIS_FAMILIES = {"segment_cut": segment_cut, "analysis_keywords": analysis_keywords,
-                     "data_values": data_values, "text_bloat": text_bloat,
-                     "nextdata_chain": nextdata_chain}
+ANALYSIS_FAMILIES = {
+    "segment_cut": segment_cut,
+    "analysis_keywords": analysis_keywords,
+    "data_values": data_values,
+    "text_bloat": text_bloat,
+    "nextdata_chain": nextdata_chain,
+}
 FAMILIES = {**READER_FAMILIES, **ANALYSIS_FAMILIES}
 # analysis families are drawn more often: they are the ones whose files still read
-WEIGHTS = {**{f: 1.0 for f in READER_FAMILIES}, "segment_cut": 0.5, "analysis_keywords": 3.0,
-           "data_values": 3.0, "text_bloat": 0.5, "nextdata_chain": 0.5}
+WEIGHTS = {
+    **{f: 1.0 for f in READER_FAMILIES},
+    "segment_cut": 0.5,
+    "analysis_keywords": 3.0,
+    "data_values": 3.0,
+    "text_bloat": 0.5,
+    "nextdata_chain": 0.5,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,19 +519,36 @@ def simulated_bases(work: Path, seed: int) -> list[Base]:
     with its culture's isotype control beside it."""
     from cytomsc.simulate import CultureDesign, simulate_culture
 
-    designs = [("diva", "isct-8c"), ("accuri", "isct-4c"), ("macsquant", "isct-8c"),
-               ("generic", "isct-4c")]
+    designs = [
+        ("diva", "isct-8c"),
+        ("accuri", "isct-4c"),
+        ("macsquant", "isct-8c"),
+        ("generic", "isct-4c"),
+    ]
     bases = []
     for i, (style, layout) in enumerate(designs):
-        d = CultureDesign(f"sim_{style}", style=style, layout=layout, n_events=700,
-                          controls=("isotype",), seed_offset=900 + i)
+        d = CultureDesign(
+            f"sim_{style}",
+            style=style,
+            layout=layout,
+            n_events=700,
+            controls=("isotype",),
+            seed_offset=900 + i,
+        )
         tubes = simulate_culture(d, seed)
         folder = work / "bases" / d.name
         stained = next(t for t in tubes if t.role == "stained")
         control = next(t for t in tubes if t.role == "isotype")
         sp, cp = stained.write(folder), control.write(folder)
-        bases.append(Base(d.name, sp.read_bytes(), "simulated", [(cp.name, cp.read_bytes())],
-                          len(stained.events)))
+        bases.append(
+            Base(
+                d.name,
+                sp.read_bytes(),
+                "simulated",
+                [(cp.name, cp.read_bytes())],
+                len(stained.events),
+            )
+        )
     return bases
 
 
@@ -480,8 +595,14 @@ def good_culture(work: Path, seed: int) -> tuple[Path, str]:
     """An intact simulated culture with >= 1,000 gated events and its true verdict."""
     from cytomsc.simulate import CultureDesign, simulate_culture, truth_of
 
-    d = CultureDesign("good_reference", style="diva", layout="isct-8c", n_events=2500,
-                      controls=("isotype",), seed_offset=950)
+    d = CultureDesign(
+        "good_reference",
+        style="diva",
+        layout="isct-8c",
+        n_events=2500,
+        controls=("isotype",),
+        seed_offset=950,
+    )
     tubes = simulate_culture(d, seed)
     folder = work / "good" / d.name
     for t in tubes:
@@ -618,8 +739,9 @@ def inspect_mutants(mutants: list[Mutant], problems: list[str], stats: dict) -> 
         if peak > _allowed(m.size):
             problems.append(f"{tag}: {peak / 2**20:.0f} MB for a {m.size / 2**20:.2f} MB file")
         if result.exception is not None and not isinstance(result.exception, SystemExit):
-            problems.append(f"{tag}: traceback {type(result.exception).__name__}: "
-                            f"{result.exception}")
+            problems.append(
+                f"{tag}: traceback {type(result.exception).__name__}: {result.exception}"
+            )
             continue
         if result.exit_code not in (0, 1):
             problems.append(f"{tag}: exit {result.exit_code}")
@@ -652,8 +774,16 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"bare {name}")
 
 
-def analyze_mutants(mutants: list[Mutant], work: Path, seed: int, batch_size: int,
-                    pdf: int, cluster: int, problems: list[str], stats: dict) -> None:
+def analyze_mutants(
+    mutants: list[Mutant],
+    work: Path,
+    seed: int,
+    batch_size: int,
+    pdf: int,
+    cluster: int,
+    problems: list[str],
+    stats: dict,
+) -> None:
     """The mutants through ``analyze`` batches: each mutant is one culture (beside its
     unmutated control, for simulated ones), with one intact culture of known verdict in every
     ``run_batch`` call. The first ``pdf`` mutants form a batch that writes PDFs, the next
@@ -665,12 +795,15 @@ def analyze_mutants(mutants: list[Mutant], work: Path, seed: int, batch_size: in
     # once, untimed: imports, matplotlib's font cache, and the intact culture's own verdict
     warm = run_batch([good], work / "warm_out", Options(pdf=True, cluster="all", seed=seed))
     if [c.verdict for c in warm.cultures] != [truth]:
-        problems.append(f"the intact culture alone: {[c.verdict for c in warm.cultures]}, "
-                        f"truth {truth}")
+        problems.append(
+            f"the intact culture alone: {[c.verdict for c in warm.cultures]}, truth {truth}"
+        )
     chosen = mutants
-    groups = [(chosen[:pdf], True, "pass"), (chosen[pdf:pdf + cluster], False, "all")]
-    groups += [(chosen[b:b + batch_size], False, "none")
-               for b in range(pdf + cluster, len(chosen), batch_size)]
+    groups = [(chosen[:pdf], True, "pass"), (chosen[pdf : pdf + cluster], False, "all")]
+    groups += [
+        (chosen[b : b + batch_size], False, "none")
+        for b in range(pdf + cluster, len(chosen), batch_size)
+    ]
     for number, (group, with_pdf, clustering) in enumerate(groups):
         if not group:
             continue
@@ -689,8 +822,14 @@ def analyze_mutants(mutants: list[Mutant], work: Path, seed: int, batch_size: in
         inputs.append(root)
         opts = Options(pdf=with_pdf, jobs=1, cluster=clustering, seed=seed)
         progress = _CultureClock()
-        batch, seconds, peak, error = _measure(run_batch, inputs, root.with_name(
-            root.name + "_out"), opts, "cytomsc analyze (fuzz)", progress=progress)
+        batch, seconds, peak, error = _measure(
+            run_batch,
+            inputs,
+            root.with_name(root.name + "_out"),
+            opts,
+            "cytomsc analyze (fuzz)",
+            progress=progress,
+        )
         timings = progress.timings
         tag = f"analyze batch {number} (m{group[0].index:05d}-m{group[-1].index:05d})"
         stats["batches"] += 1
@@ -703,8 +842,10 @@ def analyze_mutants(mutants: list[Mutant], work: Path, seed: int, batch_size: in
             if sec > TIME_LIMIT:
                 problems.append(f"{tag}: a culture took {sec:.1f} s")
             if mem > _allowed(biggest):
-                problems.append(f"{tag}: a culture took {mem / 2**20:.0f} MB (largest file "
-                                f"{biggest / 2**20:.2f} MB)")
+                problems.append(
+                    f"{tag}: a culture took {mem / 2**20:.0f} MB (largest file "
+                    f"{biggest / 2**20:.2f} MB)"
+                )
         _check_batch(batch, group, copies, good, truth, tag, problems, stats)
 
 
@@ -732,8 +873,16 @@ class _CultureClock:
         self.clock = now
 
 
-def _check_batch(batch, group: list[Mutant], copies: dict[int, Path], good: Path, truth: str,
-                 tag: str, problems: list[str], stats: dict) -> None:
+def _check_batch(
+    batch,
+    group: list[Mutant],
+    copies: dict[int, Path],
+    good: Path,
+    truth: str,
+    tag: str,
+    problems: list[str],
+    stats: dict,
+) -> None:
     by_path: dict[str, list] = {}
     for c in batch.cultures:
         for f in c.files:
@@ -752,15 +901,19 @@ def _check_batch(batch, group: list[Mutant], copies: dict[int, Path], good: Path
             problems.append(f"{tag}: an error names {e.path!r}, not a file: {msg[:200]}")
     goods = [c for c in batch.cultures if c.culture == good.name]
     if len(goods) != 1 or goods[0].verdict != truth:
-        problems.append(f"{tag}: the intact culture was not analysed right "
-                        f"({[c.verdict for c in goods]}, truth {truth})")
+        problems.append(
+            f"{tag}: the intact culture was not analysed right "
+            f"({[c.verdict for c in goods]}, truth {truth})"
+        )
     for m in group:
         path = str(copies[m.index])
         where = f"{tag}: m{m.index:05d} ({m.family} of {m.base.name})"
         if m.readable:
             if path not in by_path:
-                problems.append(f"{where}: reads, but its culture was not analysed "
-                                f"({errors.get(path, ['no error'])[0][:200]})")
+                problems.append(
+                    f"{where}: reads, but its culture was not analysed "
+                    f"({errors.get(path, ['no error'])[0][:200]})"
+                )
             else:
                 stats["analysed"] += 1
         else:
@@ -770,8 +923,15 @@ def _check_batch(batch, group: list[Mutant], copies: dict[int, Path], good: Path
             stats["refused"] += 1
 
 
-def campaign(n_mutants: int, seed: int, corpus: Path | None, work: Path, batch_size: int = 150,
-             pdf: int = 12, cluster: int = 60) -> dict:
+def campaign(
+    n_mutants: int,
+    seed: int,
+    corpus: Path | None,
+    work: Path,
+    batch_size: int = 150,
+    pdf: int = 12,
+    cluster: int = 60,
+) -> dict:
     """Make the mutants, run them, and return the report (counts, problems, extremes)."""
     import warnings
 
@@ -782,11 +942,20 @@ def campaign(n_mutants: int, seed: int, corpus: Path | None, work: Path, batch_s
     bases = simulated_bases(work, seed) + corpus_bases(corpus)
     mutants = make_mutants(bases, n_mutants, seed, work)
     problems: list[str] = []
-    stats = {"mutants": len(mutants), "inspected": 0, "analysed": 0, "refused": 0,
-             "batches": 0, "max_seconds": 0.0, "max_peak_ratio": 0.0,
-             "families": {f: sum(m.family == f for m in mutants) for f in FAMILIES},
-             "bases": {"simulated": sum(b.kind == "simulated" for b in bases),
-                       "corpus": sum(b.kind == "corpus" for b in bases)}}
+    stats = {
+        "mutants": len(mutants),
+        "inspected": 0,
+        "analysed": 0,
+        "refused": 0,
+        "batches": 0,
+        "max_seconds": 0.0,
+        "max_peak_ratio": 0.0,
+        "families": {f: sum(m.family == f for m in mutants) for f in FAMILIES},
+        "bases": {
+            "simulated": sum(b.kind == "simulated" for b in bases),
+            "corpus": sum(b.kind == "corpus" for b in bases),
+        },
+    }
     global MEMORY
     MEMORY = PeakMemory()
     stats["memory"] = "VmHWM" if MEMORY.proc is not None else "tracemalloc"
@@ -822,8 +991,9 @@ def main(argv: list[str] | None = None) -> int:
             import tempfile
 
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cytomsc-fuzz-")))
-        report = campaign(args.mutants, args.seed, corpus, work, args.batch_size, args.pdf,
-                          args.cluster)
+        report = campaign(
+            args.mutants, args.seed, corpus, work, args.batch_size, args.pdf, args.cluster
+        )
     text = json.dumps(report, indent=1)
     if args.report:
         Path(args.report).write_text(text + "\n")

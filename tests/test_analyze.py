@@ -28,8 +28,7 @@ def validation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, ob
     data = tmp_path_factory.mktemp("validation")
     write_preset(data, preset="validation", seed=0)
     out = tmp_path_factory.mktemp("out")
-    batch = run_batch([data], out, Options(jobs=1, pdf=False, export_events=True,
-                                           cluster="none"))
+    batch = run_batch([data], out, Options(jobs=1, pdf=False, export_events=True, cluster="none"))
     truth = json.loads((data / "truth.json").read_text())
     return data, out, batch, truth
 
@@ -50,7 +49,8 @@ def test_every_verdict_right(validation: tuple) -> None:
     got = _by_name(batch)
     wrong = {
         t["culture"]: (got[t["culture"]].verdict, t["expected_verdict"])
-        for t in truth["cultures"] if got[t["culture"]].verdict != t["expected_verdict"]
+        for t in truth["cultures"]
+        if got[t["culture"]].verdict != t["expected_verdict"]
     }
     assert wrong == {}
 
@@ -74,8 +74,11 @@ def test_percent_positive_within_one_point(validation: tuple) -> None:
             expected = tm.get("by_tube", {}).get(m.tube, tm["percent_positive"])
             checked += 1
             if abs(m.percent_positive - expected) > 1.0:
-                off[(t["culture"], name)] = (round(m.percent_positive, 2), expected,
-                                             m.threshold_source)
+                off[(t["culture"], name)] = (
+                    round(m.percent_positive, 2),
+                    expected,
+                    m.threshold_source,
+                )
     assert checked > 100
     assert off == {}
 
@@ -101,8 +104,9 @@ def test_gates_remove_debris_doublets_dead_and_keep_cells(validation: tuple) -> 
             inside = sample.get_events(source="raw")[:, names.index(_final_gate(names))] > 0.5
             labels = np.frombuffer(tube["labels"].encode(), dtype="S1").astype(str)
             for code in REMOVED:
-                if code == "x" and (tube["role"] == "unstained"
-                                    or (tube["file"], "live") not in applied):
+                if code == "x" and (
+                    tube["role"] == "unstained" or (tube["file"], "live") not in applied
+                ):
                     continue  # no viability dye in this tube: dead cells look alive
                 sel = labels == code
                 counts[code][0] += int(sel.sum())
@@ -147,13 +151,31 @@ def test_summary_files(validation: tuple) -> None:
     assert summary["schema"].startswith("cytomsc.summary/")
     assert len(summary["cultures"]) == len(batch.cultures)
     first = summary["cultures"][0]
-    for key in ("culture", "verdict", "borderline", "files", "events", "markers",
-                "joint_phenotype_percent", "warnings"):
+    for key in (
+        "culture",
+        "verdict",
+        "borderline",
+        "files",
+        "events",
+        "markers",
+        "joint_phenotype_percent",
+        "warnings",
+    ):
         assert key in first
     assert set(first["events"]) >= {"total", "time_ok", "cells", "singlets", "live"}
     m = first["markers"][0]
-    for key in ("marker", "channel", "expect", "limit", "percent_positive", "ci95", "threshold",
-                "threshold_source", "events", "pass"):
+    for key in (
+        "marker",
+        "channel",
+        "expect",
+        "limit",
+        "percent_positive",
+        "ci95",
+        "threshold",
+        "threshold_source",
+        "events",
+        "pass",
+    ):
         assert key in m
     rows = (out / "summary.csv").read_text().splitlines()
     assert len(rows) == 1 + sum(len(c.markers) for c in batch.cultures)

@@ -44,17 +44,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         written = cytomsc.write(batch, "api")
     finally:
         os.chdir(cwd)
-    return {"root": root, "batch": batch, "before": before, "after": after,
-            "written": written}
+    return {"root": root, "batch": batch, "before": before, "after": after, "written": written}
 
 
 def _digests(folder: Path) -> dict[str, str]:
     """SHA-256 of every file but the PDFs (their audit page prints the time) and the files that
     carry the time (cultures.csv, run.json, sha256sums.txt, which lists the PDFs)."""
     timed = {"cultures.csv", "run.json", "sha256sums.txt"}
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.suffix != ".pdf" and p.name not in timed}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.suffix != ".pdf" and p.name not in timed
+    }
 
 
 @pytest.mark.slow
@@ -71,8 +72,11 @@ def test_write_gives_the_commands_bytes(runs: dict) -> None:
     assert to_json(runs["batch"]).encode() == (root / "cli" / "summary.json").read_bytes()
     # every file written is listed, and is there; the PDFs too
     listed = set(runs["written"])
-    on_disk = {p.relative_to(root / "api").as_posix() for p in (root / "api").rglob("*")
-               if p.is_file() and not p.name.startswith(".")}
+    on_disk = {
+        p.relative_to(root / "api").as_posix()
+        for p in (root / "api").rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    }
     assert listed == on_disk
     assert {f"{c['culture']}.pdf" for c in TRUTH["cultures"]} <= listed
     sums = (root / "api" / "sha256sums.txt").read_text().splitlines()
@@ -88,8 +92,10 @@ def test_frames_hold_the_results_and_match_the_truth(runs: dict) -> None:
     clustered = cultures.dropna(subset=["n_populations"])
     truth_k = {c["culture"]: c["n_populations"] for c in TRUTH["cultures"]}
     assert len(clustered) == 2  # the two that pass
-    assert all(int(k) == truth_k[c] for c, k in zip(clustered["culture"],
-                                                    clustered["n_populations"], strict=True))
+    assert all(
+        int(k) == truth_k[c]
+        for c, k in zip(clustered["culture"], clustered["n_populations"], strict=True)
+    )
 
     markers = batch.markers_frame()
     assert len(markers) == sum(len(c.markers) for c in batch.cultures)
@@ -113,20 +119,21 @@ def test_frames_hold_the_results_and_match_the_truth(runs: dict) -> None:
     for _, group in pops.groupby("culture"):
         assert group["fraction"].sum() == pytest.approx(1.0)
         assert list(group["population"]) == list(range(1, len(group) + 1))
-        assert all(group["ci95_low"] <= group["fraction"]) and \
-            all(group["fraction"] <= group["ci95_high"])
+        assert all(group["ci95_low"] <= group["fraction"]) and all(
+            group["fraction"] <= group["ci95_high"]
+        )
     two = pops[pops["culture"] == "MSC-02_pass_heterogeneous"]
     truth = next(c for c in TRUTH["cultures"] if c["culture"] == "MSC-02_pass_heterogeneous")
     assert sorted(two["fraction"], reverse=True) == pytest.approx(
-        sorted(truth["population_fractions"], reverse=True), abs=0.05)
+        sorted(truth["population_fractions"], reverse=True), abs=0.05
+    )
     assert "median_CD90" in pops.columns
 
 
 @pytest.mark.slow
 def test_reprs_are_short(runs: dict) -> None:
     batch = runs["batch"]
-    assert repr(batch) == ("BatchResult(4 culture(s): 2 fail, 2 pass; 0 error(s); "
-                           "panel isct-2006)")
+    assert repr(batch) == ("BatchResult(4 culture(s): 2 fail, 2 pass; 0 error(s); panel isct-2006)")
     for c in batch.cultures:
         assert len(repr(c)) < 120 and c.culture in repr(c)
         for m in c.markers:
@@ -137,9 +144,17 @@ def test_reprs_are_short(runs: dict) -> None:
 
 
 def test_public_names_and_a_light_import() -> None:
-    assert set(cytomsc.__all__) == {"BatchResult", "CultureResult", "CytomscError",
-                                    "PopulationFinder", "__version__", "analyze", "load_panel",
-                                    "read_fcs", "write"}
+    assert set(cytomsc.__all__) == {
+        "BatchResult",
+        "CultureResult",
+        "CytomscError",
+        "PopulationFinder",
+        "__version__",
+        "analyze",
+        "load_panel",
+        "read_fcs",
+        "write",
+    }
     for name in cytomsc.__all__:
         assert getattr(cytomsc, name) is not None
     assert cytomsc.load_panel("isct-2006").id == "isct-2006"
@@ -148,10 +163,13 @@ def test_public_names_and_a_light_import() -> None:
     with pytest.raises(AttributeError):
         cytomsc.no_such_name  # noqa: B018
     # importing the package loads none of the heavy libraries (cytomsc --help stays fast)
-    code = ("import sys, cytomsc; print(sorted(m for m in ('numpy', 'flowkit', 'matplotlib', "
-            "'pandas', 'sklearn') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys, cytomsc; print(sorted(m for m in ('numpy', 'flowkit', 'matplotlib', "
+        "'pandas', 'sklearn') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 
@@ -171,16 +189,22 @@ def test_write_refuses_other_cultures_without_overwrite(runs: dict, tmp_path: Pa
     batch = runs["batch"]
     out = tmp_path / "out"
     cytomsc.write(batch, out, pdf=False)
-    fewer = type(batch)(batch.cytomsc_version, batch.panel, batch.parameters,
-                        batch.cultures[:1], run_info=batch.run_info,
-                        culture_files=batch.culture_files)
+    fewer = type(batch)(
+        batch.cytomsc_version,
+        batch.panel,
+        batch.parameters,
+        batch.cultures[:1],
+        run_info=batch.run_info,
+        culture_files=batch.culture_files,
+    )
     with pytest.raises(cytomsc.CytomscError, match="not in this run"):
         cytomsc.write(fewer, out, pdf=False)
     assert (out / "MSC-04_fail_contaminated" / "gates.xml").is_file()  # nothing was changed
     cytomsc.write(fewer, out, pdf=False, overwrite=True)
     assert not (out / "MSC-04_fail_contaminated").exists()
-    assert [c["culture"] for c in json.loads((out / "summary.json").read_text())["cultures"]] \
-        == ["MSC-01_pass"]
+    assert [c["culture"] for c in json.loads((out / "summary.json").read_text())["cultures"]] == [
+        "MSC-01_pass"
+    ]
 
 
 @pytest.mark.slow

@@ -35,8 +35,9 @@ SEED = 11
 # Building inputs
 
 
-def _tubes(name: str, offset: int, src: str | None = None, n_events: int = N_EVENTS
-           ) -> list[SimulatedTube]:
+def _tubes(
+    name: str, offset: int, src: str | None = None, n_events: int = N_EVENTS
+) -> list[SimulatedTube]:
     """A small passing 8-colour Diva culture (stained + isotype); ``src`` overrides ``$SRC``."""
     design = CultureDesign(name, n_events=n_events, controls=("isotype",), seed_offset=offset)
     tubes = simulate_culture(design, SEED)
@@ -46,8 +47,9 @@ def _tubes(name: str, offset: int, src: str | None = None, n_events: int = N_EVE
     return tubes
 
 
-def _write_culture(folder: Path, name: str, offset: int, src: str | None = None,
-                   n_events: int = N_EVENTS) -> list[Path]:
+def _write_culture(
+    folder: Path, name: str, offset: int, src: str | None = None, n_events: int = N_EVENTS
+) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return [t.write(folder) for t in _tubes(name, offset, src, n_events)]
 
@@ -62,7 +64,7 @@ def _patched_floats(raw: bytes, n_par: int, where: list[tuple[int, int]], value:
     start = _data_start(raw)
     for ev, ch in where:
         off = start + 4 * (ev * n_par + ch)
-        buf[off:off + 4] = np.array([value], dtype="<f4").tobytes()
+        buf[off : off + 4] = np.array([value], dtype="<f4").tobytes()
     return bytes(buf)
 
 
@@ -83,12 +85,14 @@ def _bad_files(root: Path) -> dict[str, tuple[Path, str]]:
     keywords, data = split_fcs(valid)
     cases = {
         "empty": (b"", "empty"),
-        "random": (np.random.default_rng(5).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
-                   "not an fcs file"),
+        "random": (
+            np.random.default_rng(5).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+            "not an fcs file",
+        ),
         "text": (b"sample,CD90\nA,99.5\n" * 20, "not an fcs file"),
-        "cut_in_text": (valid[:text_end - 20], "truncated in text"),
-        "cut_in_data": (valid[:data_start + len(data) // 2], "truncated"),
-        "text_only": (valid[:text_end + 1], "data"),
+        "cut_in_text": (valid[: text_end - 20], "truncated in text"),
+        "cut_in_data": (valid[: data_start + len(data) // 2], "truncated"),
+        "text_only": (valid[: text_end + 1], "data"),
         "tot_too_large": (_with_keywords(valid, {"$TOT": "41"}), "$tot"),
         "par_mismatch": (_with_keywords(valid, {"$PAR": "4"}), "$par"),
         "tot_huge": (_with_keywords(valid, {"$TOT": str(10**12)}), "$tot"),
@@ -162,8 +166,9 @@ def _non_ascii(root: Path) -> dict[str, Path]:
     latin = root / "latin1"
     paths = _write_culture(latin, "latin1", 9)
     for p in paths:
-        p.write_bytes(_with_keywords(p.read_bytes(), {"TISSUE SOURCE": LATIN1_TISSUE},
-                                     encoding="latin-1"))
+        p.write_bytes(
+            _with_keywords(p.read_bytes(), {"TISSUE SOURCE": LATIN1_TISSUE}, encoding="latin-1")
+        )
     return {"utf8": folder, "latin1": latin}
 
 
@@ -173,8 +178,10 @@ def _tree(root: Path) -> dict[str, tuple[str, int]]:
     for dirpath, _, files in os.walk(root):
         for f in files:
             p = Path(dirpath) / f
-            out[p.relative_to(root).as_posix()] = (hashlib.sha256(p.read_bytes()).hexdigest(),
-                                                   p.stat().st_mtime_ns)
+            out[p.relative_to(root).as_posix()] = (
+                hashlib.sha256(p.read_bytes()).hexdigest(),
+                p.stat().st_mtime_ns,
+            )
     return out
 
 
@@ -207,7 +214,7 @@ def bad_batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
     # a damaged tube beside the valid tubes of MSC-B: cut in the middle of its DATA
     raw = beside[0].read_bytes()
     cut = data / "MSC-B" / "MSC-B_Extra.fcs"
-    cut.write_bytes(raw[:_data_start(raw) + 1000])
+    cut.write_bytes(raw[: _data_start(raw) + 1000])
     bad = _bad_files(data)
     bad["beside_valid"] = (cut, "truncated")
     odd = _readable_but_odd(data)
@@ -216,10 +223,21 @@ def bad_batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
         p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
     before = _tree(data)
     out = root / "out"
-    code, stdout, stderr = _run(["analyze", str(data), "-o", str(out), "--no-pdf",
-                                 "--cluster", "none", "--jobs", "1"])
-    return {"data": data, "out": out, "code": code, "stdout": stdout, "stderr": stderr,
-            "bad": bad, "odd": odd, "text": text, "before": before, "summary": _summary(out)}
+    code, stdout, stderr = _run(
+        ["analyze", str(data), "-o", str(out), "--no-pdf", "--cluster", "none", "--jobs", "1"]
+    )
+    return {
+        "data": data,
+        "out": out,
+        "code": code,
+        "stdout": stdout,
+        "stderr": stderr,
+        "bad": bad,
+        "odd": odd,
+        "text": text,
+        "before": before,
+        "summary": _summary(out),
+    }
 
 
 @pytest.mark.slow
@@ -228,9 +246,21 @@ def test_exit_status_one_and_no_traceback(bad_batch: dict) -> None:
     assert "Traceback" not in bad_batch["stderr"] + bad_batch["stdout"]
 
 
-@pytest.mark.parametrize("case", ["empty", "random", "text", "cut_in_text", "cut_in_data",
-                                  "text_only", "tot_too_large", "par_mismatch", "tot_huge",
-                                  "beside_valid"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "empty",
+        "random",
+        "text",
+        "cut_in_text",
+        "cut_in_data",
+        "text_only",
+        "tot_too_large",
+        "par_mismatch",
+        "tot_huge",
+        "beside_valid",
+    ],
+)
 @pytest.mark.slow
 def test_bad_file_named_once_with_reason(bad_batch: dict, case: str) -> None:
     path, words = bad_batch["bad"][case]
@@ -248,8 +278,9 @@ def test_every_error_is_one_line_and_names_an_input(bad_batch: dict) -> None:
     expected = {str(p) for p, _ in bad_batch["bad"].values()}
     assert {e["path"] for e in errors} == expected
     assert all(e["message"].strip() and "\n" not in e["message"] for e in errors)
-    assert len([ln for ln in bad_batch["stderr"].splitlines() if ln.startswith("error:")]) \
-        == len(errors)
+    assert len([ln for ln in bad_batch["stderr"].splitlines() if ln.startswith("error:")]) == len(
+        errors
+    )
 
 
 @pytest.mark.slow
@@ -285,8 +316,10 @@ def test_nan_and_inf_events_dropped_with_a_warning(bad_batch: dict) -> None:
     assert c["events"]["time_ok"] <= N_EVENTS - 60
     assert all(m["events"] <= N_EVENTS - 60 for m in c["markers"])
     # the same events as MSC-A but for the 60 poisoned ones: the same percentages, nearly
-    ref = {m["marker"]: m["percent_positive"] for m in _cultures(bad_batch["summary"])["MSC-A"]
-           ["markers"]}
+    ref = {
+        m["marker"]: m["percent_positive"]
+        for m in _cultures(bad_batch["summary"])["MSC-A"]["markers"]
+    }
     assert all(abs(m["percent_positive"] - ref[m["marker"]]) < 0.5 for m in c["markers"])
 
 
@@ -297,11 +330,9 @@ def test_duplicate_channel_names_read_with_a_warning(bad_batch: dict) -> None:
     assert c["verdict"] == "pass"
 
 
-@pytest.mark.parametrize("case, words", [("zero_events", "events"),
-                                         ("only_controls", "stained")])
+@pytest.mark.parametrize("case, words", [("zero_events", "events"), ("only_controls", "stained")])
 @pytest.mark.slow
-def test_unusable_culture_is_inconclusive_in_words(bad_batch: dict, case: str, words: str
-                                                   ) -> None:
+def test_unusable_culture_is_inconclusive_in_words(bad_batch: dict, case: str, words: str) -> None:
     c = _cultures(bad_batch["summary"])[case]
     assert c["verdict"] == "inconclusive"
     assert any(words in w for w in c["warnings"]), c["warnings"]
@@ -324,19 +355,34 @@ def test_manifest_naming_missing_files(tmp_path: Path) -> None:
     folder = tmp_path / "data"
     paths = _write_culture(folder, "M1", 1)
     sheet = tmp_path / "data" / "sheet.csv"
-    rows = ["file,culture,role"] + [f"{p.name},M1,{'isotype' if 'Iso' in p.name else 'stained'}"
-                                    for p in paths]
+    rows = ["file,culture,role"] + [
+        f"{p.name},M1,{'isotype' if 'Iso' in p.name else 'stained'}" for p in paths
+    ]
     rows += ["gone/M2_Stained.fcs,M2,stained", "M1_Unstained.fcs,M1,unstained"]
     sheet.write_text("\n".join(rows) + "\n", encoding="utf-8")
     out = tmp_path / "out"
-    code, _, stderr = _run(["analyze", str(folder), "-o", str(out), "--manifest", str(sheet),
-                            "--no-pdf", "--cluster", "none", "--jobs", "1"])
+    code, _, stderr = _run(
+        [
+            "analyze",
+            str(folder),
+            "-o",
+            str(out),
+            "--manifest",
+            str(sheet),
+            "--no-pdf",
+            "--cluster",
+            "none",
+            "--jobs",
+            "1",
+        ]
+    )
     summary = _summary(out)
     assert code == 1 and "Traceback" not in stderr
     missing = {str(folder / "gone" / "M2_Stained.fcs"), str(folder / "M1_Unstained.fcs")}
     assert {e["path"] for e in summary["errors"]} == missing
-    assert all("not found" in e["message"] and "sheet.csv:" in e["message"]
-               for e in summary["errors"])
+    assert all(
+        "not found" in e["message"] and "sheet.csv:" in e["message"] for e in summary["errors"]
+    )
     assert all(any(ln.startswith(f"error: {m}: ") for ln in stderr.splitlines()) for m in missing)
     assert [(c["culture"], c["verdict"]) for c in summary["cultures"]] == [("M1", "pass")]
 
@@ -352,8 +398,9 @@ def test_every_event_saturated_is_inconclusive(tmp_path: Path) -> None:
                     t.events[:, j] = t.ranges[j] - 1
         t.write(folder)
     out = tmp_path / "out"
-    code, _, stderr = _run(["analyze", str(folder), "-o", str(out), "--no-pdf",
-                            "--cluster", "none", "--jobs", "1"])
+    code, _, stderr = _run(
+        ["analyze", str(folder), "-o", str(out), "--no-pdf", "--cluster", "none", "--jobs", "1"]
+    )
     assert code == 0 and "Traceback" not in stderr
     c = _summary(out)["cultures"][0]
     assert c["verdict"] == "inconclusive"
@@ -371,8 +418,9 @@ def test_spillover_naming_a_detector_twice_is_not_judged(tmp_path: Path) -> None
         t.spillover = (["FITC-A" if n == "PE-Cy7-A" else n for n in names], matrix)
         t.write(folder)
     out = tmp_path / "out"
-    code, _, stderr = _run(["analyze", str(folder), "-o", str(out), "--no-pdf",
-                            "--cluster", "none", "--jobs", "1"])
+    code, _, stderr = _run(
+        ["analyze", str(folder), "-o", str(out), "--no-pdf", "--cluster", "none", "--jobs", "1"]
+    )
     assert "Traceback" not in stderr
     summary = _summary(out)
     judged = [c for c in summary["cultures"] if c["verdict"] != "inconclusive"]
@@ -390,16 +438,42 @@ def test_no_traceback_from_the_installed_command(tmp_path: Path) -> None:
     (data / "broken").mkdir()
     (data / "broken" / "x.fcs").write_bytes(b"FCS3.1" + b"\xff" * 30)
     entry = [sys.executable, "-c", "from cytomsc.cli import main; main()"]
-    proc = subprocess.run([*entry, "analyze", str(data), "-o", str(tmp_path / "out"),
-                           "--no-pdf", "--cluster", "none", "--jobs", "1"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            *entry,
+            "analyze",
+            str(data),
+            "-o",
+            str(tmp_path / "out"),
+            "--no-pdf",
+            "--cluster",
+            "none",
+            "--jobs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr + proc.stdout
     assert f"error: {data / 'broken' / 'x.fcs'}: too short for an FCS HEADER" in proc.stderr
     assert "ok: PASS" in proc.stdout
-    proc = subprocess.run([*entry, "--debug", "analyze", str(data), "-o", str(tmp_path / "o2"),
-                           "--manifest", str(tmp_path / "missing.csv")],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            *entry,
+            "--debug",
+            "analyze",
+            str(data),
+            "-o",
+            str(tmp_path / "o2"),
+            "--manifest",
+            str(tmp_path / "missing.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
@@ -426,11 +500,30 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict:
     _write_culture(root / "in" / "tab\there", "tab", 5, n_events=2000)  # a control character
     out = root / "a" / "b" / "c" / "out"
     before = _tree(root)
-    args = ["analyze", *map(str, files), str(root / "in" / "CON"), str(root / "in" / "tab\there"),
-            "-o", str(out), "--cluster", "none", "--jobs", "1"]
+    args = [
+        "analyze",
+        *map(str, files),
+        str(root / "in" / "CON"),
+        str(root / "in" / "tab\there"),
+        "-o",
+        str(out),
+        "--cluster",
+        "none",
+        "--jobs",
+        "1",
+    ]
     code, stdout, stderr = _run(args)
-    return {"root": root, "out": out, "before": before, "after": _tree(root), "code": code,
-            "stdout": stdout, "stderr": stderr, "summary": _summary(out), "files": files}
+    return {
+        "root": root,
+        "out": out,
+        "before": before,
+        "after": _tree(root),
+        "code": code,
+        "stdout": stdout,
+        "stderr": stderr,
+        "summary": _summary(out),
+        "files": files,
+    }
 
 
 @pytest.mark.slow
@@ -481,13 +574,23 @@ def test_rerun_replaces_old_results(hostile: dict) -> None:
     (and said so), and nothing stale stays."""
     out = hostile["out"]
     keep = [f for f in hostile["files"] if "files0" in str(f)]  # the ../../../tmp/x culture
-    args = ["analyze", *map(str, keep), "-o", str(out), "--no-pdf", "--cluster", "none",
-            "--jobs", "1"]
+    args = [
+        "analyze",
+        *map(str, keep),
+        "-o",
+        str(out),
+        "--no-pdf",
+        "--cluster",
+        "none",
+        "--jobs",
+        "1",
+    ]
     before = _tree(out)
     code, _, stderr = _run(args)
     assert code == 1 and "--overwrite" in stderr and len(stderr.splitlines()) == 1
-    others = sorted(c["output_name"] for c in hostile["summary"]["cultures"]
-                    if c["culture"] != HOSTILE)
+    others = sorted(
+        c["output_name"] for c in hostile["summary"]["cultures"] if c["culture"] != HOSTILE
+    )
     assert f"holds the results of 4 culture(s) not in this run ({', '.join(others)})" in stderr
     assert _tree(out) == before  # nothing changed
     code, _, stderr = _run([*args, "--overwrite"])
@@ -499,8 +602,14 @@ def test_rerun_replaces_old_results(hostile: dict) -> None:
     present = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     listed = set(json.loads((out / "run.json").read_text())["outputs"])
     assert present == listed
-    assert present == {"summary.json", "summary.csv", "cultures.csv", "sha256sums.txt",
-                       "run.json", f"{name}/gates.xml"}
+    assert present == {
+        "summary.json",
+        "summary.csv",
+        "cultures.csv",
+        "sha256sums.txt",
+        "run.json",
+        f"{name}/gates.xml",
+    }
     assert [p for p in out.rglob("*") if p.is_dir()] == [out / name]
     assert not [p for p in out.rglob(".tmp-*")]
 
@@ -518,9 +627,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     for i in range(3):
         _write_culture(data / f"C{i + 1}", f"C{i + 1}", 20 + i, n_events=2000)
     out = {}
-    for key, args in {"jobs1": ["--jobs", "1", "--seed", "3"],
-                      "jobs2": ["--jobs", "2", "--seed", "3"],
-                      "seed4": ["--jobs", "2", "--seed", "4"]}.items():
+    for key, args in {
+        "jobs1": ["--jobs", "1", "--seed", "3"],
+        "jobs2": ["--jobs", "2", "--seed", "3"],
+        "seed4": ["--jobs", "2", "--seed", "4"],
+    }.items():
         code, _, stderr = _run(["analyze", str(data), "-o", str(root / key), "--no-pdf", *args])
         assert code == 0, stderr
         out[key] = (root / key / "summary.json").read_bytes()
@@ -539,14 +650,18 @@ def test_jobs_do_not_change_summary(runs: dict[str, bytes]) -> None:
 def test_other_seed_moves_only_random_parts(runs: dict[str, bytes]) -> None:
     sa, sc = json.loads(runs["jobs2"]), json.loads(runs["seed4"])
     assert sa["parameters"]["seed"] == 3 and sc["parameters"]["seed"] == 4
-    assert {k: v for k, v in sa["parameters"].items() if k != "seed"} == \
-        {k: v for k, v in sc["parameters"].items() if k != "seed"}
+    assert {k: v for k, v in sa["parameters"].items() if k != "seed"} == {
+        k: v for k, v in sc["parameters"].items() if k != "seed"
+    }
     for x, y in zip(sa["cultures"], sc["cultures"], strict=True):
         assert (x["culture"], x["verdict"], x["files"]) == (y["culture"], y["verdict"], y["files"])
         assert x["events"]["total"] == y["events"]["total"]
         for mx, my in zip(x["markers"], y["markers"], strict=True):
-            assert (mx["marker"], mx["channel"], mx["pass"]) == (my["marker"], my["channel"],
-                                                                 my["pass"])
+            assert (mx["marker"], mx["channel"], mx["pass"]) == (
+                my["marker"],
+                my["channel"],
+                my["pass"],
+            )
             # the seed enters the gates (mixture fits) and the clustering, not the thresholds'
             # rule: the same cells are judged within a fraction of a point
             assert abs(mx["percent_positive"] - my["percent_positive"]) < 0.5
@@ -564,18 +679,32 @@ def test_two_tubes_with_one_file_name_keep_their_own_gates(tmp_path: Path) -> No
         t.write(tmp_path / sub)
     roles = {t.role for t in tubes}
     assert roles == {"stained", "isotype"}
-    rows = ["file,culture,role"] + [f"{sub}/s.fcs,same,{t.role}"
-                                    for t, sub in zip(tubes, ("a", "b"), strict=True)]
+    rows = ["file,culture,role"] + [
+        f"{sub}/s.fcs,same,{t.role}" for t, sub in zip(tubes, ("a", "b"), strict=True)
+    ]
     (tmp_path / "sheet.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "out"
-    code, _, stderr = _run(["analyze", "--manifest", str(tmp_path / "sheet.csv"), str(tmp_path),
-                            "-o", str(out), "--no-pdf", "--cluster", "none", "--jobs", "1"])
+    code, _, stderr = _run(
+        [
+            "analyze",
+            "--manifest",
+            str(tmp_path / "sheet.csv"),
+            str(tmp_path),
+            "-o",
+            str(out),
+            "--no-pdf",
+            "--cluster",
+            "none",
+            "--jobs",
+            "1",
+        ]
+    )
     assert code == 0, stderr
     c = _summary(out)["cultures"][0]
     assert c["verdict"] == "pass"
     assert {m["threshold_source"] for m in c["markers"]} == {"isotype"}
     gates = (out / c["output_name"] / "gates.xml").read_text()
-    assert 't1_cells' in gates and 't2_cells' in gates
+    assert "t1_cells" in gates and "t2_cells" in gates
 
 
 def test_comp_csv_that_misses_a_control_detector_leaves_out_that_control(tmp_path: Path) -> None:
@@ -591,11 +720,28 @@ def test_comp_csv_that_misses_a_control_detector_leaves_out_that_control(tmp_pat
     iso.spillover = ([("Other-A" if n == names[-1] else n) for n in names], matrix)
     iso.write(tmp_path / "in" / "comp")
     csv_path = tmp_path / "comp.csv"
-    csv_path.write_text(",".join(names) + "\n" + "\n".join(
-        ",".join(f"{v:.6g}" for v in row) for row in matrix) + "\n")
+    csv_path.write_text(
+        ",".join(names)
+        + "\n"
+        + "\n".join(",".join(f"{v:.6g}" for v in row) for row in matrix)
+        + "\n"
+    )
     out = tmp_path / "out"
-    code, _, stderr = _run(["analyze", str(tmp_path / "in"), "-o", str(out), "--comp",
-                            str(csv_path), "--no-pdf", "--cluster", "none", "--jobs", "1"])
+    code, _, stderr = _run(
+        [
+            "analyze",
+            str(tmp_path / "in"),
+            "-o",
+            str(out),
+            "--comp",
+            str(csv_path),
+            "--no-pdf",
+            "--cluster",
+            "none",
+            "--jobs",
+            "1",
+        ]
+    )
     assert code == 0 and "Traceback" not in stderr
     c = _summary(out)["cultures"][0]
     assert any("left out" in w and iso.filename in w for w in c["warnings"])
@@ -606,9 +752,21 @@ def test_manifest_row_with_an_extra_cell_is_no_traceback(tmp_path: Path) -> None
     paths = _write_culture(tmp_path / "x", "x", 3)
     rows = ["file,culture,role"] + [f"x/{p.name},x,,extra" for p in paths]
     (tmp_path / "sheet.csv").write_text("\n".join(rows) + "\n")
-    code, _, stderr = _run(["analyze", "--manifest", str(tmp_path / "sheet.csv"), str(tmp_path),
-                            "-o", str(tmp_path / "out"), "--no-pdf", "--cluster", "none",
-                            "--jobs", "1"])
+    code, _, stderr = _run(
+        [
+            "analyze",
+            "--manifest",
+            str(tmp_path / "sheet.csv"),
+            str(tmp_path),
+            "-o",
+            str(tmp_path / "out"),
+            "--no-pdf",
+            "--cluster",
+            "none",
+            "--jobs",
+            "1",
+        ]
+    )
     assert "Traceback" not in stderr
     assert [c["culture"] for c in _summary(tmp_path / "out")["cultures"]] == ["x"]
 
@@ -622,8 +780,17 @@ def test_a_foreign_run_json_deletes_nothing(tmp_path: Path) -> None:
     (out / "notes.pdf").write_text("mine")
     foreign = json.dumps({"outputs": ["notes.pdf"]})
     (out / "run.json").write_text(foreign)
-    args = ["analyze", str(tmp_path / "in"), "-o", str(out), "--no-pdf", "--cluster", "none",
-            "--jobs", "1"]
+    args = [
+        "analyze",
+        str(tmp_path / "in"),
+        "-o",
+        str(out),
+        "--no-pdf",
+        "--cluster",
+        "none",
+        "--jobs",
+        "1",
+    ]
     code, _, stderr = _run(args)
     assert code == 1 and len(stderr.splitlines()) == 1
     assert "would overwrite run.json, which cytomsc did not write" in stderr

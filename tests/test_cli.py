@@ -36,8 +36,9 @@ _SCRIPT = Path(sys.executable).parent / "cytomsc"
 ENTRY = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "cytomsc"]
 
 
-def _culture(folder: Path, name: str, offset: int, src: str | None = None,
-             n_events: int = 2000) -> list[Path]:
+def _culture(
+    folder: Path, name: str, offset: int, src: str | None = None, n_events: int = 2000
+) -> list[Path]:
     """A small passing culture (stained + isotype) written into ``folder``."""
     design = CultureDesign(name, n_events=n_events, controls=("isotype",), seed_offset=offset)
     paths = []
@@ -78,12 +79,14 @@ def _tree(root: Path) -> dict[str, str]:
 
 # ---- what is found ---------------------------------------------------------------------------
 
+
 def test_a_manifest_alone_is_enough(tmp_path: Path) -> None:
     paths = _culture(tmp_path / "tubes", "M", 1)
     rows = ["file,culture,role"] + [f"tubes/{p.name},lot-7," for p in paths]
     (tmp_path / "sheet.csv").write_text("\n".join(rows) + "\n")
-    code, stdout, stderr = _run(["analyze", "--manifest", str(tmp_path / "sheet.csv"),
-                                 "-o", str(tmp_path / "out"), *QUICK])
+    code, stdout, stderr = _run(
+        ["analyze", "--manifest", str(tmp_path / "sheet.csv"), "-o", str(tmp_path / "out"), *QUICK]
+    )
     assert code == 0, stderr
     assert "lot-7: PASS" in stdout
     c = _summary(tmp_path / "out")["cultures"]
@@ -98,8 +101,9 @@ def test_fcs_files_are_recognised_by_their_header_whatever_their_name(tmp_path: 
     for i, p in enumerate(sorted(paths), 1):
         p.rename(p.with_name(f"060909.{i:03d}"))
     (tmp_path / "in" / "calibur" / "comp_match").write_text("060909.001 unstained\n")
-    code, stdout, stderr = _run(["analyze", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
-                                 *QUICK])
+    code, stdout, stderr = _run(
+        ["analyze", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *QUICK]
+    )
     assert code == 0, stderr
     c = _summary(tmp_path / "out")["cultures"][0]
     assert sorted(Path(f["path"]).name for f in c["files"]) == ["060909.001", "060909.002"]
@@ -118,16 +122,18 @@ def test_real_cellquest_exports_are_found(real_fcs: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("content", [None, "notes.txt"])
-def test_a_folder_without_fcs_files_is_one_line_and_exit_1(tmp_path: Path,
-                                                           content: str | None) -> None:
+def test_a_folder_without_fcs_files_is_one_line_and_exit_1(
+    tmp_path: Path, content: str | None
+) -> None:
     folder = tmp_path / "empty"
     (folder / "sub").mkdir(parents=True)
     if content:
         (folder / "sub" / content).write_text("no cytometry here")
     code, stdout, stderr = _run(["analyze", str(folder), "-o", str(tmp_path / "out"), *QUICK])
     assert code == 1 and stdout == ""
-    assert stderr.splitlines() == [f"error: {folder}: no FCS files in this folder or its "
-                                   "subfolders"]
+    assert stderr.splitlines() == [
+        f"error: {folder}: no FCS files in this folder or its subfolders"
+    ]
     assert not (tmp_path / "out").exists()  # nothing written, not even the folder
 
 
@@ -192,6 +198,7 @@ def test_a_symlinked_culture_folder_is_followed_once(tmp_path: Path) -> None:
 
 # ---- what may be replaced, and who writes -----------------------------------------------------
 
+
 def test_leftover_temporary_files_are_cleaned_by_the_next_run(tmp_path: Path) -> None:
     _culture(tmp_path / "in" / "C", "C", 8)
     out = tmp_path / "out"
@@ -206,11 +213,14 @@ def test_leftover_temporary_files_are_cleaned_by_the_next_run(tmp_path: Path) ->
 
 
 def _lock_holder(root: Path) -> subprocess.Popen:
-    code = ("import sys; from cytomsc.output import RunFolder\n"
-            f"f = RunFolder({str(root)!r}); f.lock(); print('locked', flush=True)\n"
-            "sys.stdin.read()")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    code = (
+        "import sys; from cytomsc.output import RunFolder\n"
+        f"f = RunFolder({str(root)!r}); f.lock(); print('locked', flush=True)\n"
+        "sys.stdin.read()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -225,9 +235,11 @@ def test_a_second_live_run_into_one_folder_refuses(tmp_path: Path) -> None:
         holder.stdin.close()
         holder.wait(timeout=30)
     assert code == 1 and stdout == ""
-    assert stderr.splitlines() == [f"error: {out}: another cytomsc run (pid {holder.pid}) is "
-                                   "writing into this folder; wait for it to finish or choose "
-                                   "another output folder"]
+    assert stderr.splitlines() == [
+        f"error: {out}: another cytomsc run (pid {holder.pid}) is "
+        "writing into this folder; wait for it to finish or choose "
+        "another output folder"
+    ]
     assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # the holder's, untouched
     code, _, stderr = _run(["analyze", str(tmp_path / "in"), "-o", str(out), *QUICK])
     assert code == 0, stderr  # the dead holder's lock is taken over
@@ -249,25 +261,40 @@ def test_a_non_writable_output_folder_is_one_line(tmp_path: Path) -> None:
     out.mkdir()
     out.chmod(0o555)
     try:
-        proc = subprocess.run([*ENTRY, "analyze", str(tmp_path / "in"), "-o", str(out), *QUICK],
-                              capture_output=True, text=True, timeout=300,
-                              preexec_fn=_without_root_override)
+        proc = subprocess.run(
+            [*ENTRY, "analyze", str(tmp_path / "in"), "-o", str(out), *QUICK],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=_without_root_override,
+        )
     finally:
         out.chmod(0o755)
     assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.splitlines() == [f"error: {out}: cannot write into the output folder "
-                                        "(Permission denied)"]
+    assert proc.stderr.splitlines() == [
+        f"error: {out}: cannot write into the output folder (Permission denied)"
+    ]
     assert list(out.iterdir()) == []
 
 
 # ---- what is printed --------------------------------------------------------------------------
 
+
 def test_a_missing_comp_matrix_is_one_usage_error(tmp_path: Path) -> None:
     _culture(tmp_path / "in" / "A", "A", 11)
     _culture(tmp_path / "in" / "B", "B", 12)
     missing = tmp_path / "missing.csv"
-    code, stdout, stderr = _run(["analyze", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
-                                 "--comp", str(missing), *QUICK])
+    code, stdout, stderr = _run(
+        [
+            "analyze",
+            str(tmp_path / "in"),
+            "-o",
+            str(tmp_path / "out"),
+            "--comp",
+            str(missing),
+            *QUICK,
+        ]
+    )
     assert code == 2 and stdout == ""
     assert stderr.count(str(missing)) == 1 and "--comp" in stderr
     assert not (tmp_path / "out").exists()
@@ -299,7 +326,7 @@ def test_warnings_are_counted_per_culture_and_printed_with_verbose(tmp_path: Pat
     code, stdout, _ = _run([*args, "-o", str(tmp_path / "out2"), "-v"])
     lines = stdout.splitlines()
     assert lines[0] == _verdict_line(culture)
-    assert lines[1:1 + len(warnings)] == [f"  warning: {w}" for w in warnings]
+    assert lines[1 : 1 + len(warnings)] == [f"  warning: {w}" for w in warnings]
 
 
 def test_control_characters_are_escaped_in_messages_and_csv(tmp_path: Path) -> None:
@@ -308,14 +335,16 @@ def test_control_characters_are_escaped_in_messages_and_csv(tmp_path: Path) -> N
     tubes = _culture(tmp_path / "files", "src", 15, src="nul\x00and\x1b[31mred")  # $SRC
     (data / "bad\nfile.fcs").write_bytes(b"FCS3.1" + b"\xff" * 30)
     out = tmp_path / "out"
-    code, stdout, stderr = _run(["analyze", str(data), *map(str, tubes), "-o", str(out),
-                                 *QUICK])
+    code, stdout, stderr = _run(["analyze", str(data), *map(str, tubes), "-o", str(out), *QUICK])
     assert code == 1
     cultures = {c["culture"]: c for c in _summary(out)["cultures"]}
     assert set(cultures) == {"new\nline", "nul\x00and\x1b[31mred"}  # kept exact in JSON
-    assert sorted(stdout.splitlines()[:2]) == sorted([
-        _verdict_line(cultures["new\nline"], "new\\nline"),
-        _verdict_line(cultures["nul\x00and\x1b[31mred"], "nul\\x00and\\x1b[31mred")])
+    assert sorted(stdout.splitlines()[:2]) == sorted(
+        [
+            _verdict_line(cultures["new\nline"], "new\\nline"),
+            _verdict_line(cultures["nul\x00and\x1b[31mred"], "nul\\x00and\\x1b[31mred"),
+        ]
+    )
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1  # one line, naming the file
     assert errors[0].startswith(f"error: {data}/bad\\nfile.fcs: too short for an FCS HEADER")
@@ -335,16 +364,20 @@ def test_simulate_says_what_it_wrote_and_refuses_a_non_empty_folder(tmp_path: Pa
     assert code == 0, stderr
     fcs = sorted(out.rglob("*.fcs"))
     folders = {p.parent for p in fcs}
-    assert stdout.strip() == (f"wrote {len(folders)} simulated culture(s), {len(fcs)} FCS "
-                              f"file(s) and truth.json (the known answers) to {out}")
+    assert stdout.strip() == (
+        f"wrote {len(folders)} simulated culture(s), {len(fcs)} FCS "
+        f"file(s) and truth.json (the known answers) to {out}"
+    )
     truth = json.loads((out / "truth.json").read_text())
     assert len(truth["cultures"]) == len(folders) == 4
     before = _tree(out)
     (out / "mine.txt").write_text("keep")
     code, stdout, stderr = _run(["simulate", str(out)])
     assert code == 1 and stdout == ""
-    assert stderr.splitlines() == [f"error: {out}: is not empty: pass --overwrite to write the "
-                                   "simulated cultures into it anyway"]
+    assert stderr.splitlines() == [
+        f"error: {out}: is not empty: pass --overwrite to write the "
+        "simulated cultures into it anyway"
+    ]
     code, _, _ = _run(["simulate", str(out), "--overwrite"])
     assert code == 0
     assert {k: v for k, v in _tree(out).items() if k != "mine.txt"} == before  # same bytes
@@ -352,17 +385,22 @@ def test_simulate_says_what_it_wrote_and_refuses_a_non_empty_folder(tmp_path: Pa
 
 # ---- on a terminal, and the user's home --------------------------------------------------------
 
+
 def _run_on_terminal(args: list[str], home: Path) -> tuple[int, list[tuple[float, str, str]]]:
     """Run the installed command with stderr on a pseudo-terminal (80 columns) and stdout on a
     pipe; returns the exit status and what came, in order: (time, "err"|"out", text)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")
+    }
     env["HOME"] = str(home)
     start = time.monotonic()
-    proc = subprocess.Popen([*ENTRY, *args], stdout=subprocess.PIPE, stderr=slave,
-                            stdin=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [*ENTRY, *args], stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, env=env
+    )
     os.close(slave)
     events: list[tuple[float, str, str]] = []
     streams = {master: "err", proc.stdout.fileno(): "out"}
@@ -377,8 +415,7 @@ def _run_on_terminal(args: list[str], home: Path) -> tuple[int, list[tuple[float
             if not chunk:
                 del streams[fd]
                 continue
-            events.append((time.monotonic() - start, streams[fd], chunk.decode("utf-8",
-                                                                                "replace")))
+            events.append((time.monotonic() - start, streams[fd], chunk.decode("utf-8", "replace")))
     os.close(master)
     return proc.wait(timeout=60), events
 
@@ -390,14 +427,17 @@ def terminal_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     _culture(root / "in" / "T1", "T1", 16)
     _culture(root / "in" / "T2", "T2", 17)
     (root / "home").mkdir()
-    code, events = _run_on_terminal(["analyze", str(root / "in"), "-o", str(root / "out"),
-                                     "--cluster", "none", "--jobs", "2"], root / "home")
+    code, events = _run_on_terminal(
+        ["analyze", str(root / "in"), "-o", str(root / "out"), "--cluster", "none", "--jobs", "2"],
+        root / "home",
+    )
     return {"root": root, "code": code, "events": events}
 
 
 @pytest.mark.slow
-def test_progress_on_a_terminal_from_the_start_with_counts_and_time_left(terminal_run: dict
-                                                                         ) -> None:
+def test_progress_on_a_terminal_from_the_start_with_counts_and_time_left(
+    terminal_run: dict,
+) -> None:
     assert terminal_run["code"] == 0
     events = terminal_run["events"]
     err = "".join(text for _, kind, text in events if kind == "err")
@@ -416,8 +456,19 @@ def test_progress_on_a_terminal_from_the_start_with_counts_and_time_left(termina
 def test_no_progress_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
     _culture(tmp_path / "in" / "P", "P", 18)
     _culture(tmp_path / "in" / "Q", "Q", 19)
-    code, stdout, stderr = _run(["analyze", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
-                                 "--no-pdf", "--cluster", "none", "--jobs", "2"])
+    code, stdout, stderr = _run(
+        [
+            "analyze",
+            str(tmp_path / "in"),
+            "-o",
+            str(tmp_path / "out"),
+            "--no-pdf",
+            "--cluster",
+            "none",
+            "--jobs",
+            "2",
+        ]
+    )
     assert code == 0
     assert stderr == ""  # no progress line, no carriage returns: nothing for a log
     cultures = _summary(tmp_path / "out")["cultures"]

@@ -42,8 +42,9 @@ def test_flowsom_agreement(real_fcs: Path, tmp_path: Path) -> None:
     3 points of the parent, with event-level F1 >= 0.99; FlowJo's counts within 0.2 %."""
     d = real_fcs / "FlowSOM"
     out = tmp_path / "cmp"
-    code, stdout, err = _run(["compare", str(d / "68983.fcs"), "--gates", str(d / "gating.wsp"),
-                              "-o", str(out)])
+    code, stdout, err = _run(
+        ["compare", str(d / "68983.fcs"), "--gates", str(d / "gating.wsp"), "-o", str(out)]
+    )
     assert code == 0, err
     with open(d / "ANSWER_flowjo_counts.csv", newline="") as fh:
         answer = {r["population_path"]: int(r["count"]) for r in csv.DictReader(fh)}
@@ -58,7 +59,8 @@ def test_flowsom_agreement(real_fcs: Path, tmp_path: Path) -> None:
         assert abs(float(r["automatic_percent"]) - flowjo_pct) <= 3.0, q
         assert abs(float(r["difference_pp"])) <= 3.0 and float(r["f1"]) >= 0.99, q
         assert float(r["difference_pp"]) == pytest.approx(
-            float(r["automatic_percent"]) - float(r["manual_percent"]), abs=0.011)
+            float(r["automatic_percent"]) - float(r["manual_percent"]), abs=0.011
+        )
     doc = json.loads((out / "compare.json").read_text())
     assert doc["gates_sha256"] and {s["quantity"] for s in doc["summaries"]} == set(rows)
     live = next(c for c in doc["correspondence"] if c["quantity"] == "live")
@@ -70,10 +72,18 @@ def test_flowsom_agreement(real_fcs: Path, tmp_path: Path) -> None:
 def _cultures(root: Path, n: int, **kw) -> list[tuple[S.CultureDesign, list[S.SimulatedTube]]]:
     out = []
     for i in range(n):
-        design = S.CultureDesign(f"CMP-{i + 1:02d}", style="diva", layout="isct-8c",
-                                 viability="DAPI", dead=0.05 + 0.03 * i, debris=0.1,
-                                 doublets=0.05 + 0.02 * i, n_events=5000, seed_offset=70 + i,
-                                 **kw)
+        design = S.CultureDesign(
+            f"CMP-{i + 1:02d}",
+            style="diva",
+            layout="isct-8c",
+            viability="DAPI",
+            dead=0.05 + 0.03 * i,
+            debris=0.1,
+            doublets=0.05 + 0.02 * i,
+            n_events=5000,
+            seed_offset=70 + i,
+            **kw,
+        )
         tubes = S.simulate_culture(design, SEED)
         for t in tubes:
             t.write(root / design.name)
@@ -86,15 +96,39 @@ def test_own_gates_agree_exactly(tmp_path: Path) -> None:
     difference 0 and F1 1 for cells, singlets and live (the viability gate sits on a Logicle
     axis, where FlowKit's and cytomsc's transform may differ by 1e-6: a couple of events)."""
     _cultures(tmp_path / "data", 1, controls=())
-    code, _, err = _run(["analyze", str(tmp_path / "data"), "-o", str(tmp_path / "a"),
-                         "--jobs", "1", "--no-pdf", "--cluster", "none"])
+    code, _, err = _run(
+        [
+            "analyze",
+            str(tmp_path / "data"),
+            "-o",
+            str(tmp_path / "a"),
+            "--jobs",
+            "1",
+            "--no-pdf",
+            "--cluster",
+            "none",
+        ]
+    )
     assert code == 0, err
     gml = tmp_path / "a" / "CMP-01" / "gates.xml"
     chain = "/t1_time/t1_margin/t1_cells"
-    code, _, err = _run(["compare", str(tmp_path / "data"), "--gates", str(gml), "-o",
-                         str(tmp_path / "c"), "--no-pdf", "--match", f"cells={chain}",
-                         "--match", f"singlets={chain}/t1_singlets", "--match",
-                         f"live={chain}/t1_singlets/t1_live"])
+    code, _, err = _run(
+        [
+            "compare",
+            str(tmp_path / "data"),
+            "--gates",
+            str(gml),
+            "-o",
+            str(tmp_path / "c"),
+            "--no-pdf",
+            "--match",
+            f"cells={chain}",
+            "--match",
+            f"singlets={chain}/t1_singlets",
+            "--match",
+            f"live={chain}/t1_singlets/t1_live",
+        ]
+    )
     assert code == 0, err
     rows = {r["quantity"]: r for r in _rows(tmp_path / "c")}
     assert set(rows) >= {"cells", "singlets", "live"}
@@ -112,11 +146,23 @@ def lab_compare(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list, d
     cultures = _cultures(root / "data", 3, controls=("isotype",))
     gml = root / "lab.xml"
     write_lab_gatingml(gml, marker_gate=True)
-    code, _, err = _run(["analyze", str(root / "data"), "-o", str(root / "auto"), "--jobs", "1",
-                         "--no-pdf", "--cluster", "none"])
+    code, _, err = _run(
+        [
+            "analyze",
+            str(root / "data"),
+            "-o",
+            str(root / "auto"),
+            "--jobs",
+            "1",
+            "--no-pdf",
+            "--cluster",
+            "none",
+        ]
+    )
     assert code == 0, err
-    code, _, err = _run(["compare", str(root / "data"), "--gates", str(gml), "-o",
-                         str(root / "cmp")])
+    code, _, err = _run(
+        ["compare", str(root / "data"), "--gates", str(gml), "-o", str(root / "cmp")]
+    )
     assert code == 0, err
     doc = json.loads((root / "cmp" / "compare.json").read_text())
     auto = json.loads((root / "auto" / "summary.json").read_text())
@@ -129,8 +175,11 @@ def test_lab_gates_counts_and_agreement(lab_compare: tuple) -> None:
     root, cultures, doc, auto = lab_compare
     gs = fk.parse_gating_xml(str(root / "lab.xml"))
     funnel = {(Path(f["path"]).name): c for c in auto["cultures"] for f in c["files"]}
-    paths = {"cells": ("Cells", ("root",)), "singlets": ("Singlets", ("root", "Cells")),
-             "live": ("Live", ("root", "Cells", "Singlets"))}
+    paths = {
+        "cells": ("Cells", ("root",)),
+        "singlets": ("Singlets", ("root", "Cells")),
+        "live": ("Live", ("root", "Cells", "Singlets")),
+    }
     seen = 0
     for r in doc["rows"]:
         design, tubes = next((d, t) for d, t in cultures if d.name == r["culture"])
@@ -152,11 +201,17 @@ def test_lab_gates_counts_and_agreement(lab_compare: tuple) -> None:
             pos = res.get_gate_count("CD73pos", ("root", "Cells", "Singlets", "Live"))
             live = res.get_gate_count("Live", ("root", "Cells", "Singlets"))
             assert r["manual_percent"] == pytest.approx(100 * pos / live, abs=1e-5)
-            m = next(m for c in auto["cultures"] if c["culture"] == design.name
-                     for m in c["markers"] if m["marker"] == "CD73")
+            m = next(
+                m
+                for c in auto["cultures"]
+                if c["culture"] == design.name
+                for m in c["markers"]
+                if m["marker"] == "CD73"
+            )
             assert r["automatic_percent"] == pytest.approx(m["percent_positive"], abs=1e-5)
-        assert r["difference_pp"] == pytest.approx(r["automatic_percent"] - r["manual_percent"],
-                                                   abs=1e-5)
+        assert r["difference_pp"] == pytest.approx(
+            r["automatic_percent"] - r["manual_percent"], abs=1e-5
+        )
         # the lab's gates remove debris, doublets and dead cells as the automatic ones do
         assert abs(r["difference_pp"]) <= 3.0 and r["f1"] >= 0.97, r
     assert seen == 3 * 3 * 2  # 3 cultures x 2 tubes x cells/singlets/live
@@ -171,8 +226,9 @@ def test_bland_altman_summaries(lab_compare: tuple) -> None:
         assert s["n"] == len(d)
         assert s["bias_pp"] == pytest.approx(d.mean(), abs=1e-5)
         assert s["sd_pp"] == pytest.approx(d.std(ddof=1), abs=1e-5)
-        assert s["limits_pp"] == pytest.approx([d.mean() - 1.96 * d.std(ddof=1),
-                                                d.mean() + 1.96 * d.std(ddof=1)], abs=1e-5)
+        assert s["limits_pp"] == pytest.approx(
+            [d.mean() - 1.96 * d.std(ddof=1), d.mean() + 1.96 * d.std(ddof=1)], abs=1e-5
+        )
 
 
 @pytest.mark.slow
@@ -188,17 +244,38 @@ def test_compare_pdf(lab_compare: tuple) -> None:
 
 
 @pytest.mark.slow
-def test_match_naming_a_missing_gate_is_an_error_per_tube(lab_compare: tuple,
-                                                          tmp_path: Path) -> None:
+def test_match_naming_a_missing_gate_is_an_error_per_tube(
+    lab_compare: tuple, tmp_path: Path
+) -> None:
     root = lab_compare[0]
-    code, _, err = _run(["compare", str(root / "data" / "CMP-01"), "--gates",
-                         str(root / "lab.xml"), "-o", str(tmp_path / "c"), "--no-pdf",
-                         "--match", "cells=/Nope"])
+    code, _, err = _run(
+        [
+            "compare",
+            str(root / "data" / "CMP-01"),
+            "--gates",
+            str(root / "lab.xml"),
+            "-o",
+            str(tmp_path / "c"),
+            "--no-pdf",
+            "--match",
+            "cells=/Nope",
+        ]
+    )
     assert code == 1
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 2 and all("no gate /Nope in lab.xml" in ln for ln in lines)
-    code, _, err = _run(["compare", str(root / "data"), "--gates", str(root / "lab.xml"), "-o",
-                         str(tmp_path / "d"), "--match", "cells"])
+    code, _, err = _run(
+        [
+            "compare",
+            str(root / "data"),
+            "--gates",
+            str(root / "lab.xml"),
+            "-o",
+            str(tmp_path / "d"),
+            "--match",
+            "cells",
+        ]
+    )
     assert code == 2 and "QUANTITY=/gate/path" in err
 
 

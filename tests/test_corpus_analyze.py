@@ -32,13 +32,26 @@ def _scatter_files(corpus: Path, expected: dict) -> list[Path]:
     return files
 
 
-def test_real_exports_analyse_without_error(corpus: Path, corpus_expected: dict,
-                                            tmp_path: Path) -> None:
+def test_real_exports_analyse_without_error(
+    corpus: Path, corpus_expected: dict, tmp_path: Path
+) -> None:
     files = _scatter_files(corpus, corpus_expected)
     assert len(files) >= 20
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["analyze", *map(str, files), "-o", str(out), "--no-pdf",
-                                       "--panel", "isct-2006", "--jobs", "2"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "analyze",
+            *map(str, files),
+            "-o",
+            str(out),
+            "--no-pdf",
+            "--panel",
+            "isct-2006",
+            "--jobs",
+            "2",
+        ],
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert "Traceback" not in result.output
     assert summary["errors"] == [], summary["errors"]

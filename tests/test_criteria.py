@@ -6,10 +6,20 @@ from cytomsc.criteria import culture_verdict, judge_marker
 from cytomsc.results import MarkerResult
 
 
-def _m(name: str, expect: str, limit: float | None, pct: float, ci: tuple[float, float]
-       ) -> MarkerResult:
-    return judge_marker(MarkerResult(marker=name, channel="X", expect=expect, limit=limit,
-                                     percent_positive=pct, ci95=ci, events=20_000))
+def _m(
+    name: str, expect: str, limit: float | None, pct: float, ci: tuple[float, float]
+) -> MarkerResult:
+    return judge_marker(
+        MarkerResult(
+            marker=name,
+            channel="X",
+            expect=expect,
+            limit=limit,
+            percent_positive=pct,
+            ci95=ci,
+            events=20_000,
+        )
+    )
 
 
 def test_marker_rules() -> None:
@@ -28,8 +38,10 @@ def test_borderline_when_interval_contains_limit() -> None:
 
 
 def test_culture_verdicts() -> None:
-    good = [_m("CD73", "positive", 95, 99, (98.8, 99.2)),
-            _m("CD45", "negative", 2, 0.5, (0.4, 0.6))]
+    good = [
+        _m("CD73", "positive", 95, 99, (98.8, 99.2)),
+        _m("CD45", "negative", 2, 0.5, (0.4, 0.6)),
+    ]
     assert culture_verdict(good, [], [20_000])[0] == "pass"
     bad = good + [_m("CD90", "positive", 95, 80, (79, 81))]
     verdict, _, reasons = culture_verdict(bad, [], [20_000])
@@ -71,8 +83,16 @@ def test_csv_rows_carry_each_markers_own_borderline_and_tube() -> None:
     cd73 = _m("CD73", "positive", 95, 95.2, (94.7, 95.6))
     cd45.tube, cd73.tube = "stained_2.fcs", "stained_1.fcs"
     verdict, borderline, _ = culture_verdict([cd45, cd73], [], [20_000])
-    c = CultureResult(culture="C1", verdict=verdict, borderline=borderline, files=[],
-                      events={"total": 1}, markers=[cd45, cd73])
+    c = CultureResult(
+        culture="C1",
+        verdict=verdict,
+        borderline=borderline,
+        files=[],
+        events={"total": 1},
+        markers=[cd45, cd73],
+    )
     rows = csv_rows(BatchResult("0.1.0", {"id": "isct-2006"}, {}, [c]))
     assert [(r["marker"], r["tube"], r["borderline"]) for r in rows] == [
-        ("CD45", "stained_2.fcs", "false"), ("CD73", "stained_1.fcs", "true")]
+        ("CD45", "stained_2.fcs", "false"),
+        ("CD73", "stained_1.fcs", "true"),
+    ]

@@ -51,15 +51,19 @@ def test_analysis_writes_nothing_and_keeps_no_events(culture: tuple[Path, str]) 
 
 
 @pytest.mark.slow
-def test_a_job_writes_into_memory_or_a_folder_alike(culture: tuple[Path, str],
-                                                    tmp_path: Path) -> None:
+def test_a_job_writes_into_memory_or_a_folder_alike(
+    culture: tuple[Path, str], tmp_path: Path
+) -> None:
     root, _ = culture
     plan = plan_batch([root], Options(export_events=True))
     header, info = plan.header, plan.run_info("test")
     in_memory = run_culture(plan.jobs(WriteTo(None, header, info, pdf=False))[0])
     on_disk = run_culture(plan.jobs(WriteTo(str(tmp_path), header, info, pdf=False))[0])
-    assert set(in_memory.files) == set(on_disk.written) == {
-        "C1/gates.xml", "C1/events/C1_Isotype.fcs", "C1/events/C1_Stained.fcs"}
+    assert (
+        set(in_memory.files)
+        == set(on_disk.written)
+        == {"C1/gates.xml", "C1/events/C1_Isotype.fcs", "C1/events/C1_Stained.fcs"}
+    )
     assert in_memory.written == {} and on_disk.files == {}
     for rel, data in in_memory.files.items():
         assert (tmp_path / rel).read_bytes() == data
@@ -70,8 +74,13 @@ def test_a_job_writes_into_memory_or_a_folder_alike(culture: tuple[Path, str],
 def test_a_job_never_raises_unless_debugging(culture: tuple[Path, str], tmp_path: Path) -> None:
     bad = tmp_path / "C2_Stained.fcs"
     bad.write_bytes(b"FCS3.1" + b" " * 52 + b"not an FCS file at all")
-    job = CultureJob(CultureSpec("C2", [Tube(bad, Role("stained"))]), load_panel("isct-2006"),
-                     Options(), CompSource(), "C2")
+    job = CultureJob(
+        CultureSpec("C2", [Tube(bad, Role("stained"))]),
+        load_panel("isct-2006"),
+        Options(),
+        CompSource(),
+        "C2",
+    )
     outcome = run_culture(job)
     assert outcome.result is not None and outcome.result.files == []  # only its error
     assert [e.path for e in outcome.errors] == [str(bad)]
@@ -96,9 +105,15 @@ def test_comp_csv_is_read_once_into_the_job(culture: tuple[Path, str], tmp_path:
 
     names, matrix = read_fcs(fcs_path).spillover
     csv = tmp_path / "m.csv"
-    csv.write_text("," + ",".join(names) + "\n" + "".join(
-        f"{n}," + ",".join(repr(float(v)) for v in row) + "\n"
-        for n, row in zip(names, matrix, strict=True)))
+    csv.write_text(
+        ","
+        + ",".join(names)
+        + "\n"
+        + "".join(
+            f"{n}," + ",".join(repr(float(v)) for v in row) + "\n"
+            for n, row in zip(names, matrix, strict=True)
+        )
+    )
     comp = CompSource.from_option(str(csv))
     assert comp.option == str(csv) and comp.matrix is not None
     csv.unlink()  # the job needs the matrix, not the file
@@ -108,6 +123,7 @@ def test_comp_csv_is_read_once_into_the_job(culture: tuple[Path, str], tmp_path:
     assert outcome.errors == [] and outcome.result is not None
     assert {c.source for c in outcome.result.compensation} == {"--comp m.csv"}
     same = run_culture(plan.jobs()[0])  # the file's own matrix: the same numbers
-    assert [m.percent_positive for m in outcome.result.markers] == \
-        [m.percent_positive for m in same.result.markers]
+    assert [m.percent_positive for m in outcome.result.markers] == [
+        m.percent_positive for m in same.result.markers
+    ]
     assert load_panel("isct-2006").id == plan.panel.id

@@ -80,7 +80,11 @@ def test_overview_lists_every_culture_with_its_verdict(run: tuple[Path, dict]) -
     text = "\n".join(_text(out / "overview.pdf"))
     for c in summary["cultures"]:
         assert c["culture"] in text
-    counts = {v: sum(c["verdict"] == v for c in summary["cultures"])
-              for v in ("pass", "fail", "inconclusive")}
-    assert (f"{len(summary['cultures'])} cultures: {counts['pass']} pass, {counts['fail']} fail, "
-            f"{counts['inconclusive']} inconclusive") in text
+    counts = {
+        v: sum(c["verdict"] == v for c in summary["cultures"])
+        for v in ("pass", "fail", "inconclusive")
+    }
+    assert (
+        f"{len(summary['cultures'])} cultures: {counts['pass']} pass, {counts['fail']} fail, "
+        f"{counts['inconclusive']} inconclusive"
+    ) in text

@@ -66,8 +66,10 @@ def _check_round_trip(original: Path, exported: Path, data_set: int = 0) -> dict
     assert [c.pns for c in back.channels[:par]] == [c.pns for c in src.channels]
     assert _same(back.events[:, :par], src.events), original
     for a, b in zip(src.channels, back.channels, strict=False):
-        assert (b.range, b.amplification, b.gain) == (a.range, a.amplification, a.gain), \
-            (original, a.pnn)
+        assert (b.range, b.amplification, b.gain) == (a.range, a.amplification, a.gain), (
+            original,
+            a.pnn,
+        )
     # FlowKit alone reads the export with the original's pre-processed values
     with _quiet():
         sample = fk.Sample(exported)
@@ -84,8 +86,7 @@ def _check_round_trip(original: Path, exported: Path, data_set: int = 0) -> dict
         if key == "timestep" and not _numeric(value):
             continue
         assert back.keywords.get(key) == value, (original, key)
-        assert meta.get(key.replace("$", ""), "").strip() == value.replace("$", ""), \
-            (original, key)
+        assert meta.get(key.replace("$", ""), "").strip() == value.replace("$", ""), (original, key)
     # FlowIO: the stored values and its own pre-processing agree with its reading of the
     # original, where it can read the original at all
     stored = flowio.FlowData(str(exported)).as_array(preprocess=False)[:, :par]
@@ -102,8 +103,11 @@ def _check_round_trip(original: Path, exported: Path, data_set: int = 0) -> dict
         new = flowio.FlowData(str(exported))
         assert _same(new.as_array()[:, :par], orig.as_array()), original
         for j in range(1, par + 1):
-            assert (new.channels[j]["pnr"], new.channels[j]["pne"], new.channels[j]["png"]) == \
-                (orig.channels[j]["pnr"], orig.channels[j]["pne"], orig.channels[j]["png"])
+            assert (new.channels[j]["pnr"], new.channels[j]["pne"], new.channels[j]["png"]) == (
+                orig.channels[j]["pnr"],
+                orig.channels[j]["pne"],
+                orig.channels[j]["png"],
+            )
     return outcome
 
 
@@ -126,8 +130,11 @@ def styles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object
         key = (d.style, d.datatype)
         if d.style in STYLES and key not in seen and d.controls:
             seen.add(key)
-            chosen.append(dataclasses.replace(d, tissue="bone marrow", passage=4,
-                                              detachment="TrypLE", n_events=4000))
+            chosen.append(
+                dataclasses.replace(
+                    d, tissue="bone marrow", passage=4, detachment="TrypLE", n_events=4000
+                )
+            )
     assert {d.style for d in chosen} == set(STYLES)
     for d in chosen:
         folder = data / d.name
@@ -135,8 +142,11 @@ def styles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object
         for tube in simulate_culture(d, seed=0):
             tube.write(folder)
     out = tmp_path_factory.mktemp("styles_out")
-    batch = run_batch(sorted(p for p in data.iterdir()), out,
-                      Options(jobs=1, pdf=False, export_events=True, cluster="all"))
+    batch = run_batch(
+        sorted(p for p in data.iterdir()),
+        out,
+        Options(jobs=1, pdf=False, export_events=True, cluster="all"),
+    )
     assert batch.errors == []
     return data, out, batch
 
@@ -167,8 +177,9 @@ def test_time_and_range_of_the_accuri_export(styles: tuple) -> None:
         orig = fk.Sample(f.path)
         back = fk.Sample(out / c.output_name / "events" / Path(f.path).name)
     t = orig.pnn_labels.index("Time")
-    np.testing.assert_array_equal(back.get_events(source="raw")[:, t],
-                                  orig.get_events(source="raw")[:, t])
+    np.testing.assert_array_equal(
+        back.get_events(source="raw")[:, t], orig.get_events(source="raw")[:, t]
+    )
     fl1 = orig.pnn_labels.index("FL1-A")
     assert back.channels["pnr"][fl1] == orig.channels["pnr"][fl1] == 16777216
     assert (back.get_events(source="raw")[:, fl1] > 262144).any()
@@ -205,16 +216,23 @@ def test_gatingml_counts_the_same_on_export_and_original(styles: tuple) -> None:
         for f in c.files:
             with _quiet():
                 a = strategy.gate_sample(fk.Sample(f.path))
-                b = strategy.gate_sample(fk.Sample(out / c.output_name / "events"
-                                                   / Path(f.path).name))
+                b = strategy.gate_sample(
+                    fk.Sample(out / c.output_name / "events" / Path(f.path).name)
+                )
             for g in ids:
                 assert a.get_gate_count(g) == b.get_gate_count(g), (c.culture, f.path, g)
 
 
 # -- real exports ------------------------------------------------------------------------------
 def _real_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() not in NOT_FCS
-                  and p.name not in NOT_FCS_NAMES and not p.name.startswith("ANSWER"))
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() not in NOT_FCS
+        and p.name not in NOT_FCS_NAMES
+        and not p.name.startswith("ANSWER")
+    )
 
 
 def _export_all(root: Path, tmp_path: Path) -> tuple[int, int, set[str]]:
@@ -228,9 +246,16 @@ def _export_all(root: Path, tmp_path: Path) -> tuple[int, int, set[str]]:
         read += 1
         n = src.n_events
         target = tmp_path / f"{k}.fcs"
-        writers.add(export_events(target, src, [
-            AddedChannel("cytomsc_cells", (np.arange(n) % 2).astype(np.uint8)),
-            AddedChannel("cytomsc_population", (np.arange(n) % 4).astype(np.int64))]))
+        writers.add(
+            export_events(
+                target,
+                src,
+                [
+                    AddedChannel("cytomsc_cells", (np.arange(n) % 2).astype(np.uint8)),
+                    AddedChannel("cytomsc_population", (np.arange(n) % 4).astype(np.int64)),
+                ],
+            )
+        )
         checked_flowio += bool(_check_round_trip(path, target)["flowio_original"])
         with _quiet():
             s = fk.Sample(target)
@@ -241,8 +266,9 @@ def _export_all(root: Path, tmp_path: Path) -> tuple[int, int, set[str]]:
 
 
 @pytest.mark.slow
-def test_every_corpus_file_reads_back_unchanged(corpus: Path, corpus_expected: dict,
-                                                tmp_path: Path) -> None:
+def test_every_corpus_file_reads_back_unchanged(
+    corpus: Path, corpus_expected: dict, tmp_path: Path
+) -> None:
     read, with_flowio, writers = _export_all(corpus, tmp_path)
     assert read == sum(1 for v in corpus_expected.values() if v is not None)  # 45
     assert with_flowio >= 15  # FlowIO reads these originals itself: compared value by value
@@ -260,14 +286,19 @@ def test_every_real_export_reads_back_unchanged(real_fcs: Path, tmp_path: Path) 
 def test_real_exports_gated_and_exported_count_the_same(real_fcs: Path, tmp_path: Path) -> None:
     """`analyze --export-events` on real exports: gates.xml counts the same events on each
     export as on its original (the log-amplified float itn_02 goes through cytomsc's writer)."""
-    files = [real_fcs / "FlowSOM" / "68983.fcs", real_fcs / "cytoflow" / "itn_02.fcs",
-             real_fcs / "flowWorkspaceData" / "124500.fcs"]
+    files = [
+        real_fcs / "FlowSOM" / "68983.fcs",
+        real_fcs / "cytoflow" / "itn_02.fcs",
+        real_fcs / "flowWorkspaceData" / "124500.fcs",
+    ]
     sheet = tmp_path / "sheet.csv"
-    sheet.write_text("file,culture,role\n" + "".join(f"{p},real{i},stained\n"
-                                                     for i, p in enumerate(files)))
+    sheet.write_text(
+        "file,culture,role\n" + "".join(f"{p},real{i},stained\n" for i, p in enumerate(files))
+    )
     out = tmp_path / "out"
-    batch = run_batch([], out, Options(jobs=1, pdf=False, export_events=True, cluster="none",
-                                       manifest=str(sheet)))
+    batch = run_batch(
+        [], out, Options(jobs=1, pdf=False, export_events=True, cluster="none", manifest=str(sheet))
+    )
     assert len(batch.cultures) == 3
     for c in batch.cultures:
         strategy = fk.parse_gating_xml(str(out / c.output_name / "gates.xml"))
@@ -281,8 +312,9 @@ def test_real_exports_gated_and_exported_count_the_same(real_fcs: Path, tmp_path
                 b = strategy.gate_sample(fk.Sample(exported))
             for g in ids:
                 assert a.get_gate_count(g) == b.get_gate_count(g), (f.path, g)
-            steps = [s for s in c.gates if s.tube == Path(f.path).name
-                     and f"t1_{s.gate}" in ids]  # a margin gate that cut nothing is not written
+            steps = [
+                s for s in c.gates if s.tube == Path(f.path).name and f"t1_{s.gate}" in ids
+            ]  # a margin gate that cut nothing is not written
             assert steps
             for step in steps:
                 assert b.get_gate_count(f"t1_{step.gate}") == step.count
@@ -320,8 +352,12 @@ def test_writer_stores_every_value_type_exactly(tmp_path: Path) -> None:
     for name, values in cases.items():
         top = str(2 ** (values.itemsize * 8)) if values.dtype.kind == "u" else "262144"
         path = tmp_path / f"{name}.fcs"
-        write_data_set(path, values, [ChannelText(f"C{i}", pnr=top) for i in range(3)],
-                       [("NOTE", "a/b|c~d"), ("EMPTY", "")])
+        write_data_set(
+            path,
+            values,
+            [ChannelText(f"C{i}", pnr=top) for i in range(3)],
+            [("NOTE", "a/b|c~d"), ("EMPTY", "")],
+        )
         back = flowio.FlowData(str(path))
         stored = np.asarray(back.events).reshape(200, 3)
         assert _same(stored.astype(values.dtype), values), name
@@ -331,15 +367,27 @@ def test_writer_stores_every_value_type_exactly(tmp_path: Path) -> None:
 def test_float_gain_and_timestep_survive_flowio_writer(tmp_path: Path) -> None:
     """Float data with $PnG != 1 and a $TIMESTEP go through FlowIO's writer unchanged."""
     rng = np.random.default_rng(4)
-    values = np.column_stack([rng.normal(5e4, 1e4, 500), rng.normal(800, 300, 500),
-                              np.arange(500) * 3.0]).astype(np.float32)
+    values = np.column_stack(
+        [rng.normal(5e4, 1e4, 500), rng.normal(800, 300, 500), np.arange(500) * 3.0]
+    ).astype(np.float32)
     src = tmp_path / "src.fcs"
-    write_data_set(src, values, [ChannelText("FSC-A", png="2.5"), ChannelText("FITC-A",
-                   pns="CD90", png="0.7"), ChannelText("Time")],
-                   [("$TIMESTEP", "0.0123"), ("PASSAGE", "5"), ("$OP", "A. Lab")])
+    write_data_set(
+        src,
+        values,
+        [
+            ChannelText("FSC-A", png="2.5"),
+            ChannelText("FITC-A", pns="CD90", png="0.7"),
+            ChannelText("Time"),
+        ],
+        [("$TIMESTEP", "0.0123"), ("PASSAGE", "5"), ("$OP", "A. Lab")],
+    )
     target = tmp_path / "out.fcs"
-    assert export_events(target, read_fcs(src), [AddedChannel(
-        "cytomsc_time", np.ones(500, dtype=np.uint8))]) == "flowio"
+    assert (
+        export_events(
+            target, read_fcs(src), [AddedChannel("cytomsc_time", np.ones(500, dtype=np.uint8))]
+        )
+        == "flowio"
+    )
     _check_round_trip(src, target)
     with _quiet():
         raw = fk.Sample(target).get_events(source="raw")

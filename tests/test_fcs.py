@@ -24,10 +24,14 @@ from cytomsc.fcs import read_fcs, read_text, sha256_file
 # Building FCS files in memory
 
 
-def valid_fcs(n_events: int = 50, names: tuple[str, ...] = ("FSC-A", "SSC-A", "FITC-A"),
-              pns: tuple[str, ...] | None = None, seed: int = 0,
-              metadata: dict[str, str] | None = None,
-              events: np.ndarray | None = None) -> tuple[bytes, np.ndarray]:
+def valid_fcs(
+    n_events: int = 50,
+    names: tuple[str, ...] = ("FSC-A", "SSC-A", "FITC-A"),
+    pns: tuple[str, ...] | None = None,
+    seed: int = 0,
+    metadata: dict[str, str] | None = None,
+    events: np.ndarray | None = None,
+) -> tuple[bytes, np.ndarray]:
     """(file bytes, the float32 events written) of a FlowIO-written FCS 3.1 float file."""
     rng = np.random.default_rng(seed)
     if events is None:
@@ -35,8 +39,13 @@ def valid_fcs(n_events: int = 50, names: tuple[str, ...] = ("FSC-A", "SSC-A", "F
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        flowio.create_fcs(buf, events.ravel().tolist(), channel_names=list(names),
-                          opt_channel_names=list(pns) if pns else None, metadata_dict=metadata)
+        flowio.create_fcs(
+            buf,
+            events.ravel().tolist(),
+            channel_names=list(names),
+            opt_channel_names=list(pns) if pns else None,
+            metadata_dict=metadata,
+        )
     return buf.getvalue(), events
 
 
@@ -44,14 +53,19 @@ def split_fcs(raw: bytes) -> tuple[list[tuple[str, str]], bytes]:
     """Keywords (in order) and DATA bytes of a simple single-data-set file (no escaped '/')."""
     t0, t1 = int(raw[10:18]), int(raw[18:26])
     d0, d1 = int(raw[26:34]), int(raw[34:42])
-    text = raw[t0:t1 + 1].decode("utf-8")
+    text = raw[t0 : t1 + 1].decode("utf-8")
     parts = text[1:-1].split(text[0])
-    return list(zip(parts[::2], parts[1::2], strict=False)), raw[d0:d1 + 1]
+    return list(zip(parts[::2], parts[1::2], strict=False)), raw[d0 : d1 + 1]
 
 
-def assemble(keywords: list[tuple[str, str]] | dict[str, str], data: bytes,
-             version: str = "3.1", delim: str = "/", header_data: bool = True,
-             encoding: str = "utf-8") -> bytes:
+def assemble(
+    keywords: list[tuple[str, str]] | dict[str, str],
+    data: bytes,
+    version: str = "3.1",
+    delim: str = "/",
+    header_data: bool = True,
+    encoding: str = "utf-8",
+) -> bytes:
     """HEADER + TEXT + DATA with $BEGINDATA/$ENDDATA (and the HEADER) pointing at ``data``."""
     pairs = keywords.items() if isinstance(keywords, dict) else keywords
     items = [(k, v) for k, v in pairs if k.upper() not in ("$BEGINDATA", "$ENDDATA")]
@@ -85,8 +99,13 @@ def set_keywords(raw: bytes, **changes: str | None) -> bytes:
     return assemble(out, data)
 
 
-def int_fcs(values: np.ndarray, bits: list[int], ranges: list[int], order: str = "<",
-            extra: dict[str, str] | None = None) -> bytes:
+def int_fcs(
+    values: np.ndarray,
+    bits: list[int],
+    ranges: list[int],
+    order: str = "<",
+    extra: dict[str, str] | None = None,
+) -> bytes:
     """An integer-data FCS 3.0 file with per-channel widths (8/16/24/32 bits), byte order given."""
     n, par = values.shape
     rows = []
@@ -96,11 +115,23 @@ def int_fcs(values: np.ndarray, bits: list[int], ranges: list[int], order: str =
             le = int(v).to_bytes(b // 8, "little")
             chunk += le if order == "<" else le[::-1]
         rows.append(chunk)
-    kw = {"$BYTEORD": "1,2,3,4" if order == "<" else "4,3,2,1", "$DATATYPE": "I", "$MODE": "L",
-          "$PAR": str(par), "$TOT": str(n), "$NEXTDATA": "0"}
+    kw = {
+        "$BYTEORD": "1,2,3,4" if order == "<" else "4,3,2,1",
+        "$DATATYPE": "I",
+        "$MODE": "L",
+        "$PAR": str(par),
+        "$TOT": str(n),
+        "$NEXTDATA": "0",
+    }
     for i in range(par):
-        kw.update({f"$P{i + 1}N": f"CH{i + 1}", f"$P{i + 1}B": str(bits[i]),
-                   f"$P{i + 1}R": str(ranges[i]), f"$P{i + 1}E": "0,0"})
+        kw.update(
+            {
+                f"$P{i + 1}N": f"CH{i + 1}",
+                f"$P{i + 1}B": str(bits[i]),
+                f"$P{i + 1}R": str(ranges[i]),
+                f"$P{i + 1}E": "0,0",
+            }
+        )
     kw.update(extra or {})
     return assemble(kw, b"".join(rows), version="3.0")
 
@@ -163,15 +194,26 @@ def test_flowkit_reader_option_for_well_formed_files(corpus):
 # FlowCal.transform.to_rfi for $PnE log decoding and gain), rows 0, 1, 100 and the last event.
 # FlowCal leaves Time unscaled: our Time is FlowCal's times $TIMESTEP (FlowKit's convention).
 FLOWCAL_DATA003 = {  # FlowCal/test/Data003.fcs: 24-bit integers, $PnR 1024, FL1-3 4 decades
-    "raw": [[3, 0, 0, 0, 0, 0, 0, 0], [4, 1023, 350, 129, 80, 6, 0, 1],
-            [123, 319, 519, 390, 496, 461, 0, 11], [1351, 317, 509, 395, 496, 464, 0, 11]],
-    "rfi_fl": [[1.0, 1.0, 1.0], [3.1908489806, 2.0535250265, 1.0554496009],
-               [33.3762469429, 86.596432336, 63.2093391751],
-               [34.9115193717, 86.596432336, 64.9381631576]],
+    "raw": [
+        [3, 0, 0, 0, 0, 0, 0, 0],
+        [4, 1023, 350, 129, 80, 6, 0, 1],
+        [123, 319, 519, 390, 496, 461, 0, 11],
+        [1351, 317, 509, 395, 496, 464, 0, 11],
+    ],
+    "rfi_fl": [
+        [1.0, 1.0, 1.0],
+        [3.1908489806, 2.0535250265, 1.0554496009],
+        [33.3762469429, 86.596432336, 63.2093391751],
+        [34.9115193717, 86.596432336, 64.9381631576],
+    ],
 }
 FLOWCAL_CYTEK_XP5_RAW = [[0, 286, 164], [0, 171, 128], [69, 997, 683], [18988, 330, 102]]
-FLOWCAL_CYTEK_XP5_RFI_FL4_FL5 = [[9910.4585624886, 1018.1517217182], [6.6714271804, 1.11397386],
-                                 [2.8643840715, 1.1341944035], [4.0679443211, 1.8938420273]]
+FLOWCAL_CYTEK_XP5_RFI_FL4_FL5 = [
+    [9910.4585624886, 1018.1517217182],
+    [6.6714271804, 1.11397386],
+    [2.8643840715, 1.1341944035],
+    [4.0679443211, 1.8938420273],
+]
 # fcsparser/FACSCaliburHTS/Sample_Well_A02.fcs: FCS 2.0, 16-bit, FSC/SSC/FL1-3 log (4 decades)
 FLOWCAL_CALIBUR_RFI = [
     [1.8938420273, 2.1096905134, 1.0, 1.0090350448, 1.0, 1.0, 0.0, 0.0],
@@ -182,10 +224,12 @@ FLOWCAL_CALIBUR_RFI = [
 # FlowKit/data/multi_dataset_fcs/coulter.lmd, second data set (FCS 3.0, 32-bit), values from
 # fcsparser 0.2.8 (fcsparser.parse(path, data_set=1)); first data set (FCS 2.0, SS gain 2,
 # log channels 4 decades with offset 0.1024) from FlowCal 1.3.1 to_rfi.
-FCSPARSER_COULTER_SET1 = [[61056, 131840, 46, 324, 10309, 104, 11912, 0],
-                          [257280, 378656, 139, 1728, 58688, 354, 58720, 0],
-                          [228288, 667392, 210, 1734, 56800, 271, 48128, 1],
-                          [69216, 191296, 98, 591, 17976, 59, 19754, 155]]
+FCSPARSER_COULTER_SET1 = [
+    [61056, 131840, 46, 324, 10309, 104, 11912, 0],
+    [257280, 378656, 139, 1728, 58688, 354, 58720, 0],
+    [228288, 667392, 210, 1734, 56800, 271, 48128, 1],
+    [69216, 191296, 98, 591, 17976, 59, 19754, 155],
+]
 FLOWCAL_COULTER_SET0_RFI = [
     [59.0, 64.0, 0.1024, 0.3151963696, 0.0, 0.0, 10.0, 10.0574401453],
     [251.0, 184.5, 0.1353298831, 1.6793596209, 0.0, 1.0, 57.0, 56.5571421932],
@@ -229,14 +273,19 @@ def test_multi_data_set_file(corpus):
     assert (second.data_set, second.version, second.n_events) == (1, "3.0", 18110)
     np.testing.assert_array_equal(second.events[ROWS], FCSPARSER_COULTER_SET1)
     assert read_text(path, data_set=1)["p1n"] == "FS"
-    with pytest.raises(FcsReadError, match=r"data set 2 requested but the file holds 2 \(numbered "
-                                           r"0 to 1\)"):
+    with pytest.raises(
+        FcsReadError,
+        match=r"data set 2 requested but the file holds 2 \(numbered "
+        r"0 to 1\)",
+    ):
         read_fcs(path, data_set=2)
 
 
 def test_noncompliant_offsets_use_text(corpus):
-    for name in ("data_start_offset_discrepancy_example.fcs",
-                 "data_stop_offset_discrepancy_example.fcs"):
+    for name in (
+        "data_start_offset_discrepancy_example.fcs",
+        "data_stop_offset_discrepancy_example.fcs",
+    ):
         data = read_fcs(corpus / "FlowKit/data/noncompliant" / name)
         assert data.n_events == 2
         assert any("read with the TEXT offsets" in w for w in data.warnings)
@@ -261,9 +310,10 @@ def test_spillover_keyword(corpus):
 
 
 def test_valid_written_file_roundtrip(tmp_path):
-    raw, events = valid_fcs(pns=("", "", "CD90"),
-                            metadata={"$SPILLOVER": "2,SSC-A,FITC-A,1,0.1,0.02,1",
-                                      "TUBE NAME": "MSC1 stained"})
+    raw, events = valid_fcs(
+        pns=("", "", "CD90"),
+        metadata={"$SPILLOVER": "2,SSC-A,FITC-A,1,0.1,0.02,1", "TUBE NAME": "MSC1 stained"},
+    )
     path = write(tmp_path, "a.fcs", raw)
     data = read_fcs(path)
     np.testing.assert_array_equal(data.events, events.astype(np.float64))
@@ -296,12 +346,19 @@ def test_pickled_without_its_events_and_read_again(tmp_path):
 
 def test_24bit_mixed_widths_big_endian_masked(tmp_path):
     rng = np.random.default_rng(1)
-    values = np.column_stack([rng.integers(0, 2**24, 40), rng.integers(0, 2**16, 40),
-                              rng.integers(0, 2**8, 40), rng.integers(0, 2**32, 40)])
+    values = np.column_stack(
+        [
+            rng.integers(0, 2**24, 40),
+            rng.integers(0, 2**16, 40),
+            rng.integers(0, 2**8, 40),
+            rng.integers(0, 2**32, 40),
+        ]
+    )
     bits, ranges = [24, 16, 8, 32], [1024, 65536, 256, 2**32]
     for order in "<>":
-        data = read_fcs(write(tmp_path, f"i{order == '<'}.fcs", int_fcs(values, bits, ranges,
-                                                                        order)))
+        data = read_fcs(
+            write(tmp_path, f"i{order == '<'}.fcs", int_fcs(values, bits, ranges, order))
+        )
         expect = values.astype(np.float64)
         expect[:, 0] = values[:, 0] & 1023  # masked by $PnR's bit width (FlowKit's rule)
         np.testing.assert_array_equal(data.events, expect)
@@ -311,8 +368,7 @@ def test_24bit_mixed_widths_big_endian_masked(tmp_path):
 def test_uniform_24bit_log_gain_and_timestep(tmp_path):
     values = np.array([[0, 512, 100], [10, 1023, 200], [20, 0, 300]])
     extra = {"$P1N": "Time", "$TIMESTEP": "0.01", "$P2E": "4,1", "$P3G": "2.0", "$P1G": "5"}
-    data = read_fcs(write(tmp_path, "log.fcs", int_fcs(values, [24] * 3, [1024] * 3,
-                                                       extra=extra)))
+    data = read_fcs(write(tmp_path, "log.fcs", int_fcs(values, [24] * 3, [1024] * 3, extra=extra)))
     np.testing.assert_allclose(data.events[:, 0], [0.0, 0.1, 0.2])  # Time: step, never gain
     np.testing.assert_allclose(data.events[:, 1], 10 ** (4 * values[:, 1] / 1024))
     np.testing.assert_allclose(data.events[:, 2], values[:, 2] / 2.0)
@@ -335,8 +391,9 @@ def test_enddata_one_byte_too_far(tmp_path):
 def test_blank_header_and_nonnumeric_timestep(tmp_path):
     raw, events = valid_fcs(names=("Time", "FSC-A"))
     keywords, data = split_fcs(raw)
-    path = write(tmp_path, "blank.fcs", assemble(keywords + [("$TIMESTEP", "n.a.")], data,
-                                                 header_data=False))
+    path = write(
+        tmp_path, "blank.fcs", assemble(keywords + [("$TIMESTEP", "n.a.")], data, header_data=False)
+    )
     read = read_fcs(path)
     np.testing.assert_array_equal(read.events, events)  # Time left unscaled
     assert any("HEADER DATA offsets blank" in w for w in read.warnings)
@@ -355,8 +412,9 @@ def test_header_text_disagreement_text_wins(tmp_path):
 def test_non_utf8_and_non_ascii_keywords(tmp_path):
     raw, _ = valid_fcs()
     keywords, data = split_fcs(raw)
-    latin = assemble(keywords + [("$SRC", "Cellule souche \xe9"), ("$OP", "J\xfcrgen")], data,
-                     encoding="latin-1")
+    latin = assemble(
+        keywords + [("$SRC", "Cellule souche \xe9"), ("$OP", "J\xfcrgen")], data, encoding="latin-1"
+    )
     kw = read_fcs(write(tmp_path, "latin.fcs", latin)).keywords
     assert kw["src"] == "Cellule souche é" and kw["op"] == "Jürgen"
     utf = assemble(keywords + [("$SRC", "MSC µ-β 骨髄")], data)
@@ -413,7 +471,7 @@ def _bad_cases() -> dict[str, tuple[bytes, str]]:
         "text": (b"sample,CD90,CD73\n1,2,3\n" * 20, "not an FCS file"),
         "cut_in_header": (raw[:30], "too short"),
         "cut_in_text": (raw[:300], "truncated in TEXT"),
-        "cut_in_data": (raw[:data_start + 400], "truncated"),
+        "cut_in_data": (raw[: data_start + 400], "truncated"),
         "text_only": (raw[:data_start], "truncated in DATA"),
         "tot_too_large": (set_keywords(raw, TOT="150"), "$TOT is 150 events"),
         "tot_1e12": (set_keywords(raw, TOT=str(10**12)), "$TOT is 1000000000000 events"),
@@ -440,9 +498,20 @@ def test_bad_input_one_line_error(tmp_path, case):
     message = err.value.message
     assert message.startswith(str(path) + ": ")
     assert "\n" not in message and reason in message
-    if case not in ("cut_in_data", "tot_too_large", "tot_1e12", "par_fewer", "par_more",
-                    "bad_datatype", "bad_pnb", "bad_pne", "no_pnr", "histogram_mode",
-                    "bad_byteord", "text_only"):
+    if case not in (
+        "cut_in_data",
+        "tot_too_large",
+        "tot_1e12",
+        "par_fewer",
+        "par_more",
+        "bad_datatype",
+        "bad_pnb",
+        "bad_pne",
+        "no_pnr",
+        "histogram_mode",
+        "bad_byteord",
+        "text_only",
+    ):
         with pytest.raises(FcsReadError):
             read_text(path)
 
@@ -486,8 +555,9 @@ def test_struct_sanity_of_helpers():
 
 
 def test_zero_events_with_integer_channels_of_mixed_widths(tmp_path):
-    path = write(tmp_path, "tot0.fcs", int_fcs(np.zeros((0, 3), dtype=int), [8, 16, 32],
-                                               [256, 1024, 2**20]))
+    path = write(
+        tmp_path, "tot0.fcs", int_fcs(np.zeros((0, 3), dtype=int), [8, 16, 32], [256, 1024, 2**20])
+    )
     read = read_fcs(path)
     assert read.n_events == 0 and read.events.shape == (0, 3)
     assert [c.bits for c in read.channels] == [8, 16, 32]
@@ -519,8 +589,11 @@ def _headers_over_one_text(raw: bytes, k: int) -> bytes:
     d0, d1 = t1 + 1, t1 + len(data)
     text = text.replace(b"$BEGINDATA/00000000/", f"$BEGINDATA/{d0:08d}/".encode())
     text = text.replace(b"$ENDDATA/00000000/", f"$ENDDATA/{d1:08d}/".encode())
-    heads = [f"FCS3.1    {t0 - 58 * i:>8}{t1 - 58 * i:>8}{d0 - 58 * i:>8}{d1 - 58 * i:>8}"
-             f"{0:>8}{0:>8}".encode() for i in range(k)]
+    heads = [
+        f"FCS3.1    {t0 - 58 * i:>8}{t1 - 58 * i:>8}{d0 - 58 * i:>8}{d1 - 58 * i:>8}"
+        f"{0:>8}{0:>8}".encode()
+        for i in range(k)
+    ]
     return b"".join(heads) + text + data
 
 
@@ -579,8 +652,9 @@ def test_nonfinite_values_of_integer_data_are_counted(tmp_path):
     """A $PnE decoding (or gain) can overflow integer data too: those values are counted, so
     the analysis drops their events like NaN in float data."""
     values = np.array([[10, 2000, 1], [20, 3000, 2], [30, 4000, 3]])
-    path = write(tmp_path, "overflow.fcs", int_fcs(values, [16] * 3, [4096] * 3,
-                                                   extra={"$P2G": "1e-305"}))
+    path = write(
+        tmp_path, "overflow.fcs", int_fcs(values, [16] * 3, [4096] * 3, extra={"$P2G": "1e-305"})
+    )
     read = read_fcs(path)
     assert read.nonfinite == 3 and not np.isfinite(read.events[:, 1]).any()
     assert "3 NaN/infinite values in the events" in read.warnings
@@ -601,8 +675,7 @@ def test_fcs_3_2_is_read_as_flowkit_reads_it(tmp_path):
     np.testing.assert_array_equal(read.events, events)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        np.testing.assert_array_equal(read.events,
-                                      flowkit.Sample(path).get_events(source="raw"))
+        np.testing.assert_array_equal(read.events, flowkit.Sample(path).get_events(source="raw"))
 
 
 def test_fcs_3_2_channels_of_their_own_data_type(tmp_path):
@@ -613,17 +686,40 @@ def test_fcs_3_2_channels_of_their_own_data_type(tmp_path):
         a, b, c = i * 100 + 7, 1.5 * i - 2.25, 1e-7 * i
         rows.append(struct.pack("<Hfd", a, b, c))
         expect.append([a, b, c])
-    kw = {"$BYTEORD": "1,2,3,4", "$DATATYPE": "I", "$MODE": "L", "$PAR": "3", "$TOT": "6",
-          "$NEXTDATA": "0", "$P1N": "FSC-A", "$P1B": "16", "$P1R": "1024", "$P1E": "0,0",
-          "$P2N": "FITC-A", "$P2B": "32", "$P2R": "262144", "$P2E": "0,0", "$P2DATATYPE": "F",
-          "$P3N": "PE-A", "$P3B": "64", "$P3R": "262144", "$P3E": "0,0", "$P3DATATYPE": "D"}
+    kw = {
+        "$BYTEORD": "1,2,3,4",
+        "$DATATYPE": "I",
+        "$MODE": "L",
+        "$PAR": "3",
+        "$TOT": "6",
+        "$NEXTDATA": "0",
+        "$P1N": "FSC-A",
+        "$P1B": "16",
+        "$P1R": "1024",
+        "$P1E": "0,0",
+        "$P2N": "FITC-A",
+        "$P2B": "32",
+        "$P2R": "262144",
+        "$P2E": "0,0",
+        "$P2DATATYPE": "F",
+        "$P3N": "PE-A",
+        "$P3B": "64",
+        "$P3R": "262144",
+        "$P3E": "0,0",
+        "$P3DATATYPE": "D",
+    }
     read = read_fcs(write(tmp_path, "mixed.fcs", assemble(kw, b"".join(rows), version="3.2")))
     assert read.version == "3.2" and read.n_events == 6
     assert [c.bits for c in read.channels] == [16, 32, 64]
     np.testing.assert_array_equal(read.events, np.array(expect))
     with pytest.raises(FcsReadError, match=r"\$P2DATATYPE 'Q'"):
-        read_fcs(write(tmp_path, "badtype.fcs", assemble({**kw, "$P2DATATYPE": "Q"},
-                                                         b"".join(rows), version="3.2")))
+        read_fcs(
+            write(
+                tmp_path,
+                "badtype.fcs",
+                assemble({**kw, "$P2DATATYPE": "Q"}, b"".join(rows), version="3.2"),
+            )
+        )
 
 
 def test_text_parsed_once_when_read_twice(tmp_path, monkeypatch):

@@ -25,8 +25,13 @@ def _events(n: int = 500, seed: int = 1) -> np.ndarray:
 def test_float31_round_trip(tmp_path: Path) -> None:
     ev = _events()
     path = tmp_path / "f.fcs"
-    write_fcs(path, ev, PNN, ["", "", "CD90", "CD73 / NT5E", ""],
-              keywords={"$TIMESTEP": "0.01", "TUBE NAME": "Stained", "$SRC": "MSC 1"})
+    write_fcs(
+        path,
+        ev,
+        PNN,
+        ["", "", "CD90", "CD73 / NT5E", ""],
+        keywords={"$TIMESTEP": "0.01", "TUBE NAME": "Stained", "$SRC": "MSC 1"},
+    )
     s = fk.Sample(path)
     assert s.version == "3.1"
     assert s.event_count == 500
@@ -86,9 +91,11 @@ def test_text_offsets_agree_with_header(tmp_path: Path) -> None:
     path = tmp_path / "o.fcs"
     write_fcs(path, ev, PNN)
     raw = path.read_bytes()
-    text_begin, text_end, data_begin, data_end = (int(raw[10 + 8 * i:18 + 8 * i]) for i in range(4))
+    text_begin, text_end, data_begin, data_end = (
+        int(raw[10 + 8 * i : 18 + 8 * i]) for i in range(4)
+    )
     assert text_begin == 58 and raw[58:59] == b"/"
-    text = raw[text_begin:text_end + 1].decode()
+    text = raw[text_begin : text_end + 1].decode()
     fields = text[1:-1].split("/")
     kw = dict(zip(fields[0::2], fields[1::2], strict=True))
     assert int(kw["$BEGINDATA"]) == data_begin == text_end + 1
@@ -110,8 +117,9 @@ def test_deterministic_bytes(tmp_path: Path) -> None:
     assert (tmp_path / "a.fcs").read_bytes() == (tmp_path / "b.fcs").read_bytes()
 
 
-def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_atomic_write_leaves_old_file_on_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "x.fcs"
     write_fcs(path, _events(n=10), PNN)
     before = path.read_bytes()

@@ -41,9 +41,11 @@ FAMILIES = READER_FAMILIES
 
 def _bases() -> list[bytes]:
     rng = np.random.default_rng(SEED)
-    float_file, _ = valid_fcs(n_events=20, names=("FSC-A", "SSC-A", "FITC-A", "Time"),
-                              metadata={"$SPILLOVER": "2,SSC-A,FITC-A,1,0.1,0.02,1",
-                                        "$TIMESTEP": "0.01"})
+    float_file, _ = valid_fcs(
+        n_events=20,
+        names=("FSC-A", "SSC-A", "FITC-A", "Time"),
+        metadata={"$SPILLOVER": "2,SSC-A,FITC-A,1,0.1,0.02,1", "$TIMESTEP": "0.01"},
+    )
     int24 = int_fcs(rng.integers(0, 2**20, (15, 3)), [24, 24, 24], [1024, 262144, 2**24])
     mixed = int_fcs(rng.integers(0, 255, (15, 3)), [8, 16, 32], [256, 1024, 2**20], order=">")
     # two data sets: the second starts right after the first ($NEXTDATA is relative)
@@ -51,8 +53,11 @@ def _bases() -> list[bytes]:
     keywords, data = split_fcs(int_fcs(rng.integers(0, 1000, (5, 3)), [16] * 3, [1024] * 3))
     keywords = [(k, "00000000" if k == "$NEXTDATA" else v) for k, v in keywords]
     first = assemble(keywords, data, version="3.0")  # same length once the offset is filled in
-    first = assemble([(k, v) if k != "$NEXTDATA" else (k, f"{len(first):08d}")
-                      for k, v in keywords], data, version="3.0")
+    first = assemble(
+        [(k, v) if k != "$NEXTDATA" else (k, f"{len(first):08d}") for k, v in keywords],
+        data,
+        version="3.0",
+    )
     return [float_file, int24, mixed, first + second]
 
 
@@ -110,13 +115,34 @@ def test_hostile_files_through_inspect_and_analyze(tmp_path):
 
     children = []
     for part in range(HOSTILE_PARTS):
-        cmd = [sys.executable, str(HERE / "_hostile.py"),
-               "--mutants", str(HOSTILE_MUTANTS // HOSTILE_PARTS), "--seed", str(SEED + part),
-               "--corpus", str(corpus or ""), "--work", str(tmp_path / f"work{part}"),
-               "--report", str(tmp_path / f"report{part}.json"), "--pdf", "6",
-               "--cluster", "30"]
-        children.append(subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, text=True, preexec_fn=limit))
+        cmd = [
+            sys.executable,
+            str(HERE / "_hostile.py"),
+            "--mutants",
+            str(HOSTILE_MUTANTS // HOSTILE_PARTS),
+            "--seed",
+            str(SEED + part),
+            "--corpus",
+            str(corpus or ""),
+            "--work",
+            str(tmp_path / f"work{part}"),
+            "--report",
+            str(tmp_path / f"report{part}.json"),
+            "--pdf",
+            "6",
+            "--cluster",
+            "30",
+        ]
+        children.append(
+            subprocess.Popen(
+                cmd,
+                cwd=HERE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                preexec_fn=limit,
+            )
+        )
     reports = []
     for part, child in enumerate(children):
         out, err = child.communicate(timeout=1800)

@@ -26,8 +26,9 @@ def run(tmp_path, design, seed=5, which=0):
 
 @pytest.fixture(scope="module")
 def hard_culture(tmp_path_factory):
-    design = S.CultureDesign("hard", style="diva", layout="isct-8c", viability="DAPI",
-                             anomaly=S.Anomaly(), **HARD)
+    design = S.CultureDesign(
+        "hard", style="diva", layout="isct-8c", viability="DAPI", anomaly=S.Anomaly(), **HARD
+    )
     return run(tmp_path_factory.mktemp("hard"), design)
 
 
@@ -42,7 +43,8 @@ def test_removes_debris_doublets_dead_keeps_live_singles(hard_culture) -> None:
     assert kept[good].mean() >= 0.95
     top = tube.ranges[0] - 1
     on_scatter = (tube.events[:, tube.pnn.index("FSC-A")] >= top) | (
-        tube.events[:, tube.pnn.index("SSC-A")] >= top)
+        tube.events[:, tube.pnn.index("SSC-A")] >= top
+    )
     assert on_scatter.sum() > 5 and not np.any(out.masks["margin"] & on_scatter)
 
 
@@ -56,8 +58,9 @@ def test_anomaly_stretch_dropped(hard_culture) -> None:
     assert step.gate == "time" and len(step.vertices) >= 2  # the stretch splits the run
 
 
-def test_time_gate_removing_a_large_share_is_warned_and_skips_are_named(hard_culture,
-                                                                        tmp_path) -> None:
+def test_time_gate_removing_a_large_share_is_warned_and_skips_are_named(
+    hard_culture, tmp_path
+) -> None:
     """Issue 11: 20 % removed by the time gate was silent. Above TIME_WARN a warning states the
     share; a gate not applied is named with its reason (no viability dye here)."""
     from cytomsc.gating import TIME_WARN
@@ -66,11 +69,12 @@ def test_time_gate_removing_a_large_share_is_warned_and_skips_are_named(hard_cul
     step = out.steps[0]
     removed = 1 - step.count / step.parent_count
     assert removed > TIME_WARN
-    assert any(f"the time gate removed {removed:.1%} of events (more than {TIME_WARN:.0%})" in w
-               for w in out.warnings), out.warnings
+    assert any(
+        f"the time gate removed {removed:.1%} of events (more than {TIME_WARN:.0%})" in w
+        for w in out.warnings
+    ), out.warnings
     assert out.skipped == {}
-    clean = S.CultureDesign("clean", style="accuri", layout="isct-4c", n_events=4000,
-                            controls=())
+    clean = S.CultureDesign("clean", style="accuri", layout="isct-4c", n_events=4000, controls=())
     _, _, _, plain = run(tmp_path, clean)
     assert plain.skipped == {"live": "no viability dye"}
     assert not any("time gate removed" in w for w in plain.warnings)
@@ -90,8 +94,7 @@ def test_steps_and_masks_are_consistent(hard_culture) -> None:
 
 
 def test_clean_culture_time_gate_keeps_everything(tmp_path) -> None:
-    design = S.CultureDesign("clean", style="accuri", layout="isct-4c", n_events=12000,
-                             controls=())
+    design = S.CultureDesign("clean", style="accuri", layout="isct-4c", n_events=12000, controls=())
     tube, _, _, out = run(tmp_path, design)
     assert out.masks["time"].mean() >= 0.97
     assert out.final[tube.gated()].mean() >= 0.95
@@ -99,8 +102,9 @@ def test_clean_culture_time_gate_keeps_everything(tmp_path) -> None:
 
 def test_flowkit_and_gatingml_give_the_same_counts(hard_culture, tmp_path) -> None:
     _, fcs, prep, out = hard_culture
-    design = S.CultureDesign("other", style="diva", layout="isct-8c", viability="DAPI",
-                             n_events=4000, controls=())
+    design = S.CultureDesign(
+        "other", style="diva", layout="isct-8c", viability="DAPI", n_events=4000, controls=()
+    )
     _, fcs2, prep2, out2 = run(tmp_path, design, seed=9)
     gs = gating_strategy({fcs.path.name: (prep, out), fcs2.path.name: (prep2, out2)})
     xml = tmp_path / "culture" / "gates.xml"
@@ -119,14 +123,20 @@ def test_flowkit_and_gatingml_give_the_same_counts(hard_culture, tmp_path) -> No
 
 
 def test_missing_time_and_height_still_gates(tmp_path) -> None:
-    design = S.CultureDesign("bare", style="diva", layout="isct-8c", n_events=8000, controls=(),
-                             debris=0.2, doublets=0.1)
+    design = S.CultureDesign(
+        "bare", style="diva", layout="isct-8c", n_events=8000, controls=(), debris=0.2, doublets=0.1
+    )
     tube = S.simulate_culture(design, 3)[0]
     keep = [i for i, n in enumerate(tube.pnn) if n not in ("Time", "FSC-H")]
     path = tmp_path / "bare.fcs"
-    write_fcs(path, tube.events[:, keep], [tube.pnn[i] for i in keep],
-              [tube.pns[i] for i in keep], ranges=[tube.ranges[i] for i in keep],
-              spillover=tube.spillover)
+    write_fcs(
+        path,
+        tube.events[:, keep],
+        [tube.pnn[i] for i in keep],
+        [tube.pns[i] for i in keep],
+        ranges=[tube.ranges[i] for i in keep],
+        spillover=tube.spillover,
+    )
     fcs = read_fcs(path)
     out = gate_tube(prepare(fcs), fcs, "bare.fcs")
     assert [s.gate for s in out.steps] == ["margin", "cells"]
@@ -146,8 +156,9 @@ def test_points_in_polygon_matches_flowkit() -> None:
     assert np.array_equal(ours, theirs) and 0.1 < ours.mean() < 0.8
 
 
-@pytest.mark.parametrize("rel", ["fcsparser/FACS_Diva/facs_diva_test.fcs",
-                                 "FlowCal/test/Data001.fcs"])
+@pytest.mark.parametrize(
+    "rel", ["fcsparser/FACS_Diva/facs_diva_test.fcs", "FlowCal/test/Data001.fcs"]
+)
 def test_real_files_gate(corpus, rel: str) -> None:
     path = corpus / rel
     if not path.is_file():
@@ -191,7 +202,7 @@ def test_every_event_non_finite_is_a_gating_error_not_a_crash(tmp_path) -> None:
     raw = np.ascontiguousarray(events, dtype="<f4")
     write_fcs(path, tube.events, tube.pnn, tube.pns, ranges=tube.ranges)
     data = path.read_bytes()
-    path.write_bytes(data[:len(data) - raw.nbytes] + raw.tobytes())  # DATA is last
+    path.write_bytes(data[: len(data) - raw.nbytes] + raw.tobytes())  # DATA is last
     fcs = read_fcs(path)
     assert fcs.nonfinite == len(events)
     with pytest.raises(CytomscError, match="every event holds a NaN or infinite value"):
@@ -204,8 +215,14 @@ def test_width_without_area_or_height_places_the_singlets_gate(tmp_path) -> None
     tube = S.simulate_culture(S.CultureDesign("w", n_events=3000, controls=()), 2)[0]
     keep = [i for i, n in enumerate(tube.pnn) if n != "FSC-H"]
     pnn = ["FSC-W" if tube.pnn[i] == "FSC-A" else tube.pnn[i] for i in keep]
-    fcs = _written(tmp_path, "w.fcs", tube.events[:, keep], pnn, [tube.pns[i] for i in keep],
-                   [tube.ranges[i] for i in keep])
+    fcs = _written(
+        tmp_path,
+        "w.fcs",
+        tube.events[:, keep],
+        pnn,
+        [tube.pns[i] for i in keep],
+        [tube.ranges[i] for i in keep],
+    )
     out = gate_tube(prepare(fcs), fcs, "w.fcs")
     singlets = [s for s in out.steps if s.gate == "singlets"]
     assert len(singlets) == 1 and singlets[0].y == "FSC-W"
@@ -217,8 +234,16 @@ def test_scatter_near_the_float_maximum_gets_a_finite_outline(tmp_path) -> None:
     """$PnG = 1e-303 on FSC-A and SSC-A (FlowKit divides by the gain): scatter near 1e308,
     whose log plus the contour's margin overflowed exp()."""
     tube = S.simulate_culture(S.CultureDesign("big", n_events=3000, controls=()), 3)[0]
-    fcs = _written(tmp_path, "big.fcs", tube.events, tube.pnn, tube.pns, tube.ranges,
-                   P1G="1e-303", P3G="1e-303")
+    fcs = _written(
+        tmp_path,
+        "big.fcs",
+        tube.events,
+        tube.pnn,
+        tube.pns,
+        tube.ranges,
+        P1G="1e-303",
+        P3G="1e-303",
+    )
     out = gate_tube(prepare(fcs), fcs, "big.fcs")
     cells = next(s for s in out.steps if s.gate == "cells")
     assert np.isfinite(np.array(cells.vertices)).all()
@@ -232,12 +257,17 @@ def test_area_channel_of_zeros_skips_the_singlets_gate(tmp_path) -> None:
     keep = [i for i, n in enumerate(tube.pnn) if not n.startswith("SSC")]
     events = tube.events[:, keep].copy()
     events[:, [tube.pnn[i] for i in keep].index("FSC-A")] = 0.0
-    fcs = _written(tmp_path, "zero.fcs", events, [tube.pnn[i] for i in keep],
-                   [tube.pns[i] for i in keep], [tube.ranges[i] for i in keep])
+    fcs = _written(
+        tmp_path,
+        "zero.fcs",
+        events,
+        [tube.pnn[i] for i in keep],
+        [tube.pns[i] for i in keep],
+        [tube.ranges[i] for i in keep],
+    )
     out = gate_tube(prepare(fcs), fcs, "zero.fcs")
     assert "singlets" not in [s.gate for s in out.steps]
-    assert "zero.fcs: FSC-A/FSC-H ratios are not positive; no singlets gate on them" in \
-        out.warnings
+    assert "zero.fcs: FSC-A/FSC-H ratios are not positive; no singlets gate on them" in out.warnings
     assert np.array_equal(out.masks["singlets"], out.masks["cells"])
 
 
@@ -288,14 +318,21 @@ def test_pile_bounds_without_a_sort_match_the_unique_values() -> None:
 
 
 def test_large_tube_gates_placed_from_a_subsample_and_applied_to_every_event(
-        tmp_path, monkeypatch) -> None:
+    tmp_path, monkeypatch
+) -> None:
     """Above FIT_MAX events the gates are placed from a seeded subsample; their masks cover
     every event, and they still remove the debris, doublets and dead cells the simulator
     marked (the same bar as on the full tube), with counts of every event."""
     from cytomsc import gating
 
-    design = S.CultureDesign("large", style="diva", layout="isct-8c", viability="DAPI",
-                             anomaly=S.Anomaly(), **{**HARD, "n_events": 40_000})
+    design = S.CultureDesign(
+        "large",
+        style="diva",
+        layout="isct-8c",
+        viability="DAPI",
+        anomaly=S.Anomaly(),
+        **{**HARD, "n_events": 40_000},
+    )
     tube = S.simulate_culture(design, 5)[0]
     fcs = read_fcs(tube.write(tmp_path))
     prep = prepare(fcs)

@@ -47,8 +47,10 @@ def test_lymphocytes_68983_agree_with_flowjo(real_fcs: Path) -> None:
     assert fcs.n_events == n
     ws = fk.Workspace(str(d / "gating.wsp"), fcs_samples=str(d / "68983.fcs"))
     ws.analyze_samples(sample_id="68983.fcs", use_mp=False)
-    for ours, path, name in (("cells", "/Lymphocytes", "Lymphocytes"),
-                             ("singlets", "/Lymphocytes/Singlets", "Singlets")):
+    for ours, path, name in (
+        ("cells", "/Lymphocytes", "Lymphocytes"),
+        ("singlets", "/Lymphocytes/Singlets", "Singlets"),
+    ):
         count = int(out.masks[ours].sum())
         assert abs(100.0 * (count - answer[path]) / n) <= 3.0, (ours, count, answer[path])
         manual = ws.get_gate_membership("68983.fcs", name)
@@ -61,10 +63,9 @@ def _flowjo9_polygon(xml: Path, sample_count: int) -> list[tuple[float, float]]:
     only; the vertices are read here as they are written there)."""
     text = xml.read_text(encoding="latin-1")
     start = text.index(f'count="{sample_count}"')
-    block = text[start:text.index("</PolygonGate>", start)]
+    block = text[start : text.index("</PolygonGate>", start)]
     assert 'name="Live"' in block and "<String>FSC-A</String>" in block
-    return [(float(x), float(y)) for x, y in
-            re.findall(r'<Vertex x="([^"]+)" y="([^"]+)"', block)]
+    return [(float(x), float(y)) for x, y in re.findall(r'<Vertex x="([^"]+)" y="([^"]+)"', block)]
 
 
 @pytest.mark.slow
@@ -98,8 +99,16 @@ def _tube(tmp_path: Path, design: S.CultureDesign, seed: int, which: int = -1):
 def test_small_contaminants_are_cells_not_debris(tmp_path: Path, seed: int) -> None:
     """Lymphocyte-sized contaminants (a third of an MSC's FSC, 5 %) stay in the cells gate and
     their CD45 shows in % positive (today's main called them debris and removed them all)."""
-    design = S.CultureDesign("lympho", style="diva", layout="isct-8c", contaminants=0.05,
-                             contaminant_size=0.33, debris=0.08, n_events=15000, controls=())
+    design = S.CultureDesign(
+        "lympho",
+        style="diva",
+        layout="isct-8c",
+        contaminants=0.05,
+        contaminant_size=0.33,
+        debris=0.08,
+        n_events=15000,
+        controls=(),
+    )
     tube, _, _, out = _tube(tmp_path, design, seed)
     small = tube.kind == S.KIND_CONTAMINANT
     assert small.sum() > 400
@@ -110,30 +119,50 @@ def test_small_contaminants_are_cells_not_debris(tmp_path: Path, seed: int) -> N
 
 def test_separate_outlines_reapplied_by_flowkit(tmp_path: Path) -> None:
     """A cells gate of two outlines is a BooleanGate 'or' in GatingML: FlowKit counts the same."""
-    design = S.CultureDesign("lympho", style="diva", layout="isct-8c", contaminants=0.05,
-                             contaminant_size=0.2, debris=0.08, n_events=15000, controls=())
+    design = S.CultureDesign(
+        "lympho",
+        style="diva",
+        layout="isct-8c",
+        contaminants=0.05,
+        contaminant_size=0.2,
+        debris=0.08,
+        n_events=15000,
+        controls=(),
+    )
     tube, fcs, prep, out = _tube(tmp_path, design, 1)
     step = next(s for s in out.steps if s.gate == "cells")
     assert "separate outlines" in step.note
     assert out.masks["cells"][tube.kind == S.KIND_CONTAMINANT].mean() >= 0.95
     res = gating_strategy({fcs.path.name: (prep, out)}).gate_sample(fcs.sample)
     for s in out.steps:
-        assert abs(int(res.get_gate_count("t1_" + s.gate)) - s.count) <= (2 if s.gate == "live"
-                                                                          else 0), s.gate
+        assert abs(int(res.get_gate_count("t1_" + s.gate)) - s.count) <= (
+            2 if s.gate == "live" else 0
+        ), s.gate
 
 
 @pytest.mark.slow
 def test_time_gate_keeps_a_stable_run_with_a_bimodal_marker(tmp_path: Path) -> None:
     """Half the cells CD90 bright: the run is stable, every time bin is kept (a bin's median
     jumps between the peaks; the share above the overall median does not)."""
-    design = S.CultureDesign("half", style="diva", layout="isct-8c", n_events=15000,
-                             controls=(), populations=[S.PopulationDesign(
-                                 markers={"CD90": (0.5, 60000.0), "CD73": (0.5, 25000.0)})])
+    design = S.CultureDesign(
+        "half",
+        style="diva",
+        layout="isct-8c",
+        n_events=15000,
+        controls=(),
+        populations=[S.PopulationDesign(markers={"CD90": (0.5, 60000.0), "CD73": (0.5, 25000.0)})],
+    )
     _, _, _, out = _tube(tmp_path, design, 6)
     assert out.masks["time"].mean() >= 0.99
-    design = S.CultureDesign("half_anomaly", style="diva", layout="isct-8c", n_events=15000,
-                             controls=(), anomaly=S.Anomaly(),
-                             populations=[S.PopulationDesign(markers={"CD90": (0.5, 60000.0)})])
+    design = S.CultureDesign(
+        "half_anomaly",
+        style="diva",
+        layout="isct-8c",
+        n_events=15000,
+        controls=(),
+        anomaly=S.Anomaly(),
+        populations=[S.PopulationDesign(markers={"CD90": (0.5, 60000.0)})],
+    )
     tube, _, _, out = _tube(tmp_path, design, 6)
     anomaly = tube.kind == S.KIND_ANOMALY
     assert out.masks["time"][anomaly].mean() <= 0.10 and out.masks["time"][~anomaly].mean() >= 0.95
@@ -160,8 +189,15 @@ def test_doublets_above_the_ridge_are_found() -> None:
 def test_height_only_instrument_uses_a_fluorescence_pair(tmp_path: Path) -> None:
     """FSC-H/SSC-H only (FACSCalibur): doublets found on FL2-A against FL2-H where FL2 is bright;
     a tube dim in FL2 says that no doublet discrimination was possible."""
-    design = S.CultureDesign("cal", style="calibur", layout="isct-4c", doublets=0.15,
-                             debris=0.1, n_events=12000, controls=("unstained",))
+    design = S.CultureDesign(
+        "cal",
+        style="calibur",
+        layout="isct-4c",
+        doublets=0.15,
+        debris=0.1,
+        n_events=12000,
+        controls=("unstained",),
+    )
     tubes = S.simulate_culture(design, 3)
     stained = tubes[1]  # CD73 on PE: bright in FL2 on every MSC
     fcs, prep, out = _gate(stained.write(tmp_path))

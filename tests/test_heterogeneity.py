@@ -36,9 +36,14 @@ FAST = {"n_bootstrap": 10}
 
 
 def test_clear_three_populations_fractions_and_labels():
-    c = simulate("three", (0.6, 0.3, 0.1),
-                 [{}, {"FITC-A": -3.5, "APC-A": -3.5}, {"FSC-A": -3.5, "SSC-A": -3.5}],
-                 n=6000, seed=7, shape="gaussian")
+    c = simulate(
+        "three",
+        (0.6, 0.3, 0.1),
+        [{}, {"FITC-A": -3.5, "APC-A": -3.5}, {"FSC-A": -3.5, "SSC-A": -3.5}],
+        n=6000,
+        seed=7,
+        shape="gaussian",
+    )
     X, raw, channels = pipeline_view(c)
     res, labels = describe_heterogeneity(X, channels, NAMES, raw, seed=3, **FAST)
     assert isinstance(res, HeterogeneityResult)
@@ -72,8 +77,7 @@ def test_linear_scatter_is_not_split_into_populations(seed):
     """Cell size is not log-normal on every instrument. A homogeneous culture whose FSC/SSC are
     Gaussian on the linear scale is left-skewed on the log scale; the scatter scale chosen by
     BIC (power 1 here) keeps it one population."""
-    c = simulate("lin", (1.0,), [{}], n=10000, seed=7000 + seed, shape="gaussian",
-                 scatter="normal")
+    c = simulate("lin", (1.0,), [{}], n=10000, seed=7000 + seed, shape="gaussian", scatter="normal")
     X, raw, channels = pipeline_view(c)
     res, _ = describe_heterogeneity(X, channels, NAMES, raw, seed=0, **FAST)
     assert res.n_populations == 1
@@ -81,16 +85,27 @@ def test_linear_scatter_is_not_split_into_populations(seed):
     assert chosen.scatter_power_ == 1.0
 
 
-@pytest.mark.parametrize(("scatter", "power", "scatter_names"), [
-    ("normal", 1.0, ("FSC-A", "SSC-A")), ("lognormal", 0.0, ("FSC-A", "SSC-A")),
-    ("normal", 1.0, ("FS INT", "SS INT")),  # Beckman's names for the same channels
-])
+@pytest.mark.parametrize(
+    ("scatter", "power", "scatter_names"),
+    [
+        ("normal", 1.0, ("FSC-A", "SSC-A")),
+        ("lognormal", 0.0, ("FSC-A", "SSC-A")),
+        ("normal", 1.0, ("FS INT", "SS INT")),  # Beckman's names for the same channels
+    ],
+)
 def test_scatter_scale_keeps_size_populations(scatter, power, scatter_names):
     """The scale is chosen before the populations, on the data, so a real small-cell population
     is not absorbed: 10 % of cells 3.5 SD smaller are found on either physics, whatever the
     instrument calls its scatter channels."""
-    c = simulate("size", (0.9, 0.1), [{}, {"FSC-A": -3.5, "SSC-A": -3.5}], n=10000, seed=7100,
-                 shape="gaussian", scatter=scatter)
+    c = simulate(
+        "size",
+        (0.9, 0.1),
+        [{}, {"FSC-A": -3.5, "SSC-A": -3.5}],
+        n=10000,
+        seed=7100,
+        shape="gaussian",
+        scatter=scatter,
+    )
     X, raw, channels = pipeline_view(c)
     channels = [*scatter_names, *channels[2:]]
     finder = PopulationFinder(log_columns=(0, 1), **FAST).fit(X)
@@ -118,9 +133,13 @@ def test_skewed_heavy_tailed_population_is_one(seed):
     assert res.populations[0].label == "all cells"
 
 
-@pytest.mark.parametrize(("kind", "shift"), [
-    ("marker", {"FITC-A": -4.0}), ("size", {"FSC-A": 4.0, "SSC-A": 4.0}),
-])
+@pytest.mark.parametrize(
+    ("kind", "shift"),
+    [
+        ("marker", {"FITC-A": -4.0}),
+        ("size", {"FSC-A": 4.0, "SSC-A": 4.0}),
+    ],
+)
 def test_heavy_tailed_minor_population_is_found(kind, shift):
     """A 7 % population 4 SD away, both populations skewed and heavy-tailed and of different
     widths, is found with the right fraction."""
@@ -174,8 +193,9 @@ def test_split_evidence_refuses_skew_and_finds_two_modes():
     population however the mixture cut it; two modes 4 SD apart are two."""
     rng = np.random.default_rng(4)
     x = np.sinh(np.arcsinh(rng.standard_t(6, 8000)) + 0.6)
-    one = split_evidence(x[:, None], (x > np.median(x)).astype(float),
-                         (x <= np.median(x)).astype(float), np.eye(1))
+    one = split_evidence(
+        x[:, None], (x > np.median(x)).astype(float), (x <= np.median(x)).astype(float), np.eye(1)
+    )
     assert one.gain < 0
     y = np.r_[rng.normal(0, 1, 6000), rng.normal(4, 1, 2000)]
     ra = (y < 2).astype(float)
@@ -189,8 +209,15 @@ def test_phenotype_label_says_plus_minus_across_the_ceiling():
     med = np.array([-1.0, 0.0])
     assert phenotype_label(med, center, scale, ["FITC-A", "PE-A"], NAMES) == "CD90 dim"
     straddles = np.array([True, False])
-    word = phenotype_label(med, center, scale, ["FITC-A", "PE-A"], NAMES,
-                           ceilings=np.array([-0.5, -np.inf]), straddles=straddles)
+    word = phenotype_label(
+        med,
+        center,
+        scale,
+        ["FITC-A", "PE-A"],
+        NAMES,
+        ceilings=np.array([-0.5, -np.inf]),
+        straddles=straddles,
+    )
     assert word == "CD90−"
 
 
@@ -234,8 +261,9 @@ def test_bad_input_is_one_line_error():
     with pytest.raises(CytomscError, match="do not match"):
         describe_heterogeneity(np.zeros((100, 2)), ["a"], {}, np.zeros((100, 2)))
     with pytest.raises(CytomscError, match="log10"):  # linear FSC passed where log10 belongs
-        describe_heterogeneity(np.full((100, 2), 130000.0), ["FSC-A", "a"], {},
-                               np.full((100, 2), 130000.0))
+        describe_heterogeneity(
+            np.full((100, 2), 130000.0), ["FSC-A", "a"], {}, np.full((100, 2), 130000.0)
+        )
 
 
 def test_matched_f1_against_hand_counts():
@@ -272,8 +300,9 @@ def test_pooled_fit_reads_each_culture_with_its_own_weights():
     a = simulate("a", (0.6, 0.4), shifts, n=6000, seed=31, shape="gaussian")
     b = simulate("b", (0.97, 0.03), shifts, n=6000, seed=32, shape="gaussian")
     (xa, _, _), (xb, _, _) = pipeline_view(a), pipeline_view(b)
-    f = PopulationFinder(random_state=0, n_bootstrap=0, log_columns=(0, 1),
-                         n_subsample=12000).fit(np.vstack([xa, xb]))
+    f = PopulationFinder(random_state=0, n_bootstrap=0, log_columns=(0, 1), n_subsample=12000).fit(
+        np.vstack([xa, xb])
+    )
     assert f.n_populations_ == 2
     for x, c, tol in ((xa, a, 0.01), (xb, b, 0.005)):
         truth = float(np.mean(c.labels == 2))

@@ -34,9 +34,14 @@ def scored(c: Culture) -> dict:
     if c.k > 1:
         qda = QuadraticDiscriminantAnalysis(reg_param=1e-3).fit(X, c.labels)
         ceiling = adjusted_rand_score(c.labels, qda.predict(X))
-    return {"name": c.name, "k": c.k, "found": finder.n_populations_,
-            "ari": adjusted_rand_score(c.labels, labels), "ceiling": ceiling,
-            "required": c.k > 1 and c.separation >= 3.5 and min(c.fractions) >= 0.05}
+    return {
+        "name": c.name,
+        "k": c.k,
+        "found": finder.n_populations_,
+        "ari": adjusted_rand_score(c.labels, labels),
+        "ceiling": ceiling,
+        "required": c.k > 1 and c.separation >= 3.5 and min(c.fractions) >= 0.05,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +56,18 @@ def held_out() -> list[dict]:
 
 def _check(rows: list[dict], near_share: float, worst_gap: float) -> None:
     homo = [r["found"] == 1 for r in rows if r["k"] == 1]
-    assert len(homo) == 12 and np.mean(homo) >= 0.9, [r["name"] for r in rows
-                                                      if r["k"] == 1 and r["found"] != 1]
+    assert len(homo) == 12 and np.mean(homo) >= 0.9, [
+        r["name"] for r in rows if r["k"] == 1 and r["found"] != 1
+    ]
     req = [r for r in rows if r["required"]]
     right = [r for r in req if r["found"] == r["k"]]
-    assert len(req) >= 12 and len(right) >= 0.9 * len(req), \
-        [(r["name"], r["found"]) for r in req if r["found"] != r["k"]]
+    assert len(req) >= 12 and len(right) >= 0.9 * len(req), [
+        (r["name"], r["found"]) for r in req if r["found"] != r["k"]
+    ]
     gaps = [r["ceiling"] - r["ari"] for r in right]
-    assert np.mean([g <= 0.05 for g in gaps]) >= near_share, \
-        [(r["name"], round(r["ari"], 3), round(r["ceiling"], 3)) for r in right]
+    assert np.mean([g <= 0.05 for g in gaps]) >= near_share, [
+        (r["name"], round(r["ari"], 3), round(r["ceiling"], 3)) for r in right
+    ]
     assert max(gaps) <= worst_gap
 
 
@@ -72,8 +80,9 @@ def test_below_the_required_separation_nothing_is_invented(heavy):
     into more populations than it has."""
     weak = [r for r in heavy if r["k"] > 1 and not r["required"]]
     assert len(weak) >= 12
-    assert all(r["found"] <= r["k"] for r in weak), [(r["name"], r["found"]) for r in weak
-                                                     if r["found"] > r["k"]]
+    assert all(r["found"] <= r["k"] for r in weak), [
+        (r["name"], r["found"]) for r in weak if r["found"] > r["k"]
+    ]
 
 
 def test_held_out_grid(held_out):

@@ -33,8 +33,9 @@ pytestmark = pytest.mark.slow  # the 38 cultures of the heterogeneity preset
 def rows(tmp_path_factory) -> list[dict]:
     root = tmp_path_factory.mktemp("het-pipeline")
     write_preset(root / "data", preset="heterogeneity", seed=0)
-    run_batch([root / "data"], root / "out",
-              Options(jobs=1, pdf=False, export_events=True, cluster="all"))
+    run_batch(
+        [root / "data"], root / "out", Options(jobs=1, pdf=False, export_events=True, cluster="all")
+    )
     return culture_rows(root / "data", root / "out")
 
 

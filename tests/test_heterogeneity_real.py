@@ -29,9 +29,14 @@ MARKERS = ["CD3", "CD4", "CD8", "CD19", "CD45", "TCRb", "TCRgd", "NK1.1"]
 def lineage_panel(path: Path) -> Path:
     """The 8 lineage markers of 68983 as a lab would list them (its $PnS spell TCRgd as TCRyd
     and NK1.1 as NK1/1)."""
-    lines = ['id = "lineage-68983"', 'name = "FlowSOM example lineage panel"',
-             'reference = "FlowSOM example 68983.fcs"', "[aliases]",
-             'TCRgd = ["TCRyd"]', '"NK1.1" = ["NK1/1"]']
+    lines = [
+        'id = "lineage-68983"',
+        'name = "FlowSOM example lineage panel"',
+        'reference = "FlowSOM example 68983.fcs"',
+        "[aliases]",
+        'TCRgd = ["TCRyd"]',
+        '"NK1.1" = ["NK1/1"]',
+    ]
     for m in MARKERS:
         lines += ["[[criterion]]", f'markers = ["{m}"]', 'expect = "informative"']
     path.write_text("\n".join(lines) + "\n")
@@ -46,13 +51,17 @@ def scored(real_fcs: Path, tmp_path_factory) -> dict:
     data.mkdir(parents=True)
     shutil.copy(src / "68983.fcs", data / "68983.fcs")  # a temporary copy, never in the project
     panel = lineage_panel(root / "lineage.toml")
-    run_batch([root / "data"], root / "out",
-              Options(panel=str(panel), cluster="all", export_events=True, pdf=False, jobs=1))
+    run_batch(
+        [root / "data"],
+        root / "out",
+        Options(panel=str(panel), cluster="all", export_events=True, pdf=False, jobs=1),
+    )
     exported = next((root / "out").rglob("events/68983.fcs"))
     s = fk.Sample(str(exported))
     pop = s.get_events(source="raw")[:, s.pnn_labels.index("cytomsc_population")].astype(int)
-    labels = np.array([x.strip().strip('"') for x in
-                       (src / "gatingResult.csv").read_text().splitlines()])
+    labels = np.array(
+        [x.strip().strip('"') for x in (src / "gatingResult.csv").read_text().splitlines()]
+    )
     assert labels.size == pop.size
     summary = json.loads((root / "out" / "summary.json").read_text())
     return {"pop": pop, "labels": labels, "culture": summary["cultures"][0]}

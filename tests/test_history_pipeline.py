@@ -26,8 +26,12 @@ pytestmark = pytest.mark.slow  # the 16 lots of the history preset, analysed, st
 
 
 def _cytomsc(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cytomsc", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cytomsc", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _done(p: subprocess.Popen) -> str:
@@ -44,8 +48,14 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> dict:
     write_preset(data, preset="history", seed=0)
     printed = _done(_cytomsc("analyze", str(data), "-o", str(out), "--no-pdf", "--db", str(db)))
     truth = json.loads((data / "truth.json").read_text())
-    return {"root": root, "data": data, "out": out, "sqlite": str(db), "printed": printed,
-            "truth": truth}
+    return {
+        "root": root,
+        "data": data,
+        "out": out,
+        "sqlite": str(db),
+        "printed": printed,
+        "truth": truth,
+    }
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -90,8 +100,7 @@ def test_store_round_trips_the_real_summary(stored: str, history: dict) -> None:
     engine.dispose()
 
 
-def test_trend_flags_exactly_the_drifted_lots(stored: str, history: dict,
-                                              tmp_path: Path) -> None:
+def test_trend_flags_exactly_the_drifted_lots(stored: str, history: dict, tmp_path: Path) -> None:
     out = tmp_path / "trend"
     printed = _run("trend", "--db", stored, "-o", str(out))
     truth = history["truth"]["history"]
@@ -109,8 +118,9 @@ def test_trend_flags_exactly_the_drifted_lots(stored: str, history: dict,
     assert ref == truth["reference_lots"]
 
 
-def test_trend_populations_follow_the_cd90_dim_growth(stored: str, history: dict,
-                                                      tmp_path: Path) -> None:
+def test_trend_populations_follow_the_cd90_dim_growth(
+    stored: str, history: dict, tmp_path: Path
+) -> None:
     out = tmp_path / "trend"
     _run("trend", "--db", stored, "-o", str(out), "--by", "passage")
     truth = history["truth"]["history"]["cd90_dim"]["fraction"]
@@ -120,8 +130,9 @@ def test_trend_populations_follow_the_cd90_dim_growth(stored: str, history: dict
     assert {r["source"] for r in rows} == {"batch"}
     assert max(abs(got[lot] - truth[lot]) for lot in truth) <= 0.06
     for donor in ("D01", "D02"):
-        mine = sorted((int(r["passage"]), float(r["fraction"])) for r in rows
-                      if r["donor"] == donor)
+        mine = sorted(
+            (int(r["passage"]), float(r["fraction"])) for r in rows if r["donor"] == donor
+        )
         assert [p for p, _ in mine] == list(range(1, 9))
         assert all(b >= a - 0.01 for (_, a), (_, b) in zip(mine, mine[1:], strict=False))
         assert mine[-1][1] - mine[0][1] >= 0.15  # grown by most of the simulated 24 %
@@ -150,8 +161,19 @@ def test_compare_lots_before_and_after(stored: str, history: dict, tmp_path: Pat
 
     out = tmp_path / "compare"
     # passage 6 onwards (L11-L16, drifted) against passages 1-5
-    _run("compare-lots", "--db", stored, "--split", "2025-05-20", "--margin", "1",
-         "--margin", "CD105=0.5", "-o", str(out))
+    _run(
+        "compare-lots",
+        "--db",
+        stored,
+        "--split",
+        "2025-05-20",
+        "--margin",
+        "1",
+        "--margin",
+        "CD105=0.5",
+        "-o",
+        str(out),
+    )
     rows = {r["marker"]: r for r in _csv(out / "compare.csv")}
     assert rows["CD105"]["equivalent"] == "false"
     lots = history["truth"]["history"]["lots"]
@@ -174,8 +196,15 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("small")
     for i in range(2):
-        design = CultureDesign(f"S{i + 1}", n_events=3000, controls=("isotype",),
-                               seed_offset=40 + i, lot=f"S{i + 1}", donor="D09", passage=i + 1)
+        design = CultureDesign(
+            f"S{i + 1}",
+            n_events=3000,
+            controls=("isotype",),
+            seed_offset=40 + i,
+            lot=f"S{i + 1}",
+            donor="D09",
+            passage=i + 1,
+        )
         for tube in simulate_culture(design, 0):
             tube.write(root / design.name)
     return root
@@ -186,29 +215,55 @@ def test_two_concurrent_analyses_keep_every_row(kind: str, small: Path, tmp_path
     gen = postgres_database() if kind == "postgresql" else None
     target = next(gen) if gen else str(tmp_path / "both.sqlite")
     try:
-        procs = [_cytomsc("analyze", str(small / f"S{i + 1}"), "-o", str(tmp_path / f"out{i}"),
-                          "--no-pdf", "--jobs", "1", "--db", target) for i in range(2)]
+        procs = [
+            _cytomsc(
+                "analyze",
+                str(small / f"S{i + 1}"),
+                "-o",
+                str(tmp_path / f"out{i}"),
+                "--no-pdf",
+                "--jobs",
+                "1",
+                "--db",
+                target,
+            )
+            for i in range(2)
+        ]
         for p in procs:
             _done(p)
         engine = store.connect(target, write=False)
         ids = store.batch_ids(engine)
         assert len(ids) == 2
         docs = [store.load_summary(engine, i) for i in ids]
-        written = [json.loads((tmp_path / f"out{i}" / "summary.json").read_text())
-                   for i in range(2)]
+        written = [
+            json.loads((tmp_path / f"out{i}" / "summary.json").read_text()) for i in range(2)
+        ]
         assert sorted(docs, key=lambda d: d["cultures"][0]["culture"]) == written
         # a rerun of one of them adds nothing
-        again = _done(_cytomsc("analyze", str(small / "S1"), "-o", str(tmp_path / "again"),
-                               "--no-pdf", "--jobs", "1", "--db", target))
+        again = _done(
+            _cytomsc(
+                "analyze",
+                str(small / "S1"),
+                "-o",
+                str(tmp_path / "again"),
+                "--no-pdf",
+                "--jobs",
+                "1",
+                "--db",
+                target,
+            )
+        )
         assert "nothing added" in again
         assert store.batch_ids(engine) == ids
         engine.dispose()
         if kind == "sqlite":  # recording never changes what analyze writes
             plain = tmp_path / "plain"
-            _done(_cytomsc("analyze", str(small / "S1"), "-o", str(plain), "--no-pdf",
-                           "--jobs", "1"))
-            assert (plain / "summary.json").read_bytes() == \
-                (tmp_path / "out0" / "summary.json").read_bytes()
+            _done(
+                _cytomsc("analyze", str(small / "S1"), "-o", str(plain), "--no-pdf", "--jobs", "1")
+            )
+            assert (plain / "summary.json").read_bytes() == (
+                tmp_path / "out0" / "summary.json"
+            ).read_bytes()
     finally:
         if gen:
             gen.close()

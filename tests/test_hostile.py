@@ -29,12 +29,25 @@ pytestmark = pytest.mark.slow  # a batch of hostile cultures
 HERE = Path(__file__).resolve().parent
 
 
-def _write(folder: Path, name: str, n: int = 3000, controls: tuple[str, ...] = ("isotype",),
-           edit=None, spill: bool = True, seed_offset: int = 0) -> str:
+def _write(
+    folder: Path,
+    name: str,
+    n: int = 3000,
+    controls: tuple[str, ...] = ("isotype",),
+    edit=None,
+    spill: bool = True,
+    seed_offset: int = 0,
+) -> str:
     """A diva 8-colour culture; ``edit(raw bytes, tube) -> bytes`` applied to the stained tube.
     Returns the culture's true verdict (for edits that leave its measurements as they were)."""
-    design = CultureDesign(name, style="diva", layout="isct-8c", n_events=n, controls=controls,
-                           seed_offset=700 + seed_offset)
+    design = CultureDesign(
+        name,
+        style="diva",
+        layout="isct-8c",
+        n_events=n,
+        controls=controls,
+        seed_offset=700 + seed_offset,
+    )
     tubes = simulate_culture(design, 0)
     for t in tubes:
         if not spill:
@@ -70,8 +83,10 @@ def _few_float_steps(raw: bytes, t) -> bytes:
     ev = ev.astype("<f8")
     j = t.pnn.index("FITC-A")
     ev[:, j] = 1000.0 + np.random.default_rng(1).integers(0, 4, len(ev)) * np.spacing(1000.0)
-    keywords = [(k, "D" if k == "$DATATYPE" else "64" if k.endswith("B") and k[2:-1].isdigit()
-                 else v) for k, v in keywords]
+    keywords = [
+        (k, "D" if k == "$DATATYPE" else "64" if k.endswith("B") and k[2:-1].isdigit() else v)
+        for k, v in keywords
+    ]
     return assemble(keywords, ev.tobytes())
 
 
@@ -103,15 +118,35 @@ def _cd90_mostly_one_value(raw: bytes, t) -> bytes:
 CASES = {
     # name: (events, controls, edit, spillover kept, verdict kept)
     "all_nan": (3000, ("isotype",), _all_nan, True, False),
-    "timestep_1e308": (3000, ("isotype",), lambda r, t: set_keywords(r, TIMESTEP="1e308"), True,
-                       True),
-    "pnr_1e306_20k": (20_000, ("isotype",), lambda r, t: set_keywords(
-        r, **{f"P{i}R": "1e306" for i in range(1, len(t.pnn) + 1)}), True, True),
-    "pnr_1e306_small": (3000, (), lambda r, t: set_keywords(
-        r, **{f"P{i}R": "1e306" for i in range(5, 13)}), True, False),
+    "timestep_1e308": (
+        3000,
+        ("isotype",),
+        lambda r, t: set_keywords(r, TIMESTEP="1e308"),
+        True,
+        True,
+    ),
+    "pnr_1e306_20k": (
+        20_000,
+        ("isotype",),
+        lambda r, t: set_keywords(r, **{f"P{i}R": "1e306" for i in range(1, len(t.pnn) + 1)}),
+        True,
+        True,
+    ),
+    "pnr_1e306_small": (
+        3000,
+        (),
+        lambda r, t: set_keywords(r, **{f"P{i}R": "1e306" for i in range(5, 13)}),
+        True,
+        False,
+    ),
     "few_float_steps": (3000, (), _few_float_steps, False, False),
-    "png_1e300": (3000, (), lambda r, t: set_keywords(
-        r, **{f"P{i}G": "1e-300" for i in range(1, len(t.pnn) + 1)}), True, False),
+    "png_1e300": (
+        3000,
+        (),
+        lambda r, t: set_keywords(r, **{f"P{i}G": "1e-300" for i in range(1, len(t.pnn) + 1)}),
+        True,
+        False,
+    ),
     "three_events": (3000, (), _three_events, True, False),
     "width_only": (3000, ("isotype",), _width_only, True, False),
 }
@@ -204,8 +239,7 @@ def test_cd90_mostly_one_value_runs_in_bounded_memory(tmp_path) -> None:
     address space; it must finish, analysed, within 10x the file size plus 500 MB."""
     import resource
 
-    _write(tmp_path / "in", "cd90", n=8500, controls=(), edit=_cd90_mostly_one_value,
-           spill=False)
+    _write(tmp_path / "in", "cd90", n=8500, controls=(), edit=_cd90_mostly_one_value, spill=False)
     stained = next((tmp_path / "in" / "cd90").glob("*Stained*"))
     size = stained.stat().st_size
     assert 400_000 < size < 480_000
@@ -213,9 +247,14 @@ def test_cd90_mostly_one_value_runs_in_bounded_memory(tmp_path) -> None:
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
 
-    done = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "in"),
-                           str(tmp_path / "out")], capture_output=True, text=True,
-                          preexec_fn=limit, timeout=600, cwd=HERE)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path / "in"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=600,
+        cwd=HERE,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["errors"] == []

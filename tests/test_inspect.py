@@ -57,8 +57,12 @@ def test_inspect_data_set_choice(corpus):
 
 def test_inspect_markers_roles_and_channel_map(tmp_path):
     names = ("FSC-A", "SSC-A", "FITC-A", "PE-A", "APC-A")
-    raw, _ = valid_fcs(names=names, pns=("", "", "CD90", "CD105", ""), seed=3,
-                       metadata={"TUBE NAME": "MSC1 isotype", "$CYT": "FACSCanto II"})
+    raw, _ = valid_fcs(
+        names=names,
+        pns=("", "", "CD90", "CD105", ""),
+        seed=3,
+        metadata={"TUBE NAME": "MSC1 isotype", "$CYT": "FACSCanto II"},
+    )
     path = tmp_path / "msc1.fcs"
     path.write_bytes(raw)
     result = _run(["inspect", "--json", "--channel-map", "APC-A=CD73", str(path)])
@@ -74,8 +78,10 @@ def test_inspect_markers_roles_and_channel_map(tmp_path):
 def test_inspect_missing_file_is_one_line(tmp_path):
     result = _run(["inspect", str(tmp_path / "absent.fcs")])
     assert result.exit_code == 1
-    assert result.stderr.strip() == f"error: {tmp_path / 'absent.fcs'}: cannot open " \
-                                    "(No such file or directory)"
+    assert (
+        result.stderr.strip() == f"error: {tmp_path / 'absent.fcs'}: cannot open "
+        "(No such file or directory)"
+    )
 
 
 @pytest.mark.slow
@@ -85,8 +91,12 @@ def test_python_dash_m_runs_the_cli(tmp_path):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "cytomsc", "inspect", str(tmp_path / "no.fcs")],
-                          capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "cytomsc", "inspect", str(tmp_path / "no.fcs")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert done.returncode == 1
     assert "no.fcs" in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
@@ -108,13 +118,17 @@ def test_inspect_takes_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     result = _run(["inspect", "--json", str(tmp_path / "run"), str(tmp_path / "empty")])
     files = json.loads(result.stdout)["files"]
-    assert [f["path"] for f in files] == [str(tmp_path / "run" / "b.fcs"),
-                                          str(tmp_path / "run" / "sub" / "060909.001"),
-                                          str(tmp_path / "empty")]
+    assert [f["path"] for f in files] == [
+        str(tmp_path / "run" / "b.fcs"),
+        str(tmp_path / "run" / "sub" / "060909.001"),
+        str(tmp_path / "empty"),
+    ]
     assert [f["ok"] for f in files] == [True, True, False]
     assert result.exit_code == 1
-    assert result.stderr.strip() == f"error: {tmp_path / 'empty'}: folder holds no FCS files " \
-                                    "(.fcs, .lmd, or a file starting with an FCS HEADER)"
+    assert (
+        result.stderr.strip() == f"error: {tmp_path / 'empty'}: folder holds no FCS files "
+        "(.fcs, .lmd, or a file starting with an FCS HEADER)"
+    )
 
 
 def test_inspect_numbers_data_sets_as_data_set_takes_them(corpus):
@@ -126,8 +140,10 @@ def test_inspect_numbers_data_sets_as_data_set_takes_them(corpus):
     assert "2 data sets (numbered 0 to 1); read data set 1 (--data-set N)" in text.stdout
     beyond = _run(["inspect", "--data-set", "2", path])
     assert beyond.exit_code == 1
-    assert beyond.stderr.strip() == f"error: {path}: data set 2 requested but the file holds 2 " \
-                                    "(numbered 0 to 1)"
+    assert (
+        beyond.stderr.strip() == f"error: {path}: data set 2 requested but the file holds 2 "
+        "(numbered 0 to 1)"
+    )
 
 
 def test_inspect_json_is_strict_when_the_spillover_holds_nan(tmp_path):
@@ -154,5 +170,7 @@ def test_inspect_reads_area_and_height_of_one_detector(real_fcs):
     f = json.loads(result.stdout)["files"][0]
     markers = {c["pnn"]: c["marker"] for c in f["channels"]}
     assert markers["PE-CY7-A"] == "CD14" and markers["PE-CY7-H"] is None
-    assert "area channels used where a detector is also recorded as height or width: CD14 " \
-           "from PE-CY7-A (not PE-CY7-H)" in f["warnings"]
+    assert (
+        "area channels used where a detector is also recorded as height or width: CD14 "
+        "from PE-CY7-A (not PE-CY7-H)" in f["warnings"]
+    )

@@ -18,8 +18,9 @@ from cytomsc.fcswrite import write_fcs
 from cytomsc.pipeline import Options, run_batch
 from cytomsc.simulate import CultureDesign, simulate_culture, truth_of
 
-DESIGN = CultureDesign("lsr", style="diva", layout="isct-8c", n_events=4000,
-                       controls=("isotype",), seed_offset=77)
+DESIGN = CultureDesign(
+    "lsr", style="diva", layout="isct-8c", n_events=4000, controls=("isotype",), seed_offset=77
+)
 
 
 def _plain(folder: Path, tubes) -> None:
@@ -41,8 +42,17 @@ def _with_heights(folder: Path, tubes) -> None:
                 pnn.append(name[:-2] + "-H")
                 pns.append(t.pns[j])
                 ranges.append(t.ranges[j])
-        write_fcs(folder / t.filename, np.column_stack(cols), pnn, pns, t.keywords, t.version,
-                  t.datatype, ranges, t.spillover)
+        write_fcs(
+            folder / t.filename,
+            np.column_stack(cols),
+            pnn,
+            pns,
+            t.keywords,
+            t.version,
+            t.datatype,
+            ranges,
+            t.spillover,
+        )
 
 
 def _as_fcs32(folder: Path, tubes) -> None:
@@ -52,8 +62,9 @@ def _as_fcs32(folder: Path, tubes) -> None:
     for t in tubes:
         path = folder / t.filename
         keywords, data = split_fcs(path.read_bytes())
-        extra = [(f"$P{j + 1}TYPE", kinds.get(n[:3], "Raw_Fluorescence"))
-                 for j, n in enumerate(t.pnn)]
+        extra = [
+            (f"$P{j + 1}TYPE", kinds.get(n[:3], "Raw_Fluorescence")) for j, n in enumerate(t.pnn)
+        ]
         path.write_bytes(assemble(keywords + extra, data, version="3.2"))
 
 
@@ -79,8 +90,9 @@ def test_area_and_height_of_every_channel_reads_the_area(plain, tmp_path) -> Non
     reference, tubes = plain
     culture = _analyse(tmp_path, tubes, _with_heights)
     assert culture.verdict == truth_of(DESIGN, tubes)["expected_verdict"] == "pass"
-    assert {m.marker: m.channel for m in culture.markers} == \
-        {m.marker: m.channel for m in reference.cultures[0].markers}
+    assert {m.marker: m.channel for m in culture.markers} == {
+        m.marker: m.channel for m in reference.cultures[0].markers
+    }
     assert all(m.channel.endswith("-A") for m in culture.markers)
     notes = [w for w in culture.warnings if "area channels used" in w]
     assert notes and "CD90 from FITC-A (not FITC-H)" in notes[0]
@@ -93,5 +105,6 @@ def test_fcs_3_2_gives_the_results_of_3_1(plain, tmp_path) -> None:
     ref = reference.cultures[0]
     assert culture.verdict == ref.verdict == "pass"
     assert culture.events == ref.events
-    assert [(m.marker, m.percent_positive, m.threshold) for m in culture.markers] == \
-        [(m.marker, m.percent_positive, m.threshold) for m in ref.markers]
+    assert [(m.marker, m.percent_positive, m.threshold) for m in culture.markers] == [
+        (m.marker, m.percent_positive, m.threshold) for m in ref.markers
+    ]

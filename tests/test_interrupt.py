@@ -33,15 +33,21 @@ from cytomsc.cli import main
 from cytomsc.output import JOURNAL, LOCK_FILE, RUN_FILE, STAGING
 from cytomsc.simulate import CultureDesign, simulate_culture
 
-pytestmark = [pytest.mark.slow,  # runs killed and interrupted in child processes
-              pytest.mark.skipif(not Path("/proc/self/task").is_dir(),
-                                reason="the orphan checks read /proc (Linux)")]
+pytestmark = [
+    pytest.mark.slow,  # runs killed and interrupted in child processes
+    pytest.mark.skipif(
+        not Path("/proc/self/task").is_dir(), reason="the orphan checks read /proc (Linux)"
+    ),
+]
 
 _SCRIPT = Path(sys.executable).parent / "cytomsc"
 ENTRY = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "cytomsc"]
 ARGS = ["--cluster", "none", "--jobs", "2"]
 # The same command with a fault: SIGKILL right after the second file is renamed into place.
-KILL_IN_COMMIT = [sys.executable, "-c", """
+KILL_IN_COMMIT = [
+    sys.executable,
+    "-c",
+    """
 import os, signal, sys
 import cytomsc.output as output
 real, moved = output._move, []
@@ -54,15 +60,17 @@ output._move = move
 from cytomsc.cli import entry
 sys.argv[0] = "cytomsc"
 entry()
-"""]
+""",
+]
 
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("interrupt")
     for i in range(2):
-        design = CultureDesign(f"K{i + 1}", n_events=1500, controls=("isotype",),
-                               seed_offset=40 + i)
+        design = CultureDesign(
+            f"K{i + 1}", n_events=1500, controls=("isotype",), seed_offset=40 + i
+        )
         for t in simulate_culture(design, 5):
             t.write(root / "in" / f"K{i + 1}")
     ref = root / "clean"
@@ -129,14 +137,19 @@ def _start_time(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]
 
 
-def _run_until(command: list[str], out: Path, batch: dict, moment: Callable[[Path], bool],
-               sig: int) -> dict:
+def _run_until(
+    command: list[str], out: Path, batch: dict, moment: Callable[[Path], bool], sig: int
+) -> dict:
     """Start a run, wait until ``moment(staging folder)`` holds, send ``sig`` (to the process
     group for SIGINT, as a terminal does), and report what happened."""
     started = time.time()
-    proc = subprocess.Popen([*command, "analyze", str(batch["in"]), "-o", str(out), *ARGS],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [*command, "analyze", str(batch["in"]), "-o", str(out), *ARGS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while not (_this_run(out, proc.pid, started) and moment(out / STAGING)):
         assert proc.poll() is None, f"the run ended before the moment: {proc.communicate()}"
@@ -154,17 +167,25 @@ def _run_until(command: list[str], out: Path, batch: dict, moment: Callable[[Pat
     while any(_start_time(p) == s for p, s in workers) and time.monotonic() < gone:
         time.sleep(0.02)
     alive = {p for p, s in workers if _start_time(p) == s}
-    return {"code": proc.returncode, "took": took, "stdout": stdout, "stderr": stderr,
-            "workers": workers, "alive": alive}
+    return {
+        "code": proc.returncode,
+        "took": took,
+        "stdout": stdout,
+        "stderr": stderr,
+        "workers": workers,
+        "alive": alive,
+    }
 
 
 def _this_run(out: Path, pid: int, started: float) -> bool:
     """OUT is locked by this run and the staging folder is its own: made after it started, and
     not the one of a killed commit, which this run first finishes (that one has a journal)."""
     try:
-        return (int((out / LOCK_FILE).read_text()) == pid
-                and (out / STAGING).stat().st_ctime >= started
-                and not (out / STAGING / JOURNAL).exists())
+        return (
+            int((out / LOCK_FILE).read_text()) == pid
+            and (out / STAGING).stat().st_ctime >= started
+            and not (out / STAGING / JOURNAL).exists()
+        )
     except (OSError, ValueError):
         return False
 
@@ -243,8 +264,12 @@ def test_kills_and_interrupts_leave_whole_files_and_the_next_run_cleans(batch: d
     assert (out / STAGING).is_dir() and (out / LOCK_FILE).is_file()  # for the next run to clean
 
     # kill -9 half-way through moving the results into place
-    proc = subprocess.run([*KILL_IN_COMMIT, "analyze", str(batch["in"]), "-o", str(out), *ARGS],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [*KILL_IN_COMMIT, "analyze", str(batch["in"]), "-o", str(out), *ARGS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL
     _whole(out)  # two files already replaced, the rest not yet: each of them whole
     assert _final(out) != before and set(_final(out)) == set(before)

@@ -20,27 +20,32 @@ def _touch(path: Path) -> Path:
 
 def _reader(table: dict[str, dict[str, str]]):
     """Keywords by file name; files named 'bad*' are unreadable."""
+
     def read(path: Path) -> dict[str, str]:
         if path.name.startswith("bad"):
             raise FcsReadError("not an FCS file", path)
         return table.get(path.name, {})
+
     return read
 
 
-@pytest.mark.parametrize("keywords, name, role", [
-    ({"tube name": "Unstained"}, "t1.fcs", "unstained"),
-    ({"tube name": "FMO CD73"}, "t1.fcs", "fmo:CD73"),
-    ({"tube name": "CD73-FMO"}, "t1.fcs", "fmo:CD73"),
-    ({"tube name": "FMO_NT5E"}, "t1.fcs", "fmo:CD73"),       # alias via the panel
-    ({"tube name": "Tube_002", "fil": "MSC_iso_002.fcs"}, "x.fcs", "isotype"),  # $FIL
-    ({"tube name": "Tube_002"}, "P3_IgG1_ctrl.fcs", "isotype"),                  # file name
-    ({}, "Specimen_001_blank_001.fcs", "unstained"),
-    ({}, "donor1_unst.fcs", "unstained"),
-    ({}, "MSC_isotype.fcs", "isotype"),
-    ({}, "FMO-HLA-DR.fcs", "fmo:HLA-DR"),
-    ({"tube name": "Tube_001"}, "Specimen_001_Tube_001_001.fcs", "stained"),
-    ({"$TUBE NAME": "blank"}, "a.fcs", "unstained"),         # keys with "$" and upper case
-])
+@pytest.mark.parametrize(
+    "keywords, name, role",
+    [
+        ({"tube name": "Unstained"}, "t1.fcs", "unstained"),
+        ({"tube name": "FMO CD73"}, "t1.fcs", "fmo:CD73"),
+        ({"tube name": "CD73-FMO"}, "t1.fcs", "fmo:CD73"),
+        ({"tube name": "FMO_NT5E"}, "t1.fcs", "fmo:CD73"),  # alias via the panel
+        ({"tube name": "Tube_002", "fil": "MSC_iso_002.fcs"}, "x.fcs", "isotype"),  # $FIL
+        ({"tube name": "Tube_002"}, "P3_IgG1_ctrl.fcs", "isotype"),  # file name
+        ({}, "Specimen_001_blank_001.fcs", "unstained"),
+        ({}, "donor1_unst.fcs", "unstained"),
+        ({}, "MSC_isotype.fcs", "isotype"),
+        ({}, "FMO-HLA-DR.fcs", "fmo:HLA-DR"),
+        ({"tube name": "Tube_001"}, "Specimen_001_Tube_001_001.fcs", "stained"),
+        ({"$TUBE NAME": "blank"}, "a.fcs", "unstained"),  # keys with "$" and upper case
+    ],
+)
 def test_role_of(keywords, name, role):
     assert role_of(keywords, Path(name), load_panel("isct-2006")) == role
 
@@ -56,14 +61,19 @@ def test_folders_are_cultures_and_specimens_split(tmp_path):
     for n in ("a1.fcs", "a2.FCS", "b1.lmd"):
         _touch(tmp_path / "batch" / "mixed" / n)
     _touch(tmp_path / "batch" / "mixed" / "bad.fcs")
-    kw = {"unstained.fcs": {"tube name": "Unstained", "passage": "3", "cyt": "LSRII"},
-          "a1.fcs": {"src": "MSC-A"}, "a2.FCS": {"src": "MSC-A", "tube name": "iso"},
-          "b1.lmd": {"src": "MSC-B"}}
+    kw = {
+        "unstained.fcs": {"tube name": "Unstained", "passage": "3", "cyt": "LSRII"},
+        "a1.fcs": {"src": "MSC-A"},
+        "a2.FCS": {"src": "MSC-A", "tube name": "iso"},
+        "b1.lmd": {"src": "MSC-B"},
+    }
     cultures, errors = discover([tmp_path / "batch"], read_keywords=_reader(kw))
     assert [c.name for c in cultures] == ["P3_donorA", "mixed_MSC-A", "mixed_MSC-B"]
     p3 = cultures[0]
-    assert [(t.path.name, t.role) for t in p3.tubes] == [("stained.fcs", "stained"),
-                                                         ("unstained.fcs", "unstained")]
+    assert [(t.path.name, t.role) for t in p3.tubes] == [
+        ("stained.fcs", "stained"),
+        ("unstained.fcs", "unstained"),
+    ]
     assert p3.metadata == {"passage": "3", "cytometer": "LSRII"}
     assert [t.role for t in cultures[1].tubes] == ["stained", "isotype"]
     assert len(errors) == 1 and errors[0].path.endswith("bad.fcs")
@@ -96,9 +106,12 @@ def test_manifest(tmp_path):
         "data/u.fcs,MSC-1,blank,,,\n"
         "data/f.fcs,MSC-1,fmo:NT5E,,,\n"
         "data/gone.fcs,MSC-1,stained,,,\n"
-        "data/s.fcs,MSC-2,sometimes,,,\n", encoding="utf-8")
-    cultures, errors = discover([], manifest=sheet, panel=load_panel("isct-2006"),
-                                read_keywords=_reader({}))
+        "data/s.fcs,MSC-2,sometimes,,,\n",
+        encoding="utf-8",
+    )
+    cultures, errors = discover(
+        [], manifest=sheet, panel=load_panel("isct-2006"), read_keywords=_reader({})
+    )
     assert [c.name for c in cultures] == ["MSC-1"]
     tubes = {t.path.name: t for t in cultures[0].tubes}
     assert tubes["s.fcs"].channel_map == {"FL1-A": "CD90", "FL2-A": "CD105"}
@@ -118,8 +131,21 @@ def test_manifest_without_columns_is_a_layout_error(tmp_path):
 
 def test_safe_name_attacks(tmp_path):
     taken: set[str] = set()
-    names = [safe_name(n, taken) for n in ("../../../tmp/x", 'a/b\\c<>:"|?*', "CON", "nul.txt",
-                                            "", "..", "x\x00y\x1b", "P3", "p3", "é" * 200)]
+    names = [
+        safe_name(n, taken)
+        for n in (
+            "../../../tmp/x",
+            'a/b\\c<>:"|?*',
+            "CON",
+            "nul.txt",
+            "",
+            "..",
+            "x\x00y\x1b",
+            "P3",
+            "p3",
+            "é" * 200,
+        )
+    ]
     for n in names:
         assert n and "/" not in n and "\\" not in n and ".." not in n
         assert not any(c in n for c in '<>:"|?*') and all(c.isprintable() for c in n)
@@ -142,15 +168,22 @@ def test_folder_and_pdf_names_never_meet_other_outputs():
     assert names[2] == "summary.json-2" and names[3] == "overview-2" and names[4] == "run"
     outputs = [o for n in names for o in (n, f"{n}.pdf")]
     assert len({o.lower() for o in outputs}) == len(outputs)
-    assert not {o.lower() for o in outputs} & {"summary.json", "summary.csv", "run.json",
-                                              "overview.pdf"}
+    assert not {o.lower() for o in outputs} & {
+        "summary.json",
+        "summary.csv",
+        "run.json",
+        "overview.pdf",
+    }
 
 
 def test_safe_name_duplicates_get_suffixes():
     taken = {"summary"}
     assert safe_name("summary", taken) == "summary-2"
-    assert [safe_name("a/b", taken), safe_name("a\\b", taken), safe_name("a:b", taken)] == \
-        ["a_b", "a_b-2", "a_b-3"]
+    assert [safe_name("a/b", taken), safe_name("a\\b", taken), safe_name("a:b", taken)] == [
+        "a_b",
+        "a_b-2",
+        "a_b-3",
+    ]
 
 
 def test_real_fcs_keywords_with_hostile_specimens(tmp_path):
@@ -158,16 +191,21 @@ def test_real_fcs_keywords_with_hostile_specimens(tmp_path):
     flowio = pytest.importorskip("flowio")
     folder = tmp_path / "in"
     folder.mkdir()
-    for name, src, tube in (("a.fcs", "../../../tmp/x", "Tube_001"),
-                            ("b.fcs", 'a/b\\c<>:"|?*', "Unstained")):
+    for name, src, tube in (
+        ("a.fcs", "../../../tmp/x", "Tube_001"),
+        ("b.fcs", 'a/b\\c<>:"|?*', "Unstained"),
+    ):
         with open(folder / name, "wb") as fh:
-            flowio.create_fcs(fh, [1.0, 2.0, 3.0, 4.0], ["FSC-A", "FL1-A"],
-                              opt_channel_names=["", "CD90 FITC"],
-                              metadata_dict={"SRC": src, "TUBE NAME": tube})
+            flowio.create_fcs(
+                fh,
+                [1.0, 2.0, 3.0, 4.0],
+                ["FSC-A", "FL1-A"],
+                opt_channel_names=["", "CD90 FITC"],
+                metadata_dict={"SRC": src, "TUBE NAME": tube},
+            )
     cultures, errors = discover([folder])
     assert errors == []
-    assert sorted(c.name for c in cultures) == sorted(
-        ['in_../../../tmp/x', 'in_a/b\\c<>:"|?*'])
+    assert sorted(c.name for c in cultures) == sorted(["in_../../../tmp/x", 'in_a/b\\c<>:"|?*'])
     roles = {c.tubes[0].path.name: c.tubes[0].role for c in cultures}
     assert roles == {"a.fcs": "stained", "b.fcs": "unstained"}
     taken: set[str] = set()

@@ -47,12 +47,21 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     sheet = data / "sheet.csv"
     sheet.write_text("\n".join(lines) + "\n")
     out = tmp_path_factory.mktemp("out")
-    batch = run_batch([], out, Options(jobs=1, export_events=True, manifest=str(sheet),
-                                       operator="A. Reviewer", comment=COMMENT),
-                      command="cytomsc analyze --manifest sheet.csv -o out")
+    batch = run_batch(
+        [],
+        out,
+        Options(
+            jobs=1, export_events=True, manifest=str(sheet), operator="A. Reviewer", comment=COMMENT
+        ),
+        command="cytomsc analyze --manifest sheet.csv -o out",
+    )
     assert batch.errors == []
-    return {"out": out, "batch": batch, "names": names,
-            "summary": json.loads((out / "summary.json").read_text())}
+    return {
+        "out": out,
+        "batch": batch,
+        "names": names,
+        "summary": json.loads((out / "summary.json").read_text()),
+    }
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
@@ -74,8 +83,7 @@ def test_one_row_per_culture_csv(run: dict) -> None:
         assert row["n_populations"] == ("" if het is None else str(het["n_populations"]))
         if het:
             for p in het["populations"]:
-                assert f"P{p['id']} {100 * p['fraction']:.1f} % {p['label']}" in row[
-                    "populations"]
+                assert f"P{p['id']} {100 * p['fraction']:.1f} % {p['label']}" in row["populations"]
         assert row["panel_id"] == summary["panel"]["id"] == "isct-2006"
         assert row["panel_version"] == summary["panel"]["version"]
         assert row["cytomsc_version"] == summary["cytomsc_version"]
@@ -100,12 +108,14 @@ def test_marker_rows_carry_tube_and_own_borderline(run: dict) -> None:
     assert len(rows) == len(markers)
     for row, (c, m) in zip(rows, markers, strict=True):
         assert row["tube"] == m["tube"] and row["tube"].endswith(".fcs")
-        assert Path(next(f["path"] for f in c["files"]
-                         if Path(f["path"]).name == m["tube"])).is_file()
+        assert Path(
+            next(f["path"] for f in c["files"] if Path(f["path"]).name == m["tube"])
+        ).is_file()
         assert row["borderline"] == str(m["borderline"]).lower()
         float(row["threshold"])  # numbers stay numbers (negative ones too)
-    split = next(c for c in run["summary"]["cultures"]
-                 if len({m["tube"] for m in c["markers"]}) > 1)
+    split = next(
+        c for c in run["summary"]["cultures"] if len({m["tube"] for m in c["markers"]}) > 1
+    )
     assert len({r["tube"] for r in rows if r["culture"] == split["culture"]}) == 2
 
 
@@ -121,8 +131,9 @@ def test_summary_schema_3(run: dict) -> None:
         assert het["tube"] in stained
         marker_of = {m["channel"]: m["marker"] for m in c["markers"] if m["tube"] == het["tube"]}
         for p in het["populations"]:
-            assert p["medians_by_marker"] == {marker_of.get(ch, ch): v
-                                              for ch, v in p["medians"].items()}
+            assert p["medians_by_marker"] == {
+                marker_of.get(ch, ch): v for ch, v in p["medians"].items()
+            }
             assert "CD90" in p["medians_by_marker"] and "CD105" in p["medians_by_marker"]
     for c in s["cultures"]:
         tubes = [f["tube"] for f in c["funnels"]]
@@ -133,8 +144,9 @@ def test_summary_schema_3(run: dict) -> None:
                 key = {"time": "time_ok", "margin": "margin_ok"}.get(gate, gate)
                 assert f["counts"][key] is None and why
         assert [x["tube"] for x in c["compensation"]] == tubes
-        assert all(x["source"] == "the file's $SPILLOVER" and x["matrix"]
-                   for x in c["compensation"])
+        assert all(
+            x["source"] == "the file's $SPILLOVER" and x["matrix"] for x in c["compensation"]
+        )
     no_dye = next(c for c in s["cultures"] if c["culture"] == "MSC-02_pass_heterogeneous")
     assert no_dye["funnels"][0]["skipped"] == {"live": "no viability dye"}
 
@@ -147,8 +159,9 @@ def test_formula_prefixes_neutralised_numbers_kept(run: dict) -> None:
                     float(cell)  # only a number may start so
     cultures = _csv(run["out"] / "cultures.csv")
     assert cultures[0]["culture"] == "'" + FORMULA
-    assert json.loads((run["out"] / "summary.json").read_text())["cultures"][0][
-        "culture"] == FORMULA  # the data themselves are unchanged
+    assert (
+        json.loads((run["out"] / "summary.json").read_text())["cultures"][0]["culture"] == FORMULA
+    )  # the data themselves are unchanged
 
 
 def test_release_metadata_on_page_one(run: dict) -> None:
@@ -172,9 +185,11 @@ def test_outputs_manifest_and_audit_hashes(run: dict) -> None:
         assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == digest, rel
     assert "sha256sums.txt" in json.loads((out / "run.json").read_text())["outputs"]
     for c in run["summary"]["cultures"]:
-        audit = "\n".join(p.extract_text() for p in pypdf.PdfReader(
-            out / f"{c['output_name']}.pdf").pages if "Audit trail" in p.extract_text()
-            .splitlines()[1])
+        audit = "\n".join(
+            p.extract_text()
+            for p in pypdf.PdfReader(out / f"{c['output_name']}.pdf").pages
+            if "Audit trail" in p.extract_text().splitlines()[1]
+        )
         gates = f"{c['output_name']}/gates.xml"
         assert sums[gates] in audit
         for f in c["files"]:
@@ -191,8 +206,12 @@ def test_formula_culture_name_is_text_in_summary_csv(tmp_path: Path) -> None:
     truth = json.loads((data / "truth.json").read_text())["cultures"][0]
     cell = '"' + FORMULA.replace('"', '""') + '"'
     sheet = tmp_path / "sheet.csv"
-    sheet.write_text("file,culture,role\n" + "".join(
-        f"{data / truth['culture'] / t['file']},{cell},{t['role']}\n" for t in truth["tubes"]))
+    sheet.write_text(
+        "file,culture,role\n"
+        + "".join(
+            f"{data / truth['culture'] / t['file']},{cell},{t['role']}\n" for t in truth["tubes"]
+        )
+    )
     out = tmp_path / "out"
     run_batch([], out, Options(jobs=1, pdf=False, cluster="none", manifest=str(sheet)))
     rows = list(csv.reader(io.StringIO((out / "summary.csv").read_text(encoding="utf-8"))))

@@ -35,8 +35,9 @@ CASES = [
 ]
 
 
-def _scipy_tost(a: np.ndarray, b: np.ndarray, margin: float, equal_var: bool
-                ) -> tuple[float, float]:
+def _scipy_tost(
+    a: np.ndarray, b: np.ndarray, margin: float, equal_var: bool
+) -> tuple[float, float]:
     lower = stats.ttest_ind(b + margin, a, equal_var=equal_var, alternative="greater").pvalue
     upper = stats.ttest_ind(b - margin, a, equal_var=equal_var, alternative="less").pvalue
     return float(lower), float(upper)
@@ -64,11 +65,14 @@ def test_the_cases_cover_both_decisions() -> None:
     assert True in decisions and False in decisions
 
 
-@pytest.mark.parametrize(("a", "b", "margin"), [
-    (np.array([99.2]), np.array([99.1, 99.3, 99.25, 99.4]), 0.5),
-    (np.array([99.2]), np.array([98.1, 98.3, 98.2]), 0.5),
-    (np.array([1.0, 1.2, 0.9]), np.array([1.05]), 0.3),
-])
+@pytest.mark.parametrize(
+    ("a", "b", "margin"),
+    [
+        (np.array([99.2]), np.array([99.1, 99.3, 99.25, 99.4]), 0.5),
+        (np.array([99.2]), np.array([98.1, 98.3, 98.2]), 0.5),
+        (np.array([1.0, 1.2, 0.9]), np.array([1.05]), 0.3),
+    ],
+)
 def test_pooled_tost_matches_scipy(a: np.ndarray, b: np.ndarray, margin: float) -> None:
     d = pooled(list(a), list(b), margin)
     lower, upper = _scipy_tost(a, b, margin, equal_var=True)
@@ -78,8 +82,9 @@ def test_pooled_tost_matches_scipy(a: np.ndarray, b: np.ndarray, margin: float) 
     assert d.ci95 == pytest.approx((ci.low, ci.high), rel=1e-9)
 
 
-def _agresti_caffo(pa: float, na: int, pb: float, nb: int, margin: float
-                   ) -> tuple[float, float, tuple[float, float]]:
+def _agresti_caffo(
+    pa: float, na: int, pb: float, nb: int, margin: float
+) -> tuple[float, float, tuple[float, float]]:
     """The reference: Agresti & Caffo (2000), written out independently."""
     xa, xb = round(pa / 100 * na), round(pb / 100 * nb)
     ta, tb = (xa + 1) / (na + 2), (xb + 1) / (nb + 2)
@@ -87,19 +92,26 @@ def _agresti_caffo(pa: float, na: int, pb: float, nb: int, margin: float
     d = tb - ta
     m = margin / 100
     z = stats.norm.ppf(0.975)
-    return (float(stats.norm.sf((d + m) / se)), float(stats.norm.sf((m - d) / se)),
-            (100 * (d - z * se), 100 * (d + z * se)))
+    return (
+        float(stats.norm.sf((d + m) / se)),
+        float(stats.norm.sf((m - d) / se)),
+        (100 * (d - z * se), 100 * (d + z * se)),
+    )
 
 
-@pytest.mark.parametrize(("pa", "na", "pb", "nb", "margin", "equivalent"), [
-    (99.5, 20000, 99.4, 20000, 0.5, True),     # the same within half a point
-    (99.5, 20000, 97.0, 20000, 1.0, False),    # 2.5 points apart
-    (99.5, 400, 99.0, 400, 0.5, False),        # too few events to tell
-    (0.5, 15000, 0.6, 15000, 0.5, True),       # a negative marker near 0 %
-    (100.0, 5000, 100.0, 5000, 0.2, True),     # both at 100 %: the adjustment keeps an SE
-])
-def test_proportions_tost_matches_reference(pa: float, na: int, pb: float, nb: int,
-                                            margin: float, equivalent: bool) -> None:
+@pytest.mark.parametrize(
+    ("pa", "na", "pb", "nb", "margin", "equivalent"),
+    [
+        (99.5, 20000, 99.4, 20000, 0.5, True),  # the same within half a point
+        (99.5, 20000, 97.0, 20000, 1.0, False),  # 2.5 points apart
+        (99.5, 400, 99.0, 400, 0.5, False),  # too few events to tell
+        (0.5, 15000, 0.6, 15000, 0.5, True),  # a negative marker near 0 %
+        (100.0, 5000, 100.0, 5000, 0.2, True),  # both at 100 %: the adjustment keeps an SE
+    ],
+)
+def test_proportions_tost_matches_reference(
+    pa: float, na: int, pb: float, nb: int, margin: float, equivalent: bool
+) -> None:
     d = proportions(pa, na, pb, nb, margin)
     lower, upper, ci = _agresti_caffo(pa, na, pb, nb, margin)
     assert (d.p_lower, d.p_upper) == pytest.approx((lower, upper), rel=1e-9, abs=1e-300)
@@ -115,22 +127,53 @@ def test_no_spread_is_exact() -> None:
 
 
 def _lot(name: str, day: int, values: dict[str, float], pops: tuple = ()) -> Lot:
-    return Lot(lot=name, culture=name, culture_id=day, donor="D1", passage=day, acquired=
-               date(2025, 1, 1) + timedelta(days=day), date_text=None,
-               stored_at=datetime(2025, 6, 1), verdict="pass", panel_id="isct-2006",
-               markers={m: MarkerValue(m, "positive" if v > 50 else "negative",
-                                       95.0 if v > 50 else 2.0, v, None, 10000, True)
-                        for m, v in values.items()},
-               populations=pops, population_source="batch" if pops else "")
+    return Lot(
+        lot=name,
+        culture=name,
+        culture_id=day,
+        donor="D1",
+        passage=day,
+        acquired=date(2025, 1, 1) + timedelta(days=day),
+        date_text=None,
+        stored_at=datetime(2025, 6, 1),
+        verdict="pass",
+        panel_id="isct-2006",
+        markers={
+            m: MarkerValue(
+                m,
+                "positive" if v > 50 else "negative",
+                95.0 if v > 50 else 2.0,
+                v,
+                None,
+                10000,
+                True,
+            )
+            for m, v in values.items()
+        },
+        populations=pops,
+        population_source="batch" if pops else "",
+    )
 
 
 def test_compare_groups_and_populations() -> None:
-    before = [_lot(f"B{i}", i, {"CD105": 99.4 + 0.05 * i, "CD45": 0.5},
-                   (("typical", 0.95 - 0.01 * i), ("CD90 dim", 0.05 + 0.01 * i)))
-              for i in range(4)]
-    after = [_lot(f"A{i}", 10 + i, {"CD105": 97.0 + 0.1 * i, "CD45": 0.6 + 0.02 * i},
-                  (("typical", 0.8 - 0.01 * i), ("CD90 dim", 0.2 + 0.01 * i)))
-             for i in range(3)]
+    before = [
+        _lot(
+            f"B{i}",
+            i,
+            {"CD105": 99.4 + 0.05 * i, "CD45": 0.5},
+            (("typical", 0.95 - 0.01 * i), ("CD90 dim", 0.05 + 0.01 * i)),
+        )
+        for i in range(4)
+    ]
+    after = [
+        _lot(
+            f"A{i}",
+            10 + i,
+            {"CD105": 97.0 + 0.1 * i, "CD45": 0.6 + 0.02 * i},
+            (("typical", 0.8 - 0.01 * i), ("CD90 dim", 0.2 + 0.01 * i)),
+        )
+        for i in range(3)
+    ]
     a, b = split_groups(before + after, None, None, date(2025, 1, 8))
     assert [x.lot for x in a.lots] == ["B0", "B1", "B2", "B3"] and b.name == "after"
     c = compare(a, b, 1.0, {"CD105": 0.5})

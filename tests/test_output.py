@@ -43,13 +43,11 @@ def _run(root: Path, files: dict[str, str], cultures: dict[str, str] | None = No
         staged = folder.staging()
         for rel, text in files.items():
             staged.write_text(text, *rel.split("/"))
-        return folder.commit(staged.hashes, {"cytomsc_version": "test",
-                                             "cultures": cultures or {}})
+        return folder.commit(staged.hashes, {"cytomsc_version": "test", "cultures": cultures or {}})
 
 
 def test_commit_replaces_and_removes_only_its_own_unchanged_files(tmp_path: Path) -> None:
-    _run(tmp_path, {"c1/gates.xml": "x", "c2/gates.xml": "y", "c3.pdf": "z",
-                    "summary.json": "{}"})
+    _run(tmp_path, {"c1/gates.xml": "x", "c2/gates.xml": "y", "c3.pdf": "z", "summary.json": "{}"})
     (tmp_path / "user-notes.txt").write_text("mine")
     (tmp_path / "c3.pdf").write_text("signed by the reviewer")  # changed since: no longer ours
     run = json.loads((tmp_path / RUN_FILE).read_text())
@@ -60,8 +58,11 @@ def test_commit_replaces_and_removes_only_its_own_unchanged_files(tmp_path: Path
     assert not (tmp_path / "c2").exists()  # emptied by the removal: gone too
     assert (tmp_path / "c3.pdf").read_text() == "signed by the reviewer"
     assert (tmp_path / "user-notes.txt").read_text() == "mine"
-    assert sorted(json.loads((tmp_path / RUN_FILE).read_text())["outputs"]) == \
-        ["c1/gates.xml", RUN_FILE, "summary.json"]
+    assert sorted(json.loads((tmp_path / RUN_FILE).read_text())["outputs"]) == [
+        "c1/gates.xml",
+        RUN_FILE,
+        "summary.json",
+    ]
     assert not (tmp_path / STAGING).exists() and not (tmp_path / LOCK_FILE).exists()
     # c3.pdf is no longer listed: a run writing it again must not overwrite the reviewer's file
     with pytest.raises(CytomscError, match="would overwrite c3.pdf, which cytomsc did not write"):
@@ -81,8 +82,16 @@ def test_a_link_under_a_final_name_is_never_written_through(tmp_path: Path) -> N
 
 
 def test_other_cultures_lists_what_overwrite_would_remove(tmp_path: Path) -> None:
-    _run(tmp_path, {"A.pdf": "a", "A/gates.xml": "a", "B.pdf": "b", "B/events/t.fcs": "b",
-                    "summary.json": "{}"})
+    _run(
+        tmp_path,
+        {
+            "A.pdf": "a",
+            "A/gates.xml": "a",
+            "B.pdf": "b",
+            "B/events/t.fcs": "b",
+            "summary.json": "{}",
+        },
+    )
     with RunFolder(tmp_path) as folder:
         assert folder.other_cultures({"A"}) == {"B": ["B.pdf", "B/events/t.fcs"]}
         assert folder.other_cultures({"A", "B"}) == {}
@@ -90,11 +99,14 @@ def test_other_cultures_lists_what_overwrite_would_remove(tmp_path: Path) -> Non
 
 def _lock_holder(root: Path) -> subprocess.Popen:
     """Another process that holds ``root``'s lock until its stdin closes."""
-    code = ("import sys; from cytomsc.output import RunFolder\n"
-            f"f = RunFolder({str(root)!r}); f.lock(); print('locked', flush=True)\n"
-            "sys.stdin.read()")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    code = (
+        "import sys; from cytomsc.output import RunFolder\n"
+        f"f = RunFolder({str(root)!r}); f.lock(); print('locked', flush=True)\n"
+        "sys.stdin.read()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -103,8 +115,10 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path: Path) ->
     holder = _lock_holder(tmp_path)
     try:
         assert (tmp_path / LOCK_FILE).read_text().strip() == str(holder.pid)
-        with pytest.raises(CytomscError, match=f"another cytomsc run \\(pid {holder.pid}\\) is "
-                                               "writing into this folder"):
+        with pytest.raises(
+            CytomscError,
+            match=f"another cytomsc run \\(pid {holder.pid}\\) is writing into this folder",
+        ):
             RunFolder(tmp_path).lock()
     finally:
         holder.stdin.close()
@@ -129,8 +143,13 @@ def test_recovery_discards_an_unfinished_staging_folder(tmp_path: Path) -> None:
     (tmp_path / ".tmp-mine.txt").write_text("not ours: other shape")
     with RunFolder(tmp_path):
         pass
-    assert sorted(p.name for p in tmp_path.iterdir()) == \
-        [".tmp-mine.txt", "A", "A.pdf", RUN_FILE, "summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".tmp-mine.txt",
+        "A",
+        "A.pdf",
+        RUN_FILE,
+        "summary.json",
+    ]
     assert list((tmp_path / "A").iterdir()) == []
     assert (tmp_path / "A.pdf").read_text() == "a" and (tmp_path / RUN_FILE).read_bytes() == before
 
@@ -141,8 +160,13 @@ def test_recovery_finishes_a_commit_from_its_journal(tmp_path: Path) -> None:
     _run(tmp_path, {"A.pdf": "a", "B.pdf": "b", "summary.json": "{}"})
     new = {"A.pdf": "a2", "C.pdf": "c", "summary.json": "{2}"}
     digest = {rel: hashlib.sha256(t.encode()).hexdigest() for rel, t in new.items()}
-    run = {"schema": "cytomsc.run/1", "cytomsc_version": "test", "cultures": {},
-           "outputs": [*sorted(new), RUN_FILE], "sha256": digest}
+    run = {
+        "schema": "cytomsc.run/1",
+        "cytomsc_version": "test",
+        "cultures": {},
+        "outputs": [*sorted(new), RUN_FILE],
+        "sha256": digest,
+    }
     staging = tmp_path / STAGING
     staging.mkdir()
     for rel, text in new.items():

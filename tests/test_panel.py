@@ -12,10 +12,17 @@ from cytomsc.cli import main
 from cytomsc.errors import PanelError
 from cytomsc.panel import list_panels, load_panel
 
-DIVA = [("Time", ""), ("FSC-A", ""), ("FSC-H", ""), ("SSC-A", ""),
-        ("FITC-A", "CD90 FITC"), ("PE-A", "CD34/CD45/CD11b/CD19/HLA-DR PE"),
-        ("PerCP-Cy5-5-A", "PerCP-Cy5.5 Endoglin"), ("APC-A", "NT5E APC-A"),
-        ("PE-Cy7-A", "IgG1 PE-Cy7")]
+DIVA = [
+    ("Time", ""),
+    ("FSC-A", ""),
+    ("FSC-H", ""),
+    ("SSC-A", ""),
+    ("FITC-A", "CD90 FITC"),
+    ("PE-A", "CD34/CD45/CD11b/CD19/HLA-DR PE"),
+    ("PerCP-Cy5-5-A", "PerCP-Cy5.5 Endoglin"),
+    ("APC-A", "NT5E APC-A"),
+    ("PE-Cy7-A", "IgG1 PE-Cy7"),
+]
 
 
 def test_shipped_panels_load_and_hash():
@@ -35,12 +42,27 @@ def test_shipped_panels_load_and_hash():
     assert adipose["CD34"] == ("informative", None)
 
 
-@pytest.mark.parametrize("alias, canonical", [
-    ("NT5E", "CD73"), ("cd 73", "CD73"), ("Thy-1", "CD90"), ("THY1", "CD90"), ("thy1", "CD90"),
-    ("Endoglin", "CD105"), ("ENG", "CD105"), ("PTPRC", "CD45"), ("HLA DR", "HLA-DR"),
-    ("HLADR", "HLA-DR"), ("Mac-1", "CD11b"), ("ITGAM", "CD11b"), ("MB-1", "CD79a"),
-    ("MS4A1", "CD20"), ("CD44", None), ("IgG1", None),
-])
+@pytest.mark.parametrize(
+    "alias, canonical",
+    [
+        ("NT5E", "CD73"),
+        ("cd 73", "CD73"),
+        ("Thy-1", "CD90"),
+        ("THY1", "CD90"),
+        ("thy1", "CD90"),
+        ("Endoglin", "CD105"),
+        ("ENG", "CD105"),
+        ("PTPRC", "CD45"),
+        ("HLA DR", "HLA-DR"),
+        ("HLADR", "HLA-DR"),
+        ("Mac-1", "CD11b"),
+        ("ITGAM", "CD11b"),
+        ("MB-1", "CD79a"),
+        ("MS4A1", "CD20"),
+        ("CD44", None),
+        ("IgG1", None),
+    ],
+)
 def test_canonical(alias, canonical):
     assert load_panel("isct-2006").canonical(alias) == canonical
 
@@ -73,8 +95,9 @@ def test_cocktail_by_word(pns):
 
 
 def test_isotype_cocktail_and_linear_amplification_are_not_cocktails():
-    m = load_panel("stemflow-cocktail").match([("PE-A", "PE hMSC Negative Isotype Cocktail"),
-                                               ("FL1 Lin", "FL1 Lin")])
+    m = load_panel("stemflow-cocktail").match(
+        [("PE-A", "PE hMSC Negative Isotype Cocktail"), ("FL1 Lin", "FL1 Lin")]
+    )
     assert m.assignments == []
 
 
@@ -103,8 +126,9 @@ def test_cocktail_marker_in_its_own_channel():
 
 def test_two_channels_one_marker_is_an_error_naming_both():
     with pytest.raises(PanelError) as err:
-        load_panel("isct-2006").match([("FL1-A", "CD90 FITC"), ("FL2-A", "Thy-1 PE")],
-                                      source="tube1.fcs")
+        load_panel("isct-2006").match(
+            [("FL1-A", "CD90 FITC"), ("FL2-A", "Thy-1 PE")], source="tube1.fcs"
+        )
     msg = err.value.message
     assert msg.startswith("tube1.fcs: ") and "FL1-A" in msg and "FL2-A" in msg
     assert "\n" not in msg
@@ -119,8 +143,10 @@ def test_pnn_fallback_and_channel_map_wins():
     p = load_panel("isct-2006")
     m = p.match([("CD90 FITC-A", ""), ("FL2-A", "FL2-A")])
     assert m.by_channel["CD90 FITC-A"].via == "pnn"
-    m = p.match([("FL1-A", ""), ("FL2-A", "CD90"), ("FL4-A", "")],
-                {"FL1-A": "Thy-1", "FL4-A": "endoglin", "FL9-A": "CD73"})
+    m = p.match(
+        [("FL1-A", ""), ("FL2-A", "CD90"), ("FL4-A", "")],
+        {"FL1-A": "Thy-1", "FL4-A": "endoglin", "FL9-A": "CD73"},
+    )
     assert m.by_channel["FL1-A"].label == "CD90" and m.by_channel["FL1-A"].via == "map"
     assert "FL2-A" not in m.by_channel  # the map claimed CD90
     assert m.by_channel["FL4-A"].label == "CD105"
@@ -174,15 +200,18 @@ def test_user_panel_by_path(tmp_path):
     assert p.match([("FL1-A", "Thy-1 FITC")]).missing == ["CD45"]
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("id = ", "not valid TOML"),
-    (GOOD.replace('limit = 90', 'limit = 190'), "percentage"),
-    (GOOD.replace('expect = "positive"', 'expect = "pos"'), "expect"),
-    (GOOD.replace('limit = 90', 'limt = 90'), "unknown key"),
-    (GOOD.replace('markers = ["CD45"]', 'markers = ["CD45", "CD34"]'), "kind"),
-    (GOOD.replace('CD90 = ["Thy-1"]', 'CD90 = ["CD45"]'), "alias"),
-    (GOOD.replace('id = "lab-release"', ''), "'id'"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("id = ", "not valid TOML"),
+        (GOOD.replace("limit = 90", "limit = 190"), "percentage"),
+        (GOOD.replace('expect = "positive"', 'expect = "pos"'), "expect"),
+        (GOOD.replace("limit = 90", "limt = 90"), "unknown key"),
+        (GOOD.replace('markers = ["CD45"]', 'markers = ["CD45", "CD34"]'), "kind"),
+        (GOOD.replace('CD90 = ["Thy-1"]', 'CD90 = ["CD45"]'), "alias"),
+        (GOOD.replace('id = "lab-release"', ""), "'id'"),
+    ],
+)
 def test_malformed_panel_is_one_line_error_naming_the_file(tmp_path, text, reason):
     path = _write(tmp_path, text)
     with pytest.raises(PanelError) as err:
@@ -213,12 +242,17 @@ def test_missing_is_decided_over_all_stained_tubes() -> None:
     """A cocktail split over tubes is covered only by its markers, whichever tube has them: a
     tube without the cocktail and a tube with only CD34 leave four markers missing."""
     panel = load_panel("stemflow-cocktail")
-    one = panel.match([("FITC-A", "CD90"), ("APC-A", "CD73"), ("PerCP-Cy5-5-A", "CD105"),
-                       ("PE-A", "CD44")])
+    one = panel.match(
+        [("FITC-A", "CD90"), ("APC-A", "CD73"), ("PerCP-Cy5-5-A", "CD105"), ("PE-A", "CD44")]
+    )
     two = panel.match([("FITC-A", "CD90"), ("PE-A", "CD34")])
     assert "CD34" not in panel.missing(one.assignments + two.assignments)
-    assert set(panel.missing(one.assignments + two.assignments)) >= {"CD11b", "CD19", "CD45",
-                                                                    "HLA-DR"}
+    assert set(panel.missing(one.assignments + two.assignments)) >= {
+        "CD11b",
+        "CD19",
+        "CD45",
+        "HLA-DR",
+    }
     full = panel.match([("PE-A", "CD34/CD11b/CD19/CD45/HLA-DR")])
     assert panel.missing(one.assignments + full.assignments) == []
 
@@ -226,18 +260,28 @@ def test_missing_is_decided_over_all_stained_tubes() -> None:
 def test_area_channel_is_read_where_a_detector_also_records_height_or_width():
     """LSRII/Fortessa exports record -A and -H (and -W) of one detector with the same label:
     the area is the measurement labs read (height where no area was recorded)."""
-    channels = [("FSC-A", ""), ("FSC-H", ""), ("PE-Cy7-A", "CD14"), ("PE-Cy7-H", "CD14"),
-                ("PE-Cy7-W", "CD14"), ("APC-H", "CD90"), ("APC-W", "CD90"),
-                ("FITC-A", "CD73"), ("PE-A", "CD34/CD45/CD11b/CD19/HLA-DR PE"),
-                ("PE-H", "CD34/CD45/CD11b/CD19/HLA-DR PE")]
+    channels = [
+        ("FSC-A", ""),
+        ("FSC-H", ""),
+        ("PE-Cy7-A", "CD14"),
+        ("PE-Cy7-H", "CD14"),
+        ("PE-Cy7-W", "CD14"),
+        ("APC-H", "CD90"),
+        ("APC-W", "CD90"),
+        ("FITC-A", "CD73"),
+        ("PE-A", "CD34/CD45/CD11b/CD19/HLA-DR PE"),
+        ("PE-H", "CD34/CD45/CD11b/CD19/HLA-DR PE"),
+    ]
     m = load_panel("isct-2006").match(channels)
     chosen = {a.label: a.channel for a in m.assignments}
     assert chosen["CD14"] == "PE-Cy7-A" and chosen["CD90"] == "APC-H"
     assert chosen["CD73"] == "FITC-A" and chosen["CD45/CD34/CD11b/CD19/HLA-DR"] == "PE-A"
     assert set(m.by_channel) == {"PE-Cy7-A", "APC-H", "FITC-A", "PE-A"}
-    assert m.warnings == ["area channels used where a detector is also recorded as height or "
-                          "width: CD14 from PE-Cy7-A (not PE-Cy7-H, PE-Cy7-W); CD90 from APC-H "
-                          "(not APC-W); CD45/CD34/CD11b/CD19/HLA-DR from PE-A (not PE-H)"]
+    assert m.warnings == [
+        "area channels used where a detector is also recorded as height or "
+        "width: CD14 from PE-Cy7-A (not PE-Cy7-H, PE-Cy7-W); CD90 from APC-H "
+        "(not APC-W); CD45/CD34/CD11b/CD19/HLA-DR from PE-A (not PE-H)"
+    ]
 
 
 def test_two_detectors_of_one_marker_stay_an_error():

@@ -116,12 +116,18 @@ def spill_file(tmp_path):
     n = 2000
     true = rng.lognormal(6, 1.5, (n, 3)) - 50
     observed = true @ SPILL
-    events = np.column_stack([rng.uniform(1e4, 2e5, n), rng.uniform(1e3, 1e5, n), observed,
-                              np.arange(n, dtype=float)])
+    events = np.column_stack(
+        [rng.uniform(1e4, 2e5, n), rng.uniform(1e3, 1e5, n), observed, np.arange(n, dtype=float)]
+    )
     path = tmp_path / "tube.fcs"
-    write_fcs(path, events, ["FSC-A", "SSC-A", *SPILL_NAMES, "Time"],
-              ["", "", "CD90 FITC", "CD73 PE", "CD105 PerCP", ""], ranges=[262144.0] * 6,
-              spillover=(SPILL_NAMES, SPILL))
+    write_fcs(
+        path,
+        events,
+        ["FSC-A", "SSC-A", *SPILL_NAMES, "Time"],
+        ["", "", "CD90 FITC", "CD73 PE", "CD105 PerCP", ""],
+        ranges=[262144.0] * 6,
+        spillover=(SPILL_NAMES, SPILL),
+    )
     return path, true
 
 
@@ -150,7 +156,8 @@ def test_comp_none_and_csv(spill_file, tmp_path) -> None:
     names = [SPILL_NAMES[i] for i in order]
     sub = SPILL[np.ix_(order, order)]
     lines = ["," + ",".join(names)] + [
-        names[i] + "," + ",".join(repr(float(v)) for v in sub[i]) for i in range(3)]
+        names[i] + "," + ",".join(repr(float(v)) for v in sub[i]) for i in range(3)
+    ]
     csv.write_text("\n".join(lines) + "\n")
     got = spillover_matrix(fcs, csv)
     assert got is not None and got[0] == names
@@ -159,22 +166,28 @@ def test_comp_none_and_csv(spill_file, tmp_path) -> None:
     assert np.allclose(a, b, rtol=1e-12, atol=1e-9)
     # a header-only-names CSV (no row names), tab separated
     tsv = tmp_path / "comp.tsv"
-    tsv.write_text("\t".join(SPILL_NAMES) + "\n" + "\n".join(
-        "\t".join(repr(float(v)) for v in row) for row in SPILL))
+    tsv.write_text(
+        "\t".join(SPILL_NAMES)
+        + "\n"
+        + "\n".join("\t".join(repr(float(v)) for v in row) for row in SPILL)
+    )
     got = spillover_matrix(fcs, tsv)
     assert got is not None and np.array_equal(got[1], SPILL)
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("", "header row"),
-    ("FL1-A,FL2-A\n1,0.1\n", "2 detectors but 1 rows"),
-    ("FL1-A,FL2-A\n1,0.1\n0.2\n", "row 3 has 1 values"),
-    ("FL1-A,FL2-A\n1,x\n0.2,1\n", "not a number"),
-    ("FL1-A,FL9-A\n1,0.1\n0.2,1\n", "not in the file: FL9-A"),
-    ("FL1-A,FL1-A\n1,0.1\n0.2,1\n", "repeats"),
-    ("FL1-A,FL2-A\n1,1\n1,1\n", "singular"),
-    (",FL1-A,FL2-A\nFL2-A,1,0.1\nFL1-A,0.2,1\n", "row 2 is named 'FL2-A'"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", "header row"),
+        ("FL1-A,FL2-A\n1,0.1\n", "2 detectors but 1 rows"),
+        ("FL1-A,FL2-A\n1,0.1\n0.2\n", "row 3 has 1 values"),
+        ("FL1-A,FL2-A\n1,x\n0.2,1\n", "not a number"),
+        ("FL1-A,FL9-A\n1,0.1\n0.2,1\n", "not in the file: FL9-A"),
+        ("FL1-A,FL1-A\n1,0.1\n0.2,1\n", "repeats"),
+        ("FL1-A,FL2-A\n1,1\n1,1\n", "singular"),
+        (",FL1-A,FL2-A\nFL2-A,1,0.1\nFL1-A,0.2,1\n", "row 2 is named 'FL2-A'"),
+    ],
+)
 def test_bad_comp_csv(spill_file, tmp_path, text: str, reason: str) -> None:
     path, _ = spill_file
     fcs = read_fcs(path)
@@ -239,8 +252,11 @@ def test_logicle_equals_flowkit_within_1e9_for_every_w() -> None:
     for w in W_GRID:
         p = LogicleParams(t, float(w))
         fk = transforms.LogicleTransform(t, float(w), 4.5, 0.0)
-        worst = max(worst, float(np.max(np.abs(logicle(x, p) - fk.apply(x)))),
-                    float(np.max(np.abs(logicle(small, p) - fk.apply(small)))))
+        worst = max(
+            worst,
+            float(np.max(np.abs(logicle(x, p) - fk.apply(x)))),
+            float(np.max(np.abs(logicle(small, p) - fk.apply(small)))),
+        )
     assert worst <= 1e-9, worst
 
 
@@ -292,8 +308,9 @@ def test_a_range_no_detector_has_is_not_the_scale_top(tmp_path) -> None:
     """$PnR = 1e306 on one channel: the scale's top comes from the data, with a warning; the
     other channels keep their $PnR."""
     rng = np.random.default_rng(6)
-    ev = np.column_stack([rng.uniform(1e3, 2e5, 25_000), rng.normal(300, 200, 25_000),
-                          rng.normal(500, 200, 25_000)])
+    ev = np.column_stack(
+        [rng.uniform(1e3, 2e5, 25_000), rng.normal(300, 200, 25_000), rng.normal(500, 200, 25_000)]
+    )
     path = tmp_path / "r.fcs"
     write_fcs(path, ev, ["FSC-A", "FITC-A", "PE-A"], ranges=[262144.0, 1e306, 262144.0])
     prep = prepare(read_fcs(path))

@@ -25,6 +25,7 @@ from cytomsc.simulate.reports import ISCT, JOINT, RUN_INFO, build_batch, gate_st
 
 pypdf = pytest.importorskip("pypdf")
 
+
 # -- tests ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[BatchResult, dict[str, list[str]]]:
@@ -69,19 +70,29 @@ def test_sections_and_page_count(written):
         titles = [t.splitlines()[1] for t in pages]  # line 0 is the running header
         assert titles[0] == "QC summary"
         assert titles[-1] in ("Audit trail", "Audit trail (continued)")
-        expected = ["QC summary", "Gating: stained.fcs", "Gating: isotype.fcs",
-                    "Gating: unstained.fcs", "Marker histograms", "Audit trail"]
+        expected = [
+            "QC summary",
+            "Gating: stained.fcs",
+            "Gating: isotype.fcs",
+            "Gating: unstained.fcs",
+            "Marker histograms",
+            "Audit trail",
+        ]
         if c.heterogeneity is not None:
             expected.insert(5, "Heterogeneity")
-        firsts = [t for t in titles if not t.endswith("(continued)")
-                  and not t.startswith("Warnings (continued")]
+        firsts = [
+            t
+            for t in titles
+            if not t.endswith("(continued)") and not t.startswith("Warnings (continued")
+        ]
         assert firsts == expected
         # one page per tube's gates, 6 histograms a page; after page 1 at most a page of the
         # warnings that did not fit (BM-099's 14 long ones) and the files table
         n_markers = sum(m.channel is not None for m in c.markers)
         assert titles.count("Marker histograms") + titles.count(
-            "Marker histograms (continued)") == -(-n_markers // 6)
-        summary = titles[1:titles.index("Gating: stained.fcs")]
+            "Marker histograms (continued)"
+        ) == -(-n_markers // 6)
+        summary = titles[1 : titles.index("Gating: stained.fcs")]
         assert set(summary) <= {"Warnings (continued from page 1)", "QC summary (continued)"}
         assert ("Warnings (continued from page 1)" in summary) == (c.culture == "BM-099")
 
@@ -93,8 +104,9 @@ def test_verdict_and_every_percentage_as_printed(written):
         pages = texts[c.culture]
         summary = "\n".join(p for p in pages if p.splitlines()[1].startswith("QC summary"))
         verdict = summary.split("Verdict\n", 1)[1].splitlines()[0]
-        assert verdict == {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}[
-            c.verdict]
+        assert (
+            verdict == {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}[c.verdict]
+        )
         assert ("borderline" in summary.split("Every", 1)[0]) == c.borderline
         markers_page = "\n".join(p for p in pages if "Marker histograms" in p.splitlines()[1])
         for m in c.markers:
@@ -103,14 +115,17 @@ def test_verdict_and_every_percentage_as_printed(written):
                 continue
             pct, lo, hi = _fmt(m.percent_positive), _fmt(m.ci95[0]), _fmt(m.ci95[1])
             # the criteria table row: channel, limit, % positive, interval, threshold in order
-            row = re.search(rf"{re.escape(m.channel)} [≥≤] {_fmt(m.limit)} "
-                            rf"(\S+) (\S+)–(\S+) (\S+) ", " ".join(summary.split()))
+            row = re.search(
+                rf"{re.escape(m.channel)} [≥≤] {_fmt(m.limit)} "
+                rf"(\S+) (\S+)–(\S+) (\S+) ",
+                " ".join(summary.split()),
+            )
             assert row is not None, (c.culture, m.marker)
             assert row.groups() == (pct, lo, hi, f"{m.threshold:,.0f}")
             # the histogram's title
             assert f"{pct} % positive (95 % interval {lo}–{hi})" in markers_page
             word = "✓ pass" if m.passed else "✗ FAIL"
-            assert word in row.string[row.end():row.end() + 40]
+            assert word in row.string[row.end() : row.end() + 40]
         if c.joint_phenotype_percent is not None:
             assert f"Joint phenotype: {_fmt(c.joint_phenotype_percent)} % of cells" in summary
 
@@ -141,8 +156,10 @@ def test_fail_inconclusive_borderline_cocktail_are_said(written):
 def test_heterogeneity_in_words(written):
     batch, texts = written
     two = "\n".join(texts["BM-077"])
-    assert ("2 populations: 68.0 % CD90 bright CD105 bright, large (P1); "
-            "32.0 % CD90 dim CD105 bright, small (P2).") in " ".join(two.split())
+    assert (
+        "2 populations: 68.0 % CD90 bright CD105 bright, large (P1); "
+        "32.0 % CD90 dim CD105 bright, small (P2)."
+    ) in " ".join(two.split())
     assert "66.8–69.2" in two and "30.8–33.2" in two  # fractions with their intervals
     assert "yes: two peaks" in two
     one = "\n".join(texts["BM-041"])
@@ -181,9 +198,11 @@ def test_overview_table_and_errors(written):
         line = table[start:end]
         cells = [m for m in c.markers]
         printed = re.findall(r"(\d+\.\d) ([✓✗]\??)", line)
-        expected = [(_fmt(m.percent_positive), ("✓" if m.passed else "✗")
-                     + ("?" if m.borderline else "")) for m in cells
-                    if m.percent_positive is not None]
+        expected = [
+            (_fmt(m.percent_positive), ("✓" if m.passed else "✗") + ("?" if m.borderline else ""))
+            for m in cells
+            if m.percent_positive is not None
+        ]
         assert printed == expected, c.culture
         assert c.verdict.upper() in line
     assert "2: 68.0 / 32.0" in ov
@@ -197,13 +216,17 @@ def test_same_input_same_bytes(tmp_path):
     c = small_culture(batch)
     write_culture_pdf(c, batch, tmp_path / "a.pdf", RUN_INFO)
     write_culture_pdf(c, batch, tmp_path / "b.pdf", RUN_INFO)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
-            "from test_report import build_batch, small_culture, RUN_INFO; "
-            "from cytomsc.report import write_culture_pdf; b = build_batch(n=2000); "
-            "write_culture_pdf(small_culture(b), b, Path(sys.argv[2]), RUN_INFO)")
-    subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent),
-                    str(tmp_path / "c.pdf")], check=True, env={**os.environ,
-                                                               "PYTHONHASHSEED": "7"})
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+        "from test_report import build_batch, small_culture, RUN_INFO; "
+        "from cytomsc.report import write_culture_pdf; b = build_batch(n=2000); "
+        "write_culture_pdf(small_culture(b), b, Path(sys.argv[2]), RUN_INFO)"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent), str(tmp_path / "c.pdf")],
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "7"},
+    )
     a = (tmp_path / "a.pdf").read_bytes()
     assert a == (tmp_path / "b.pdf").read_bytes() == (tmp_path / "c.pdf").read_bytes()
     assert b"CreationDate" not in a and b"/Producer (cytomsc 0.1.0)" in a
@@ -255,14 +278,18 @@ def test_sparse_culture_and_literal_dollars(tmp_path):
     names with '$' are printed as written (not typeset as maths)."""
     batch = build_batch(n=500)
     bare = CultureResult(
-        culture="odd $name_1", verdict="inconclusive", borderline=False,
+        culture="odd $name_1",
+        verdict="inconclusive",
+        borderline=False,
         files=[FileInfo(path="/data/x.fcs", role="stained", sha256="0" * 64)],
-        events={"total": 812}, markers=[MarkerResult(marker="CD73", channel=None,
-                                                     expect="positive", limit=95.0)],
+        events={"total": 812},
+        markers=[MarkerResult(marker="CD73", channel=None, expect="positive", limit=95.0)],
         warnings=["$PnS and $PnR are empty in x.fcs: channels could not be matched"],
         missing_markers=["CD73", "CD90"],
-        gates=[GateStep(tube="x.fcs", gate="cells", parent_count=812, count=0, x="FSC-A",
-                        y="SSC-A")])
+        gates=[
+            GateStep(tube="x.fcs", gate="cells", parent_count=812, count=0, x="FSC-A", y="SSC-A")
+        ],
+    )
     path = tmp_path / "bare.pdf"
     write_culture_pdf(bare, batch, path, {})
     text = "\n".join(p.extract_text() for p in pypdf.PdfReader(path).pages)
@@ -289,12 +316,18 @@ def test_overview_joint_populations_table(tmp_path, written):
     assert "up to 5,000 cells from each" in " ".join(joint.split())
     rows = re.findall(r"\n(\S+) ([\d,]+) (\d+\.\d) (\d+\.\d) (\d+\.\d)(?=\n)", joint)
     # the batch's culture order (BM-041 before UC-113 before BM-077), numbers as set above
-    assert rows == [("BM-041", "18,250", "95.5", "4.5", "0.0"),
-                    ("UC-113", "9,731", "20.1", "0.0", "79.9"),
-                    ("BM-077", "20,000", "68.0", "30.0", "2.0")]
+    assert rows == [
+        ("BM-041", "18,250", "95.5", "4.5", "0.0"),
+        ("UC-113", "9,731", "20.1", "0.0", "79.9"),
+        ("BM-077", "20,000", "68.0", "30.0", "2.0"),
+    ]
     # a table keyed by population id is read the same way
-    keyed = dataclasses.replace(JOINT, table={name: {str(k + 1): f for k, f in enumerate(row)}
-                                              for name, row in JOINT.table.items()})
+    keyed = dataclasses.replace(
+        JOINT,
+        table={
+            name: {str(k + 1): f for k, f in enumerate(row)} for name, row in JOINT.table.items()
+        },
+    )
     write_overview(dataclasses.replace(batch, batch_populations=keyed), path, RUN_INFO)
     again = "\n".join(p.extract_text() for p in pypdf.PdfReader(path).pages)
     assert again.split("Populations across the batch", 1)[1] == joint
@@ -329,12 +362,15 @@ def test_one_embedded_font_and_symbols_as_text(tmp_path):
     import matplotlib
 
     from cytomsc.report.plots import _font
+
     for bold in (False, True):
-        assert Path(_font(8, bold).get_file()).parent == Path(matplotlib.get_data_path(),
-                                                              "fonts", "ttf")
+        assert Path(_font(8, bold).get_file()).parent == Path(
+            matplotlib.get_data_path(), "fonts", "ttf"
+        )
     if shutil.which("pdffonts"):
-        out = subprocess.run(["pdffonts", str(path)], capture_output=True, text=True,
-                             check=True).stdout.splitlines()[2:]
+        out = subprocess.run(
+            ["pdffonts", str(path)], capture_output=True, text=True, check=True
+        ).stdout.splitlines()[2:]
         assert out and all(line.split()[-5] == "yes" for line in out), out  # emb column
         assert not any("Helvetica" in line for line in out)
 
@@ -342,8 +378,16 @@ def test_one_embedded_font_and_symbols_as_text(tmp_path):
 # -- issue 11: a record a reviewer can sign -----------------------------------------------------
 LONG = "/data/release_2026/site-A/a_long_folder_name"
 SPILL = (["FITC-A", "PE-A"], [[1.0, 0.2137], [0.0104, 1.0]])
-RUN_INFO_V = {**RUN_INFO, "versions": {"python": "3.11.7", "numpy": "2.4.6", "scipy": "1.17.1",
-                                       "scikit-learn": "1.9.1", "flowkit": "1.3.2"}}
+RUN_INFO_V = {
+    **RUN_INFO,
+    "versions": {
+        "python": "3.11.7",
+        "numpy": "2.4.6",
+        "scipy": "1.17.1",
+        "scikit-learn": "1.9.1",
+        "flowkit": "1.3.2",
+    },
+}
 
 
 def split_culture(n: int = 3000, seed: int = 5, verdict: str = "pass") -> CultureResult:
@@ -357,44 +401,81 @@ def split_culture(n: int = 3000, seed: int = 5, verdict: str = "pass") -> Cultur
     tubes = ["stained_1.fcs", "stained_2.fcs"]
     markers = []
     for k, (name, ch, expect, limit) in enumerate(ISCT):
-        m = marker_result(rng, name, ch, expect, limit, 99.0 if expect == "positive" else 0.5, n,
-                    source="auto")
+        m = marker_result(
+            rng, name, ch, expect, limit, 99.0 if expect == "positive" else 0.5, n, source="auto"
+        )
         m.tube = tubes[k >= 4]
         m.histogram.control = None
         m.histogram.control_role = None
         markers.append(m)
-    files = [FileInfo(path=f"{LONG}/{t}", role="stained", sha256=f"{i:x}" * 64, events=n,
-                      cytometer="FACSCanto II", date="20-NOV-2026")
-             for i, t in enumerate(tubes, start=10)]
+    files = [
+        FileInfo(
+            path=f"{LONG}/{t}",
+            role="stained",
+            sha256=f"{i:x}" * 64,
+            events=n,
+            cytometer="FACSCanto II",
+            date="20-NOV-2026",
+        )
+        for i, t in enumerate(tubes, start=10)
+    ]
     gates, funnels = [], []
     for t in tubes:
         steps = [g for g in gate_steps(rng, t, n) if g.gate != "live"]
         time = steps[0]
-        steps[0] = dataclasses.replace(time, y="FSC-A", vertices=[(0.0, 0.2), (0.3, 0.47),
-                                                                  (0.52, 1.0)])
+        steps[0] = dataclasses.replace(
+            time, y="FSC-A", vertices=[(0.0, 0.2), (0.3, 0.47), (0.52, 1.0)]
+        )
         gates += steps
-        funnels.append(TubeFunnel(t, "stained", {
-            "total": n, "time_ok": steps[0].count, "margin_ok": steps[0].count,
-            "cells": steps[1].count, "singlets": steps[2].count, "live": None},
-            {"live": "no viability dye"}))
+        funnels.append(
+            TubeFunnel(
+                t,
+                "stained",
+                {
+                    "total": n,
+                    "time_ok": steps[0].count,
+                    "margin_ok": steps[0].count,
+                    "cells": steps[1].count,
+                    "singlets": steps[2].count,
+                    "live": None,
+                },
+                {"live": "no viability dye"},
+            )
+        )
     return CultureResult(
-        culture="BM-123", verdict=verdict, borderline=False, files=files,
-        events={k: v or 0 for k, v in funnels[0].counts.items()}, markers=markers,
-        warnings=["a warning"], gates=gates, output_name="BM-123", funnels=funnels,
-        metadata={"lot": "LOT-2026-117", "donor": "D-0042", "operator": "J. Doe",
-                  "comment": "second acquisition after re-staining", "tissue": "bone marrow",
-                  "passage": "4", "detachment": "TrypLE", "date": "20-NOV-2026"},
-        compensation=[Compensation(t, "the file's $SPILLOVER", SPILL[0], SPILL[1])
-                      for t in tubes],
-        outputs={"BM-123/gates.xml": "ab" * 32, "BM-123/events/stained_1.fcs": "cd" * 32})
+        culture="BM-123",
+        verdict=verdict,
+        borderline=False,
+        files=files,
+        events={k: v or 0 for k, v in funnels[0].counts.items()},
+        markers=markers,
+        warnings=["a warning"],
+        gates=gates,
+        output_name="BM-123",
+        funnels=funnels,
+        metadata={
+            "lot": "LOT-2026-117",
+            "donor": "D-0042",
+            "operator": "J. Doe",
+            "comment": "second acquisition after re-staining",
+            "tissue": "bone marrow",
+            "passage": "4",
+            "detachment": "TrypLE",
+            "date": "20-NOV-2026",
+        },
+        compensation=[Compensation(t, "the file's $SPILLOVER", SPILL[0], SPILL[1]) for t in tubes],
+        outputs={"BM-123/gates.xml": "ab" * 32, "BM-123/events/stained_1.fcs": "cd" * 32},
+    )
 
 
 @pytest.fixture(scope="module")
 def record(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     """The split culture's PDF and, for layout checks, its page 1's text with positions."""
     out = tmp_path_factory.mktemp("record")
-    batch = dataclasses.replace(build_batch(n=500), parameters={
-        **build_batch(n=10).parameters, "manifest": None, "channel_map": {}})
+    batch = dataclasses.replace(
+        build_batch(n=500),
+        parameters={**build_batch(n=10).parameters, "manifest": None, "channel_map": {}},
+    )
     c = split_culture()
     write_culture_pdf(c, batch, out / "split.pdf", RUN_INFO_V)
     reader = pypdf.PdfReader(out / "split.pdf")
@@ -405,14 +486,24 @@ def _positions(path: Path, page: int = 0) -> list[tuple[str, float]]:
     """(text, y from the page's foot in points) of every text run on a page."""
     runs: list[tuple[str, float]] = []
     pypdf.PdfReader(path).pages[page].extract_text(
-        visitor_text=lambda text, cm, tm, font, size: runs.append((text, tm[5] * cm[3] + cm[5]))
-        if text.strip() else None)
+        visitor_text=lambda text, cm, tm, font, size: (
+            runs.append((text, tm[5] * cm[3] + cm[5])) if text.strip() else None
+        )
+    )
     return runs
 
 
-SIGN_OFF = ("Verdict", "Criteria", "Event funnel", "Acquired events (total)", "Reviewed by:",
-            "Signature:", "Decision: ☐ release ☐ reject ☐ repeat measurement",
-            "Date (YYYY-MM-DD):", "Review and release decision")
+SIGN_OFF = (
+    "Verdict",
+    "Criteria",
+    "Event funnel",
+    "Acquired events (total)",
+    "Reviewed by:",
+    "Signature:",
+    "Decision: ☐ release ☐ reject ☐ repeat measurement",
+    "Date (YYYY-MM-DD):",
+    "Review and release decision",
+)
 
 
 @pytest.mark.slow
@@ -455,8 +546,21 @@ def test_page_one_rendered_shows_the_sign_off_box(record, tmp_path):
         pytest.skip("pdftoppm (poppler-utils) absent: page 1 is checked from its text only")
     import matplotlib.image
 
-    subprocess.run(["pdftoppm", "-png", "-r", "72", "-f", "1", "-l", "1", record["path"][0],
-                    str(tmp_path / "p")], check=True)
+    subprocess.run(
+        [
+            "pdftoppm",
+            "-png",
+            "-r",
+            "72",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            record["path"][0],
+            str(tmp_path / "p"),
+        ],
+        check=True,
+    )
     img = matplotlib.image.imread(next(tmp_path.glob("p*.png")))[..., :3].mean(axis=2)
     rows = np.flatnonzero((img < 0.5).mean(axis=1) > 0.8)  # rules across the text width
     h = img.shape[0]
@@ -473,10 +577,12 @@ def test_borderline_said_only_when_the_verdict_could_change(tmp_path):
     batch = build_batch(n=500)
     c = dataclasses.replace(_named(batch, "BM-042"))
     rng = np.random.default_rng(1)
-    c.markers = [judge_marker(marker_result(rng, "CD73", "APC-A", "positive", 95.0, 95.2, 500,
-                                      half_width=0.5)),
-                 judge_marker(marker_result(rng, "CD45", "PE-A", "negative", 2.0, 3.7, 500,
-                                      half_width=0.5))]
+    c.markers = [
+        judge_marker(
+            marker_result(rng, "CD73", "APC-A", "positive", 95.0, 95.2, 500, half_width=0.5)
+        ),
+        judge_marker(marker_result(rng, "CD45", "PE-A", "negative", 2.0, 3.7, 500, half_width=0.5)),
+    ]
     c.verdict, c.borderline, _ = culture_verdict(c.markers, [], [20_000])
     assert (c.verdict, c.borderline) == ("fail", False)
     path = tmp_path / "f.pdf"
@@ -484,8 +590,10 @@ def test_borderline_said_only_when_the_verdict_could_change(tmp_path):
     one = " ".join(pypdf.PdfReader(path).pages[0].extract_text().split())
     assert "borderline" not in one.split("Every", 1)[0].split("Lot")[0]
     assert "Borderline:" not in one and "could change the verdict" not in one
-    assert "The 95 % interval of CD73 contains its limit, but the verdict does not depend on " \
-           "it: CD45 fails regardless." in one
+    assert (
+        "The 95 % interval of CD73 contains its limit, but the verdict does not depend on "
+        "it: CD45 fails regardless." in one
+    )
     assert "✓ pass (borderline)" in one  # the marker keeps its own flag
 
 
@@ -521,23 +629,37 @@ def test_time_gate_drawn_with_removed_stretches():
     batch = build_batch(n=300)
     c = split_culture(n=1500)
     pages = culture_pages(c, batch, RUN_INFO)
-    gating = next(f for f in pages if any(i.s.startswith("Gating: stained_1.fcs")
-                                          for layer in f.findobj(lambda a: hasattr(a, "items"))
-                                          for i in layer.items))
+    gating = next(
+        f
+        for f in pages
+        if any(
+            i.s.startswith("Gating: stained_1.fcs")
+            for layer in f.findobj(lambda a: hasattr(a, "items"))
+            for i in layer.items
+        )
+    )
     hatched = [p for ax in gating.axes for p in ax.patches if p.get_hatch() == "////"]
     assert len(hatched) == 2  # the two removed stretches between the three kept ones
     text = [i.s for layer in gating.findobj(lambda a: hasattr(a, "items")) for i in layer.items]
     step = next(g for g in c.gates if g.tube == "stained_1.fcs" and g.gate == "time")
-    assert f"{step.count:,} of {step.parent_count:,} events, {step.source} gate; hatched: " \
-           f"removed ({_fmt(100 - step.percent)} %)" in text
+    assert (
+        f"{step.count:,} of {step.parent_count:,} events, {step.source} gate; hatched: "
+        f"removed ({_fmt(100 - step.percent)} %)" in text
+    )
 
 
 @pytest.mark.slow
 def test_release_metadata_and_iso_dates(record):
     doc = "\n".join(record["pages"])
     one = " ".join(record["pages"][0].split())
-    for words in ("Lot LOT-2026-117", "Donor D-0042", "Operator J. Doe", "Passage 4",
-                  "Comment: second acquisition after re-staining", "Acquisition date 2026-11-20"):
+    for words in (
+        "Lot LOT-2026-117",
+        "Donor D-0042",
+        "Operator J. Doe",
+        "Passage 4",
+        "Comment: second acquisition after re-staining",
+        "Acquisition date 2026-11-20",
+    ):
         assert words in one, words
     assert "20-NOV-2026" not in doc
     assert "2026-11-20" in doc.split("Files", 1)[1]
@@ -547,8 +669,13 @@ def test_release_metadata_and_iso_dates(record):
 def test_audit_page_versions_output_hashes_compensation_no_python_isms(record):
     audit = "\n".join(p for p in record["pages"] if p.splitlines()[1].startswith("Audit trail"))
     flat = " ".join(audit.split())
-    for words in ("Python 3.11.7", "numpy 2.4.6", "scipy 1.17.1", "scikit-learn 1.9.1",
-                  "flowkit 1.3.2"):
+    for words in (
+        "Python 3.11.7",
+        "numpy 2.4.6",
+        "scipy 1.17.1",
+        "scikit-learn 1.9.1",
+        "flowkit 1.3.2",
+    ):
         assert words in flat
     assert "ab" * 32 in audit and "cd" * 32 in audit and "BM-123/gates.xml" in audit
     assert "sha256sums.txt" in flat
@@ -588,8 +715,11 @@ def test_tick_labels_never_collide():
     renderer = RendererAgg(10, 10, 72)
     prop = FontProperties(family="DejaVu Sans", size=TICK_SIZE)
     below = [i for i in flow.layer.items if abs(i.y - (100 + 120 + 4.5)) < 1e-6]
-    spans = sorted((i.x - w / 2, i.x + w / 2, i.s) for i in below
-                   for w in [renderer.get_text_width_height_descent(i.s, prop, False)[0]])
+    spans = sorted(
+        (i.x - w / 2, i.x + w / 2, i.s)
+        for i in below
+        for w in [renderer.get_text_width_height_descent(i.s, prop, False)[0]]
+    )
     assert len(spans) >= 4
     assert "0" in [s for _, _, s in spans] and superscript("10^5") in [s for _, _, s in spans]
     for (_, hi, a), (lo, _, b) in zip(spans, spans[1:], strict=False):
@@ -607,16 +737,25 @@ def test_histograms_have_an_in_plot_legend():
     legends = [ax.get_legend() for f in pages for ax in f.axes if ax.get_legend() is not None]
     assert len(legends) == sum(m.histogram is not None for m in c.markers)
     for lg in legends:
-        assert [t.get_text() for t in lg.get_texts()] == ["stained tube", "control: isotype",
-                                                          "threshold"]
+        assert [t.get_text() for t in lg.get_texts()] == [
+            "stained tube",
+            "control: isotype",
+            "threshold",
+        ]
 
 
 @pytest.mark.slow
 def test_stained_tube_gating_page_first(tmp_path):
     batch = build_batch(n=300)
     c = small_culture(batch)
-    c = dataclasses.replace(c, gates=[g for t in ("isotype.fcs", "unstained.fcs", "stained.fcs")
-                                      for g in gate_steps(np.random.default_rng(2), t, 300)])
+    c = dataclasses.replace(
+        c,
+        gates=[
+            g
+            for t in ("isotype.fcs", "unstained.fcs", "stained.fcs")
+            for g in gate_steps(np.random.default_rng(2), t, 300)
+        ],
+    )
     path = tmp_path / "g.pdf"
     write_culture_pdf(c, batch, path, RUN_INFO)
     titles = [p.extract_text().splitlines()[1] for p in pypdf.PdfReader(path).pages]
@@ -637,8 +776,11 @@ def test_cached_text_and_fonts_change_no_word(tmp_path, monkeypatch):
     def runs(path):
         out = []
         for page in pypdf.PdfReader(path).pages:
-            page.extract_text(visitor_text=lambda text, cm, tm, font, size: out.append(
-                (text, round(tm[4] * cm[0] + cm[4], 2), round(tm[5] * cm[3] + cm[5], 2))))
+            page.extract_text(
+                visitor_text=lambda text, cm, tm, font, size: out.append(
+                    (text, round(tm[4] * cm[0] + cm[4], 2), round(tm[5] * cm[3] + cm[5], 2))
+                )
+            )
         return out
 
     write_culture_pdf(c, batch, tmp_path / "cached.pdf", RUN_INFO)
@@ -704,8 +846,14 @@ def test_pdfs_from_forked_workers_after_pdfs_in_the_parent(tmp_path):
     batch = build_batch(n=500)
     write_culture_pdf(small_culture(batch), batch, tmp_path / "parent.pdf", RUN_INFO)
     for i in range(2):
-        d = CultureDesign(f"F{i}", style="diva", layout="isct-8c", n_events=3000,
-                          controls=("isotype",), seed_offset=i)
+        d = CultureDesign(
+            f"F{i}",
+            style="diva",
+            layout="isct-8c",
+            n_events=3000,
+            controls=("isotype",),
+            seed_offset=i,
+        )
         for tube in simulate_culture(d, seed=0):
             tube.write(tmp_path / "in" / d.name)
     out = run_batch([tmp_path / "in"], tmp_path / "out", Options(jobs=2, pdf=True))

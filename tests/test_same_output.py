@@ -48,18 +48,26 @@ def validation_summary(work: Path, jobs: int = 2) -> bytes:
 
 def digests(summary: bytes) -> dict:
     doc = json.loads(summary)
-    return {"sha256": hashlib.sha256(summary).hexdigest(),
-            "cultures": {c["culture"]: hashlib.sha256(json.dumps(
-                c, indent=1, ensure_ascii=False).encode()).hexdigest()
-                for c in doc["cultures"]}}
+    return {
+        "sha256": hashlib.sha256(summary).hexdigest(),
+        "cultures": {
+            c["culture"]: hashlib.sha256(
+                json.dumps(c, indent=1, ensure_ascii=False).encode()
+            ).hexdigest()
+            for c in doc["cultures"]
+        },
+    }
 
 
 @pytest.mark.slow
 def test_validation_summary_has_the_old_bytes(tmp_path: Path) -> None:
     stored = json.loads(DIGESTS.read_text())
     got = digests(validation_summary(tmp_path))
-    changed = sorted(name for name in {*stored["cultures"], *got["cultures"]}
-                     if stored["cultures"].get(name) != got["cultures"].get(name))
+    changed = sorted(
+        name
+        for name in {*stored["cultures"], *got["cultures"]}
+        if stored["cultures"].get(name) != got["cultures"].get(name)
+    )
     assert changed == [], f"cultures whose results changed: {changed}"
     assert got["sha256"] == stored["sha256"]  # and the batch's own fields
 

@@ -70,9 +70,10 @@ def test_reads_back_with_flowkit(tmp_path: Path, example) -> None:
             np.testing.assert_allclose(raw[:, keep], expected.astype(np.float32), rtol=1e-6)
             parts = s.metadata["spillover"].split(",")
             n = int(parts[0])
-            assert parts[1:n + 1] == t.spillover[0]
-            np.testing.assert_array_equal(np.array(parts[n + 1:], dtype=float).reshape(n, n),
-                                          t.spillover[1])
+            assert parts[1 : n + 1] == t.spillover[0]
+            np.testing.assert_array_equal(
+                np.array(parts[n + 1 :], dtype=float).reshape(n, n), t.spillover[1]
+            )
             assert s.metadata["src"] == t.keywords["$SRC"]
             assert float(s.metadata["timestep"]) > 0
 
@@ -109,8 +110,10 @@ def test_true_percent_recovered_from_isotype(example) -> None:
                     values = _compensated(t)[t.gated(), j]
                     above += int((values > threshold).sum())
                     n += len(values)
-            assert abs(100.0 * above / n - rec["percent_positive"]) <= 1.5, (truth["culture"],
-                                                                              marker)
+            assert abs(100.0 * above / n - rec["percent_positive"]) <= 1.5, (
+                truth["culture"],
+                marker,
+            )
             checked += 1
     assert checked >= 20
 
@@ -137,8 +140,12 @@ def test_truth_percentages_are_exact_from_labels(example) -> None:
 
 def test_expected_verdicts_of_example(example) -> None:
     verdicts = {truth["culture"]: truth["expected_verdict"] for _, _, truth in example}
-    assert verdicts == {"MSC-01_pass": "pass", "MSC-02_pass_heterogeneous": "pass",
-                        "MSC-03_fail_CD105": "fail", "MSC-04_fail_contaminated": "fail"}
+    assert verdicts == {
+        "MSC-01_pass": "pass",
+        "MSC-02_pass_heterogeneous": "pass",
+        "MSC-03_fail_CD105": "fail",
+        "MSC-04_fail_contaminated": "fail",
+    }
     by_name = {truth["culture"]: truth for _, _, truth in example}
     assert by_name["MSC-03_fail_CD105"]["markers"]["CD105"]["pass"] is False
     assert by_name["MSC-04_fail_contaminated"]["markers"]["CD45"]["pass"] is False
@@ -146,17 +153,29 @@ def test_expected_verdicts_of_example(example) -> None:
 
 
 def test_event_kinds_look_like_what_they_are() -> None:
-    d = CultureDesign("K", style="diva", layout="isct-8c", viability="DAPI", n_events=20000,
-                      debris=0.2, doublets=0.1, dead=0.1, contaminants=0.05, saturated=0.01,
-                      controls=(), anomaly=Anomaly(start=0.5, duration=0.1, rate_factor=3.0,
-                                                   shift=0.5))
+    d = CultureDesign(
+        "K",
+        style="diva",
+        layout="isct-8c",
+        viability="DAPI",
+        n_events=20000,
+        debris=0.2,
+        doublets=0.1,
+        dead=0.1,
+        contaminants=0.05,
+        saturated=0.01,
+        controls=(),
+        anomaly=Anomaly(start=0.5, duration=0.1, rate_factor=3.0, shift=0.5),
+    )
     t = simulate_culture(d, 3)[0]
     fsc, fsch = _col(t, "FSC-A"), _col(t, "FSC-H")
     ssc = _col(t, "SSC-A")
     dapi = _compensated(t)[:, t.spillover[0].index("DAPI-A")]
     k, base = t.kind, t.base_kind
-    med = {kind: np.median(fsc[k == kind]) for kind in (KIND_CELL, KIND_DEBRIS, KIND_DOUBLET,
-                                                         KIND_DEAD, KIND_CONTAMINANT)}
+    med = {
+        kind: np.median(fsc[k == kind])
+        for kind in (KIND_CELL, KIND_DEBRIS, KIND_DOUBLET, KIND_DEAD, KIND_CONTAMINANT)
+    }
     assert med[KIND_DEBRIS] < 0.2 * med[KIND_CELL]
     assert 1.7 < med[KIND_DOUBLET] / med[KIND_CELL] < 2.3
     ratio = {kind: np.median((fsch / fsc)[k == kind]) for kind in (KIND_CELL, KIND_DOUBLET)}
@@ -184,8 +203,11 @@ def test_event_kinds_look_like_what_they_are() -> None:
 
 
 def test_populations_in_set_proportions() -> None:
-    pops = [PopulationDesign(0.6), PopulationDesign(0.3, size=0.7),
-            PopulationDesign(0.1, granularity=1.5)]
+    pops = [
+        PopulationDesign(0.6),
+        PopulationDesign(0.3, size=0.7),
+        PopulationDesign(0.1, granularity=1.5),
+    ]
     d = CultureDesign("P", populations=pops, controls=(), n_events=20000)
     t = simulate_culture(d, 5)[0]
     cells = t.kind == KIND_CELL
@@ -193,7 +215,8 @@ def test_populations_in_set_proportions() -> None:
     np.testing.assert_allclose(frac, [0.6, 0.3, 0.1], atol=0.015)
     fsc = _col(t, "FSC-A")
     assert np.median(fsc[cells & (t.population == 2)]) < 0.8 * np.median(
-        fsc[cells & (t.population == 1)])
+        fsc[cells & (t.population == 1)]
+    )
     assert truth_of(d, [t])["n_populations"] == 3
 
 
@@ -286,7 +309,8 @@ def test_history_preset_for_issue_16(tmp_path: Path) -> None:
     lots = hist["lots"]
     assert [x["lot"] for x in lots] == [f"L{i:02d}" for i in range(1, 17)]
     assert {(x["donor"], x["passage"]) for x in lots} == {
-        (d, p) for d in ("D01", "D02") for p in range(1, 9)}
+        (d, p) for d in ("D01", "D02") for p in range(1, 9)
+    }
     drifted = [x["lot"] for x in lots if x["passage"] > 5]
     assert hist["expected_flags"]["CD105"] == drifted == hist["drifted_lots"]["CD105"]
     assert all(v == [] for m, v in hist["expected_flags"].items() if m != "CD105")
@@ -303,7 +327,8 @@ def test_history_preset_for_issue_16(tmp_path: Path) -> None:
         assert c["expected_verdict"] == "pass"
         fractions = c["population_fractions"]
         assert (fractions[1] if len(fractions) > 1 else 0.0) == pytest.approx(
-            hist["cd90_dim"]["fraction"][lot["lot"]])
+            hist["cd90_dim"]["fraction"][lot["lot"]]
+        )
     # lot, donor and passage travel in the files' keywords, as a lab's export would carry them
     kw = read_fcs(next((tmp_path / "L11_D01_P6").glob("*Stained.fcs"))).keywords
     assert (kw["lot"], kw["donor"], kw["passage"]) == ("L11", "D01", "6")

@@ -34,23 +34,32 @@ def _compmatrix(path: Path) -> tuple[list[str], np.ndarray]:
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     at = next(i for i, ln in enumerate(lines) if ln.startswith("FL"))
     header = lines[at].split("\t")
-    return header, np.array([[float(v) for v in ln.split("\t")] for ln in lines[at + 1:]])
+    return header, np.array([[float(v) for v in ln.split("\t")] for ln in lines[at + 1 :]])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("names", ["detectors", "fluorochromes"])
 def test_flowcore_compdata_within_003(real_fcs: Path, tmp_path: Path, names: str) -> None:
     d = real_fcs / "flowCore_compdata"
-    stain = {"060909.002": "FITC", "060909.003": "PE", "060909.004": "APC",
-             "060909.005": "7-AAD"}
+    stain = {"060909.002": "FITC", "060909.003": "PE", "060909.004": "APC", "060909.005": "7-AAD"}
     rows = ["file,culture,role", f"{d / '060909.001'},comp,unstained"]
     for line in (d / "comp_match").read_text().splitlines()[1:]:
         f, ch = line.split(",")
         if ch != "unstained":
             rows.append(f"{d / f},comp,single:{ch if names == 'detectors' else stain[f]}")
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
-    code, _, err = _run(["analyze", ".", "--manifest", str(tmp_path / "m.csv"), "-o",
-                         str(tmp_path / "o"), "--jobs", "1"])
+    code, _, err = _run(
+        [
+            "analyze",
+            ".",
+            "--manifest",
+            str(tmp_path / "m.csv"),
+            "-o",
+            str(tmp_path / "o"),
+            "--jobs",
+            "1",
+        ]
+    )
     assert code == 0, err
     dets, got = _read_comp_csv(tmp_path / "o" / "compensation.csv")
     ref_dets, ref = _compmatrix(d / "compmatrix")
@@ -67,11 +76,31 @@ def test_flowcore_compdata_within_003(real_fcs: Path, tmp_path: Path, names: str
 @pytest.fixture(scope="module")
 def sim_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
     root = tmp_path_factory.mktemp("comp")
-    design = S.CultureDesign("MSC-C", style="diva", layout="isct-8c", viability="DAPI",
-                             dead=0.03, controls=("isotype",), n_events=8000, seed_offset=910)
+    design = S.CultureDesign(
+        "MSC-C",
+        style="diva",
+        layout="isct-8c",
+        viability="DAPI",
+        dead=0.03,
+        controls=("isotype",),
+        n_events=8000,
+        seed_offset=910,
+    )
     truth = S.write_compensation_set(root / "data", design, SEED, n_events=6000)
-    code, _, err = _run(["analyze", ".", "--manifest", str(root / "data" / "manifest.csv"), "-o",
-                         str(root / "out"), "--jobs", "1", "--cluster", "none"])
+    code, _, err = _run(
+        [
+            "analyze",
+            ".",
+            "--manifest",
+            str(root / "data" / "manifest.csv"),
+            "-o",
+            str(root / "out"),
+            "--jobs",
+            "1",
+            "--cluster",
+            "none",
+        ]
+    )
     assert code == 0, err
     return root, truth, json.loads((root / "out" / "summary.json").read_text())
 
@@ -116,14 +145,29 @@ def test_compensation_csv_reads_back_with_comp(sim_set: tuple, tmp_path: Path) -
     lines = (root / "data" / "manifest.csv").read_text().splitlines()
     culture = [ln for ln in lines if not ln.startswith("controls/")]
     (root / "data" / "culture.csv").write_text("\n".join(culture) + "\n")
-    code, _, err = _run(["analyze", ".", "--manifest", str(root / "data" / "culture.csv"), "-o",
-                         str(tmp_path / "o"), "--jobs", "1", "--cluster", "none", "--no-pdf",
-                         "--comp", str(root / "out" / "compensation.csv")])
+    code, _, err = _run(
+        [
+            "analyze",
+            ".",
+            "--manifest",
+            str(root / "data" / "culture.csv"),
+            "-o",
+            str(tmp_path / "o"),
+            "--jobs",
+            "1",
+            "--cluster",
+            "none",
+            "--no-pdf",
+            "--comp",
+            str(root / "out" / "compensation.csv"),
+        ]
+    )
     assert code == 0, err
     again = json.loads((tmp_path / "o" / "summary.json").read_text())["cultures"][0]
     first = summary["cultures"][0]
-    assert [(m["marker"], m["percent_positive"], m["threshold"]) for m in again["markers"]] == \
-        [(m["marker"], m["percent_positive"], m["threshold"]) for m in first["markers"]]
+    assert [(m["marker"], m["percent_positive"], m["threshold"]) for m in again["markers"]] == [
+        (m["marker"], m["percent_positive"], m["threshold"]) for m in first["markers"]
+    ]
 
 
 @pytest.mark.slow
@@ -140,12 +184,36 @@ def test_overview_draws_each_control(sim_set: tuple) -> None:
 
 @pytest.mark.slow
 def test_bad_controls_are_named(tmp_path: Path) -> None:
-    design = S.CultureDesign("MSC-B", style="accuri", layout="isct-4c", controls=("isotype",),
-                             n_events=4000, seed_offset=920)
-    S.write_compensation_set(tmp_path / "d", design, SEED, n_events=4000,
-                             bad={"FITC": "dim", "PE": "saturated", "APC": "double"})
-    code, _, err = _run(["analyze", ".", "--manifest", str(tmp_path / "d" / "manifest.csv"), "-o",
-                         str(tmp_path / "o"), "--jobs", "1", "--cluster", "none", "--no-pdf"])
+    design = S.CultureDesign(
+        "MSC-B",
+        style="accuri",
+        layout="isct-4c",
+        controls=("isotype",),
+        n_events=4000,
+        seed_offset=920,
+    )
+    S.write_compensation_set(
+        tmp_path / "d",
+        design,
+        SEED,
+        n_events=4000,
+        bad={"FITC": "dim", "PE": "saturated", "APC": "double"},
+    )
+    code, _, err = _run(
+        [
+            "analyze",
+            ".",
+            "--manifest",
+            str(tmp_path / "d" / "manifest.csv"),
+            "-o",
+            str(tmp_path / "o"),
+            "--jobs",
+            "1",
+            "--cluster",
+            "none",
+            "--no-pdf",
+        ]
+    )
     assert code == 0, err
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     by_role = {c["role"]: c["warnings"] for c in summary["compensation"]["controls"]}
@@ -159,14 +227,34 @@ def test_bad_controls_are_named(tmp_path: Path) -> None:
 
 
 def test_single_stains_without_unstained_is_one_error(tmp_path: Path) -> None:
-    design = S.CultureDesign("MSC-N", style="accuri", layout="isct-4c", controls=("isotype",),
-                             n_events=3000, seed_offset=930)
+    design = S.CultureDesign(
+        "MSC-N",
+        style="accuri",
+        layout="isct-4c",
+        controls=("isotype",),
+        n_events=3000,
+        seed_offset=930,
+    )
     S.write_compensation_set(tmp_path / "d", design, SEED, n_events=3000, file_spillover=True)
     m = tmp_path / "d" / "manifest.csv"
-    m.write_text("\n".join(ln for ln in m.read_text().splitlines()
-                           if "single_unstained" not in ln) + "\n")
-    code, stdout, err = _run(["analyze", ".", "--manifest", str(m), "-o", str(tmp_path / "o"),
-                              "--jobs", "1", "--cluster", "none", "--no-pdf"])
+    m.write_text(
+        "\n".join(ln for ln in m.read_text().splitlines() if "single_unstained" not in ln) + "\n"
+    )
+    code, stdout, err = _run(
+        [
+            "analyze",
+            ".",
+            "--manifest",
+            str(m),
+            "-o",
+            str(tmp_path / "o"),
+            "--jobs",
+            "1",
+            "--cluster",
+            "none",
+            "--no-pdf",
+        ]
+    )
     assert code == 1
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "need an unstained" in lines[0] and "single_" in lines[0]
@@ -175,13 +263,32 @@ def test_single_stains_without_unstained_is_one_error(tmp_path: Path) -> None:
 
 
 def test_unknown_fluorochrome_is_one_error(tmp_path: Path) -> None:
-    design = S.CultureDesign("MSC-U", style="accuri", layout="isct-4c", controls=("isotype",),
-                             n_events=3000, seed_offset=940)
+    design = S.CultureDesign(
+        "MSC-U",
+        style="accuri",
+        layout="isct-4c",
+        controls=("isotype",),
+        n_events=3000,
+        seed_offset=940,
+    )
     S.write_compensation_set(tmp_path / "d", design, SEED, n_events=3000, file_spillover=True)
     m = tmp_path / "d" / "manifest.csv"
     m.write_text(m.read_text().replace("single:APC", "single:BV421"))
-    code, _, err = _run(["analyze", ".", "--manifest", str(m), "-o", str(tmp_path / "o"), "--jobs",
-                         "1", "--cluster", "none", "--no-pdf"])
+    code, _, err = _run(
+        [
+            "analyze",
+            ".",
+            "--manifest",
+            str(m),
+            "-o",
+            str(tmp_path / "o"),
+            "--jobs",
+            "1",
+            "--cluster",
+            "none",
+            "--no-pdf",
+        ]
+    )
     assert code == 1
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "single:BV421" in lines[0] and "MSC-U_single_APC.fcs" in lines[0]

@@ -38,8 +38,13 @@ from cytomsc.results import (
     to_dict,
 )
 
-MARKERS = (("CD73", "positive", 95.0), ("CD90", "positive", 95.0), ("CD105", "positive", 95.0),
-           ("CD45", "negative", 2.0), ("HLA-DR", "negative", 2.0))
+MARKERS = (
+    ("CD73", "positive", 95.0),
+    ("CD90", "positive", 95.0),
+    ("CD105", "positive", 95.0),
+    ("CD45", "negative", 2.0),
+    ("HLA-DR", "negative", 2.0),
+)
 
 
 def _sha(*parts: object) -> str:
@@ -54,53 +59,117 @@ def make_summary(tag: str, n: int = 3, seed: int = 0, shared: int = 0) -> dict:
     for i in range(n):
         name = f"C{i}" if i < shared else f"{tag}-C{i}"
         crng = random.Random(name) if i < shared else rng
-        files = [FileInfo(path=f"/data/{name}/{role}.fcs", role=role,
-                          sha256=_sha(name, role), events=crng.randint(5000, 30000),
-                          cytometer="BD LSRFortessa", date="15-JAN-2025")
-                 for role in ("isotype", "stained")]
+        files = [
+            FileInfo(
+                path=f"/data/{name}/{role}.fcs",
+                role=role,
+                sha256=_sha(name, role),
+                events=crng.randint(5000, 30000),
+                cytometer="BD LSRFortessa",
+                date="15-JAN-2025",
+            )
+            for role in ("isotype", "stained")
+        ]
         markers = []
         for m, expect, limit in MARKERS:
             pct = crng.uniform(98, 100) if expect == "positive" else crng.uniform(0, 2)
-            markers.append(MarkerResult(
-                marker=m, channel=f"{m}-A", expect=expect, limit=limit,
-                percent_positive=pct, ci95=(pct - crng.random() / 3, pct + crng.random() / 3),
-                threshold=crng.uniform(100, 5000), threshold_source="isotype",
-                control_spread_ratio=1.0 + crng.random(), events=crng.randint(5000, 20000),
-                passed=True, borderline=False, tube=f"{name}_Stained.fcs"))
+            markers.append(
+                MarkerResult(
+                    marker=m,
+                    channel=f"{m}-A",
+                    expect=expect,
+                    limit=limit,
+                    percent_positive=pct,
+                    ci95=(pct - crng.random() / 3, pct + crng.random() / 3),
+                    threshold=crng.uniform(100, 5000),
+                    threshold_source="isotype",
+                    control_spread_ratio=1.0 + crng.random(),
+                    events=crng.randint(5000, 20000),
+                    passed=True,
+                    borderline=False,
+                    tube=f"{name}_Stained.fcs",
+                )
+            )
         f1 = crng.uniform(0.5, 0.9)
         het = HeterogeneityResult(
             n_populations=2,
-            populations=[Population(1, f1, (f1 - 0.02, f1 + 0.02),
-                                    {"CD90-A": crng.uniform(1e4, 1e5), "FSC-A": 90000.5},
-                                    "typical"),
-                         Population(2, 1 - f1, (1 - f1 - 0.02, 1 - f1 + 0.02),
-                                    {"CD90-A": crng.uniform(1e3, 1e4), "FSC-A": 70000.25},
-                                    "CD90 dim")],
-            entropy=crng.random(), effective_number=1 + crng.random(),
-            bimodality={"CD90-A": Bimodality(dip=crng.random() / 10, p_value=crng.random(),
-                                             bimodal=True, robust_cv=crng.random())},
-            channels=["CD90-A", "FSC-A"], method="test", n_events=crng.randint(1000, 9000),
-            names={"CD90-A": "CD90", "FSC-A": "FSC"}, scatter_scale="log")
-        cultures.append(CultureResult(
-            culture=name, verdict="pass", borderline=False, files=files,
-            events={"total": 20000, "time_ok": 19990, "margin_ok": 19900, "cells": 18000,
-                    "singlets": 17500, "live": 17500},
-            markers=markers, joint_phenotype_percent=crng.uniform(90, 99),
-            joint_phenotype_ci95=(90.0, 99.0), warnings=["a warning"],
-            metadata={"cytometer": "BD LSRFortessa", "date": f"{10 + i:02d}-FEB-2025",
-                      "lot": name, "donor": "D01", "passage": f"P{i + 1}",
-                      "tissue": "bone marrow", "detachment": "TrypLE"},
-            heterogeneity=het, output_name=name))
+            populations=[
+                Population(
+                    1,
+                    f1,
+                    (f1 - 0.02, f1 + 0.02),
+                    {"CD90-A": crng.uniform(1e4, 1e5), "FSC-A": 90000.5},
+                    "typical",
+                ),
+                Population(
+                    2,
+                    1 - f1,
+                    (1 - f1 - 0.02, 1 - f1 + 0.02),
+                    {"CD90-A": crng.uniform(1e3, 1e4), "FSC-A": 70000.25},
+                    "CD90 dim",
+                ),
+            ],
+            entropy=crng.random(),
+            effective_number=1 + crng.random(),
+            bimodality={
+                "CD90-A": Bimodality(
+                    dip=crng.random() / 10,
+                    p_value=crng.random(),
+                    bimodal=True,
+                    robust_cv=crng.random(),
+                )
+            },
+            channels=["CD90-A", "FSC-A"],
+            method="test",
+            n_events=crng.randint(1000, 9000),
+            names={"CD90-A": "CD90", "FSC-A": "FSC"},
+            scatter_scale="log",
+        )
+        cultures.append(
+            CultureResult(
+                culture=name,
+                verdict="pass",
+                borderline=False,
+                files=files,
+                events={
+                    "total": 20000,
+                    "time_ok": 19990,
+                    "margin_ok": 19900,
+                    "cells": 18000,
+                    "singlets": 17500,
+                    "live": 17500,
+                },
+                markers=markers,
+                joint_phenotype_percent=crng.uniform(90, 99),
+                joint_phenotype_ci95=(90.0, 99.0),
+                warnings=["a warning"],
+                metadata={
+                    "cytometer": "BD LSRFortessa",
+                    "date": f"{10 + i:02d}-FEB-2025",
+                    "lot": name,
+                    "donor": "D01",
+                    "passage": f"P{i + 1}",
+                    "tissue": "bone marrow",
+                    "detachment": "TrypLE",
+                },
+                heterogeneity=het,
+                output_name=name,
+            )
+        )
     batch = BatchResult(
         cytomsc_version="0.1.0",
         panel=PanelInfo("isct-2006", "ISCT 2006", "Dominici 2006", "", _sha("panel")),
-        parameters=Options(seed=seed).as_parameters(), cultures=cultures,
+        parameters=Options(seed=seed).as_parameters(),
+        cultures=cultures,
         errors=[InputError("/data/bad.fcs", "not an FCS file")],
         batch_populations=BatchPopulations(
-            method="joint", per_culture=5000,
+            method="joint",
+            per_culture=5000,
             populations=[BatchPopulation(1, "typical"), BatchPopulation(2, "CD90 dim")],
             table={c.culture: [0.7 + 0.01 * k, 0.3 - 0.01 * k] for k, c in enumerate(cultures)},
-            events={c.culture: 17500 for c in cultures}))
+            events={c.culture: 17500 for c in cultures},
+        ),
+    )
     doc = json.loads(json.dumps(to_dict(batch)))
     # fields other issues are adding to summary.json: kept without being known
     doc["cultures"][0]["operator"] = "J. Doe"
@@ -137,11 +206,16 @@ def test_metadata_columns(db_target: str) -> None:
     engine = store.connect(db_target, write=True)
     store.record_summary(engine, make_summary("M", n=2))
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(store.culture_table).order_by(store.culture_table.c.id)
-                            ).all()
+        rows = conn.execute(sa.select(store.culture_table).order_by(store.culture_table.c.id)).all()
     r = rows[1]._mapping
-    assert (r["lot"], r["donor"], r["passage"], r["passage_text"], r["tissue"],
-            r["detachment"]) == ("M-C1", "D01", 2, "P2", "bone marrow", "TrypLE")
+    assert (
+        r["lot"],
+        r["donor"],
+        r["passage"],
+        r["passage_text"],
+        r["tissue"],
+        r["detachment"],
+    ) == ("M-C1", "D01", 2, "P2", "bone marrow", "TrypLE")
     assert r["acquired"].isoformat() == "2025-02-11"
     assert r["panel_id"] == "isct-2006" and r["panel_sha256"] == _sha("panel")
     assert r["cytomsc_version"] == "0.1.0"
@@ -201,8 +275,13 @@ def test_two_writer_processes_keep_every_row(db_target: str, tmp_path: Path) -> 
         lines = [json.dumps(make_summary(f"{w}{k}", n=n_cultures)) for k in range(n_batches)]
         lines.append(json.dumps(make_summary("same", n=n_cultures)))  # both write this one
         docs.write_text("\n".join(lines) + "\n")
-        procs.append(subprocess.Popen([sys.executable, "-c", WRITER, db_target, str(docs),
-                                       str(go)], stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", WRITER, db_target, str(docs), str(go)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     time.sleep(0.5)
     go.touch()
     for p in procs:
@@ -225,8 +304,10 @@ def test_schema_version_written_and_newer_refused(tmp_path: Path) -> None:
     target = str(tmp_path / "v.sqlite")
     engine = store.connect(target, write=True)
     with engine.begin() as conn:
-        assert conn.execute(sa.select(store.schema_table.c.version)).scalar_one() == \
-            store.SCHEMA_VERSION
+        assert (
+            conn.execute(sa.select(store.schema_table.c.version)).scalar_one()
+            == store.SCHEMA_VERSION
+        )
         conn.execute(store.schema_table.update().values(version=store.SCHEMA_VERSION + 1))
     engine.dispose()
     for write in (True, False):
@@ -254,8 +335,10 @@ def test_older_store_is_migrated_once(tmp_path: Path, monkeypatch: pytest.Monkey
     engine = store.connect(target, write=True)  # already migrated: the step does not run again
     assert calls == [1]
     with engine.connect() as conn:
-        assert conn.execute(sa.select(store.schema_table.c.version)).scalar_one() == \
-            store.SCHEMA_VERSION
+        assert (
+            conn.execute(sa.select(store.schema_table.c.version)).scalar_one()
+            == store.SCHEMA_VERSION
+        )
         names = {ix["name"] for ix in sa.inspect(conn).get_indexes("cytomsc_culture")}
     assert "ix_test_lot_donor" in names
     assert store.load_summary(engine, 1) == make_summary("old", n=2)
@@ -295,35 +378,53 @@ def test_record_results_reads_only(tmp_path: Path, db_target: str) -> None:
     text = json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
     (out / "summary.json").write_text(text)
     (out / "R-C0.pdf").write_bytes(b"%PDF-1.4 test")
-    (out / "run.json").write_text(json.dumps({"cytomsc_version": "0.1.0",
-                                              "outputs": ["summary.json", "R-C0.pdf",
-                                                          "../outside.txt"]}))
+    (out / "run.json").write_text(
+        json.dumps(
+            {"cytomsc_version": "0.1.0", "outputs": ["summary.json", "R-C0.pdf", "../outside.txt"]}
+        )
+    )
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     rec = store.record_results(db_target, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     engine = store.connect(db_target, write=False)
     with engine.connect() as conn:
-        outputs = dict(conn.execute(sa.select(store.output_table.c.path,
-                                              store.output_table.c.sha256)).all())
+        outputs = dict(
+            conn.execute(sa.select(store.output_table.c.path, store.output_table.c.sha256)).all()
+        )
         sha = conn.execute(sa.select(store.batch_table.c.summary_sha256)).scalar_one()
-    assert outputs == {"summary.json": hashlib.sha256(text.encode()).hexdigest(),
-                       "R-C0.pdf": hashlib.sha256(b"%PDF-1.4 test").hexdigest()}
+    assert outputs == {
+        "summary.json": hashlib.sha256(text.encode()).hexdigest(),
+        "R-C0.pdf": hashlib.sha256(b"%PDF-1.4 test").hexdigest(),
+    }
     assert sha == outputs["summary.json"]
     assert store.load_summary(engine, rec.batch_id) == doc
     engine.dispose()
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("15-JAN-2025", "2025-01-15"), ("2025-03-04", "2025-03-04"), ("04-Mar-25", "2025-03-04"),
-    ("", None), ("yesterday", None)])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("15-JAN-2025", "2025-01-15"),
+        ("2025-03-04", "2025-03-04"),
+        ("04-Mar-25", "2025-03-04"),
+        ("", None),
+        ("yesterday", None),
+    ],
+)
 def test_parse_date(text: str, expected: str | None) -> None:
     got = store.parse_date(text)
     assert (got.isoformat() if got else None) == expected
 
 
 def test_parse_passage() -> None:
-    assert [store.parse_passage(t) for t in ("5", "P5", "p05", "passage 12", "n/a", None)] == \
-        [5, 5, 5, 12, None, None]
+    assert [store.parse_passage(t) for t in ("5", "P5", "p05", "passage 12", "n/a", None)] == [
+        5,
+        5,
+        5,
+        12,
+        None,
+        None,
+    ]
 
 
 def test_analyze_refuses_a_database_it_cannot_open_before_any_work(tmp_path: Path) -> None:
@@ -332,8 +433,17 @@ def test_analyze_refuses_a_database_it_cannot_open_before_any_work(tmp_path: Pat
     from cytomsc.cli import main
 
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["analyze", str(tmp_path), "-o", str(out), "--db",
-                                       str(tmp_path / "no" / "such" / "db.sqlite")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "analyze",
+            str(tmp_path),
+            "-o",
+            str(out),
+            "--db",
+            str(tmp_path / "no" / "such" / "db.sqlite"),
+        ],
+    )
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "--db" in result.output
     assert not out.exists()

@@ -60,18 +60,36 @@ def test_several_rules_at_one_point() -> None:
     assert westgard([-2.5, 3.5]) == [(), ("1-3s", "R-4s")]
 
 
-def _lots(values: list[float | None], donors: tuple[str, ...] = ("D1",),
-          marker: str = "CD105") -> list[Lot]:
+def _lots(
+    values: list[float | None], donors: tuple[str, ...] = ("D1",), marker: str = "CD105"
+) -> list[Lot]:
     start = date(2025, 1, 1)
     out = []
     for i, v in enumerate(values):
-        m = {} if v is None else {marker: MarkerValue(marker, "positive", 95.0, v,
-                                                       (v - 0.1, v + 0.1), 10000, v >= 95)}
-        out.append(Lot(lot=f"L{i + 1:02d}", culture=f"c{i}", culture_id=i + 1,
-                       donor=donors[i % len(donors)], passage=i // len(donors) + 1,
-                       acquired=start + timedelta(days=7 * i), date_text=None,
-                       stored_at=datetime(2025, 12, 1), verdict="pass", panel_id="isct-2006",
-                       markers=m, populations=(), population_source=""))
+        m = (
+            {}
+            if v is None
+            else {
+                marker: MarkerValue(marker, "positive", 95.0, v, (v - 0.1, v + 0.1), 10000, v >= 95)
+            }
+        )
+        out.append(
+            Lot(
+                lot=f"L{i + 1:02d}",
+                culture=f"c{i}",
+                culture_id=i + 1,
+                donor=donors[i % len(donors)],
+                passage=i // len(donors) + 1,
+                acquired=start + timedelta(days=7 * i),
+                date_text=None,
+                stored_at=datetime(2025, 12, 1),
+                verdict="pass",
+                panel_id="isct-2006",
+                markers=m,
+                populations=(),
+                population_source="",
+            )
+        )
     return out
 
 

@@ -43,9 +43,20 @@ def _answer(real: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def flowsom_run(real_fcs: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("flowsom")
-    code, _, err = _run(["analyze", str(real_fcs / "FlowSOM" / "68983.fcs"), "-o", str(out),
-                         "--gates", str(real_fcs / "FlowSOM" / "gating.wsp"), "--jobs", "1",
-                         "--cluster", "none"])
+    code, _, err = _run(
+        [
+            "analyze",
+            str(real_fcs / "FlowSOM" / "68983.fcs"),
+            "-o",
+            str(out),
+            "--gates",
+            str(real_fcs / "FlowSOM" / "gating.wsp"),
+            "--jobs",
+            "1",
+            "--cluster",
+            "none",
+        ]
+    )
     assert code == 0, err
     return out, json.loads((out / "summary.json").read_text())
 
@@ -56,8 +67,11 @@ def test_flowsom_workspace_gives_flowjo_counts(flowsom_run: tuple, real_fcs: Pat
     _, summary = flowsom_run
     answer = _answer(real_fcs)
     gates = summary["cultures"][0]["gates"]
-    assert [g["path"] for g in gates] == ["/Lymphocytes", "/Lymphocytes/Singlets",
-                                          "/Lymphocytes/Singlets/Singlets2"]
+    assert [g["path"] for g in gates] == [
+        "/Lymphocytes",
+        "/Lymphocytes/Singlets",
+        "/Lymphocytes/Singlets/Singlets2",
+    ]
     for g in gates:
         assert g["source"] == "manual"
         expected = answer[g["path"]]
@@ -68,8 +82,10 @@ def test_flowsom_workspace_gives_flowjo_counts(flowsom_run: tuple, real_fcs: Pat
 def test_flowsom_counts_are_flowkits_own(flowsom_run: tuple, real_fcs: Path) -> None:
     """The counts are FlowKit's Workspace analysis of the same files, event for event."""
     _, summary = flowsom_run
-    ws = fk.Workspace(str(real_fcs / "FlowSOM" / "gating.wsp"),
-                      fcs_samples=str(real_fcs / "FlowSOM" / "68983.fcs"))
+    ws = fk.Workspace(
+        str(real_fcs / "FlowSOM" / "gating.wsp"),
+        fcs_samples=str(real_fcs / "FlowSOM" / "68983.fcs"),
+    )
     ws.analyze_samples(sample_id="68983.fcs", use_mp=False)
     res = ws.get_gating_results("68983.fcs")
     for g in summary["cultures"][0]["gates"]:
@@ -78,8 +94,7 @@ def test_flowsom_counts_are_flowkits_own(flowsom_run: tuple, real_fcs: Path) -> 
         assert g["count"] == res.get_gate_count(name, ancestors)
     events = summary["cultures"][0]["events"]
     assert events["cells"] == res.get_gate_count("Lymphocytes", ("root",))
-    assert events["live"] == res.get_gate_count("Singlets2", ("root", "Lymphocytes",
-                                                              "Singlets"))
+    assert events["live"] == res.get_gate_count("Singlets2", ("root", "Lymphocytes", "Singlets"))
 
 
 @pytest.mark.slow
@@ -112,38 +127,74 @@ def test_correspondence_by_dimensions(real_fcs: Path) -> None:
     assert default_path([tree], pnn, pns) == "/Lymphocytes/Singlets/Singlets2"
 
 
-def test_workspace_lacking_a_tube_is_an_error_for_that_tube(real_fcs: Path,
-                                                              tmp_path: Path) -> None:
+def test_workspace_lacking_a_tube_is_an_error_for_that_tube(real_fcs: Path, tmp_path: Path) -> None:
     other = real_fcs / "flowWorkspaceData" / "a2004_O1T2pb05i_A2_A02.fcs"
-    code, stdout, err = _run(["analyze", str(real_fcs / "FlowSOM" / "68983.fcs"), str(other),
-                              "-o", str(tmp_path / "o"), "--jobs", "1", "--cluster", "none",
-                              "--no-pdf", "--gates", str(real_fcs / "FlowSOM" / "gating.wsp")])
+    code, stdout, err = _run(
+        [
+            "analyze",
+            str(real_fcs / "FlowSOM" / "68983.fcs"),
+            str(other),
+            "-o",
+            str(tmp_path / "o"),
+            "--jobs",
+            "1",
+            "--cluster",
+            "none",
+            "--no-pdf",
+            "--gates",
+            str(real_fcs / "FlowSOM" / "gating.wsp"),
+        ]
+    )
     assert code == 1
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1
-    assert "a2004_O1T2pb05i_A2_A02.fcs" in lines[0] and "not in the workspace gating.wsp" \
-        in lines[0] and "68983.fcs" in lines[0]
+    assert (
+        "a2004_O1T2pb05i_A2_A02.fcs" in lines[0]
+        and "not in the workspace gating.wsp" in lines[0]
+        and "68983.fcs" in lines[0]
+    )
     assert "68983: INCONCLUSIVE" in stdout  # the other tube was analysed
 
 
 def test_gate_path_that_does_not_exist_is_a_usage_error(real_fcs: Path, tmp_path: Path) -> None:
-    code, _, err = _run(["analyze", str(real_fcs / "FlowSOM" / "68983.fcs"), "-o",
-                         str(tmp_path / "o"), "--gates", str(real_fcs / "FlowSOM" / "gating.wsp"),
-                         "--gate-path", "/Lymphocytes/Live"])
+    code, _, err = _run(
+        [
+            "analyze",
+            str(real_fcs / "FlowSOM" / "68983.fcs"),
+            "-o",
+            str(tmp_path / "o"),
+            "--gates",
+            str(real_fcs / "FlowSOM" / "gating.wsp"),
+            "--gate-path",
+            "/Lymphocytes/Live",
+        ]
+    )
     assert code == 2
     assert err.count("\n") == 1 and "no gate /Lymphocytes/Live in gating.wsp" in err
     assert "/Lymphocytes/Singlets" in err  # the gates it has are listed
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("rel,why", [
-    ("flowWorkspaceData/A2004Analysis.xml", "FlowJo 9 workspace"),
-    ("FlowSOM/manualGating.xml", "not a FlowJo 10 workspace or a valid GatingML 2.0 file"),
-])
-def test_unreadable_gates_file_is_one_line(real_fcs: Path, tmp_path: Path, rel: str,
-                                           why: str) -> None:
-    code, _, err = _run(["analyze", str(real_fcs / "FlowSOM" / "68983.fcs"), "-o",
-                         str(tmp_path / "o"), "--gates", str(real_fcs / rel)])
+@pytest.mark.parametrize(
+    "rel,why",
+    [
+        ("flowWorkspaceData/A2004Analysis.xml", "FlowJo 9 workspace"),
+        ("FlowSOM/manualGating.xml", "not a FlowJo 10 workspace or a valid GatingML 2.0 file"),
+    ],
+)
+def test_unreadable_gates_file_is_one_line(
+    real_fcs: Path, tmp_path: Path, rel: str, why: str
+) -> None:
+    code, _, err = _run(
+        [
+            "analyze",
+            str(real_fcs / "FlowSOM" / "68983.fcs"),
+            "-o",
+            str(tmp_path / "o"),
+            "--gates",
+            str(real_fcs / rel),
+        ]
+    )
     assert code == 2 and err.count("\n") == 1
     assert why in err and Path(rel).name in err and "Traceback" not in err
 
@@ -162,17 +213,30 @@ def write_lab_gatingml(path: Path, marker_gate: bool = False) -> None:
     ~30,000), and optionally a CD73+ gate under Live."""
     gs = fk.GatingStrategy()
     big = 1e7
-    gs.add_gate(fk.gates.PolygonGate("Cells", [_dim("FSC-A"), _dim("SSC-A")],
-                                     [[30000, -big], [big, -big], [big, big], [30000, big]]),
-                ("root",))
-    gs.add_gate(fk.gates.PolygonGate("Singlets", [_dim("FSC-A"), _dim("FSC-H")],
-                                     [[0, 0], [big, 0.6 * big], [big, 0.98 * big]]),
-                ("root", "Cells"))
-    gs.add_gate(fk.gates.RectangleGate("Live", [_dim("DAPI-A", None, 3000)]),
-                ("root", "Cells", "Singlets"))
+    gs.add_gate(
+        fk.gates.PolygonGate(
+            "Cells",
+            [_dim("FSC-A"), _dim("SSC-A")],
+            [[30000, -big], [big, -big], [big, big], [30000, big]],
+        ),
+        ("root",),
+    )
+    gs.add_gate(
+        fk.gates.PolygonGate(
+            "Singlets",
+            [_dim("FSC-A"), _dim("FSC-H")],
+            [[0, 0], [big, 0.6 * big], [big, 0.98 * big]],
+        ),
+        ("root", "Cells"),
+    )
+    gs.add_gate(
+        fk.gates.RectangleGate("Live", [_dim("DAPI-A", None, 3000)]), ("root", "Cells", "Singlets")
+    )
     if marker_gate:
-        gs.add_gate(fk.gates.RectangleGate("CD73pos", [_dim("PE-A", 5000, None)]),
-                    ("root", "Cells", "Singlets", "Live"))
+        gs.add_gate(
+            fk.gates.RectangleGate("CD73pos", [_dim("PE-A", 5000, None)]),
+            ("root", "Cells", "Singlets", "Live"),
+        )
     with open(path, "wb") as fh:
         fk.export_gatingml(gs, fh)
 
@@ -180,9 +244,18 @@ def write_lab_gatingml(path: Path, marker_gate: bool = False) -> None:
 @pytest.fixture(scope="module")
 def lab_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict, dict]:
     root = tmp_path_factory.mktemp("lab")
-    design = S.CultureDesign("LAB-01", style="diva", layout="isct-8c", viability="DAPI",
-                             dead=0.08, debris=0.15, doublets=0.08, controls=("isotype",),
-                             n_events=8000, seed_offset=41)
+    design = S.CultureDesign(
+        "LAB-01",
+        style="diva",
+        layout="isct-8c",
+        viability="DAPI",
+        dead=0.08,
+        debris=0.15,
+        doublets=0.08,
+        controls=("isotype",),
+        n_events=8000,
+        seed_offset=41,
+    )
     tubes = S.simulate_culture(design, SEED)
     for t in tubes:
         t.write(root / "data" / design.name)
@@ -190,8 +263,21 @@ def lab_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict,
     gml = root / "lab.xml"
     write_lab_gatingml(gml, marker_gate=True)
     out = root / "out"
-    code, _, err = _run(["analyze", str(root / "data"), "-o", str(out), "--gates", str(gml),
-                         "--jobs", "1", "--cluster", "none", "--export-events"])
+    code, _, err = _run(
+        [
+            "analyze",
+            str(root / "data"),
+            "-o",
+            str(out),
+            "--gates",
+            str(gml),
+            "--jobs",
+            "1",
+            "--cluster",
+            "none",
+            "--export-events",
+        ]
+    )
     assert code == 0, err
     return root, out, json.loads((out / "summary.json").read_text()), truth
 
@@ -239,24 +325,51 @@ def test_lab_gates_drive_percent_positive(lab_run: tuple) -> None:
 def test_gate_path_chooses_the_population(lab_run: tuple, tmp_path: Path) -> None:
     """--gate-path /Cells/Singlets analyses the singlets, dead cells included."""
     root, _, summary, _ = lab_run
-    code, _, err = _run(["analyze", str(root / "data"), "-o", str(tmp_path / "o"), "--gates",
-                         str(root / "lab.xml"), "--gate-path", "Cells/Singlets", "--jobs", "1",
-                         "--cluster", "none", "--no-pdf"])
+    code, _, err = _run(
+        [
+            "analyze",
+            str(root / "data"),
+            "-o",
+            str(tmp_path / "o"),
+            "--gates",
+            str(root / "lab.xml"),
+            "--gate-path",
+            "Cells/Singlets",
+            "--jobs",
+            "1",
+            "--cluster",
+            "none",
+            "--no-pdf",
+        ]
+    )
     assert code == 0, err
     c = json.loads((tmp_path / "o" / "summary.json").read_text())["cultures"][0]
     default = summary["cultures"][0]
     assert c["metadata"]["gating"].endswith("/Cells/Singlets")
     assert c["events"]["live"] == c["events"]["singlets"] > default["events"]["live"]
-    assert [g["path"] for g in c["gates"] if g["tube"].endswith("Stained.fcs")] == \
-        ["/Cells", "/Cells/Singlets"]
+    assert [g["path"] for g in c["gates"] if g["tube"].endswith("Stained.fcs")] == [
+        "/Cells",
+        "/Cells/Singlets",
+    ]
 
 
 def test_automatic_gates_are_marked_automatic(tmp_path: Path) -> None:
     design = S.CultureDesign("AUTO", n_events=3000, controls=("isotype",), seed_offset=5)
     for t in S.simulate_culture(design, SEED):
         t.write(tmp_path / "d")
-    code, _, err = _run(["analyze", str(tmp_path / "d"), "-o", str(tmp_path / "o"), "--jobs",
-                         "1", "--no-pdf", "--cluster", "none"])
+    code, _, err = _run(
+        [
+            "analyze",
+            str(tmp_path / "d"),
+            "-o",
+            str(tmp_path / "o"),
+            "--jobs",
+            "1",
+            "--no-pdf",
+            "--cluster",
+            "none",
+        ]
+    )
     assert code == 0, err
     c = json.loads((tmp_path / "o" / "summary.json").read_text())["cultures"][0]
     assert c["gates"] and {g["source"] for g in c["gates"]} == {"automatic"}

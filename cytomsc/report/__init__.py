@@ -23,8 +23,12 @@ def _private_matplotlib_dir() -> None:
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
         st = os.lstat(path)
-        if st.st_uid != os.getuid() or st.st_mode & 0o077 or not os.path.isdir(path) \
-                or os.path.islink(path):
+        if (
+            st.st_uid != os.getuid()
+            or st.st_mode & 0o077
+            or not os.path.isdir(path)
+            or os.path.islink(path)
+        ):
             raise PermissionError(path)
     except OSError:
         path = tempfile.mkdtemp(prefix="cytomsc-matplotlib-")

@@ -21,31 +21,63 @@ def spillover_pages(flow: Any, result: Any) -> None:
     from .plots import Cell
 
     flow.new_section("Compensation from single-stain controls")
-    used = "used for every culture of this batch" if result.used else \
-        "written to compensation.csv but not applied (--comp was given)"
-    flow.text(f"Spillover matrix ({used}). Rows: the dye's own detector; columns: the share of "
-              f"its signal seen in each detector. Method: {result.method}. Negative control: "
-              f"{result.unstained}.", size=8)
-    flow.table(["from \\ into", *result.detectors],
-               [[Cell(d, bold=True), *[f"{v:.4f}" for v in row]]
-                for d, row in zip(result.detectors, result.matrix, strict=True)],
-               [0.2, *[0.8 / max(len(result.detectors), 1)] * len(result.detectors)], size=8,
-               aligns="l" + "r" * len(result.detectors))
-    flow.table(["Control", "Detector", "Gated events", "Positive events",
-                "Separation (spreads)", "Warnings"],
-               [[c.file, c.detector, f"{c.events:,}", f"{c.positive_events:,}",
-                 f"{c.separation:.1f}", "; ".join(c.warnings) or "none"]
-                for c in result.controls], [0.26, 0.09, 0.09, 0.09, 0.1, 0.37], size=7.5,
-               aligns="llrrrl")
+    used = (
+        "used for every culture of this batch"
+        if result.used
+        else "written to compensation.csv but not applied (--comp was given)"
+    )
+    flow.text(
+        f"Spillover matrix ({used}). Rows: the dye's own detector; columns: the share of "
+        f"its signal seen in each detector. Method: {result.method}. Negative control: "
+        f"{result.unstained}.",
+        size=8,
+    )
+    flow.table(
+        ["from \\ into", *result.detectors],
+        [
+            [Cell(d, bold=True), *[f"{v:.4f}" for v in row]]
+            for d, row in zip(result.detectors, result.matrix, strict=True)
+        ],
+        [0.2, *[0.8 / max(len(result.detectors), 1)] * len(result.detectors)],
+        size=8,
+        aligns="l" + "r" * len(result.detectors),
+    )
+    flow.table(
+        [
+            "Control",
+            "Detector",
+            "Gated events",
+            "Positive events",
+            "Separation (spreads)",
+            "Warnings",
+        ],
+        [
+            [
+                c.file,
+                c.detector,
+                f"{c.events:,}",
+                f"{c.positive_events:,}",
+                f"{c.separation:.1f}",
+                "; ".join(c.warnings) or "none",
+            ]
+            for c in result.controls
+        ],
+        [0.26, 0.09, 0.09, 0.09, 0.1, 0.37],
+        size=7.5,
+        aligns="llrrrl",
+    )
     for w in result.warnings:
         if not any(w.endswith(x) for c in result.controls for x in c.warnings):
             flow.text(w, size=8)
     index = {d: i for i, d in enumerate(result.detectors)}
     for c in result.controls:
         flow.new_section(f"Single-stain control: {Path(c.file).name} ({c.role}, {c.detector})")
-        flow.text(f"{c.positive_events:,} positive events of {c.events:,} inside the scatter "
-                  "gate. Circle: unstained control's medians; square: the positive events' "
-                  "medians; line: the spillover fit through them.", size=8)
+        flow.text(
+            f"{c.positive_events:,} positive events of {c.events:,} inside the scatter "
+            "gate. Circle: unstained control's medians; square: the positive events' "
+            "medians; line: the spillover fit through them.",
+            size=8,
+        )
         if c.warnings:
             flow.bullets([f"Warning: {w}" for w in c.warnings], size=8)
         others = [d for d in result.detectors if d != c.detector]
@@ -72,11 +104,22 @@ def _fit_panel(p: Any, c: Any, d: str, s: float) -> None:
         xs = np.geomspace(max(x0, 1.0), 10 ** p.xlim[1], 60)
         ys = y0 + s * (xs - x0)
         ok = ys > 0
-        ax.plot(np.log10(xs[ok]), np.log10(ys[ok]), color="black", linewidth=1.2,
-                path_effects=plots.HALO)
+        ax.plot(
+            np.log10(xs[ok]),
+            np.log10(ys[ok]),
+            color="black",
+            linewidth=1.2,
+            path_effects=plots.HALO,
+        )
         for (u, v), marker in (((x0, y0), "o"), ((mx, my), "s")):
             if u > 0 and v > 0:
-                ax.plot([math.log10(u)], [math.log10(v)], marker=marker, markersize=6,
-                        markerfacecolor="white", markeredgecolor="black", linestyle="none")
+                ax.plot(
+                    [math.log10(u)],
+                    [math.log10(v)],
+                    marker=marker,
+                    markersize=6,
+                    markerfacecolor="white",
+                    markeredgecolor="black",
+                    linestyle="none",
+                )
     p.title([f"{c.detector} into {d}: {s:.4f}", "log10 axes, raw (uncompensated) units"])
-

@@ -26,38 +26,49 @@ if TYPE_CHECKING:
 
     from .plots import Flow
 
-FUNNEL = (("total", "Acquired events (total)"), ("time_ok", "Stable flow (time QC)"),
-          ("margin_ok", "Not saturated (margin events)"), ("cells", "Cells (not debris)"),
-          ("singlets", "Single cells (not doublets)"), ("live", "Live cells"))
+FUNNEL = (
+    ("total", "Acquired events (total)"),
+    ("time_ok", "Stable flow (time QC)"),
+    ("margin_ok", "Not saturated (margin events)"),
+    ("cells", "Cells (not debris)"),
+    ("singlets", "Single cells (not doublets)"),
+    ("live", "Live cells"),
+)
 VERDICT_WORDS = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}
 # metadata a lab records about the culture; several spellings of the same keyword
-CULTURE_FACTS = (("Tissue source", ("tissue_source", "tissue", "source")),
-                 ("Passage", ("passage",)),
-                 ("Detachment reagent", ("detachment_reagent", "detachment", "reagent")))
+CULTURE_FACTS = (
+    ("Tissue source", ("tissue_source", "tissue", "source")),
+    ("Passage", ("passage",)),
+    ("Detachment reagent", ("detachment_reagent", "detachment", "reagent")),
+)
 POP_SYMBOLS = ("●", "■", "▲", "◆", "▼", "✚", "✖", "★", "◀", "▶")
 SECTIONS = ("QC summary", "Gating", "Marker histograms", "Heterogeneity", "Audit trail")
 
 
-def write_culture_pdf(culture: CultureResult, batch: BatchResult, path: Path,
-                      run_info: dict[str, Any]) -> None:
+def write_culture_pdf(
+    culture: CultureResult, batch: BatchResult, path: Path, run_info: dict[str, Any]
+) -> None:
     """Write ``path`` (a PDF) for one culture; same input gives the same bytes."""
     from . import plots
 
     pages = culture_pages(culture, batch, run_info)
-    plots.save_pdf(pages, Path(path), f"cytomsc QC report: {culture.culture}",
-                   batch.cytomsc_version)
+    plots.save_pdf(
+        pages, Path(path), f"cytomsc QC report: {culture.culture}", batch.cytomsc_version
+    )
 
 
-def culture_pages(culture: CultureResult, batch: BatchResult,
-                  run_info: dict[str, Any]) -> list[Figure]:
+def culture_pages(
+    culture: CultureResult, batch: BatchResult, run_info: dict[str, Any]
+) -> list[Figure]:
     """The culture's pages as matplotlib figures, footers included (for the PDF or a PNG)."""
     import matplotlib
 
     from . import plots
 
     with matplotlib.rc_context(plots.RC):
-        flow = plots.Flow(f"cytomsc {batch.cytomsc_version} · MSC flow cytometry QC · "
-                          f"culture {culture.culture}")
+        flow = plots.Flow(
+            f"cytomsc {batch.cytomsc_version} · MSC flow cytometry QC · culture {culture.culture}"
+        )
         _summary(flow, culture, batch)
         _gating(flow, culture)
         _markers(flow, culture)
@@ -102,22 +113,33 @@ def _summary(flow: Flow, c: CultureResult, batch: BatchResult) -> None:
     # FAIL reversed out (white on dark), INCONCLUSIVE in a dashed frame: legible in grey print
     bg = {"pass": plots.PASS_BG, "fail": "#7f0000"}.get(c.verdict, plots.BORDER_BG)
     ink = "white" if c.verdict == "fail" else "black"
-    flow.put_rect(bx, y0, box_w, box_h, bg, edge="black", lw=1.5,
-                  dashed=c.verdict == "inconclusive")
+    flow.put_rect(
+        bx, y0, box_w, box_h, bg, edge="black", lw=1.5, dashed=c.verdict == "inconclusive"
+    )
     flow.put_text(bx + box_w / 2, y0 + 8, "Verdict", 8, ha="center", color=ink)
-    flow.put_text(bx + box_w / 2, y0 + 19, word, 24 if len(word) < 6 else 17, bold=True,
-                  ha="center", color=ink)
+    flow.put_text(
+        bx + box_w / 2,
+        y0 + 19,
+        word,
+        24 if len(word) < 6 else 17,
+        bold=True,
+        ha="center",
+        color=ink,
+    )
     tag = "borderline" if c.borderline else ("no control" if _all_auto(c) else "")
     if tag:
         flow.put_text(bx + box_w / 2, y0 + 47, tag, 10, bold=True, ha="center", color=ink)
     flow.y = y0 + box_h + 10
     flow.text(_verdict_reason(c), size=9)
     if _all_auto(c):
-        flow.text("All thresholds automatic (no control): no control tube was measured for any "
-                  "judged marker, so every threshold was placed from the stained tube alone "
-                  f"{'and this PASS rests on them' if c.verdict == 'pass' else ''}. "
-                  "Confirm with an isotype, FMO or unstained control before release.",
-                  size=9, bold=True)
+        flow.text(
+            "All thresholds automatic (no control): no control tube was measured for any "
+            "judged marker, so every threshold was placed from the stained tube alone "
+            f"{'and this PASS rests on them' if c.verdict == 'pass' else ''}. "
+            "Confirm with an isotype, FMO or unstained control before release.",
+            size=9,
+            bold=True,
+        )
 
     _release_facts(flow, c)
 
@@ -125,33 +147,62 @@ def _summary(flow: Flow, c: CultureResult, batch: BatchResult) -> None:
     several = len(keys) > 1
     flow.text("Criteria", size=10, bold=True)
     if several:
-        flow.text("Stained tubes: " + "; ".join(f"{k} = {t}" for t, k in keys.items()) + ".",
-                  size=8)
+        flow.text(
+            "Stained tubes: " + "; ".join(f"{k} = {t}" for t, k in keys.items()) + ".", size=8
+        )
     elif keys:
         flow.text(f"Every marker was read in the stained tube {next(iter(keys))}.", size=8)
     rows = [_criteria_row(m, keys if several else None) for m in c.markers]
     listed = {part for m in c.markers for part in m.marker.split("/")}
     for name in c.missing_markers:
         if name not in listed:
-            rows.append([Cell(name, bold=True), *(["–"] if several else []), "none", "required",
-                         "–", "–", "–", "–", "–", Cell("– not measured", bold=True)])
-    heads = ["Marker", *(["Tube"] if several else []), "Channel", "Limit %", "% pos.",
-             "95 % interval", "Threshold (raw)", "Control", "Events", "Result"]
-    widths = [0.11, *([0.045] if several else []), 0.125, 0.075, 0.065, 0.1, 0.1, 0.16, 0.07,
-              0.14]
+            rows.append(
+                [
+                    Cell(name, bold=True),
+                    *(["–"] if several else []),
+                    "none",
+                    "required",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    Cell("– not measured", bold=True),
+                ]
+            )
+    heads = [
+        "Marker",
+        *(["Tube"] if several else []),
+        "Channel",
+        "Limit %",
+        "% pos.",
+        "95 % interval",
+        "Threshold (raw)",
+        "Control",
+        "Events",
+        "Result",
+    ]
+    widths = [0.11, *([0.045] if several else []), 0.125, 0.075, 0.065, 0.1, 0.1, 0.16, 0.07, 0.14]
     flow.table(heads, rows, widths, size=7.5, aligns="l" + ("l" if several else "") + "llrrrlrl")
     flow.space(-4)
-    flow.text("Threshold: in the channel's compensated units (the instrument's scale); events "
-              "above it count as positive.", size=7)
+    flow.text(
+        "Threshold: in the channel's compensated units (the instrument's scale); events "
+        "above it count as positive.",
+        size=7,
+    )
     if c.joint_phenotype_percent is not None:
-        flow.text(f"Joint phenotype: {plots.pct(c.joint_phenotype_percent)} % of cells "
-                  f"(95 % interval {plots.interval(c.joint_phenotype_ci95)}) are positive for "
-                  "every positive marker and negative for every negative marker at once. "
-                  "Single-marker percentages overstate purity; this is the stricter figure.",
-                  size=8.5)
+        flow.text(
+            f"Joint phenotype: {plots.pct(c.joint_phenotype_percent)} % of cells "
+            f"(95 % interval {plots.interval(c.joint_phenotype_ci95)}) are positive for "
+            "every positive marker and negative for every negative marker at once. "
+            "Single-marker percentages overstate purity; this is the stricter figure.",
+            size=8.5,
+        )
     else:
-        flow.text("Joint phenotype: not available (the markers were not measured together in "
-                  "one tube).", size=8.5)
+        flow.text(
+            "Joint phenotype: not available (the markers were not measured together in one tube).",
+            size=8.5,
+        )
     flow.space(2)
     _funnel_table(flow, c, keys)
     _warnings(flow, c)
@@ -200,21 +251,34 @@ def _release_facts(flow: Flow, c: CultureResult) -> None:
 
     cyts = _unique([f.cytometer for f in c.files] + [c.metadata.get("cytometer")])
     dates = _unique([iso_date(f.date) for f in c.files] + [iso_date(c.metadata.get("date"))])
-    facts = [(label, release_fact(c.metadata, key) or "not recorded")
-             for key, label in (("lot", "Lot"), ("donor", "Donor"), ("operator", "Operator"))]
-    facts += [(label, release_fact(c.metadata, key) or "not recorded") for key, label in (
-        ("tissue", "Tissue source"), ("passage", "Passage"),
-        ("detachment", "Detachment reagent"))]
-    facts += [("Instrument ($CYT)", ", ".join(cyts) or "not recorded in the files"),
-              ("Acquisition date", ", ".join(dates) or "not recorded in the files")]
+    facts = [
+        (label, release_fact(c.metadata, key) or "not recorded")
+        for key, label in (("lot", "Lot"), ("donor", "Donor"), ("operator", "Operator"))
+    ]
+    facts += [
+        (label, release_fact(c.metadata, key) or "not recorded")
+        for key, label in (
+            ("tissue", "Tissue source"),
+            ("passage", "Passage"),
+            ("detachment", "Detachment reagent"),
+        )
+    ]
+    facts += [
+        ("Instrument ($CYT)", ", ".join(cyts) or "not recorded in the files"),
+        ("Acquisition date", ", ".join(dates) or "not recorded in the files"),
+    ]
     used = {"cytometer", "date"} | {k for names in RELEASE_FACTS.values() for k in names}
-    facts += [(k.replace("_", " ").capitalize(), str(v)) for k, v in sorted(c.metadata.items())
-              if k not in used and str(v).strip()]
+    facts += [
+        (k.replace("_", " ").capitalize(), str(v))
+        for k, v in sorted(c.metadata.items())
+        if k not in used and str(v).strip()
+    ]
     if len(facts) % 2:
         facts.append(("", ""))
-    rows: list[list[Cell | str]] = [[Cell(k, bold=True), v, Cell(k2, bold=True), v2]
-                                    for (k, v), (k2, v2) in zip(facts[::2], facts[1::2],
-                                                                strict=True)]
+    rows: list[list[Cell | str]] = [
+        [Cell(k, bold=True), v, Cell(k2, bold=True), v2]
+        for (k, v), (k2, v2) in zip(facts[::2], facts[1::2], strict=True)
+    ]
     flow.table(None, rows, [0.19, 0.31, 0.19, 0.31], size=8)
     comment = release_fact(c.metadata, "comment")
     if comment:
@@ -226,17 +290,27 @@ def _funnel_table(flow: Flow, c: CultureResult, keys: dict[str, str]) -> None:
     """The event funnel of each stained tube side by side; a skipped gate says why."""
     from . import plots
 
-    funnels = sorted((f for f in c.funnels if f.role == "stained"),
-                     key=lambda f: list(keys).index(f.tube) if f.tube in keys else len(keys))
+    funnels = sorted(
+        (f for f in c.funnels if f.role == "stained"),
+        key=lambda f: list(keys).index(f.tube) if f.tube in keys else len(keys),
+    )
     if funnels:
         columns = [(keys.get(f.tube, f.tube), f.counts, f.skipped) for f in funnels]
     else:  # results without per-tube funnels: the culture's funnel
         columns = [("", dict(c.events), {})]
-    flow.text("Event funnel" + (" per stained tube" if len(columns) > 1 else
-                                f" ({funnels[0].tube})" if funnels else ""),
-              size=10, bold=True)
-    gate_of = {"time_ok": "time", "margin_ok": "margin", "cells": "cells",
-               "singlets": "singlets", "live": "live"}
+    flow.text(
+        "Event funnel"
+        + (" per stained tube" if len(columns) > 1 else f" ({funnels[0].tube})" if funnels else ""),
+        size=10,
+        bold=True,
+    )
+    gate_of = {
+        "time_ok": "time",
+        "margin_ok": "margin",
+        "cells": "cells",
+        "singlets": "singlets",
+        "live": "live",
+    }
     rows = []
     for key, label in FUNNEL:
         row = [label]
@@ -266,10 +340,22 @@ def _files_table(flow: Flow, c: CultureResult) -> None:
 
     flow.need(60)  # the heading with the table's first rows, never alone at a page's foot
     flow.text("Files", size=10, bold=True)
-    flow.table(["File", "Role", "Events", "Instrument", "Acquired"],
-               [[Path(f.path).name, f.role, f"{f.events:,}", f.cytometer or "–",
-                 iso_date(f.date) or "–"] for f in c.files],
-               [0.42, 0.14, 0.12, 0.17, 0.15], size=7.5, aligns="llrll")
+    flow.table(
+        ["File", "Role", "Events", "Instrument", "Acquired"],
+        [
+            [
+                Path(f.path).name,
+                f.role,
+                f"{f.events:,}",
+                f.cytometer or "–",
+                iso_date(f.date) or "–",
+            ]
+            for f in c.files
+        ],
+        [0.42, 0.14, 0.12, 0.17, 0.15],
+        size=7.5,
+        aligns="llrll",
+    )
 
 
 def _warnings(flow: Flow, c: CultureResult) -> None:
@@ -294,8 +380,12 @@ def _warnings(flow: Flow, c: CultureResult) -> None:
     else:
         return
     more = len(c.warnings) - k
-    flow.text(f"{more} more warning{'s' if more > 1 else ''} continue{'s' if more == 1 else ''} "
-              "on the next page (Warnings, continued from page 1).", size=8, bold=True)
+    flow.text(
+        f"{more} more warning{'s' if more > 1 else ''} continue{'s' if more == 1 else ''} "
+        "on the next page (Warnings, continued from page 1).",
+        size=8,
+        bold=True,
+    )
     flow.new_section("Warnings (continued from page 1)")
     flow.bullets(c.warnings[k:], size=size)
 
@@ -314,19 +404,29 @@ def _verdict_reason(c: CultureResult) -> str:
         if c.missing_markers:
             why.append("markers in no channel: " + ", ".join(c.missing_markers))
         # the other reasons the analysis gave (too few cells, no usable compensation)
-        why += [w.removesuffix(": verdict inconclusive") for w in c.warnings
-                if (w.endswith(": verdict inconclusive") and not w.startswith("no channel"))
-                or "no verdict is given" in w]
-        parts.append("No verdict possible" + (f" ({'; '.join(why)})" if why else "")
-                     + "; see the warnings.")
+        why += [
+            w.removesuffix(": verdict inconclusive")
+            for w in c.warnings
+            if (w.endswith(": verdict inconclusive") and not w.startswith("no channel"))
+            or "no verdict is given" in w
+        ]
+        parts.append(
+            "No verdict possible" + (f" ({'; '.join(why)})" if why else "") + "; see the warnings."
+        )
     if border and c.borderline:
-        parts.append("Borderline: the 95 % interval of " + ", ".join(border) + " crosses its "
-                     "limit, so a repeat measurement could change the verdict.")
+        parts.append(
+            "Borderline: the 95 % interval of " + ", ".join(border) + " crosses its "
+            "limit, so a repeat measurement could change the verdict."
+        )
     elif border and c.verdict == "fail":
         far = [m for m in failed if m not in border]
-        parts.append("The 95 % interval of " + ", ".join(border) + " contains its limit, but "
-                     "the verdict does not depend on it: " + ", ".join(far)
-                     + (" fails" if len(far) == 1 else " fail") + " regardless.")
+        parts.append(
+            "The 95 % interval of " + ", ".join(border) + " contains its limit, but "
+            "the verdict does not depend on it: "
+            + ", ".join(far)
+            + (" fails" if len(far) == 1 else " fail")
+            + " regardless."
+        )
     return " ".join(parts)
 
 
@@ -348,11 +448,22 @@ def _criteria_row(m: MarkerResult, keys: dict[str, str] | None = None) -> list[A
     if "/" in m.marker:
         name = "cocktail: " + ", ".join(m.marker.split("/"))
     tube = [keys.get(m.tube or "", m.tube or "–")] if keys is not None else []
-    return [Cell(name, bold=True), *tube, m.channel or "none", plots.limit_text(m),
-            plots.pct(m.percent_positive), plots.interval(m.ci95),
-            _threshold_text(m.threshold), plots.source_text(m), f"{m.events:,}",
-            Cell(plots.mark(m.passed, m.borderline, measured), bg=plots.mark_bg(m.passed,
-                 m.borderline), bold=m.passed is False)]
+    return [
+        Cell(name, bold=True),
+        *tube,
+        m.channel or "none",
+        plots.limit_text(m),
+        plots.pct(m.percent_positive),
+        plots.interval(m.ci95),
+        _threshold_text(m.threshold),
+        plots.source_text(m),
+        f"{m.events:,}",
+        Cell(
+            plots.mark(m.passed, m.borderline, measured),
+            bg=plots.mark_bg(m.passed, m.borderline),
+            bold=m.passed is False,
+        ),
+    ]
 
 
 def _unique(values: Sequence[str | None]) -> list[str]:
@@ -369,9 +480,15 @@ def _gating(flow: Flow, c: CultureResult) -> None:
     # the stained tubes' pages first (the one most markers were read in first), then controls
     roles = {Path(f.path).name: f.role for f in c.files}
     read_in = _stained_tubes(c)
-    tubes = dict(sorted(tubes.items(), key=lambda kv: (
-        roles.get(Path(kv[0]).name) != "stained",
-        read_in.index(kv[0]) if kv[0] in read_in else len(read_in))))
+    tubes = dict(
+        sorted(
+            tubes.items(),
+            key=lambda kv: (
+                roles.get(Path(kv[0]).name) != "stained",
+                read_in.index(kv[0]) if kv[0] in read_in else len(read_in),
+            ),
+        )
+    )
     skipped = {f.tube: f.skipped for f in c.funnels}
     if not tubes:
         flow.new_section("Gating")
@@ -383,12 +500,14 @@ def _gating(flow: Flow, c: CultureResult) -> None:
         if role:
             flow.text(f"Tube role: {role}.", size=8.5)
         if i == 0:
-            flow.text("Each plot shows the events the gate was applied to as a 2-D histogram "
-                      "(shade: events per bin on a log scale, white = none, darker = more). "
-                      "Black line: the gate outline; for a one-dimensional gate, the black lines "
-                      "bound what was kept and the hatched stretches were removed. Percentages "
-                      "are of the parent population.",
-                      size=8)
+            flow.text(
+                "Each plot shows the events the gate was applied to as a 2-D histogram "
+                "(shade: events per bin on a log scale, white = none, darker = more). "
+                "Black line: the gate outline; for a one-dimensional gate, the black lines "
+                "bound what was kept and the hatched stretches were removed. Percentages "
+                "are of the parent population.",
+                size=8,
+            )
         # two large plots a row: one tube a page, readable without a magnifier
         panels = flow.panels(len(steps), 2, 150, title_room=30, below=30, wspace=56)
         for panel, step in zip(panels, steps, strict=True):
@@ -405,11 +524,14 @@ def _markers(flow: Flow, c: CultureResult) -> None:
     from . import plots
 
     flow.new_section("Marker histograms")
-    flow.text("Stained tube (grey, solid line) over its control (hatched, dashed line), on the "
-              "transformed scale with axis labels in the instrument's units; each histogram is "
-              "shown as % of its events per bin so tubes of different size compare. The "
-              "dash-dot line is the threshold set on the control (its value in raw units in "
-              "the title); events of the stained tube above it are counted positive.", size=8)
+    flow.text(
+        "Stained tube (grey, solid line) over its control (hatched, dashed line), on the "
+        "transformed scale with axis labels in the instrument's units; each histogram is "
+        "shown as % of its events per bin so tubes of different size compare. The "
+        "dash-dot line is the threshold set on the control (its value in raw units in "
+        "the title); events of the stained tube above it are counted positive.",
+        size=8,
+    )
     shown = [m for m in c.markers if m.channel is not None]
     panels = flow.panels(len(shown), 2, 120, title_room=58, below=30, wspace=50)
     for panel, m in zip(panels, shown, strict=True):
@@ -420,19 +542,31 @@ def _markers(flow: Flow, c: CultureResult) -> None:
             head = f"{m.marker} ({m.channel})"
         result = plots.mark(m.passed, m.borderline, m.percent_positive is not None)
         role = m.histogram.control_role if m.histogram is not None else None
-        drawn = "" if role == m.threshold_source else (
-            f"; control drawn: {plots.SOURCE_WORDS.get(role or '', role or 'none')}")
-        panel.title([head, f"tube {m.tube or '–'}",
-                     f"{plots.pct(m.percent_positive)} % positive "
-                     f"(95 % interval {plots.interval(m.ci95)})",
-                     f"{result} · limit {plots.limit_text(m)} %",
-                     f"threshold {_threshold_text(m.threshold)} from "
-                     f"{plots.source_text(m)}{drawn}"], loc="left")
+        drawn = (
+            ""
+            if role == m.threshold_source
+            else (f"; control drawn: {plots.SOURCE_WORDS.get(role or '', role or 'none')}")
+        )
+        panel.title(
+            [
+                head,
+                f"tube {m.tube or '–'}",
+                f"{plots.pct(m.percent_positive)} % positive "
+                f"(95 % interval {plots.interval(m.ci95)})",
+                f"{result} · limit {plots.limit_text(m)} %",
+                f"threshold {_threshold_text(m.threshold)} from {plots.source_text(m)}{drawn}",
+            ],
+            loc="left",
+        )
     absent = [m.marker for m in c.markers if m.channel is None] + [
-        n for n in c.missing_markers if n not in {m.marker for m in c.markers}]
+        n for n in c.missing_markers if n not in {m.marker for m in c.markers}
+    ]
     if absent:
-        flow.text("Not measured (no channel carries them): " + ", ".join(_unique(absent)) + ".",
-                  size=8.5, bold=True)
+        flow.text(
+            "Not measured (no channel carries them): " + ", ".join(_unique(absent)) + ".",
+            size=8.5,
+            bold=True,
+        )
 
 
 # -- 4. heterogeneity -------------------------------------------------------------------------
@@ -454,26 +588,49 @@ def _heterogeneity(flow: Flow, h: HeterogeneityResult) -> None:
     markers = [ch for ch in h.channels if ch not in _scatter(h)]
     named = ", ".join(_marker_name(h, ch) for ch in markers) or "no marker"
     scatter = ", ".join(_scatter(h))
-    scale = (f" (size and granularity on the {h.scatter_scale} scale, the one that fits these "
-             "cells best)") if h.scatter_scale else ""
+    scale = (
+        (
+            f" (size and granularity on the {h.scatter_scale} scale, the one that fits these "
+            "cells best)"
+        )
+        if h.scatter_scale
+        else ""
+    )
     tube = f"tube {h.tube}: " if h.tube else ""
-    flow.text(f"Clustered: {tube}the live single cells, on {named}"
-              + (f" and {scatter}{scale}" if scatter else "")
-              + f"; the populations were found on {h.n_events:,} of them drawn at random, and "
-              "every cell was then assigned to one.", size=8.5)
-    flow.text("How populations are told apart: cells are first described by many small "
-              "Gaussian pieces; two groups of pieces count as two populations only when the "
-              "cells between them are explained better by two populations than by one skewed, "
-              "long-tailed population (very strong evidence, by 10 BIC points), when each holds "
-              "at least 1.5 % of the cells, and when they differ in size or granularity or in "
-              "a marker above its negative range (differences in the spread of negative cells "
-              "alone are not a population).", size=7.5)
+    flow.text(
+        f"Clustered: {tube}the live single cells, on {named}"
+        + (f" and {scatter}{scale}" if scatter else "")
+        + f"; the populations were found on {h.n_events:,} of them drawn at random, and "
+        "every cell was then assigned to one.",
+        size=8.5,
+    )
+    flow.text(
+        "How populations are told apart: cells are first described by many small "
+        "Gaussian pieces; two groups of pieces count as two populations only when the "
+        "cells between them are explained better by two populations than by one skewed, "
+        "long-tailed population (very strong evidence, by 10 BIC points), when each holds "
+        "at least 1.5 % of the cells, and when they differ in size or granularity or in "
+        "a marker above its negative range (differences in the spread of negative cells "
+        "alone are not a population).",
+        size=7.5,
+    )
 
     glyph = {p.id: POP_SYMBOLS[k % len(POP_SYMBOLS)] for k, p in enumerate(pops)}
-    flow.table(["Population", "% of cells", "95 % interval", "Phenotype"],
-               [[f"{glyph[p.id]} P{p.id}", plots.pct(100 * p.fraction),
-                 plots.interval([100 * p.ci95[0], 100 * p.ci95[1]]), p.label] for p in pops],
-               [0.14, 0.12, 0.16, 0.58], size=8, aligns="lrrl")
+    flow.table(
+        ["Population", "% of cells", "95 % interval", "Phenotype"],
+        [
+            [
+                f"{glyph[p.id]} P{p.id}",
+                plots.pct(100 * p.fraction),
+                plots.interval([100 * p.ci95[0], 100 * p.ci95[1]]),
+                p.label,
+            ]
+            for p in pops
+        ],
+        [0.14, 0.12, 0.16, 0.58],
+        size=8,
+        aligns="lrrl",
+    )
     pl = h.plots
     if pops and h.channels and pl is not None:
         _medians_block(flow, h, pl)
@@ -484,15 +641,28 @@ def _heterogeneity(flow: Flow, h: HeterogeneityResult) -> None:
     rows: list[list[Cell | str]] = []
     for ch in [c for c in h.channels if c in h.bimodality]:
         b = h.bimodality[ch]
-        rows.append([_marker_name(h, ch), _num(b.dip, 3), _pvalue(b.p_value),
-                     Cell("yes: two peaks" if b.bimodal else "no", bold=b.bimodal),
-                     _num(b.robust_cv, 3)])
-    flow.table(["Channel", "Dip", "p value", "Two peaks?", "Robust CV"],
-               rows or [["(no bimodality returned)", "", "", "", ""]],
-               [0.3, 0.15, 0.15, 0.22, 0.18], size=8, aligns="lrrlr")
-    flow.text("Hartigan's dip test on 2,000 cells: a small p value means the channel has more "
-              "than one peak. A population can differ from the rest without a second peak "
-              "(a shoulder), and a second peak of a few cells is not a population.", size=7.5)
+        rows.append(
+            [
+                _marker_name(h, ch),
+                _num(b.dip, 3),
+                _pvalue(b.p_value),
+                Cell("yes: two peaks" if b.bimodal else "no", bold=b.bimodal),
+                _num(b.robust_cv, 3),
+            ]
+        )
+    flow.table(
+        ["Channel", "Dip", "p value", "Two peaks?", "Robust CV"],
+        rows or [["(no bimodality returned)", "", "", "", ""]],
+        [0.3, 0.15, 0.15, 0.22, 0.18],
+        size=8,
+        aligns="lrrlr",
+    )
+    flow.text(
+        "Hartigan's dip test on 2,000 cells: a small p value means the channel has more "
+        "than one peak. A population can differ from the rest without a second peak "
+        "(a shoulder), and a second peak of a few cells is not a population.",
+        size=7.5,
+    )
 
 
 def _scatter(h: HeterogeneityResult) -> list[str]:
@@ -508,8 +678,10 @@ def _certainty(h: HeterogeneityResult) -> str:
     first = boot.get(h.n_populations, 0)
     rest = [f"{k} in {v}" for k, v in sorted(boot.items()) if k != h.n_populations]
     word = "population" if h.n_populations == 1 else "populations"
-    return (f"How sure: {h.n_populations} {word} in {first} of {total} bootstrap resamples of "
-            f"the cells" + (f"; {', '.join(rest)}" if rest else "") + ".")
+    return (
+        f"How sure: {h.n_populations} {word} in {first} of {total} bootstrap resamples of "
+        f"the cells" + (f"; {', '.join(rest)}" if rest else "") + "."
+    )
 
 
 def _medians_block(flow: Flow, h: HeterogeneityResult, pl: Any) -> None:
@@ -525,19 +697,30 @@ def _medians_block(flow: Flow, h: HeterogeneityResult, pl: Any) -> None:
     x, y = flow.block(20 + 22 * len(pops) + 62)
     grid = flow.panel(x + 60, y + 20, flow.width * 0.55, 22 * len(pops))
     scatter = set(_scatter(h))
-    shade = np.array([[float(pl.medians[i, j]) if ch not in scatter else np.nan
-                       for j, ch in enumerate(h.channels)] for i in range(len(pops))])
+    shade = np.array(
+        [
+            [
+                float(pl.medians[i, j]) if ch not in scatter else np.nan
+                for j, ch in enumerate(h.channels)
+            ]
+            for i in range(len(pops))
+        ]
+    )
     shade = np.clip(shade, 0.0, 1.0)
-    labels = np.array([[_short(p.medians.get(ch, float("nan"))) for ch in h.channels]
-                       for p in pops])
+    labels = np.array(
+        [[_short(p.medians.get(ch, float("nan"))) for ch in h.channels] for p in pops]
+    )
     plots.heatmap(grid, shade, labels, rows, [_marker_name(h, ch) for ch in h.channels])
     grid.title(["Population medians (compensated units)"], loc="left")
     bars = flow.panel(x + flow.width * 0.74, y + 20, flow.width * 0.26, 22 * len(pops))
     plots.fraction_bars(bars, rows, [p.fraction for p in pops], [p.ci95 for p in pops])
     bars.title(["% of cells"], loc="left")
-    flow.text("Shade: the median's place on the marker's Logicle scale, from 0 (white) to the "
-              "channel's top (black), the same scale for every marker and population; the "
-              "printed numbers are the medians. FSC and SSC are printed, not shaded.", size=7.5)
+    flow.text(
+        "Shade: the median's place on the marker's Logicle scale, from 0 (white) to the "
+        "channel's top (black), the same scale for every marker and population; the "
+        "printed numbers are the medians. FSC and SSC are printed, not shaded.",
+        size=7.5,
+    )
 
 
 def _channel_histograms(flow: Flow, h: HeterogeneityResult, pl: Any) -> None:
@@ -552,9 +735,15 @@ def _channel_histograms(flow: Flow, h: HeterogeneityResult, pl: Any) -> None:
     own_key = len(ids) > 4
     panels = flow.panels(len(h.channels) + own_key, 3, 92, title_room=18, below=30, wspace=36)
     for k, (panel, ch) in enumerate(zip(panels, h.channels, strict=False)):
-        plots.population_histograms(panel, pl.histograms[ch], pl.ranges[ch],
-                                    pl.ticks.get(ch, []), ids, names,
-                                    legend=k == 0 and not own_key)
+        plots.population_histograms(
+            panel,
+            pl.histograms[ch],
+            pl.ranges[ch],
+            pl.ticks.get(ch, []),
+            ids,
+            names,
+            legend=k == 0 and not own_key,
+        )
         panel.title([_marker_name(h, ch)], loc="left", size=7.5)
     if own_key:
         plots.line_key(panels[-1], ids, names)
@@ -574,12 +763,26 @@ def _pair_views(flow: Flow, h: HeterogeneityResult, pl: Any) -> None:
     panels = flow.panels(len(pl.pairs), 3, 130, title_room=18, below=30, wspace=40)
     for k, (panel, (i, j)) in enumerate(zip(panels, pl.pairs, strict=False)):
         xi, yj = h.channels[i], h.channels[j]
-        plots.population_pair(panel, pl.sample[:, i], pl.sample[:, j], pl.sample_labels, ids,
-                              names, pl.ranges[xi], pl.ranges[yj], pl.ticks.get(xi, []),
-                              pl.ticks.get(yj, []), _marker_name(h, xi), _marker_name(h, yj),
-                              legend=k == 0)
-    flow.text(f"{len(pl.sample):,} cells drawn at random; the pairs are the channels whose "
-              "populations differ most relative to their spread.", size=7.5)
+        plots.population_pair(
+            panel,
+            pl.sample[:, i],
+            pl.sample[:, j],
+            pl.sample_labels,
+            ids,
+            names,
+            pl.ranges[xi],
+            pl.ranges[yj],
+            pl.ticks.get(xi, []),
+            pl.ticks.get(yj, []),
+            _marker_name(h, xi),
+            _marker_name(h, yj),
+            legend=k == 0,
+        )
+    flow.text(
+        f"{len(pl.sample):,} cells drawn at random; the pairs are the channels whose "
+        "populations differ most relative to their spread.",
+        size=7.5,
+    )
 
 
 def _pvalue(v: Any) -> str:
@@ -619,44 +822,64 @@ def _audit(flow: Flow, c: CultureResult, batch: BatchResult, run_info: dict[str,
 
     flow.new_section("Audit trail")
     versions = run_info.get("versions") or {}
-    software = "; ".join(f"{'Python' if k == 'python' else k} {v}"
-                         for k, v in versions.items() if k != "cytomsc")
-    facts = [("cytomsc version", batch.cytomsc_version),
-             ("Python and libraries", software or "not recorded"),
-             ("Command", str(run_info.get("command") or "not recorded")),
-             ("Analysis started", str(run_info.get("started") or "not recorded")),
-             ("Random seed", str(run_info.get("seed", batch.parameters.get("seed", "–")))),
-             ("Panel", f"{batch.panel.name or '–'} (id {batch.panel.id or '–'}"
-                       + (f", version {batch.panel.version}" if batch.panel.version
-                          else "") + ")"),
-             ("Panel reference", batch.panel.reference or "–"),
-             ("Panel file SHA-256", batch.panel.sha256 or "–"),
-             ("Output name", c.output_name or c.culture)]
+    software = "; ".join(
+        f"{'Python' if k == 'python' else k} {v}" for k, v in versions.items() if k != "cytomsc"
+    )
+    facts = [
+        ("cytomsc version", batch.cytomsc_version),
+        ("Python and libraries", software or "not recorded"),
+        ("Command", str(run_info.get("command") or "not recorded")),
+        ("Analysis started", str(run_info.get("started") or "not recorded")),
+        ("Random seed", str(run_info.get("seed", batch.parameters.get("seed", "–")))),
+        (
+            "Panel",
+            f"{batch.panel.name or '–'} (id {batch.panel.id or '–'}"
+            + (f", version {batch.panel.version}" if batch.panel.version else "")
+            + ")",
+        ),
+        ("Panel reference", batch.panel.reference or "–"),
+        ("Panel file SHA-256", batch.panel.sha256 or "–"),
+        ("Output name", c.output_name or c.culture),
+    ]
     flow.table(None, [[Cell(k, bold=True), v] for k, v in facts], [0.25, 0.75], size=8)
 
     flow.text("Parameters", size=10, bold=True)
     params = dict(batch.parameters)
     for k, v in (run_info.get("parameters") or {}).items():
         params.setdefault(k, v)
-    flow.table(["Parameter", "Value"],
-               [[_option(k), _value(k, v)] for k, v in sorted(params.items())]
-               or [["(none recorded)", ""]], [0.35, 0.65], size=7.5)
+    flow.table(
+        ["Parameter", "Value"],
+        [[_option(k), _value(k, v)] for k, v in sorted(params.items())]
+        or [["(none recorded)", ""]],
+        [0.35, 0.65],
+        size=7.5,
+    )
 
     _compensation(flow, c)
 
     flow.text("Input files", size=10, bold=True)
-    flow.table(["File", "Role", "Events", "SHA-256"],
-               [[f.path, f.role, f"{f.events:,}", f.sha256] for f in c.files],
-               [0.24, 0.09, 0.07, 0.6], size=7, aligns="llrl")
+    flow.table(
+        ["File", "Role", "Events", "SHA-256"],
+        [[f.path, f.role, f"{f.events:,}", f.sha256] for f in c.files],
+        [0.24, 0.09, 0.07, 0.6],
+        size=7,
+        aligns="llrl",
+    )
 
     flow.text("Outputs of this culture", size=10, bold=True)
     if c.outputs:
-        flow.table(["File (in the output folder)", "SHA-256"],
-                   [[rel, digest] for rel, digest in sorted(c.outputs.items())],
-                   [0.4, 0.6], size=7)
-    flow.text("This PDF, summary.json, summary.csv, cultures.csv and the overview are listed "
-              "with their SHA-256 in sha256sums.txt in the output folder (check them with "
-              "`sha256sum -c sha256sums.txt`).", size=7.5)
+        flow.table(
+            ["File (in the output folder)", "SHA-256"],
+            [[rel, digest] for rel, digest in sorted(c.outputs.items())],
+            [0.4, 0.6],
+            size=7,
+        )
+    flow.text(
+        "This PDF, summary.json, summary.csv, cultures.csv and the overview are listed "
+        "with their SHA-256 in sha256sums.txt in the output folder (check them with "
+        "`sha256sum -c sha256sums.txt`).",
+        size=7.5,
+    )
 
 
 OPTION_NAMES = {"comp": "--comp", "export_events": "--export-events", "pdf": "--no-pdf"}
@@ -695,18 +918,26 @@ def _compensation(flow: Flow, c: CultureResult) -> None:
         return
     groups: dict[tuple, list[str]] = {}
     for comp in c.compensation:
-        key = (comp.source, tuple(comp.detectors),
-               tuple(tuple(row) for row in comp.matrix))
+        key = (comp.source, tuple(comp.detectors), tuple(tuple(row) for row in comp.matrix))
         groups.setdefault(key, []).append(comp.tube)
     for (source, detectors, matrix), tubes in groups.items():
         flow.text(f"{', '.join(tubes)}: {source}.", size=8)
         if not detectors:
             continue
-        flow.text("Spillover matrix (row: the dye's own detector; column: the detector it "
-                  "spills into).", size=7.5)
+        flow.text(
+            "Spillover matrix (row: the dye's own detector; column: the detector it spills into).",
+            size=7.5,
+        )
         for start in range(0, len(detectors), 10):
             cols = list(range(start, min(start + 10, len(detectors))))
-            rows = [[Cell(d, bold=True)] + [f"{matrix[i][j]:.4g}" for j in cols]
-                    for i, d in enumerate(detectors)]
-            flow.table(["", *(detectors[j] for j in cols)], rows,
-                       [1.4] + [1.0] * len(cols), size=7, aligns="l" + "r" * len(cols))
+            rows = [
+                [Cell(d, bold=True)] + [f"{matrix[i][j]:.4g}" for j in cols]
+                for i, d in enumerate(detectors)
+            ]
+            flow.table(
+                ["", *(detectors[j] for j in cols)],
+                rows,
+                [1.4] + [1.0] * len(cols),
+                size=7,
+                aligns="l" + "r" * len(cols),
+            )

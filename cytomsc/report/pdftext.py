@@ -41,7 +41,8 @@ from typing import Any, NamedTuple
 # Latin-1 and the symbols the reports print (pass/fail marks, inequalities, superscripts of
 # tick labels, population symbols, arrows and bullets of the text)
 BASE_CHARS = (
-    "".join(chr(c) for c in range(0x20, 0x7F)) + "".join(chr(c) for c in range(0xA0, 0x100))
+    "".join(chr(c) for c in range(0x20, 0x7F))
+    + "".join(chr(c) for c in range(0xA0, 0x100))
     + "–—‘’“”•…‰′″×÷−±≤≥≈≠∞µΔΣαβγδμσ→←↑↓·✓✗✔✘"
     + "⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺"
     + "●■▲◆▼✚✖★◀▶○□△◇"
@@ -62,15 +63,18 @@ def _hooks() -> tuple[Any, Any, Any] | None:
         from matplotlib.backends import _backend_pdf_ps, backend_pdf
     except ImportError:  # pragma: no cover - a matplotlib without these modules
         return None
-    ok = (callable(getattr(_text_helpers, "layout", None))
-          and callable(getattr(_backend_pdf_ps, "get_glyphs_subset", None))
-          and hasattr(_backend_pdf_ps, "SubsetResults")
-          and getattr(backend_pdf, "_text_helpers", None) is _text_helpers
-          and callable(getattr(backend_pdf.RendererPdf, "_get_font_ttf", None))
-          and callable(getattr(backend_pdf.RendererPdf, "draw_text", None))
-          and callable(getattr(backend_pdf.PdfFile, "output", None))
-          and callable(getattr(backend_pdf.PdfFile, "fontName", None))
-          and hasattr(backend_pdf, "Op") and hasattr(backend_pdf, "FontPath"))
+    ok = (
+        callable(getattr(_text_helpers, "layout", None))
+        and callable(getattr(_backend_pdf_ps, "get_glyphs_subset", None))
+        and hasattr(_backend_pdf_ps, "SubsetResults")
+        and getattr(backend_pdf, "_text_helpers", None) is _text_helpers
+        and callable(getattr(backend_pdf.RendererPdf, "_get_font_ttf", None))
+        and callable(getattr(backend_pdf.RendererPdf, "draw_text", None))
+        and callable(getattr(backend_pdf.PdfFile, "output", None))
+        and callable(getattr(backend_pdf.PdfFile, "fontName", None))
+        and hasattr(backend_pdf, "Op")
+        and hasattr(backend_pdf, "FontPath")
+    )
     return (backend_pdf, _text_helpers, _backend_pdf_ps) if ok else None
 
 
@@ -100,10 +104,20 @@ def cached_text() -> Iterator[None]:
 
         original_text = renderer.draw_text
 
-        def draw_text(self: Any, gc: Any, x: float, y: float, s: str, prop: Any, angle: float,
-                      ismath: Any = False, mtext: Any = None) -> None:
-            _draw_text(backend_pdf, original_text, proxy, self, gc, x, y, s, prop, angle,
-                       ismath, mtext)
+        def draw_text(
+            self: Any,
+            gc: Any,
+            x: float,
+            y: float,
+            s: str,
+            prop: Any,
+            angle: float,
+            ismath: Any = False,
+            mtext: Any = None,
+        ) -> None:
+            _draw_text(
+                backend_pdf, original_text, proxy, self, gc, x, y, s, prop, angle, ismath, mtext
+            )
 
         renderer._get_font_ttf = get_font_ttf
         renderer.draw_text = draw_text
@@ -123,9 +137,20 @@ _WRITTEN: dict[tuple, list[bytes]] = {}  # a line's PDF operators after its posi
 _SEEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per PDF: glyph -> its code
 
 
-def _draw_text(backend_pdf: Any, original: Any, helpers: _Helpers, renderer: Any, gc: Any,
-               x: float, y: float, s: str, prop: Any, angle: float, ismath: Any,
-               mtext: Any) -> None:
+def _draw_text(
+    backend_pdf: Any,
+    original: Any,
+    helpers: _Helpers,
+    renderer: Any,
+    gc: Any,
+    x: float,
+    y: float,
+    s: str,
+    prop: Any,
+    angle: float,
+    ismath: Any,
+    mtext: Any,
+) -> None:
     """``RendererPdf.draw_text``, writing the bytes it wrote for the same line before.
 
     matplotlib writes a line as: graphics state, its position and angle (``cm``), then
@@ -138,8 +163,12 @@ def _draw_text(backend_pdf: Any, original: Any, helpers: _Helpers, renderer: Any
     links, core fonts, Type 3) are matplotlib's as they are."""
     import matplotlib as mpl
 
-    if (ismath or gc.get_url() is not None or mpl.rcParams["pdf.use14corefonts"]
-            or mpl.rcParams["pdf.fonttype"] != 42):
+    if (
+        ismath
+        or gc.get_url() is not None
+        or mpl.rcParams["pdf.use14corefonts"]
+        or mpl.rcParams["pdf.fonttype"] != 42
+    ):
         original(renderer, gc, x, y, s, prop, angle, ismath=ismath, mtext=mtext)
         return
     features = mtext.get_fontfeatures() if mtext is not None else None
@@ -160,16 +189,25 @@ def _draw_text(backend_pdf: Any, original: Any, helpers: _Helpers, renderer: Any
         codes.append(code)
         if not fonts or fonts[-1] != (ft, code[0]):
             fonts.append((ft, code[0]))
-    names = tuple(file.fontName(backend_pdf.FontPath(ft.fname, ft.face_index), subset)
-                  for ft, subset in fonts)
-    key = (s, font.fname, font.face_index, float(prop.get_size_in_points()),
-           tuple(features) if features is not None else None, repr(language), tuple(codes),
-           names)
+    names = tuple(
+        file.fontName(backend_pdf.FontPath(ft.fname, ft.face_index), subset) for ft, subset in fonts
+    )
+    key = (
+        s,
+        font.fname,
+        font.face_index,
+        float(prop.get_size_in_points()),
+        tuple(features) if features is not None else None,
+        repr(language),
+        tuple(codes),
+        names,
+    )
     written = _WRITTEN.get(key)
     if written is None:
         renderer.check_gc(gc, gc._rgb)  # now, so that matplotlib's own call writes nothing
-        written = _recorded(file, lambda: original(renderer, gc, x, y, s, prop, angle,
-                                                   ismath=ismath, mtext=mtext))
+        written = _recorded(
+            file, lambda: original(renderer, gc, x, y, s, prop, angle, ismath=ismath, mtext=mtext)
+        )
         if written is not None:
             if len(_WRITTEN) >= _MAX_LAYOUTS:
                 _WRITTEN.clear()
@@ -233,15 +271,20 @@ class _Helpers:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._module, name)
 
-    def layout(self, string: str, font: Any, *, features: Any = None,
-               language: Any = None) -> list[Any]:
+    def layout(
+        self, string: str, font: Any, *, features: Any = None, language: Any = None
+    ) -> list[Any]:
         known = _sizes().get(id(font))
         if known is None or known[0] is not font:  # a font the renderer did not size: as is
-            return list(self._module.layout(string, font, features=features,
-                                            language=language))
-        key = (string, font.fname, font.face_index, known[1],
-               tuple(features) if features is not None else None,
-               language if isinstance(language, str | type(None)) else tuple(language))
+            return list(self._module.layout(string, font, features=features, language=language))
+        key = (
+            string,
+            font.fname,
+            font.face_index,
+            known[1],
+            tuple(features) if features is not None else None,
+            language if isinstance(language, str | type(None)) else tuple(language),
+        )
         glyphs = _LAYOUTS.get(key)
         if glyphs is not None:
             return [_Glyph(font, *g) for g in glyphs]
@@ -249,8 +292,9 @@ class _Helpers:
         # the PDF backend never reads; fontTools does the subsetting from the ids).
         from matplotlib.ft2font import LoadFlags
 
-        items = list(font._layout(string, LoadFlags.NO_HINTING, features=features,
-                                  language=language))
+        items = list(
+            font._layout(string, LoadFlags.NO_HINTING, features=features, language=language)
+        )
         # Kept as plain values, never as matplotlib's items: those point into their font,
         # which matplotlib's font cache frees (when full, and in a forked worker), and the
         # font of a kept line is the one asked for now. Lines set partly in a fallback font
@@ -258,8 +302,9 @@ class _Helpers:
         if all(it.ft_object is font for it in items):
             if len(_LAYOUTS) >= _MAX_LAYOUTS:
                 _LAYOUTS.clear()
-            _LAYOUTS[key] = tuple((it.char, it.glyph_index, it.x, it.y, it.prev_kern)
-                                  for it in items)
+            _LAYOUTS[key] = tuple(
+                (it.char, it.glyph_index, it.x, it.y, it.prev_kern) for it in items
+            )
         return items
 
 
@@ -297,13 +342,37 @@ _BASE_GLYPHS: dict[tuple, frozenset[int]] = {}
 # what matplotlib's get_glyphs_subset drops, and the layout tables: the PDF places every glyph
 # itself (the text's positions come from the full font), so a viewer never reads GSUB, GPOS,
 # GDEF or kern, and fontTools no longer decompiles them (a quarter of the subsetting time)
-_DROP = ("FFTM", "PfEd", "BDF", "meta", "MERG", "TSIV", "Zapf", "bdat", "bloc", "cidg", "fdsc",
-         "feat", "fmtx", "fond", "just", "kerx", "ltag", "morx", "trak", "xref",
-         "GSUB", "GPOS", "GDEF", "kern")
+_DROP = (
+    "FFTM",
+    "PfEd",
+    "BDF",
+    "meta",
+    "MERG",
+    "TSIV",
+    "Zapf",
+    "bdat",
+    "bloc",
+    "cidg",
+    "fdsc",
+    "feat",
+    "fmtx",
+    "fond",
+    "just",
+    "kerx",
+    "ltag",
+    "morx",
+    "trak",
+    "xref",
+    "GSUB",
+    "GPOS",
+    "GDEF",
+    "kern",
+)
 
 
-def _subset_without_layout(face: tuple[str, int], glyphs: frozenset[int]
-                           ) -> tuple[bytes, dict[int, int]] | None:
+def _subset_without_layout(
+    face: tuple[str, int], glyphs: frozenset[int]
+) -> tuple[bytes, dict[int, int]] | None:
     """(font bytes, old-to-new glyph index map) of a subset with matplotlib's options, less
     the layout tables; None if this fontTools does not report the index map."""
     from fontTools import subset

@@ -84,8 +84,12 @@ BORDER_BG = "#fff2b2"
 HEAD_BG = "#e6e6e6"
 HALO = [patheffects.Stroke(linewidth=3.2, foreground="white"), patheffects.Normal()]
 
-SOURCE_WORDS = {"fmo": "FMO", "isotype": "isotype", "unstained": "unstained",
-                "auto": "auto (no control)"}
+SOURCE_WORDS = {
+    "fmo": "FMO",
+    "isotype": "isotype",
+    "unstained": "unstained",
+    "auto": "auto (no control)",
+}
 
 
 def pct(x: float | None) -> str:
@@ -129,8 +133,9 @@ def limit_text(m: MarkerResult) -> str:
     return ("≥ " if m.expect == "positive" else "≤ ") + _fmt(m.limit)
 
 
-def wrap(text: str, width_pt: float, size: float, mono: bool = False,
-         bold: bool = False) -> list[str]:
+def wrap(
+    text: str, width_pt: float, size: float, mono: bool = False, bold: bool = False
+) -> list[str]:
     """Wrap to a width in points, estimating DejaVu glyph widths (generous, never overflows).
 
     Words break at spaces; a word longer than a line (a file path, a hash) breaks after a path
@@ -161,7 +166,7 @@ def _pieces(word: str, n: int) -> list[str]:
         parts = [p for p in re.split(pattern, word) if p]
         if len(parts) > 1:
             return [q for part in parts for q in _pieces(part, n)]
-    return [word[i:i + n] for i in range(0, len(word), n)]
+    return [word[i : i + n] for i in range(0, len(word), n)]
 
 
 @dataclass
@@ -198,8 +203,9 @@ def _font(size: float, bold: bool = False) -> FontProperties:
     instead by the font lookup, which would change the PDF's bytes from one machine to the
     next."""
     name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
-    return FontProperties(fname=str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name),
-                          size=size)
+    return FontProperties(
+        fname=str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size=size
+    )
 
 
 @cache
@@ -219,12 +225,14 @@ def _measurer() -> Any:
 TICK_GAP = 2.0  # points of white between two tick labels
 
 
-def spaced(labels: Sequence[tuple[float, str]], size: float, vertical: bool = False
-           ) -> list[tuple[float, str]]:
+def spaced(
+    labels: Sequence[tuple[float, str]], size: float, vertical: bool = False
+) -> list[tuple[float, str]]:
     """The tick labels that can be printed without touching each other, centred on their
     positions (points along the axis): "0" first, then the decades from the top of the scale
     down, then the rest (negative decades), each kept only if it clears every label kept so far
     by ``TICK_GAP``. So "-10¹", "0" and "10¹" squeezed together print as "0" alone."""
+
     def priority(item: tuple[int, tuple[float, str]]) -> tuple[int, float]:
         k, (_, text) = item
         if text == "0":
@@ -270,15 +278,24 @@ class TextLayer(Artist):
         self.items: list[_Item] = []
         self.set_zorder(zorder)
 
-    def add(self, x: float, y: float, s: str, size: float, bold: bool = False,
-            mono: bool = False, color: str = "black", ha: str = "left", va: str = "top",
-            angle: float = 0.0) -> None:
+    def add(
+        self,
+        x: float,
+        y: float,
+        s: str,
+        size: float,
+        bold: bool = False,
+        mono: bool = False,
+        color: str = "black",
+        ha: str = "left",
+        va: str = "top",
+        angle: float = 0.0,
+    ) -> None:
         """One line, its top-left (or ``ha``/``va`` anchor) at (x, y) points from the page's
         top-left corner."""
         s = str(s)
         if s.strip():
-            self.items.append(_Item(x, y, s, float(size), bold, mono, color, ha, va,
-                                    float(angle)))
+            self.items.append(_Item(x, y, s, float(size), bold, mono, color, ha, va, float(angle)))
 
     def draw(self, renderer: Any) -> None:
         if not self.get_visible() or not self.items:
@@ -349,13 +366,15 @@ class PlotArea:
         """The panel's axes (created once, no axis drawing)."""
         if self.ax is None:
             pw, ph = self.fig.get_size_inches() * 72
-            self.ax = self.fig.add_axes((self.x / pw, 1 - (self.y + self.h) / ph, self.w / pw,
-                                         self.h / ph))
+            self.ax = self.fig.add_axes(
+                (self.x / pw, 1 - (self.y + self.h) / ph, self.w / pw, self.h / ph)
+            )
             self.ax.set_axis_off()
         return self.ax
 
-    def limits(self, xlim: tuple[float, float], ylim: tuple[float, float],
-               own_axes: bool = True) -> None:
+    def limits(
+        self, xlim: tuple[float, float], ylim: tuple[float, float], own_axes: bool = True
+    ) -> None:
         """The data range the panel shows; ``own_axes=False`` for panels drawn on the page's
         shared axes (``page_axes``), which only need it to place their data."""
         self.xlim, self.ylim = (float(xlim[0]), float(xlim[1])), (float(ylim[0]), float(ylim[1]))
@@ -383,8 +402,10 @@ class PlotArea:
         """Data coordinates of this panel as page points (arrays)."""
         (x0, x1), (y0, y1) = self.xlim, self.ylim
         xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
-        return (self.x + (xs - x0) * (self.w / (x1 - x0)),
-                self.y + self.h - (ys - y0) * (self.h / (y1 - y0)))
+        return (
+            self.x + (xs - x0) * (self.w / (x1 - x0)),
+            self.y + self.h - (ys - y0) * (self.h / (y1 - y0)),
+        )
 
     def clip(self, artist: Artist) -> Artist:
         """Clip an artist of the page axes to this panel's frame."""
@@ -400,22 +421,37 @@ class PlotArea:
         y0, y1 = self.ylim
         return self.y + self.h - (v - y0) / (y1 - y0) * self.h
 
-    def frame(self, xticks: Sequence[tuple[float, str]] = (),
-              yticks: Sequence[tuple[float, str]] = (), xlabel: str = "", ylabel: str = "",
-              box: bool = True) -> None:
+    def frame(
+        self,
+        xticks: Sequence[tuple[float, str]] = (),
+        yticks: Sequence[tuple[float, str]] = (),
+        xlabel: str = "",
+        ylabel: str = "",
+        box: bool = True,
+    ) -> None:
         """Frame, outward ticks with labels in the instrument's units, and axis labels."""
         pw, ph = self.fig.get_size_inches() * 72
         if box:
-            self.fig.add_artist(Rectangle((self.x / pw, 1 - (self.y + self.h) / ph),
-                                          self.w / pw, self.h / ph, facecolor="none",
-                                          edgecolor="black", linewidth=0.6, zorder=2.5,
-                                          transform=self.fig.transFigure))
+            self.fig.add_artist(
+                Rectangle(
+                    (self.x / pw, 1 - (self.y + self.h) / ph),
+                    self.w / pw,
+                    self.h / ph,
+                    facecolor="none",
+                    edgecolor="black",
+                    linewidth=0.6,
+                    zorder=2.5,
+                    transform=self.fig.transFigure,
+                )
+            )
         segs: list[tuple[float, float]] = []
         bottom = self.y + self.h
         shown = []
         for v, label in xticks:
-            if self.xlim[0] - 1e-9 <= v <= self.xlim[1] + 1e-9 or \
-                    self.xlim[1] - 1e-9 <= v <= self.xlim[0] + 1e-9:
+            if (
+                self.xlim[0] - 1e-9 <= v <= self.xlim[1] + 1e-9
+                or self.xlim[1] - 1e-9 <= v <= self.xlim[0] + 1e-9
+            ):
                 x = self.px(v)
                 segs += [(x, bottom), (x, bottom + 3), (math.nan, math.nan)]
                 shown.append((x, superscript(label)))
@@ -434,16 +470,30 @@ class PlotArea:
             widest = max(widest, text_width(text, TICK_SIZE))
         if segs:
             xy = np.array(segs)
-            self.fig.add_artist(Line2D(xy[:, 0] / pw, 1 - xy[:, 1] / ph, color="black",
-                                       linewidth=0.6, transform=self.fig.transFigure,
-                                       zorder=2.5))
+            self.fig.add_artist(
+                Line2D(
+                    xy[:, 0] / pw,
+                    1 - xy[:, 1] / ph,
+                    color="black",
+                    linewidth=0.6,
+                    transform=self.fig.transFigure,
+                    zorder=2.5,
+                )
+            )
         if xlabel:
-            self.layer.add(self.x + self.w / 2, bottom + (15 if xticks else 5), xlabel, 7.5,
-                           ha="center")
+            self.layer.add(
+                self.x + self.w / 2, bottom + (15 if xticks else 5), xlabel, 7.5, ha="center"
+            )
         if ylabel:
             # rotated, the line's top is its left edge: its foot clears the tick labels by 3 pt
-            self.layer.add(self.x - 7.5 - widest - 3 - 7.5, self.y + self.h / 2, ylabel, 7.5,
-                           ha="center", angle=90.0)
+            self.layer.add(
+                self.x - 7.5 - widest - 3 - 7.5,
+                self.y + self.h / 2,
+                ylabel,
+                7.5,
+                ha="center",
+                angle=90.0,
+            )
 
     def title(self, lines: Sequence[str], loc: str = "center", size: float = 8.0) -> None:
         """Lines above the frame, the last one 5 points above it."""
@@ -455,8 +505,7 @@ class PlotArea:
 
     def message(self, text: str) -> None:
         """A note in the middle of an empty panel (what the analysis did not return)."""
-        self.over.add(self.x + self.w / 2, self.y + self.h / 2, text, 7, ha="center",
-                      va="center")
+        self.over.add(self.x + self.w / 2, self.y + self.h / 2, text, 7, ha="center", va="center")
 
 
 class Flow:
@@ -534,24 +583,61 @@ class Flow:
             self._page()
 
     # -- primitives (points from the top-left corner) ----------------------------------------
-    def put_text(self, x: float, y: float, s: str, size: float, bold: bool = False,
-                 mono: bool = False, color: str = "black", ha: str = "left") -> None:
+    def put_text(
+        self,
+        x: float,
+        y: float,
+        s: str,
+        size: float,
+        bold: bool = False,
+        mono: bool = False,
+        color: str = "black",
+        ha: str = "left",
+    ) -> None:
         self.layer.add(x, y, s, size, bold=bold, mono=mono, color=color, ha=ha)
 
-    def put_rect(self, x: float, y: float, width: float, height: float, bg: str | None,
-                 hatch: str | None = None, edge: str = "none", lw: float = 0.0,
-                 dashed: bool = False) -> None:
+    def put_rect(
+        self,
+        x: float,
+        y: float,
+        width: float,
+        height: float,
+        bg: str | None,
+        hatch: str | None = None,
+        edge: str = "none",
+        lw: float = 0.0,
+        dashed: bool = False,
+    ) -> None:
         if bg is None and hatch is None and lw == 0:
             return  # nothing to draw: an empty cell costs nothing
         w, h = self.size
-        self.fig.add_artist(Rectangle((x / w, 1 - (y + height) / h), width / w, height / h,
-                                      transform=self.fig.transFigure, facecolor=bg or "none",
-                                      hatch=hatch, edgecolor=edge, linewidth=lw, zorder=-1,
-                                      linestyle="--" if dashed else "-"))
+        self.fig.add_artist(
+            Rectangle(
+                (x / w, 1 - (y + height) / h),
+                width / w,
+                height / h,
+                transform=self.fig.transFigure,
+                facecolor=bg or "none",
+                hatch=hatch,
+                edgecolor=edge,
+                linewidth=lw,
+                zorder=-1,
+                linestyle="--" if dashed else "-",
+            )
+        )
+
     # -- flowing items -----------------------------------------------------------------------
-    def text(self, s: str, size: float = 8.5, bold: bool = False, mono: bool = False,
-             indent: float = 0.0, color: str = "black", after: float = 3.0,
-             width: float | None = None) -> None:
+    def text(
+        self,
+        s: str,
+        size: float = 8.5,
+        bold: bool = False,
+        mono: bool = False,
+        indent: float = 0.0,
+        color: str = "black",
+        after: float = 3.0,
+        width: float | None = None,
+    ) -> None:
         """A wrapped paragraph; it may continue on the next page."""
         line_h = size * 1.3
         for line in wrap(s, (width or self.width) - indent, size, mono, bold):
@@ -570,8 +656,14 @@ class Flow:
     def space(self, pt: float) -> None:
         self.y += pt
 
-    def table(self, headers: Sequence[str] | None, rows: Sequence[Sequence[Cell | str]],
-              widths: Sequence[float], size: float = 8.0, aligns: str | None = None) -> None:
+    def table(
+        self,
+        headers: Sequence[str] | None,
+        rows: Sequence[Sequence[Cell | str]],
+        widths: Sequence[float],
+        size: float = 8.0,
+        aligns: str | None = None,
+    ) -> None:
         """A ruled table; widths are fractions of the text width; header repeats on new pages."""
         total = sum(widths)
         cols = [self.width * w / total for w in widths]
@@ -580,8 +672,10 @@ class Flow:
         pad = 2.5
 
         def cells_lines(row: Sequence[Cell], head_row: bool = False) -> list[list[str]]:
-            return [wrap(c.text, cols[i] - 2 * pad, size, c.mono, c.bold or head_row)
-                    for i, c in enumerate(row)]
+            return [
+                wrap(c.text, cols[i] - 2 * pad, size, c.mono, c.bold or head_row)
+                for i, c in enumerate(row)
+            ]
 
         def draw(row: Sequence[Cell], head: bool) -> None:
             lines = cells_lines(row, head)
@@ -591,8 +685,15 @@ class Flow:
                 self.put_rect(x, self.y, cols[i], height, HEAD_BG if head else c.bg, c.hatch)
                 tx = x + pad if aligns[i] == "l" else x + cols[i] - pad
                 for j, line in enumerate(lines[i]):
-                    self.put_text(tx, self.y + pad + j * line_h, line, size, bold=head or c.bold,
-                               mono=c.mono, ha="left" if aligns[i] == "l" else "right")
+                    self.put_text(
+                        tx,
+                        self.y + pad + j * line_h,
+                        line,
+                        size,
+                        bold=head or c.bold,
+                        mono=c.mono,
+                        ha="left" if aligns[i] == "l" else "right",
+                    )
                 x += cols[i]
             self._rule(self.y + height, 0.8 if head else 0.3)
             self.y += height
@@ -607,8 +708,10 @@ class Flow:
         if head:
             draw(head, True)
         for r in norm:
-            if height(r) + (height(head, True) if head else 0) > self.room + 1e-6 and \
-                    self.y > TOP + 60:
+            if (
+                height(r) + (height(head, True) if head else 0) > self.room + 1e-6
+                and self.y > TOP + 60
+            ):
                 self._page()
                 self._rule(self.y, 0.8)
                 if head:
@@ -618,9 +721,15 @@ class Flow:
 
     def _rule(self, y: float, lw: float) -> None:
         w, h = self.size
-        self.fig.add_artist(Line2D(
-            [MARGIN / w, (MARGIN + self.width) / w], [1 - y / h, 1 - y / h],
-            transform=self.fig.transFigure, color="black", linewidth=lw))
+        self.fig.add_artist(
+            Line2D(
+                [MARGIN / w, (MARGIN + self.width) / w],
+                [1 - y / h, 1 - y / h],
+                transform=self.fig.transFigure,
+                color="black",
+                linewidth=lw,
+            )
+        )
 
     def block(self, height: float) -> tuple[float, float]:
         """Reserve ``height`` points (on this page or the next); returns the block's top-left
@@ -634,8 +743,16 @@ class Flow:
         """A plot panel at a place on the current page (points from the top-left corner)."""
         return PlotArea(self.fig, self.layer, self.over, x, y, w, h)
 
-    def panels(self, n: int, ncols: int, row_height: float, title_room: float = 28.0,
-               below: float = 34.0, wspace: float = 44.0, left: float = 36.0) -> list[PlotArea]:
+    def panels(
+        self,
+        n: int,
+        ncols: int,
+        row_height: float,
+        title_room: float = 28.0,
+        below: float = 34.0,
+        wspace: float = 44.0,
+        left: float = 36.0,
+    ) -> list[PlotArea]:
         """``n`` panels in rows of ``ncols``; each row keeps ``title_room`` above for the titles
         and ``below`` for the axis labels, and moves to a new page when it does not fit."""
         out = []
@@ -644,8 +761,9 @@ class Flow:
             self.need(title_room + row_height + below)
             self.y += title_room
             for j in range(min(ncols, n - start)):
-                out.append(self.panel(MARGIN + left + j * (cell_w + wspace), self.y, cell_w,
-                                      row_height))
+                out.append(
+                    self.panel(MARGIN + left + j * (cell_w + wspace), self.y, cell_w, row_height)
+                )
             self.y += row_height + below
         return out
 
@@ -662,8 +780,13 @@ def add_footers(flow: Flow, left: str) -> None:
 
 def save_pdf(pages: Sequence[Figure], path: Path, title: str, version: str) -> None:
     """Write the pages as one PDF whose bytes depend only on the content (no dates)."""
-    meta = {"Title": title, "Creator": f"cytomsc {version}", "Producer": f"cytomsc {version}",
-            "CreationDate": None, "ModDate": None}
+    meta = {
+        "Title": title,
+        "Creator": f"cytomsc {version}",
+        "Producer": f"cytomsc {version}",
+        "CreationDate": None,
+        "ModDate": None,
+    }
     from .pdftext import cached_text
 
     try:
@@ -698,24 +821,40 @@ def density(p: PlotArea, hist: Histogram2D, on_page: bool = False) -> None:
     if on_page:
         ax = p.page_axes()
         if _uniform(xe) and _uniform(ye):
-            ax.imshow(shown, origin="lower", extent=(p.x, p.x + p.w, p.y + p.h, p.y),
-                      aspect="auto", interpolation="nearest", cmap=cmap, norm=norm)
+            ax.imshow(
+                shown,
+                origin="lower",
+                extent=(p.x, p.x + p.w, p.y + p.h, p.y),
+                aspect="auto",
+                interpolation="nearest",
+                cmap=cmap,
+                norm=norm,
+            )
         else:
             gx, gy = p.to_page(xe, ye)
-            p.clip(ax.pcolormesh(gx, gy, shown, cmap=cmap, norm=norm, rasterized=True,
-                                 shading="flat"))
+            p.clip(
+                ax.pcolormesh(gx, gy, shown, cmap=cmap, norm=norm, rasterized=True, shading="flat")
+            )
     else:
         ax = p.axes()
         if _uniform(xe) and _uniform(ye):
             # an image is embedded as is: far cheaper than a rasterized mesh, same picture
-            ax.imshow(shown, origin="lower", extent=(xe[0], xe[-1], ye[0], ye[-1]),
-                      aspect="auto", interpolation="nearest", cmap=cmap, norm=norm)
+            ax.imshow(
+                shown,
+                origin="lower",
+                extent=(xe[0], xe[-1], ye[0], ye[-1]),
+                aspect="auto",
+                interpolation="nearest",
+                cmap=cmap,
+                norm=norm,
+            )
         else:
             ax.pcolormesh(xe, ye, shown, cmap=cmap, norm=norm, rasterized=True, shading="flat")
         p.limits((xe[0], xe[-1]), (ye[0], ye[-1]))
     # raw scatter and time axes come without ticks from the analysis: round numbers then
-    p.frame(hist.x_ticks or auto_ticks(*p.xlim), hist.y_ticks or auto_ticks(*p.ylim), hist.x,
-            hist.y)
+    p.frame(
+        hist.x_ticks or auto_ticks(*p.xlim), hist.y_ticks or auto_ticks(*p.ylim), hist.x, hist.y
+    )
 
 
 @cache
@@ -743,8 +882,9 @@ def gate_plot(p: PlotArea, step: GateStep) -> None:
     intervals = step.gate == "time" or step.y is None
     if not intervals and len(step.vertices) >= 3:
         for ring in _rings(step.vertices):  # several outlines are separated by (nan, nan)
-            xs, ys = p.to_page([v[0] for v in ring] + [ring[0][0]],
-                               [v[1] for v in ring] + [ring[0][1]])
+            xs, ys = p.to_page(
+                [v[0] for v in ring] + [ring[0][0]], [v[1] for v in ring] + [ring[0][1]]
+            )
             for line in ax.plot(xs, ys, color="black", linewidth=1.3, path_effects=HALO):
                 p.clip(line)
     elif intervals and step.vertices:
@@ -755,19 +895,33 @@ def gate_plot(p: PlotArea, step: GateStep) -> None:
         for lo, hi in kept + [(hi_edge, hi_edge)]:
             if lo > start:
                 (a, b), _ = p.to_page([start, lo], [])
-                ax.add_patch(p.clip(Rectangle((a, p.y), b - a, p.h, facecolor="#ffffff",
-                                              edgecolor="#444444", hatch="////", linewidth=0,
-                                              alpha=0.75)))
+                ax.add_patch(
+                    p.clip(
+                        Rectangle(
+                            (a, p.y),
+                            b - a,
+                            p.h,
+                            facecolor="#ffffff",
+                            edgecolor="#444444",
+                            hatch="////",
+                            linewidth=0,
+                            alpha=0.75,
+                        )
+                    )
+                )
             start = max(start, hi)
         for lo, hi in kept:
             for v in (lo, hi):
                 if lo_edge < v < hi_edge:
                     (a,), _ = p.to_page([v], [])
-                    for line in ax.plot([a, a], [p.y, p.y + p.h], color="black", linewidth=1.2,
-                                        path_effects=HALO):
+                    for line in ax.plot(
+                        [a, a], [p.y, p.y + p.h], color="black", linewidth=1.2, path_effects=HALO
+                    ):
                         p.clip(line)
-    lines = [f"{step.gate}: {pct(step.percent)} % inside",
-             f"{step.count:,} of {step.parent_count:,} events, {step.source} gate"]
+    lines = [
+        f"{step.gate}: {pct(step.percent)} % inside",
+        f"{step.count:,} of {step.parent_count:,} events, {step.source} gate",
+    ]
     if intervals and step.count < step.parent_count:
         lines[1] += f"; hatched: removed ({pct(100.0 - step.percent)} %)"
     p.title(lines)
@@ -799,8 +953,7 @@ def marker_plot(p: PlotArea, m: MarkerResult) -> None:
     if h.control is not None:
         control = np.asarray(h.control, dtype=float)
         cy = np.repeat(100 * control / max(control.sum(), 1), 2)
-        ax.fill_between(x, cy, facecolor="none", edgecolor="#555555", hatch="////",
-                        linewidth=0)
+        ax.fill_between(x, cy, facecolor="none", edgecolor="#555555", hatch="////", linewidth=0)
         ax.plot(x, cy, color="black", linestyle="--", linewidth=0.9)
         top = max(top, float(cy.max(initial=0)))
     sy = np.repeat(100 * stained / max(stained.sum(), 1), 2)
@@ -812,22 +965,39 @@ def marker_plot(p: PlotArea, m: MarkerResult) -> None:
     ymax = top * 1.6 if top > 0 else 1.0  # headroom for the legend
     p.limits((edges[0], edges[-1]), (0.0, ymax))
     p.frame(h.ticks, _nice_ticks(ymax), m.channel or "", "% of events per bin")
-    handles: list[Artist] = [Patch(facecolor="#bdbdbd", edgecolor="black", linewidth=1.0,
-                                   label="stained tube")]
+    handles: list[Artist] = [
+        Patch(facecolor="#bdbdbd", edgecolor="black", linewidth=1.0, label="stained tube")
+    ]
     if h.control is not None:
         role = SOURCE_WORDS.get(h.control_role or "", h.control_role or "control")
-        handles.append(Patch(facecolor="none", edgecolor="black", hatch="////", linestyle="--",
-                             linewidth=0.9, label=f"control: {role}"))
+        handles.append(
+            Patch(
+                facecolor="none",
+                edgecolor="black",
+                hatch="////",
+                linestyle="--",
+                linewidth=0.9,
+                label=f"control: {role}",
+            )
+        )
     if h.threshold is not None:
-        handles.append(Line2D([], [], color="black", linestyle="-.", linewidth=1.3,
-                              label="threshold"))
+        handles.append(
+            Line2D([], [], color="black", linestyle="-.", linewidth=1.3, label="threshold")
+        )
     # the legend in the corner away from the stained events' bulk
     mid = (edges[:-1] + edges[1:]) / 2
     weight = np.asarray(h.stained, dtype=float)
     centre = float((mid * weight).sum() / weight.sum()) if weight.sum() else 0.0
     left = centre > (edges[0] + edges[-1]) / 2
-    ax.legend(handles=handles, loc="upper left" if left else "upper right", frameon=True,
-              prop=_font(7), handlelength=2.2, borderaxespad=0.4, framealpha=0.9)
+    ax.legend(
+        handles=handles,
+        loc="upper left" if left else "upper right",
+        frameon=True,
+        prop=_font(7),
+        handlelength=2.2,
+        borderaxespad=0.4,
+        framealpha=0.9,
+    )
 
 
 def auto_ticks(lo: float, hi: float) -> list[tuple[float, str]]:
@@ -836,8 +1006,11 @@ def auto_ticks(lo: float, hi: float) -> list[tuple[float, str]]:
 
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return []
-    values = [float(v) for v in MaxNLocator(nbins=5).tick_values(lo, hi)
-              if lo - 1e-9 * (hi - lo) <= v <= hi + 1e-9 * (hi - lo)]
+    values = [
+        float(v)
+        for v in MaxNLocator(nbins=5).tick_values(lo, hi)
+        if lo - 1e-9 * (hi - lo) <= v <= hi + 1e-9 * (hi - lo)
+    ]
     return [(v, _compact(v)) for v in values]
 
 
@@ -857,42 +1030,75 @@ def _nice_ticks(top: float) -> list[tuple[float, str]]:
     return [(k * step, f"{k * step:g}") for k in range(n + 1)]
 
 
-def heatmap(p: PlotArea, scaled: np.ndarray, labels: np.ndarray, rows: Sequence[str],
-            cols: Sequence[str]) -> None:
+def heatmap(
+    p: PlotArea, scaled: np.ndarray, labels: np.ndarray, rows: Sequence[str], cols: Sequence[str]
+) -> None:
     """A populations x channels heatmap; ``scaled`` in 0..1, ``labels`` the printed values."""
     nr, nc = scaled.shape
     ax = p.axes()
-    ax.imshow(scaled, cmap="Greys", vmin=-0.15, vmax=1.15, aspect="auto",
-              interpolation="nearest", extent=(0, nc, nr, 0))
+    ax.imshow(
+        scaled,
+        cmap="Greys",
+        vmin=-0.15,
+        vmax=1.15,
+        aspect="auto",
+        interpolation="nearest",
+        extent=(0, nc, nr, 0),
+    )
     p.limits((0, nc), (nr, 0))
     p.frame()
     for i in range(nr):
         for j in range(nc):
-            p.over.add(p.px(j + 0.5), p.py(i + 0.5), labels[i, j], 7, ha="center",
-                       va="center", color="white" if scaled[i, j] > 0.55 else "black")
+            p.over.add(
+                p.px(j + 0.5),
+                p.py(i + 0.5),
+                labels[i, j],
+                7,
+                ha="center",
+                va="center",
+                color="white" if scaled[i, j] > 0.55 else "black",
+            )
     for i, row in enumerate(rows):
         p.layer.add(p.x - 4, p.py(i + 0.5), row, 7, ha="right", va="center")
     for j, col in enumerate(cols):
         p.layer.add(p.px(j + 0.5) + 2, p.y + p.h + 4, col, 7, ha="right", angle=35.0)
 
 
-def fraction_bars(p: PlotArea, rows: Sequence[str], fractions: Sequence[float],
-                  ci95: Sequence[Sequence[float]]) -> None:
+def fraction_bars(
+    p: PlotArea, rows: Sequence[str], fractions: Sequence[float], ci95: Sequence[Sequence[float]]
+) -> None:
     """Horizontal bars of % of cells with their 95 % intervals; hatching tells them apart."""
     ax = p.axes()
     n = len(rows)
     for k, (f, ci) in enumerate(zip(fractions, ci95, strict=True)):
-        ax.barh(k, 100 * f, height=0.8, color="#cccccc", edgecolor="black", linewidth=0.6,
-                hatch=POP_HATCHES[k % len(POP_HATCHES)],
-                xerr=[[100 * (f - ci[0])], [100 * (ci[1] - f)]], capsize=3)
+        ax.barh(
+            k,
+            100 * f,
+            height=0.8,
+            color="#cccccc",
+            edgecolor="black",
+            linewidth=0.6,
+            hatch=POP_HATCHES[k % len(POP_HATCHES)],
+            xerr=[[100 * (f - ci[0])], [100 * (ci[1] - f)]],
+            capsize=3,
+        )
     p.limits((0.0, 100.0), (n - 0.5, -0.5))
-    p.frame([(v, str(v)) for v in (0, 25, 50, 75, 100)],
-            [(k, r) for k, r in enumerate(rows)], "% of cells (bar: 95 % interval)")
+    p.frame(
+        [(v, str(v)) for v in (0, 25, 50, 75, 100)],
+        [(k, r) for k, r in enumerate(rows)],
+        "% of cells (bar: 95 % interval)",
+    )
 
 
-def population_histograms(p: PlotArea, counts: np.ndarray, span: tuple[float, float],
-                          ticks: Sequence[tuple[float, str]], ids: Sequence[int],
-                          names: dict[int, str], legend: bool = False) -> None:
+def population_histograms(
+    p: PlotArea,
+    counts: np.ndarray,
+    span: tuple[float, float],
+    ticks: Sequence[tuple[float, str]],
+    ids: Sequence[int],
+    names: dict[int, str],
+    legend: bool = False,
+) -> None:
     """One channel: each population's cells as % of that population per bin, its own line
     style and colour (black-and-white safe), on the channel's plot range."""
     colours = matplotlib.colormaps["tab10"]
@@ -905,15 +1111,27 @@ def population_histograms(p: PlotArea, counts: np.ndarray, span: tuple[float, fl
     for k, pid in enumerate(ids):
         c = np.asarray(counts[k], dtype=float)
         y = np.repeat(100 * c / max(c.sum(), 1.0), 2)
-        ax.plot(x, y, color=colours(k % 10), linestyle=styles[k % len(styles)], linewidth=1.1,
-                label=names.get(pid, f"P{pid}"))
+        ax.plot(
+            x,
+            y,
+            color=colours(k % 10),
+            linestyle=styles[k % len(styles)],
+            linewidth=1.1,
+            label=names.get(pid, f"P{pid}"),
+        )
         top = max(top, float(y.max(initial=0.0)))
     ymax = top * (1.45 if legend else 1.1) if top > 0 else 1.0
     p.limits(span, (0.0, ymax))
     p.frame(list(ticks) or auto_ticks(*span), _nice_ticks(ymax), "", "% per bin")
     if legend:
-        ax.legend(loc="upper right", frameon=True, prop=_font(7), handlelength=2.0,
-                  borderaxespad=0.3, framealpha=0.9)
+        ax.legend(
+            loc="upper right",
+            frameon=True,
+            prop=_font(7),
+            handlelength=2.0,
+            borderaxespad=0.3,
+            framealpha=0.9,
+        )
 
 
 def line_key(p: PlotArea, ids: Sequence[int], names: dict[int, str]) -> None:
@@ -921,28 +1139,60 @@ def line_key(p: PlotArea, ids: Sequence[int], names: dict[int, str]) -> None:
     colours = matplotlib.colormaps["tab10"]
     styles: tuple[Literal["-", "--", "-.", ":"], ...] = ("-", "--", "-.", ":")
     ax = p.axes()
-    handles = [Line2D([], [], color=colours(k % 10), linestyle=styles[k % len(styles)],
-                      linewidth=1.4, label=names.get(pid, f"P{pid}"))
-               for k, pid in enumerate(ids)]
-    ax.legend(handles=handles, loc="upper left", frameon=False, prop=_font(7),
-              handlelength=2.6, ncol=1 if len(ids) <= 6 else 2, borderaxespad=0.0)
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=colours(k % 10),
+            linestyle=styles[k % len(styles)],
+            linewidth=1.4,
+            label=names.get(pid, f"P{pid}"),
+        )
+        for k, pid in enumerate(ids)
+    ]
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        frameon=False,
+        prop=_font(7),
+        handlelength=2.6,
+        ncol=1 if len(ids) <= 6 else 2,
+        borderaxespad=0.0,
+    )
 
 
-def population_pair(p: PlotArea, x: np.ndarray, y: np.ndarray, labels: np.ndarray,
-                    ids: Sequence[int], names: dict[int, str], xspan: tuple[float, float],
-                    yspan: tuple[float, float], xticks: Sequence[tuple[float, str]],
-                    yticks: Sequence[tuple[float, str]], xlabel: str, ylabel: str,
-                    legend: bool = False) -> None:
+def population_pair(
+    p: PlotArea,
+    x: np.ndarray,
+    y: np.ndarray,
+    labels: np.ndarray,
+    ids: Sequence[int],
+    names: dict[int, str],
+    xspan: tuple[float, float],
+    yspan: tuple[float, float],
+    xticks: Sequence[tuple[float, str]],
+    yticks: Sequence[tuple[float, str]],
+    xlabel: str,
+    ylabel: str,
+    legend: bool = False,
+) -> None:
     """Cells on two channels, each population its own shape and colour (rasterized)."""
     colours = matplotlib.colormaps["tab10"]
     ax = p.axes()
     for k, pid in enumerate(ids):
         sel = labels == pid
-        ax.scatter(np.clip(x[sel], *xspan), np.clip(y[sel], *yspan), s=3,
-                   marker=POP_MARKERS[k % len(POP_MARKERS)], color=colours(k % 10),
-                   linewidths=0, alpha=0.6, rasterized=True, label=names.get(pid, f"P{pid}"))
+        ax.scatter(
+            np.clip(x[sel], *xspan),
+            np.clip(y[sel], *yspan),
+            s=3,
+            marker=POP_MARKERS[k % len(POP_MARKERS)],
+            color=colours(k % 10),
+            linewidths=0,
+            alpha=0.6,
+            rasterized=True,
+            label=names.get(pid, f"P{pid}"),
+        )
     p.limits(xspan, yspan)
-    p.frame(list(xticks) or auto_ticks(*xspan), list(yticks) or auto_ticks(*yspan), xlabel,
-            ylabel)
+    p.frame(list(xticks) or auto_ticks(*xspan), list(yticks) or auto_ticks(*yspan), xlabel, ylabel)
     if legend:
         ax.legend(loc="best", frameon=True, markerscale=2.5, prop=_font(7))

@@ -20,8 +20,18 @@ if TYPE_CHECKING:
     from ..history import Lot
     from .plots import PlotArea
 
-POP_COLOURS = ("#d9d9d9", "#6baed6", "#fd8d3c", "#74c476", "#9e9ac8", "#fdd0a2", "#c7e9c0",
-               "#fc9272", "#bdbdbd", "#3182bd")
+POP_COLOURS = (
+    "#d9d9d9",
+    "#6baed6",
+    "#fd8d3c",
+    "#74c476",
+    "#9e9ac8",
+    "#fdd0a2",
+    "#c7e9c0",
+    "#fc9272",
+    "#bdbdbd",
+    "#3182bd",
+)
 PNG_DPI = 110
 MAX_RULE_LABELS = 60  # rules written beside flagged points; the table lists every flag
 
@@ -47,21 +57,26 @@ def write_pdf(trend: Trend, path: Path) -> None:
         order = population_order(trend)
         for donor, lots in donors(trend):
             x, y = flow.block(22 + 130 + 30)
-            population_stack(flow.panel(x + 40, y + 22, flow.width - 40 - 96, 130), donor,
-                             lots, order)
+            population_stack(
+                flow.panel(x + 40, y + 22, flow.width - 40 - 96, 130), donor, lots, order
+            )
         plots.add_footers(flow, "Lot trend")
         plots.save_pdf(flow.pages, Path(path), "cytomsc lot trend", __version__)
 
 
-LEGEND = ("Each point is one lot's % positive (the culture stored last for the lot), in time "
-          "order. Solid line: centre (mean of the reference lots); dashed: ±2 SD; dotted: "
-          "±3 SD; thick grey: the specification limit. Open circles: reference lots; filled "
-          "diamonds: lots a rule flagged, with the rule written beside them (1-3s, 2-2s, R-4s, "
-          "10-x; see the first page).")
-POP_TEXT = ("Stacked bars: each lot's population fractions, lots in passage order. Fractions "
-            "come from the batch-wide clustering of the batch the lot was analysed in (a "
-            "population's label describes it relative to that batch), or from the culture's own "
-            "clustering when it was analysed alone; labels are matched across batches by name.")
+LEGEND = (
+    "Each point is one lot's % positive (the culture stored last for the lot), in time "
+    "order. Solid line: centre (mean of the reference lots); dashed: ±2 SD; dotted: "
+    "±3 SD; thick grey: the specification limit. Open circles: reference lots; filled "
+    "diamonds: lots a rule flagged, with the rule written beside them (1-3s, 2-2s, R-4s, "
+    "10-x; see the first page)."
+)
+POP_TEXT = (
+    "Stacked bars: each lot's population fractions, lots in passage order. Fractions "
+    "come from the batch-wide clustering of the batch the lot was analysed in (a "
+    "population's label describes it relative to that batch), or from the culture's own "
+    "clustering when it was analysed alone; labels are matched across batches by name."
+)
 
 
 def _summary(flow: Any, trend: Trend) -> None:
@@ -69,24 +84,42 @@ def _summary(flow: Any, trend: Trend) -> None:
 
     lots = list(trend.lots)
     first, last = lots[0].when.isoformat(), lots[-1].when.isoformat()
-    flow.text(f"{len(lots)} lots from {first} to {last}"
-              + (f" (since {trend.since.isoformat()})" if trend.since else "")
-              + f"; {len(trend.charts)} judged marker(s). Results database: {trend.source}.",
-              size=8.5)
-    flow.text(f"Reference window: {trend.reference_rule}: {', '.join(trend.reference_lots)}. "
-              "Centre = their mean, SD = their sample SD; set it with --reference N or "
-              "--reference-lots.", size=8.5)
+    flow.text(
+        f"{len(lots)} lots from {first} to {last}"
+        + (f" (since {trend.since.isoformat()})" if trend.since else "")
+        + f"; {len(trend.charts)} judged marker(s). Results database: {trend.source}.",
+        size=8.5,
+    )
+    flow.text(
+        f"Reference window: {trend.reference_rule}: {', '.join(trend.reference_lots)}. "
+        "Centre = their mean, SD = their sample SD; set it with --reference N or "
+        "--reference-lots.",
+        size=8.5,
+    )
     flow.text(RULES_TEXT, size=8)
     flagged = trend.flags()
     flow.text(f"Flagged lots: {len({p.lot for _, p in flagged})}", size=10, bold=True, after=4)
     if flagged:
-        rows = [[p.lot, p.donor or "–", "–" if p.passage is None else str(p.passage),
-                 p.when.isoformat(), c.marker, f"{p.value:.2f}" if p.value is not None else "–",
-                 f"{p.z:+.1f}" if p.z is not None else "–", Cell(", ".join(p.rules), bold=True)]
-                for c, p in flagged]
-        flow.table(["Lot", "Donor", "Passage", "Date", "Marker", "% positive", "z", "Rules"],
-                   rows, [0.1, 0.1, 0.09, 0.13, 0.2, 0.11, 0.08, 0.19], size=8,
-                   aligns="llrllrrl")
+        rows = [
+            [
+                p.lot,
+                p.donor or "–",
+                "–" if p.passage is None else str(p.passage),
+                p.when.isoformat(),
+                c.marker,
+                f"{p.value:.2f}" if p.value is not None else "–",
+                f"{p.z:+.1f}" if p.z is not None else "–",
+                Cell(", ".join(p.rules), bold=True),
+            ]
+            for c, p in flagged
+        ]
+        flow.table(
+            ["Lot", "Donor", "Passage", "Date", "Marker", "% positive", "z", "Rules"],
+            rows,
+            [0.1, 0.1, 0.09, 0.13, 0.2, 0.11, 0.08, 0.19],
+            size=8,
+            aligns="llrllrrl",
+        )
     else:
         flow.text("None: every lot is within its control limits by every rule.", size=8.5)
     no_limits = [c for c in trend.charts if c.note]
@@ -94,13 +127,15 @@ def _summary(flow: Any, trend: Trend) -> None:
         flow.text(f"{c.marker}: {c.note}.", size=8)
 
 
-RULES_TEXT = ("Rules (z = (value - centre) / SD, lots in time order; the lot at which a rule is "
-              "met is flagged): 1-3s |z| > 3; 2-2s this lot and the one before beyond the same "
-              "2 SD limit; R-4s this lot and the one before beyond opposite 2 SD limits; 10-x "
-              "this lot and the nine before on the same side of the centre. With limits from 10 "
-              "lots a stable process still has about 1 % of its lots flagged on each chart: a "
-              "flag asks for a look at the lot, the release verdict is the specification "
-              "limit's.")
+RULES_TEXT = (
+    "Rules (z = (value - centre) / SD, lots in time order; the lot at which a rule is "
+    "met is flagged): 1-3s |z| > 3; 2-2s this lot and the one before beyond the same "
+    "2 SD limit; R-4s this lot and the one before beyond opposite 2 SD limits; 10-x "
+    "this lot and the nine before on the same side of the centre. With limits from 10 "
+    "lots a stable process still has about 1 % of its lots flagged on each chart: a "
+    "flag asks for a look at the lot, the release verdict is the specification "
+    "limit's."
+)
 
 
 def _y_range(chart: Chart) -> tuple[float, float, float | None]:
@@ -136,14 +171,14 @@ def lj_chart(p: PlotArea, trend: Trend, chart: Chart) -> None:
     if trend.by == "lot":
         ref_x = [xs[q.lot][0] for q in chart.points if q.in_reference]
         if ref_x:
-            ax.axvspan(min(ref_x) - 0.5, max(ref_x) + 0.5, color="#f0f0f0", zorder=0,
-                       linewidth=0)
+            ax.axvspan(min(ref_x) - 0.5, max(ref_x) + 0.5, color="#f0f0f0", zorder=0, linewidth=0)
     right: list[tuple[float, str]] = []  # labels beside the panel's right edge
     for k, style in ((0, "-"), (2, "--"), (-2, "--"), (3, ":"), (-3, ":")):
         v = chart.line(k)
         if v is not None:
-            ax.axhline(v, color="black", linestyle=style, linewidth=0.9 if k == 0 else 0.7,
-                       zorder=1)
+            ax.axhline(
+                v, color="black", linestyle=style, linewidth=0.9 if k == 0 else 0.7, zorder=1
+            )
             right.append((p.py(v), f"{'centre' if k == 0 else f'{k:+d} SD'} {v:.2f}"))
     if spec is not None:
         ax.axhline(spec, color="#888888", linewidth=2.2, zorder=1)
@@ -155,14 +190,28 @@ def lj_chart(p: PlotArea, trend: Trend, chart: Chart) -> None:
     for kind, face in (("reference", "white"), ("other", "black")):
         sel = [q for q in pts if not q.flagged and (q.in_reference == (kind == "reference"))]
         if sel:
-            ax.plot([xs[q.lot][0] for q in sel], [q.value for q in sel], marker="o",
-                    markersize=4.5 if len(pts) <= 200 else 2.0, zorder=3, linestyle="none",
-                    markerfacecolor=face, markeredgecolor="black", markeredgewidth=0.8)
+            ax.plot(
+                [xs[q.lot][0] for q in sel],
+                [q.value for q in sel],
+                marker="o",
+                markersize=4.5 if len(pts) <= 200 else 2.0,
+                zorder=3,
+                linestyle="none",
+                markerfacecolor=face,
+                markeredgecolor="black",
+                markeredgewidth=0.8,
+            )
     flagged = [q for q in pts if q.flagged]
     if flagged:
-        ax.plot([xs[q.lot][0] for q in flagged], [q.value for q in flagged], marker="D",
-                markersize=6 if len(pts) <= 200 else 3.5, color="black", zorder=4,
-                linestyle="none")
+        ax.plot(
+            [xs[q.lot][0] for q in flagged],
+            [q.value for q in flagged],
+            marker="D",
+            markersize=6 if len(pts) <= 200 else 3.5,
+            color="black",
+            zorder=4,
+            linestyle="none",
+        )
     placed: list[tuple[float, float]] = []
     labelled = flagged[:MAX_RULE_LABELS] if len(pts) <= 200 else []  # dense: the table says
     for q in labelled:  # the rule beside the point, away from the data
@@ -180,21 +229,26 @@ def lj_chart(p: PlotArea, trend: Trend, chart: Chart) -> None:
     _x_labels(p, trend, [q.lot for q in chart.points], xs)
     sign = "≥" if chart.expect == "positive" else "≤"
     specs = [q.limit for q in chart.points if q.limit is not None]
-    head = f"{chart.marker} ({chart.expect}" + (f", spec {sign} {specs[-1]:g} %)" if specs
-                                                 else ")")
+    head = f"{chart.marker} ({chart.expect}" + (f", spec {sign} {specs[-1]:g} %)" if specs else ")")
     if chart.centre is not None and chart.sd is not None:
-        stats = (f"centre {chart.centre:.2f} %, SD {chart.sd:.3f} from {chart.n_reference} "
-                 "reference lots")
+        stats = (
+            f"centre {chart.centre:.2f} %, SD {chart.sd:.3f} from {chart.n_reference} "
+            "reference lots"
+        )
     else:
         stats = chart.note
     names = [f"{q.lot} ({','.join(q.rules)})" for q in chart.points if q.flagged]
     shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
     p.title([f"{head}: {stats}", "flagged: " + (shown or "none")], loc="left")
     if spec is None and specs:
-        p.over.add(p.x + 4, p.y + p.h - 4 if chart.expect == "positive" else p.y + 4,
-                   f"spec {sign} {specs[-1]:g} % is off the chart "
-                   f"({'below' if chart.expect == 'positive' else 'above'})", 6.5,
-                   va="bottom" if chart.expect == "positive" else "top")
+        p.over.add(
+            p.x + 4,
+            p.y + p.h - 4 if chart.expect == "positive" else p.y + 4,
+            f"spec {sign} {specs[-1]:g} % is off the chart "
+            f"({'below' if chart.expect == 'positive' else 'above'})",
+            6.5,
+            va="bottom" if chart.expect == "positive" else "top",
+        )
 
 
 def _donor_names(p: PlotArea, chart: Chart, xs: dict[str, tuple[float, str]]) -> None:
@@ -233,12 +287,12 @@ def _connect(ax: Any, trend: Trend, chart: Chart, xs: dict[str, tuple[float, str
     for line in groups.values():
         if trend.by != "lot":
             line.sort()
-        ax.plot([a for a, _ in line], [b for _, b in line], color="#555555", linewidth=0.6,
-                zorder=2)
+        ax.plot(
+            [a for a, _ in line], [b for _, b in line], color="#555555", linewidth=0.6, zorder=2
+        )
 
 
-def _x_labels(p: PlotArea, trend: Trend, lots: list[str], xs: dict[str, tuple[float, str]]
-              ) -> None:
+def _x_labels(p: PlotArea, trend: Trend, lots: list[str], xs: dict[str, tuple[float, str]]) -> None:
     """Lot (or passage) names under the axis, rotated, thinned to at most ~40."""
     labels = sorted({xs[lot] for lot in lots})
     if trend.by == "passage":  # one label per passage, under the passage itself
@@ -248,8 +302,9 @@ def _x_labels(p: PlotArea, trend: Trend, lots: list[str], xs: dict[str, tuple[fl
         if i % step:
             continue
         p.layer.add(p.px(x) + 2, p.y + p.h + 4, label, 6.5, ha="right", angle=40.0)
-    name = {"lot": "lot (time order)", "donor": "lot, grouped by donor",
-            "passage": "passage"}[trend.by]
+    name = {"lot": "lot (time order)", "donor": "lot, grouped by donor", "passage": "passage"}[
+        trend.by
+    ]
     p.layer.add(p.x + p.w / 2, p.y + p.h + 34, name, 7.5, ha="center")
 
 
@@ -277,21 +332,30 @@ def population_stack(p: PlotArea, donor: str, lots: list[Lot], order: list[str])
         if not any(h > 0 for h in heights):
             continue
         # one PolyCollection, not a patch per bar (thousands of lots stay fast)
-        boxes = [[(i - 0.375, b), (i + 0.375, b), (i + 0.375, b + h), (i - 0.375, b + h)]
-                 for i, (b, h) in enumerate(zip(bottoms, heights, strict=True)) if h > 0]
-        ax.add_collection(PolyCollection(
-            boxes, facecolor=POP_COLOURS[k % 10], edgecolor="#777777",
-            linewidth=0 if many else 0.5, hatch=POP_HATCHES[k % len(POP_HATCHES)]),
-            autolim=False)
+        boxes = [
+            [(i - 0.375, b), (i + 0.375, b), (i + 0.375, b + h), (i - 0.375, b + h)]
+            for i, (b, h) in enumerate(zip(bottoms, heights, strict=True))
+            if h > 0
+        ]
+        ax.add_collection(
+            PolyCollection(
+                boxes,
+                facecolor=POP_COLOURS[k % 10],
+                edgecolor="#777777",
+                linewidth=0 if many else 0.5,
+                hatch=POP_HATCHES[k % len(POP_HATCHES)],
+            ),
+            autolim=False,
+        )
         for i, f in enumerate(heights):
             if f >= 6 and not many:
-                p.over.add(p.px(i), p.py(bottoms[i] + f / 2), f"{f:.0f}", 6, ha="center",
-                           va="center")
+                p.over.add(
+                    p.px(i), p.py(bottoms[i] + f / 2), f"{f:.0f}", 6, ha="center", va="center"
+                )
             bottoms[i] += f
     for i, lot in enumerate(lots):
         if not lot.populations and not many:
-            p.over.add(p.px(i), p.py(50), "not clustered", 6, ha="center", va="center",
-                       angle=90.0)
+            p.over.add(p.px(i), p.py(50), "not clustered", 6, ha="center", va="center", angle=90.0)
     p.frame((), [(v, str(v)) for v in (0, 25, 50, 75, 100)], "", "% of cells")
     room = max(1, int(p.w // 30))  # labels that fit side by side
     step = max(1, -(-len(lots) // room))
@@ -310,10 +374,18 @@ def population_stack(p: PlotArea, donor: str, lots: list[Lot], order: list[str])
         from matplotlib.patches import Rectangle
 
         w, h = p.fig.get_size_inches() * 72
-        p.fig.add_artist(Rectangle(((p.x + p.w + 6) / w, 1 - (y + 8) / h), 10 / w, 8 / h,
-                                   transform=p.fig.transFigure, facecolor=POP_COLOURS[j % 10],
-                                   edgecolor="black", linewidth=0.5,
-                                   hatch=POP_HATCHES[j % len(POP_HATCHES)]))
+        p.fig.add_artist(
+            Rectangle(
+                ((p.x + p.w + 6) / w, 1 - (y + 8) / h),
+                10 / w,
+                8 / h,
+                transform=p.fig.transFigure,
+                facecolor=POP_COLOURS[j % 10],
+                edgecolor="black",
+                linewidth=0.5,
+                hatch=POP_HATCHES[j % len(POP_HATCHES)],
+            )
+        )
         p.layer.add(p.x + p.w + 19, y, label, 6.5)
     p.title([f"Donor {donor}: {len(lots)} lot(s), population fractions by passage"], loc="left")
 
@@ -352,6 +424,7 @@ def populations_png(trend: Trend, donor: str, lots: list[Lot], path: Path) -> No
 
     with matplotlib.rc_context(RC):
         fig, layer, over = _standalone(760, 236)
-        population_stack(PlotArea(fig, layer, over, 56, 26, 590, 170), donor, lots,
-                         population_order(trend))
+        population_stack(
+            PlotArea(fig, layer, over, 56, 26, 590, 170), donor, lots, population_order(trend)
+        )
         fig.savefig(path, dpi=PNG_DPI, format="png")

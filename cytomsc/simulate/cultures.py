@@ -46,23 +46,46 @@ KIND_DEAD = 3
 KIND_CONTAMINANT = 4  # intact live single hematopoietic cell (CD45+)
 KIND_ANOMALY = 5  # acquired during the clog/bubble stretch (whatever it was)
 KIND_SATURATED = 6  # an intact cell with a value clipped at $PnR - 1
-KIND_NAMES = {KIND_CELL: "cell", KIND_DEBRIS: "debris", KIND_DOUBLET: "doublet",
-              KIND_DEAD: "dead", KIND_CONTAMINANT: "contaminant", KIND_ANOMALY: "anomaly",
-              KIND_SATURATED: "saturated"}
+KIND_NAMES = {
+    KIND_CELL: "cell",
+    KIND_DEBRIS: "debris",
+    KIND_DOUBLET: "doublet",
+    KIND_DEAD: "dead",
+    KIND_CONTAMINANT: "contaminant",
+    KIND_ANOMALY: "anomaly",
+    KIND_SATURATED: "saturated",
+}
 # Kinds that make up "intact live single cells", the denominator of every true % positive.
 GATED_KINDS = (KIND_CELL, KIND_CONTAMINANT)
-LABEL_CHARS = {KIND_CONTAMINANT: "h", KIND_DEBRIS: "b", KIND_DOUBLET: "d", KIND_DEAD: "x",
-               KIND_ANOMALY: "a", KIND_SATURATED: "s"}  # KIND_CELL: the population digit
-LABEL_ENCODING = ("one character per event in file order: '1'-'9' intact live single MSC of that "
-                  "population, 'h' hematopoietic contaminant (intact live single), 'b' debris, "
-                  "'d' doublet, 'x' dead, 'a' acquisition anomaly, 's' saturated")
+LABEL_CHARS = {
+    KIND_CONTAMINANT: "h",
+    KIND_DEBRIS: "b",
+    KIND_DOUBLET: "d",
+    KIND_DEAD: "x",
+    KIND_ANOMALY: "a",
+    KIND_SATURATED: "s",
+}  # KIND_CELL: the population digit
+LABEL_ENCODING = (
+    "one character per event in file order: '1'-'9' intact live single MSC of that "
+    "population, 'h' hematopoietic contaminant (intact live single), 'b' debris, "
+    "'d' doublet, 'x' dead, 'a' acquisition anomaly, 's' saturated"
+)
 
 # ---- the optics: dyes, detectors, autofluorescence, spillover ----
 DYES = ("FITC", "PE", "PerCP-Cy5.5", "PE-Cy7", "APC", "APC-H7", "BV510", "BV605", "DAPI", "7-AAD")
 # Median autofluorescence of an average MSC per detector (262144-range units): highest in FITC/PE.
-AUTOFLUORESCENCE = {"FITC": 1200.0, "PE": 900.0, "PerCP-Cy5.5": 300.0, "PE-Cy7": 200.0,
-                    "APC": 90.0, "APC-H7": 70.0, "BV510": 400.0, "BV605": 200.0, "DAPI": 350.0,
-                    "7-AAD": 250.0}
+AUTOFLUORESCENCE = {
+    "FITC": 1200.0,
+    "PE": 900.0,
+    "PerCP-Cy5.5": 300.0,
+    "PE-Cy7": 200.0,
+    "APC": 90.0,
+    "APC-H7": 70.0,
+    "BV510": 400.0,
+    "BV605": 200.0,
+    "DAPI": 350.0,
+    "7-AAD": 250.0,
+}
 # Non-specific antibody binding per detector: what an isotype control reproduces.
 NONSPECIFIC = {d: 60.0 + 0.15 * af for d, af in AUTOFLUORESCENCE.items()}
 # Fraction of a dye's signal seen in another dye's detector (row dye -> column detector).
@@ -103,56 +126,135 @@ class Style:
 
 
 STYLES = {
-    "diva": Style("BD LSRFortessa", ("FSC-A", "FSC-H", "SSC-A", "SSC-H"),
-                  {"FITC": "FITC-A", "PE": "PE-A", "PerCP-Cy5.5": "PerCP-Cy5-5-A",
-                   "PE-Cy7": "PE-Cy7-A", "APC": "APC-A", "APC-H7": "APC-H7-A",
-                   "BV510": "BV510-A", "BV605": "BV605-A", "DAPI": "DAPI-A", "7-AAD": "7-AAD-A"},
-                  "marker", "3.1", "F", 262144.0, 0.01),
-    "accuri": Style("Accuri C6", ("FSC-A", "FSC-H", "SSC-A", "SSC-H"),
-                    {"FITC": "FL1-A", "PE": "FL2-A", "PerCP-Cy5.5": "FL3-A", "7-AAD": "FL3-A",
-                     "APC": "FL4-A"},
-                    "marker dye", "3.0", "I", 16777216.0, 0.1),
-    "macsquant": Style("MACSQuant Analyzer 10", ("FSC-A", "FSC-H", "SSC-A"),
-                       {"FITC": "B1-A", "PE": "B2-A", "PerCP-Cy5.5": "B3-A", "7-AAD": "B3-A",
-                        "PE-Cy7": "B4-A", "APC": "R1-A", "APC-H7": "R2-A", "DAPI": "V1-A",
-                        "BV510": "V2-A", "BV605": "V3-A"},
-                       "marker", "3.1", "F", 262144.0, 0.01),
-    "generic": Style("Cytometer", ("FSC-A", "FSC-H", "SSC-A"),
-                     {"FITC": "FL1", "PE": "FL2", "PerCP-Cy5.5": "FL3", "7-AAD": "FL3",
-                      "APC": "FL4"},
-                     "marker dye", "3.0", "I", 65536.0, 0.01),
+    "diva": Style(
+        "BD LSRFortessa",
+        ("FSC-A", "FSC-H", "SSC-A", "SSC-H"),
+        {
+            "FITC": "FITC-A",
+            "PE": "PE-A",
+            "PerCP-Cy5.5": "PerCP-Cy5-5-A",
+            "PE-Cy7": "PE-Cy7-A",
+            "APC": "APC-A",
+            "APC-H7": "APC-H7-A",
+            "BV510": "BV510-A",
+            "BV605": "BV605-A",
+            "DAPI": "DAPI-A",
+            "7-AAD": "7-AAD-A",
+        },
+        "marker",
+        "3.1",
+        "F",
+        262144.0,
+        0.01,
+    ),
+    "accuri": Style(
+        "Accuri C6",
+        ("FSC-A", "FSC-H", "SSC-A", "SSC-H"),
+        {"FITC": "FL1-A", "PE": "FL2-A", "PerCP-Cy5.5": "FL3-A", "7-AAD": "FL3-A", "APC": "FL4-A"},
+        "marker dye",
+        "3.0",
+        "I",
+        16777216.0,
+        0.1,
+    ),
+    "macsquant": Style(
+        "MACSQuant Analyzer 10",
+        ("FSC-A", "FSC-H", "SSC-A"),
+        {
+            "FITC": "B1-A",
+            "PE": "B2-A",
+            "PerCP-Cy5.5": "B3-A",
+            "7-AAD": "B3-A",
+            "PE-Cy7": "B4-A",
+            "APC": "R1-A",
+            "APC-H7": "R2-A",
+            "DAPI": "V1-A",
+            "BV510": "V2-A",
+            "BV605": "V3-A",
+        },
+        "marker",
+        "3.1",
+        "F",
+        262144.0,
+        0.01,
+    ),
+    "generic": Style(
+        "Cytometer",
+        ("FSC-A", "FSC-H", "SSC-A"),
+        {"FITC": "FL1", "PE": "FL2", "PerCP-Cy5.5": "FL3", "7-AAD": "FL3", "APC": "FL4"},
+        "marker dye",
+        "3.0",
+        "I",
+        65536.0,
+        0.01,
+    ),
     # heights only for scatter (FACSCalibur): doublets can be seen only on FL2-A against FL2-H
-    "calibur": Style("FACSCalibur", ("FSC-H", "SSC-H"),
-                     {"FITC": "FL1-H", "PE": "FL2-H", "PerCP-Cy5.5": "FL3-H", "7-AAD": "FL3-H",
-                      "APC": "FL4-H"},
-                     "marker dye", "3.0", "I", 65536.0, 0.1, areas={"PE": "FL2-A"}),
+    "calibur": Style(
+        "FACSCalibur",
+        ("FSC-H", "SSC-H"),
+        {"FITC": "FL1-H", "PE": "FL2-H", "PerCP-Cy5.5": "FL3-H", "7-AAD": "FL3-H", "APC": "FL4-H"},
+        "marker dye",
+        "3.0",
+        "I",
+        65536.0,
+        0.1,
+        areas={"PE": "FL2-A"},
+    ),
 }
 
 COCKTAIL = "CD34/CD11b/CD19/CD45/HLA-DR"
 # Stained tubes: dye -> marker (a marker with "/" is a cocktail of several in one channel).
 LAYOUTS: dict[str, list[dict[str, str]]] = {
     # a 4-colour instrument: the ISCT panel split over two tubes
-    "isct-4c": [{"FITC": "CD90", "PE": "CD73", "PerCP-Cy5.5": "CD45", "APC": "CD105"},
-                {"FITC": "HLA-DR", "PE": "CD34", "PerCP-Cy5.5": "CD14", "APC": "CD19"}],
+    "isct-4c": [
+        {"FITC": "CD90", "PE": "CD73", "PerCP-Cy5.5": "CD45", "APC": "CD105"},
+        {"FITC": "HLA-DR", "PE": "CD34", "PerCP-Cy5.5": "CD14", "APC": "CD19"},
+    ],
     # an 8-colour instrument: one tube holds the whole ISCT panel (joint phenotype measurable)
-    "isct-8c": [{"FITC": "CD90", "PE": "CD73", "PerCP-Cy5.5": "CD45", "PE-Cy7": "CD34",
-                 "APC": "CD105", "APC-H7": "CD14", "BV605": "HLA-DR", "BV510": "CD19"}],
+    "isct-8c": [
+        {
+            "FITC": "CD90",
+            "PE": "CD73",
+            "PerCP-Cy5.5": "CD45",
+            "PE-Cy7": "CD34",
+            "APC": "CD105",
+            "APC-H7": "CD14",
+            "BV605": "HLA-DR",
+            "BV510": "CD19",
+        }
+    ],
     # BD Stemflow-like kit: positives in both tubes, CD44 PE, then the PE negative cocktail
-    "kit": [{"FITC": "CD90", "PE": "CD44", "PerCP-Cy5.5": "CD105", "APC": "CD73"},
-            {"FITC": "CD90", "PE": COCKTAIL, "PerCP-Cy5.5": "CD105", "APC": "CD73"}],
+    "kit": [
+        {"FITC": "CD90", "PE": "CD44", "PerCP-Cy5.5": "CD105", "APC": "CD73"},
+        {"FITC": "CD90", "PE": COCKTAIL, "PerCP-Cy5.5": "CD105", "APC": "CD73"},
+    ],
 }
 
 # marker -> (fraction positive, median level of the positives) for an MSC and a contaminant
 MSC_MARKERS: dict[str, tuple[float, float]] = {
-    "CD73": (0.998, 25000.0), "CD90": (0.998, 60000.0), "CD105": (0.995, 15000.0),
-    "CD44": (0.998, 40000.0), "CD45": (0.002, 20000.0), "CD34": (0.002, 20000.0),
-    "CD14": (0.001, 20000.0), "CD11b": (0.001, 20000.0), "CD19": (0.001, 20000.0),
-    "CD79a": (0.001, 20000.0), "HLA-DR": (0.002, 20000.0),
+    "CD73": (0.998, 25000.0),
+    "CD90": (0.998, 60000.0),
+    "CD105": (0.995, 15000.0),
+    "CD44": (0.998, 40000.0),
+    "CD45": (0.002, 20000.0),
+    "CD34": (0.002, 20000.0),
+    "CD14": (0.001, 20000.0),
+    "CD11b": (0.001, 20000.0),
+    "CD19": (0.001, 20000.0),
+    "CD79a": (0.001, 20000.0),
+    "HLA-DR": (0.002, 20000.0),
 }
 CONTAMINANT_MARKERS: dict[str, tuple[float, float]] = {
-    "CD45": (1.0, 25000.0), "CD34": (0.2, 15000.0), "CD14": (0.3, 15000.0),
-    "CD11b": (0.35, 15000.0), "CD19": (0.15, 15000.0), "CD79a": (0.15, 15000.0),
-    "HLA-DR": (0.45, 20000.0), "CD73": (0.0, 0.0), "CD90": (0.0, 0.0), "CD105": (0.0, 0.0),
+    "CD45": (1.0, 25000.0),
+    "CD34": (0.2, 15000.0),
+    "CD14": (0.3, 15000.0),
+    "CD11b": (0.35, 15000.0),
+    "CD19": (0.15, 15000.0),
+    "CD79a": (0.15, 15000.0),
+    "HLA-DR": (0.45, 20000.0),
+    "CD73": (0.0, 0.0),
+    "CD90": (0.0, 0.0),
+    "CD105": (0.0, 0.0),
     "CD44": (0.9, 20000.0),
 }
 POSITIVE_SIGMA = 0.35  # log-normal spread of positive levels (natural log)
@@ -160,12 +262,18 @@ POSITIVE_SIGMA = 0.35  # log-normal spread of positive levels (natural log)
 KIT_PANEL = "stemflow-cocktail"  # panels/stemflow-cocktail.toml
 # Expected verdict rules per panel id: positives (>= limit) and groups of alternatives (<= limit).
 PANEL_RULES: dict[str, dict] = {
-    "isct-2006": {"positive": ["CD73", "CD90", "CD105"], "pos_limit": 95.0,
-                  "negative": [["CD45"], ["CD34"], ["CD14", "CD11b"], ["CD79a", "CD19"],
-                               ["HLA-DR"]], "neg_limit": 2.0},
-    KIT_PANEL: {"positive": ["CD73", "CD90", "CD105", "CD44"], "pos_limit": 95.0,
-                 "negative": [["CD34"], ["CD11b"], ["CD19"], ["CD45"], ["HLA-DR"]],
-                 "neg_limit": 2.0},
+    "isct-2006": {
+        "positive": ["CD73", "CD90", "CD105"],
+        "pos_limit": 95.0,
+        "negative": [["CD45"], ["CD34"], ["CD14", "CD11b"], ["CD79a", "CD19"], ["HLA-DR"]],
+        "neg_limit": 2.0,
+    },
+    KIT_PANEL: {
+        "positive": ["CD73", "CD90", "CD105", "CD44"],
+        "pos_limit": 95.0,
+        "negative": [["CD34"], ["CD11b"], ["CD19"], ["CD45"], ["HLA-DR"]],
+        "neg_limit": 2.0,
+    },
 }
 MIN_GATED = 1000  # fewer intact live single cells in a stained tube: inconclusive
 BORDERLINE = 1.0  # points from a limit within which a marker is flagged borderline (issue 3)
@@ -271,8 +379,17 @@ class SimulatedTube:
 
     def write(self, folder: Path) -> Path:
         path = Path(folder) / self.filename
-        write_fcs(path, self.events, self.pnn, self.pns, self.keywords, self.version,
-                  self.datatype, self.ranges, self.spillover)
+        write_fcs(
+            path,
+            self.events,
+            self.pnn,
+            self.pns,
+            self.keywords,
+            self.version,
+            self.datatype,
+            self.ranges,
+            self.spillover,
+        )
         return path
 
 
@@ -299,8 +416,9 @@ def _markers_of(layout: list[dict[str, str]]) -> list[str]:
     return out
 
 
-def _lognormal(rng: np.random.Generator, median: float | np.ndarray, sigma: float,
-               n: int) -> np.ndarray:
+def _lognormal(
+    rng: np.random.Generator, median: float | np.ndarray, sigma: float, n: int
+) -> np.ndarray:
     return median * np.exp(sigma * rng.standard_normal(n))
 
 
@@ -320,8 +438,14 @@ class _Bodies:
         self.dead = np.zeros(n, dtype=bool)
 
 
-def _draw_cells(rng: np.random.Generator, design: CultureDesign, n: int, contaminant: bool,
-                markers: list[str], dyes: list[str]) -> _Bodies:
+def _draw_cells(
+    rng: np.random.Generator,
+    design: CultureDesign,
+    n: int,
+    contaminant: bool,
+    markers: list[str],
+    dyes: list[str],
+) -> _Bodies:
     """``n`` intact cells: MSCs from the design's populations, or hematopoietic contaminants."""
     b = _Bodies(n, dyes, markers)
     size: np.ndarray
@@ -344,8 +468,9 @@ def _draw_cells(rng: np.random.Generator, design: CultureDesign, n: int, contami
             fracs = np.array([p.marker(m)[0] for p in design.populations])[pop]
             lvls = np.array([p.marker(m)[1] for p in design.populations])[pop]
             b.positive[m] = rng.random(n) < fracs
-            b.level[m] = np.where(b.positive[m], lvls * np.exp(POSITIVE_SIGMA
-                                                               * rng.standard_normal(n)), 0.0)
+            b.level[m] = np.where(
+                b.positive[m], lvls * np.exp(POSITIVE_SIGMA * rng.standard_normal(n)), 0.0
+            )
     f = _lognormal(rng, MSC_FSC * size, 0.18, n)
     rel = f / (MSC_FSC * size)
     b.fsc_a = f
@@ -401,8 +526,9 @@ def _tubes_of(design: CultureDesign) -> list[tuple[str, str, dict[str, str]]]:
             src = next((t for t in layout if marker in t.values()), None)
             if src is None:
                 raise CytomscError(f"FMO {marker} names no stained marker in {design.name}")
-            tubes.append((role, f"FMO {marker}",
-                          {**{d: m for d, m in src.items() if m != marker}, **vi}))
+            tubes.append(
+                (role, f"FMO {marker}", {**{d: m for d, m in src.items() if m != marker}, **vi})
+            )
         else:
             raise CytomscError(f"unknown control {role!r} in culture {design.name}")
     for i, t in enumerate(layout, 1):
@@ -411,16 +537,26 @@ def _tubes_of(design: CultureDesign) -> list[tuple[str, str, dict[str, str]]]:
     return tubes
 
 
-def _simulate_tube(rng: np.random.Generator, design: CultureDesign, style: Style,
-                   stains: dict[str, str], spill: np.ndarray, dyes: list[str],
-                   markers: list[str]) -> tuple[np.ndarray, dict]:
+def _simulate_tube(
+    rng: np.random.Generator,
+    design: CultureDesign,
+    style: Style,
+    stains: dict[str, str],
+    spill: np.ndarray,
+    dyes: list[str],
+    markers: list[str],
+) -> tuple[np.ndarray, dict]:
     n = design.n_events
     probs = np.array([design.debris, design.doublets, design.dead, design.contaminants])
     if probs.sum() >= 1:
-        raise CytomscError(f"fractions of debris/doublets/dead/contaminants exceed 1 in "
-                           f"{design.name}")
-    kinds = rng.choice([KIND_DEBRIS, KIND_DOUBLET, KIND_DEAD, KIND_CONTAMINANT, KIND_CELL],
-                       size=n, p=[*probs, 1 - probs.sum()])
+        raise CytomscError(
+            f"fractions of debris/doublets/dead/contaminants exceed 1 in {design.name}"
+        )
+    kinds = rng.choice(
+        [KIND_DEBRIS, KIND_DOUBLET, KIND_DEAD, KIND_CONTAMINANT, KIND_CELL],
+        size=n,
+        p=[*probs, 1 - probs.sum()],
+    )
     parts = {}
     for k in (KIND_CELL, KIND_DEAD, KIND_DOUBLET, KIND_CONTAMINANT, KIND_DEBRIS):
         idx = np.flatnonzero(kinds == k)
@@ -430,8 +566,11 @@ def _simulate_tube(rng: np.random.Generator, design: CultureDesign, style: Style
         elif k == KIND_CONTAMINANT:
             b = _draw_cells(rng, design, m, True, markers, dyes)
         elif k == KIND_DOUBLET:
-            b = _combine(_draw_cells(rng, design, m, False, markers, dyes),
-                         _draw_cells(rng, design, m, False, markers, dyes), rng)
+            b = _combine(
+                _draw_cells(rng, design, m, False, markers, dyes),
+                _draw_cells(rng, design, m, False, markers, dyes),
+                rng,
+            )
         else:
             b = _draw_cells(rng, design, m, False, markers, dyes)
             if k == KIND_DEAD:
@@ -458,14 +597,16 @@ def _simulate_tube(rng: np.random.Generator, design: CultureDesign, style: Style
             positive[mk][idx] = b.positive[mk]
         ns_boost = 4.0 if k == KIND_DEAD else (0.3 if k == KIND_DEBRIS else 1.0)
         for j, d in enumerate(dyes):
-            af[idx, j] = (AUTOFLUORESCENCE[d] * b.size * b.af_scale
-                          * np.exp(0.3 * rng.standard_normal(m)))
+            af[idx, j] = (
+                AUTOFLUORESCENCE[d] * b.size * b.af_scale * np.exp(0.3 * rng.standard_normal(m))
+            )
             stain = stains.get(d)
             if stain is None:
                 continue
             if stain == "viability":
-                load[idx, j] = np.where(b.dead, _lognormal(rng, 30000.0, 0.4, m),
-                                        _lognormal(rng, 100.0, 0.5, m))
+                load[idx, j] = np.where(
+                    b.dead, _lognormal(rng, 30000.0, 0.4, m), _lognormal(rng, 100.0, 0.5, m)
+                )
                 continue
             ns = NONSPECIFIC[d] * ns_boost * b.size * np.exp(0.3 * rng.standard_normal(m))
             load[idx, j] = ns
@@ -520,8 +661,7 @@ def _simulate_tube(rng: np.random.Generator, design: CultureDesign, style: Style
         sat = rng.choice(np.flatnonzero(kind != KIND_ANOMALY), size=n_sat, replace=False)
         col = rng.choice([0, 2], size=n_sat)
         scatter[sat, col] = top
-    clipped = (scatter >= top).any(axis=1) | (det >= top).any(axis=1) | \
-        (areas >= top).any(axis=1)
+    clipped = (scatter >= top).any(axis=1) | (det >= top).any(axis=1) | (areas >= top).any(axis=1)
     scatter = np.clip(scatter, None, top)
     det = np.clip(det, None, top)
     areas = np.clip(areas, None, top)
@@ -537,8 +677,13 @@ def _simulate_tube(rng: np.random.Generator, design: CultureDesign, style: Style
         events = np.clip(np.rint(events), 0, top)
     else:
         events = events.astype(np.float32).astype(float)
-    info = {"kind": kind[order], "base_kind": kinds[order], "population": population[order],
-            "positive": {m: v[order] for m, v in positive.items()}, "timestep": timestep}
+    info = {
+        "kind": kind[order],
+        "base_kind": kinds[order],
+        "population": population[order],
+        "positive": {m: v[order] for m, v in positive.items()},
+        "timestep": timestep,
+    }
     return events, info
 
 
@@ -561,8 +706,9 @@ def simulate_culture(design: CultureDesign, seed: int) -> list[SimulatedTube]:
     dyes = design.dyes()
     missing = [d for d in dyes if d not in style.channels]
     if missing:
-        raise CytomscError(f"style {design.style} has no channel for {', '.join(missing)} "
-                           f"(culture {design.name})")
+        raise CytomscError(
+            f"style {design.style} has no channel for {', '.join(missing)} (culture {design.name})"
+        )
     if len({style.channels[d] for d in dyes}) != len(dyes):
         raise CytomscError(f"two dyes share one channel in culture {design.name}")
     markers = _markers_of(design.stained_layout())
@@ -578,13 +724,23 @@ def simulate_culture(design: CultureDesign, seed: int) -> list[SimulatedTube]:
     for i, (role, tube_name, stains) in enumerate(_tubes_of(design)):
         trng = np.random.default_rng([seed, design.seed_offset, i + 1])
         events, info = _simulate_tube(trng, design, style, stains, spill, dyes, markers)
-        pns = ["" for _ in style.scatter] + [_pns(style, d, stains.get(d)) for d in dyes] + \
-            [_pns(style, d, stains.get(d)) for d in style.areas if d in dyes] + [""]
+        pns = (
+            ["" for _ in style.scatter]
+            + [_pns(style, d, stains.get(d)) for d in dyes]
+            + [_pns(style, d, stains.get(d)) for d in style.areas if d in dyes]
+            + [""]
+        )
         filename = f"{design.name}_{tube_name.replace(' ', '_')}.fcs"
         # $FIL is the file name, as instruments write it (unique, and it names the role too)
-        keywords = {"$CYT": style.cytometer, "$SRC": design.name, "$DATE": design.date,
-                    "$FIL": filename, "TUBE NAME": tube_name, "$TIMESTEP": f"{info['timestep']:g}",
-                    "EXPERIMENT NAME": "MSC phenotype"}
+        keywords = {
+            "$CYT": style.cytometer,
+            "$SRC": design.name,
+            "$DATE": design.date,
+            "$FIL": filename,
+            "TUBE NAME": tube_name,
+            "$TIMESTEP": f"{info['timestep']:g}",
+            "EXPERIMENT NAME": "MSC phenotype",
+        }
         if design.tissue:
             keywords["TISSUE SOURCE"] = design.tissue
         if design.passage is not None:
@@ -595,13 +751,25 @@ def simulate_culture(design: CultureDesign, seed: int) -> list[SimulatedTube]:
             keywords["DONOR"] = design.donor
         if design.lot:
             keywords["LOT"] = design.lot
-        tubes.append(SimulatedTube(
-            role=role, filename=filename, events=events, pnn=list(pnn), pns=pns,
-            keywords=keywords, spillover=(det_names, spill), kind=info["kind"],
-            population=info["population"], positive=info["positive"],
-            base_kind=info["base_kind"],
-            stains={d: s for d, s in stains.items() if s not in ("isotype",)},
-            version=version, datatype=datatype, ranges=ranges))
+        tubes.append(
+            SimulatedTube(
+                role=role,
+                filename=filename,
+                events=events,
+                pnn=list(pnn),
+                pns=pns,
+                keywords=keywords,
+                spillover=(det_names, spill),
+                kind=info["kind"],
+                population=info["population"],
+                positive=info["positive"],
+                base_kind=info["base_kind"],
+                stains={d: s for d, s in stains.items() if s not in ("isotype",)},
+                version=version,
+                datatype=datatype,
+                ranges=ranges,
+            )
+        )
     return tubes
 
 
@@ -609,9 +777,13 @@ SINGLE_LEVEL = 40000.0  # median load of a single-stain control's positives (262
 BAD_CONTROLS = ("dim", "saturated", "double")
 
 
-def simulate_single_stains(design: CultureDesign, seed: int, level: float = SINGLE_LEVEL,
-                           n_events: int = 10000, bad: dict[str, str] | None = None
-                           ) -> list[SimulatedTube]:
+def simulate_single_stains(
+    design: CultureDesign,
+    seed: int,
+    level: float = SINGLE_LEVEL,
+    n_events: int = 10000,
+    bad: dict[str, str] | None = None,
+) -> list[SimulatedTube]:
     """Single-stain compensation controls for the dyes of ``design``: an unstained tube, then one
     tube per dye (viability dye included), drawn through the culture's own spillover matrix (the
     same draw as ``simulate_culture``), so the matrix they should give is ``tube.spillover``.
@@ -641,32 +813,70 @@ def simulate_single_stains(design: CultureDesign, seed: int, level: float = SING
         if kind == "double" and dye is not None:
             other = dyes[(dyes.index(dye) + 1) % len(dyes)]
             stains[other] = "SS2"
-        one = CultureDesign(f"{design.name}_single", style=design.style, layout=design.layout,
-                            n_events=n_events, populations=[PopulationDesign(markers=markers)],
-                            debris=design.debris, doublets=design.doublets, dead=0.0,
-                            contaminants=0.0, saturated=0.0, controls=(), version=version,
-                            datatype=datatype, date=design.date)
+        one = CultureDesign(
+            f"{design.name}_single",
+            style=design.style,
+            layout=design.layout,
+            n_events=n_events,
+            populations=[PopulationDesign(markers=markers)],
+            debris=design.debris,
+            doublets=design.doublets,
+            dead=0.0,
+            contaminants=0.0,
+            saturated=0.0,
+            controls=(),
+            version=version,
+            datatype=datatype,
+            date=design.date,
+        )
         trng = np.random.default_rng([seed, design.seed_offset, 1000 + i])
         events, info = _simulate_tube(trng, one, style, stains, spill, dyes, ["SS", "SS2"])
         label = "unstained" if dye is None else dye
-        pns = ["" for _ in style.scatter] + [dye if d == dye else "" for d in dyes] + \
-            [dye if d == dye else "" for d in style.areas if d in dyes] + [""]
+        pns = (
+            ["" for _ in style.scatter]
+            + [dye if d == dye else "" for d in dyes]
+            + [dye if d == dye else "" for d in style.areas if d in dyes]
+            + [""]
+        )
         filename = f"{design.name}_single_{label.replace(' ', '_')}.fcs"
-        keywords = {"$CYT": style.cytometer, "$DATE": design.date, "$FIL": filename,
-                    "TUBE NAME": f"{label} single stain", "$TIMESTEP": f"{info['timestep']:g}",
-                    "EXPERIMENT NAME": "Compensation controls"}
-        tubes.append(SimulatedTube(
-            role="unstained" if dye is None else f"single:{dye}", filename=filename,
-            events=events, pnn=list(pnn), pns=pns, keywords=keywords,
-            spillover=(det_names, spill), kind=info["kind"], population=info["population"],
-            positive=info["positive"], base_kind=info["base_kind"], stains=stains,
-            version=version, datatype=datatype, ranges=[style.range] * len(pnn)))
+        keywords = {
+            "$CYT": style.cytometer,
+            "$DATE": design.date,
+            "$FIL": filename,
+            "TUBE NAME": f"{label} single stain",
+            "$TIMESTEP": f"{info['timestep']:g}",
+            "EXPERIMENT NAME": "Compensation controls",
+        }
+        tubes.append(
+            SimulatedTube(
+                role="unstained" if dye is None else f"single:{dye}",
+                filename=filename,
+                events=events,
+                pnn=list(pnn),
+                pns=pns,
+                keywords=keywords,
+                spillover=(det_names, spill),
+                kind=info["kind"],
+                population=info["population"],
+                positive=info["positive"],
+                base_kind=info["base_kind"],
+                stains=stains,
+                version=version,
+                datatype=datatype,
+                ranges=[style.range] * len(pnn),
+            )
+        )
     return tubes
 
 
-def write_compensation_set(out: str | Path, design: CultureDesign, seed: int = 0,
-                           bad: dict[str, str] | None = None, file_spillover: bool = False,
-                           n_events: int = 10000) -> dict:
+def write_compensation_set(
+    out: str | Path,
+    design: CultureDesign,
+    seed: int = 0,
+    bad: dict[str, str] | None = None,
+    file_spillover: bool = False,
+    n_events: int = 10000,
+) -> dict:
     """One culture and its single-stain controls under ``out``, with ``manifest.csv`` (roles
     ``single:<dye>``) and ``truth.json`` (the culture's truth and the spillover matrix the
     controls must give). Without ``file_spillover`` the culture's files carry no $SPILLOVER, so
@@ -685,13 +895,25 @@ def write_compensation_set(out: str | Path, design: CultureDesign, seed: int = 0
         rows.append(f"controls/{t.filename},controls,{t.role}")
     _atomic_write(out / "manifest.csv", ("\n".join(rows) + "\n").encode("utf-8"))
     names, matrix = singles[0].spillover
-    doc = {"format": "cytomsc.truth/1", "preset": "compensation", "seed": seed,
-           "label_encoding": LABEL_ENCODING, "cultures": [truth_of(design, tubes)],
-           "spillover": {"detectors": list(names), "matrix": np.asarray(matrix).tolist()},
-           "controls": [{"file": f"controls/{t.filename}", "role": t.role,
-                         "bad": (bad or {}).get(t.role.split(":", 1)[-1])} for t in singles]}
-    _atomic_write(out / "truth.json",
-                  (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+    doc = {
+        "format": "cytomsc.truth/1",
+        "preset": "compensation",
+        "seed": seed,
+        "label_encoding": LABEL_ENCODING,
+        "cultures": [truth_of(design, tubes)],
+        "spillover": {"detectors": list(names), "matrix": np.asarray(matrix).tolist()},
+        "controls": [
+            {
+                "file": f"controls/{t.filename}",
+                "role": t.role,
+                "bad": (bad or {}).get(t.role.split(":", 1)[-1]),
+            }
+            for t in singles
+        ],
+    }
+    _atomic_write(
+        out / "truth.json", (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+    )
     return doc
 
 
@@ -738,17 +960,25 @@ def truth_of(design: CultureDesign, tubes: list[SimulatedTube]) -> dict:
             pos = np.zeros(len(g), dtype=bool)
             for mk in entity.split("/"):
                 pos |= t.positive[mk]
-            rec = markers.setdefault(entity, {
-                "channel": style.channels[dye], "dye": dye, "events": 0, "positive_events": 0,
-                "by_tube": {}})
+            rec = markers.setdefault(
+                entity,
+                {
+                    "channel": style.channels[dye],
+                    "dye": dye,
+                    "events": 0,
+                    "positive_events": 0,
+                    "by_tube": {},
+                },
+            )
             n, k = int(g.sum()), int((pos & g).sum())
             rec["events"] += n
             rec["positive_events"] += k
             rec["by_tube"][t.filename] = round(100.0 * k / n, 6) if n else None
     verdict_markers = {}
     for entity, rec in markers.items():
-        rec["percent_positive"] = (round(100.0 * rec["positive_events"] / rec["events"], 6)
-                                   if rec["events"] else None)
+        rec["percent_positive"] = (
+            round(100.0 * rec["positive_events"] / rec["events"], 6) if rec["events"] else None
+        )
         expect, limit = _expectation(design.panel, entity)
         rec["expect"], rec["limit"] = expect, limit
         rec["separated"] = _separated(design, rec["dye"], entity)
@@ -782,15 +1012,30 @@ def truth_of(design: CultureDesign, tubes: list[SimulatedTube]) -> dict:
         "missing_markers": missing,
         "n_populations": len(design.populations),
         "population_fractions": [round(float(f), 6) for f in fr / fr.sum()],
-        "design": {"debris": design.debris, "doublets": design.doublets, "dead": design.dead,
-                   "contaminants": design.contaminants, "saturated": design.saturated,
-                   "viability": design.viability, "anomaly": design.anomaly is not None,
-                   "controls": list(design.controls), "n_events": design.n_events},
+        "design": {
+            "debris": design.debris,
+            "doublets": design.doublets,
+            "dead": design.dead,
+            "contaminants": design.contaminants,
+            "saturated": design.saturated,
+            "viability": design.viability,
+            "anomaly": design.anomaly is not None,
+            "controls": list(design.controls),
+            "n_events": design.n_events,
+        },
         "markers": markers,
         "joint_phenotype_percent": joint,
         "tags": dict(design.tags),
-        "tubes": [{"file": t.filename, "role": t.role, "events": int(len(t.kind)),
-                   "gated_events": gated[t.filename], "labels": t.labels()} for t in tubes],
+        "tubes": [
+            {
+                "file": t.filename,
+                "role": t.role,
+                "events": int(len(t.kind)),
+                "gated_events": gated[t.filename],
+                "labels": t.labels(),
+            }
+            for t in tubes
+        ],
     }
 
 
@@ -813,8 +1058,9 @@ def _joint(panel: str, stained: list[SimulatedTube]) -> float | None:
     for t in stained:
         have = [m for m in t.stains.values() if m != "viability"]
         singles = {p for e in have for p in e.split("/")}
-        if (all(m in singles for m in rules["positive"])
-                and all(any(m in singles for m in g) for g in rules["negative"])):
+        if all(m in singles for m in rules["positive"]) and all(
+            any(m in singles for m in g) for g in rules["negative"]
+        ):
             g = t.gated()
             ok = g.copy()
             for e in have:
@@ -832,6 +1078,7 @@ def _joint(panel: str, stained: list[SimulatedTube]) -> float | None:
 
 # ---- presets ----
 
+
 def _dim(marker: str, frac: float, level: float) -> dict[str, tuple[float, float]]:
     return {marker: (frac, level)}
 
@@ -839,24 +1086,65 @@ def _dim(marker: str, frac: float, level: float) -> dict[str, tuple[float, float
 def _example() -> list[CultureDesign]:
     """Small cultures for example_fcs/: one per outcome the README shows."""
     return [
-        CultureDesign("MSC-01_pass", style="diva", layout="isct-8c", viability="DAPI", dead=0.03,
-                      controls=("unstained", "isotype", "fmo:CD105"), tissue="bone marrow",
-                      passage=3, detachment="TrypLE", seed_offset=1, n_events=8000),
-        CultureDesign("MSC-02_pass_heterogeneous", style="accuri", layout="isct-4c",
-                      populations=[PopulationDesign(0.65),
-                                   PopulationDesign(0.35, size=0.75, granularity=0.8,
-                                                    markers={"CD105": (0.99, 4500.0),
-                                                             "CD90": (0.995, 15000.0)})],
-                      controls=("isotype",), tissue="adipose", passage=4,
-                      detachment="TrypLE", seed_offset=2, n_events=8000),
-        CultureDesign("MSC-03_fail_CD105", style="macsquant", layout="kit", panel=KIT_PANEL,
-                      populations=[PopulationDesign(markers={"CD105": (0.86, 9000.0)})],
-                      controls=("isotype",), tissue="umbilical cord", passage=5,
-                      detachment="trypsin", seed_offset=3, n_events=8000),
-        CultureDesign("MSC-04_fail_contaminated", style="generic", layout="isct-4c",
-                      contaminants=0.03, controls=("unstained", "isotype"),
-                      anomaly=Anomaly(), tissue="bone marrow", passage=1,
-                      detachment="TrypLE", seed_offset=4, n_events=8000),
+        CultureDesign(
+            "MSC-01_pass",
+            style="diva",
+            layout="isct-8c",
+            viability="DAPI",
+            dead=0.03,
+            controls=("unstained", "isotype", "fmo:CD105"),
+            tissue="bone marrow",
+            passage=3,
+            detachment="TrypLE",
+            seed_offset=1,
+            n_events=8000,
+        ),
+        CultureDesign(
+            "MSC-02_pass_heterogeneous",
+            style="accuri",
+            layout="isct-4c",
+            populations=[
+                PopulationDesign(0.65),
+                PopulationDesign(
+                    0.35,
+                    size=0.75,
+                    granularity=0.8,
+                    markers={"CD105": (0.99, 4500.0), "CD90": (0.995, 15000.0)},
+                ),
+            ],
+            controls=("isotype",),
+            tissue="adipose",
+            passage=4,
+            detachment="TrypLE",
+            seed_offset=2,
+            n_events=8000,
+        ),
+        CultureDesign(
+            "MSC-03_fail_CD105",
+            style="macsquant",
+            layout="kit",
+            panel=KIT_PANEL,
+            populations=[PopulationDesign(markers={"CD105": (0.86, 9000.0)})],
+            controls=("isotype",),
+            tissue="umbilical cord",
+            passage=5,
+            detachment="trypsin",
+            seed_offset=3,
+            n_events=8000,
+        ),
+        CultureDesign(
+            "MSC-04_fail_contaminated",
+            style="generic",
+            layout="isct-4c",
+            contaminants=0.03,
+            controls=("unstained", "isotype"),
+            anomaly=Anomaly(),
+            tissue="bone marrow",
+            passage=1,
+            detachment="TrypLE",
+            seed_offset=4,
+            n_events=8000,
+        ),
     ]
 
 
@@ -868,10 +1156,15 @@ def _validation() -> list[CultureDesign]:
         kw.setdefault("n_events", 12000)
         d.append(CultureDesign(f"V{len(d) + 1:02d}_{name}", seed_offset=100 + len(d), **kw))
 
-    het2 = [PopulationDesign(0.7),
-            PopulationDesign(0.3, size=0.75, markers={"CD105": (0.99, 5000.0)})]
-    het3 = [PopulationDesign(0.5), PopulationDesign(0.3, markers={"CD90": (0.995, 12000.0)}),
-            PopulationDesign(0.2, size=0.7, granularity=1.4)]
+    het2 = [
+        PopulationDesign(0.7),
+        PopulationDesign(0.3, size=0.75, markers={"CD105": (0.99, 5000.0)}),
+    ]
+    het3 = [
+        PopulationDesign(0.5),
+        PopulationDesign(0.3, markers={"CD90": (0.995, 12000.0)}),
+        PopulationDesign(0.2, size=0.7, granularity=1.4),
+    ]
     # passes, every style
     add("diva_pass", style="diva", layout="isct-8c", viability="DAPI", dead=0.02)
     add("accuri_pass", style="accuri", layout="isct-4c")
@@ -883,34 +1176,64 @@ def _validation() -> list[CultureDesign]:
     # control types
     add("no_control_pass", style="diva", layout="isct-8c", controls=())
     add("unstained_only_pass", style="accuri", layout="isct-4c", controls=("unstained",))
-    add("fmo_pass", style="diva", layout="isct-8c",
-        controls=("fmo:CD73", "fmo:CD90", "fmo:CD105"))
-    add("fmo_isotype_fail_CD73", style="macsquant", layout="isct-8c",
+    add("fmo_pass", style="diva", layout="isct-8c", controls=("fmo:CD73", "fmo:CD90", "fmo:CD105"))
+    add(
+        "fmo_isotype_fail_CD73",
+        style="macsquant",
+        layout="isct-8c",
         populations=[PopulationDesign(markers={"CD73": (0.88, 20000.0)})],
-        controls=("isotype", "fmo:CD73"))
+        controls=("isotype", "fmo:CD73"),
+    )
     # hard event mixes
     add("low_events", style="diva", layout="isct-8c", n_events=1300, debris=0.3)
     add("debris30_pass", style="accuri", layout="isct-4c", debris=0.30)
     add("doublets15_pass", style="diva", layout="isct-8c", doublets=0.15)
     add("dead10_pass", style="diva", layout="isct-8c", viability="DAPI", dead=0.10)
-    add("dead10_macsquant_pass", style="macsquant", layout="isct-8c", viability="DAPI",
-        dead=0.10, debris=0.15)
+    add(
+        "dead10_macsquant_pass",
+        style="macsquant",
+        layout="isct-8c",
+        viability="DAPI",
+        dead=0.10,
+        debris=0.15,
+    )
     add("anomaly_pass", style="diva", layout="isct-8c", anomaly=Anomaly())
-    add("bubble_pass", style="accuri", layout="isct-4c",
-        anomaly=Anomaly(start=0.3, duration=0.08, rate_factor=1.0, shift=0.5))
+    add(
+        "bubble_pass",
+        style="accuri",
+        layout="isct-4c",
+        anomaly=Anomaly(start=0.3, duration=0.08, rate_factor=1.0, shift=0.5),
+    )
     # outcomes
     add("contaminated_fail", style="diva", layout="isct-8c", contaminants=0.03)
-    add("contaminated_kit_fail", style="macsquant", layout="kit", panel=KIT_PANEL,
-        contaminants=0.06)
+    add(
+        "contaminated_kit_fail", style="macsquant", layout="kit", panel=KIT_PANEL, contaminants=0.06
+    )
     add("contaminated_accuri_fail", style="accuri", layout="isct-4c", contaminants=0.08)
-    add("fail_CD105", style="generic", layout="isct-4c",
-        populations=[PopulationDesign(markers={"CD105": (0.85, 12000.0)})])
-    add("fail_CD90", style="diva", layout="isct-8c",
-        populations=[PopulationDesign(markers={"CD90": (0.80, 50000.0)})])
-    add("fail_HLA-DR", style="accuri", layout="isct-4c",
-        populations=[PopulationDesign(markers={"HLA-DR": (0.08, 9000.0)})])
-    add("dim_CD105_pass", style="diva", layout="isct-8c",
-        populations=[PopulationDesign(markers={"CD105": (0.995, 3000.0)})])
+    add(
+        "fail_CD105",
+        style="generic",
+        layout="isct-4c",
+        populations=[PopulationDesign(markers={"CD105": (0.85, 12000.0)})],
+    )
+    add(
+        "fail_CD90",
+        style="diva",
+        layout="isct-8c",
+        populations=[PopulationDesign(markers={"CD90": (0.80, 50000.0)})],
+    )
+    add(
+        "fail_HLA-DR",
+        style="accuri",
+        layout="isct-4c",
+        populations=[PopulationDesign(markers={"HLA-DR": (0.08, 9000.0)})],
+    )
+    add(
+        "dim_CD105_pass",
+        style="diva",
+        layout="isct-8c",
+        populations=[PopulationDesign(markers={"CD105": (0.995, 3000.0)})],
+    )
     # heterogeneity
     add("two_populations_pass", style="diva", layout="isct-8c", populations=het2)
     add("three_populations_pass", style="macsquant", layout="isct-8c", populations=het3)
@@ -930,13 +1253,24 @@ def _heterogeneity() -> list[CultureDesign]:
     Each truth entry's ``tags`` give the kind, the minor fraction and the separation in SD."""
     d: list[CultureDesign] = []
 
-    def add(name: str, pops: list[PopulationDesign], design: dict | None = None,
-            **tags) -> None:
+    def add(name: str, pops: list[PopulationDesign], design: dict | None = None, **tags) -> None:
         style = ("diva", "macsquant")[len(d) % 2]
-        fields = {"style": style, "layout": "isct-8c", "controls": ("isotype",),
-                  "n_events": 10000, **(design or {})}
-        d.append(CultureDesign(f"H{len(d) + 1:02d}_{name}", populations=pops,
-                               seed_offset=500 + len(d), tags=tags, **fields))
+        fields = {
+            "style": style,
+            "layout": "isct-8c",
+            "controls": ("isotype",),
+            "n_events": 10000,
+            **(design or {}),
+        }
+        d.append(
+            CultureDesign(
+                f"H{len(d) + 1:02d}_{name}",
+                populations=pops,
+                seed_offset=500 + len(d),
+                tags=tags,
+                **fields,
+            )
+        )
 
     base = {m: MSC_MARKERS[m][1] for m in ("CD73", "CD90", "CD105")}
     for i in range(8):
@@ -947,44 +1281,80 @@ def _heterogeneity() -> list[CultureDesign]:
                 if marker == "CD90" and sd == 1.5:
                     continue
                 pop2 = PopulationDesign(frac, markers={marker: (0.998, _apart(base[marker], sd))})
-                add(f"two_{marker}_{int(frac * 100)}pct_{sd:g}sd",
-                    [PopulationDesign(1 - frac), pop2], kind="two", marker=marker, minor=frac,
-                    separation_sd=sd)
+                add(
+                    f"two_{marker}_{int(frac * 100)}pct_{sd:g}sd",
+                    [PopulationDesign(1 - frac), pop2],
+                    kind="two",
+                    marker=marker,
+                    minor=frac,
+                    separation_sd=sd,
+                )
     for fr in ((0.6, 0.3, 0.1), (0.8, 0.15, 0.05)):
         for sd in (3.0, 2.0):
-            pops = [PopulationDesign(fr[0]),
-                    PopulationDesign(fr[1], markers={"CD105": (0.995, _apart(base["CD105"], sd))}),
-                    PopulationDesign(fr[2], markers={"CD73": (0.998, _apart(base["CD73"], sd))})]
-            add(f"three_{int(fr[2] * 100)}pct_{sd:g}sd", pops, kind="three", minor=fr[2],
-                separation_sd=sd)
+            pops = [
+                PopulationDesign(fr[0]),
+                PopulationDesign(fr[1], markers={"CD105": (0.995, _apart(base["CD105"], sd))}),
+                PopulationDesign(fr[2], markers={"CD73": (0.998, _apart(base["CD73"], sd))}),
+            ]
+            add(
+                f"three_{int(fr[2] * 100)}pct_{sd:g}sd",
+                pops,
+                kind="three",
+                minor=fr[2],
+                separation_sd=sd,
+            )
     for frac in (0.3, 0.1):
         for sd in (3.0, 2.0):
             size = float(np.exp(-sd * 0.18))  # FSC spread of one population: 0.18 (log)
-            add(f"size_only_{int(frac * 100)}pct_{sd:g}sd",
-                [PopulationDesign(1 - frac), PopulationDesign(frac, size=size)], kind="size",
-                minor=frac, separation_sd=sd)
+            add(
+                f"size_only_{int(frac * 100)}pct_{sd:g}sd",
+                [PopulationDesign(1 - frac), PopulationDesign(frac, size=size)],
+                kind="size",
+                minor=frac,
+                separation_sd=sd,
+            )
     # Well apart (5 SD): the only separations where any partition can reach ARI >= 0.9 (two
     # populations 3 SD apart overlap by ~7 % each way). Appended, so the cultures above keep
     # their seeds.
     for marker in ("CD105", "CD90"):
         for frac in (0.5, 0.2, 0.05):
             pop2 = PopulationDesign(frac, markers={marker: (0.998, _apart(base[marker], 5.0))})
-            add(f"two_{marker}_{int(frac * 100)}pct_5sd", [PopulationDesign(1 - frac), pop2],
-                kind="two", marker=marker, minor=frac, separation_sd=5.0)
-    pops = [PopulationDesign(0.6),
-            PopulationDesign(0.3, markers={"CD105": (0.995, _apart(base["CD105"], 5.0))}),
-            PopulationDesign(0.1, markers={"CD73": (0.998, _apart(base["CD73"], 5.0))})]
+            add(
+                f"two_{marker}_{int(frac * 100)}pct_5sd",
+                [PopulationDesign(1 - frac), pop2],
+                kind="two",
+                marker=marker,
+                minor=frac,
+                separation_sd=5.0,
+            )
+    pops = [
+        PopulationDesign(0.6),
+        PopulationDesign(0.3, markers={"CD105": (0.995, _apart(base["CD105"], 5.0))}),
+        PopulationDesign(0.1, markers={"CD73": (0.998, _apart(base["CD73"], 5.0))}),
+    ]
     add("three_10pct_5sd", pops, kind="three", minor=0.1, separation_sd=5.0)
     # One population among 15 % doublets (the singlets gate leaves some): still one population.
-    add("homogeneous_doublets15", [PopulationDesign()], design={"doublets": 0.15},
-        kind="homogeneous")
+    add(
+        "homogeneous_doublets15",
+        [PopulationDesign()],
+        design={"doublets": 0.15},
+        kind="homogeneous",
+    )
     # A kit layout (positive markers in both tubes, CD44 in one, the PE negative cocktail in the
     # other): the three populations must be found on the markers, whichever tube carries them.
-    pops = [PopulationDesign(0.6),
-            PopulationDesign(0.25, markers={"CD90": (0.998, _apart(base["CD90"], 4.0))}),
-            PopulationDesign(0.15, markers={"CD73": (0.998, _apart(base["CD73"], 4.0))})]
-    add("kit_three_15pct_4sd", pops, design={"layout": "kit", "panel": KIT_PANEL}, kind="three",
-        minor=0.15, separation_sd=4.0)
+    pops = [
+        PopulationDesign(0.6),
+        PopulationDesign(0.25, markers={"CD90": (0.998, _apart(base["CD90"], 4.0))}),
+        PopulationDesign(0.15, markers={"CD73": (0.998, _apart(base["CD73"], 4.0))}),
+    ]
+    add(
+        "kit_three_15pct_4sd",
+        pops,
+        design={"layout": "kit", "panel": KIT_PANEL},
+        kind="three",
+        minor=0.15,
+        separation_sd=4.0,
+    )
     return d
 
 
@@ -1018,10 +1388,34 @@ HISTORY_DRIFT = 1.0  # points of % positive lost per passage after HISTORY_DRIFT
 HISTORY_DIM_FROM = 5  # first passage with the CD90-dim population
 HISTORY_DIM_STEP = 0.06  # its fraction of the cells grows by this per passage
 HISTORY_DIM_LEVEL = 60000.0 * float(np.exp(-3.0 * POSITIVE_SIGMA))  # CD90 3 SD dimmer
-HISTORY_LOT_EFFECT = (1.0, -0.33, 0.56, -0.11, -1.0, 0.11, 0.78, -0.56, 0.33, -0.78,
-                      -0.4, 0.1, -0.7, 0.4, 0.7, -0.1)
-HISTORY_LOT_POINTS = {"CD73": 0.3, "CD90": 0.4, "CD105": 0.15, "CD45": 0.35, "CD34": 0.6,
-                      "CD14": 0.4, "CD19": 0.55, "HLA-DR": 0.55}
+HISTORY_LOT_EFFECT = (
+    1.0,
+    -0.33,
+    0.56,
+    -0.11,
+    -1.0,
+    0.11,
+    0.78,
+    -0.56,
+    0.33,
+    -0.78,
+    -0.4,
+    0.1,
+    -0.7,
+    0.4,
+    0.7,
+    -0.1,
+)
+HISTORY_LOT_POINTS = {
+    "CD73": 0.3,
+    "CD90": 0.4,
+    "CD105": 0.15,
+    "CD45": 0.35,
+    "CD34": 0.6,
+    "CD14": 0.4,
+    "CD19": 0.55,
+    "HLA-DR": 0.55,
+}
 HISTORY_POSITIVE = 0.995  # fraction positive of CD73, CD90 and CD105 before lot effects
 HISTORY_EVENTS = 20000
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
@@ -1033,17 +1427,21 @@ def _history_lots() -> list[dict]:
 
     start = datetime.date(2025, 1, 6)
     lots = []
-    for i, (passage, donor) in enumerate((p, d) for p in HISTORY_PASSAGES
-                                         for d in HISTORY_DONORS):
+    for i, (passage, donor) in enumerate((p, d) for p in HISTORY_PASSAGES for d in HISTORY_DONORS):
         day = start + datetime.timedelta(days=14 * i)
-        lots.append({
-            "lot": f"L{i + 1:02d}", "donor": donor, "passage": passage,
-            "date": f"{day.day:02d}-{_MONTHS[day.month - 1]}-{day.year}",
-            "lot_effect": HISTORY_LOT_EFFECT[i],
-            "drift_points": HISTORY_DRIFT * max(0, passage - HISTORY_DRIFT_AFTER),
-            "cd90_dim_fraction": round(HISTORY_DIM_STEP * max(0, passage - HISTORY_DIM_FROM + 1),
-                                       6),
-        })
+        lots.append(
+            {
+                "lot": f"L{i + 1:02d}",
+                "donor": donor,
+                "passage": passage,
+                "date": f"{day.day:02d}-{_MONTHS[day.month - 1]}-{day.year}",
+                "lot_effect": HISTORY_LOT_EFFECT[i],
+                "drift_points": HISTORY_DRIFT * max(0, passage - HISTORY_DRIFT_AFTER),
+                "cd90_dim_fraction": round(
+                    HISTORY_DIM_STEP * max(0, passage - HISTORY_DIM_FROM + 1), 6
+                ),
+            }
+        )
     return lots
 
 
@@ -1066,14 +1464,30 @@ def _history() -> list[CultureDesign]:
         dim = lot["cd90_dim_fraction"]
         pops = [PopulationDesign(1.0 - dim, markers=dict(markers))]
         if dim > 0:
-            pops.append(PopulationDesign(dim, markers={**markers,
-                                                 "CD90": (markers["CD90"][0], HISTORY_DIM_LEVEL)}))
+            pops.append(
+                PopulationDesign(
+                    dim, markers={**markers, "CD90": (markers["CD90"][0], HISTORY_DIM_LEVEL)}
+                )
+            )
         name = f"{lot['lot']}_{lot['donor']}_P{lot['passage']}"
-        d.append(CultureDesign(
-            name, style="diva", layout="isct-8c", n_events=HISTORY_EVENTS, populations=pops,
-            controls=("isotype",), seed_offset=700 + i, date=lot["date"], tissue="bone marrow",
-            passage=lot["passage"], detachment="TrypLE", donor=lot["donor"], lot=lot["lot"],
-            tags={k: v for k, v in lot.items() if k != "date"}))
+        d.append(
+            CultureDesign(
+                name,
+                style="diva",
+                layout="isct-8c",
+                n_events=HISTORY_EVENTS,
+                populations=pops,
+                controls=("isotype",),
+                seed_offset=700 + i,
+                date=lot["date"],
+                tissue="bone marrow",
+                passage=lot["passage"],
+                detachment="TrypLE",
+                donor=lot["donor"],
+                lot=lot["lot"],
+                tags={k: v for k, v in lot.items() if k != "date"},
+            )
+        )
     return d
 
 
@@ -1081,27 +1495,49 @@ def _history_truth(cultures: list[dict]) -> dict:
     """What trend must find in the history preset: the drifted lots, per judged marker."""
     lots = _history_lots()
     drifted = [x["lot"] for x in lots if x["drift_points"] > 0]
-    judged = sorted({m for c in cultures for m, r in c["markers"].items()
-                     if r["expect"] in ("positive", "negative")})
+    judged = sorted(
+        {
+            m
+            for c in cultures
+            for m, r in c["markers"].items()
+            if r["expect"] in ("positive", "negative")
+        }
+    )
     return {
         "order": "lots by acquisition date, L01 first",
         "reference_lots": [x["lot"] for x in lots[:HISTORY_REFERENCE]],
-        "drift": {"marker": HISTORY_DRIFT_MARKER, "after_passage": HISTORY_DRIFT_AFTER,
-                  "points_per_passage": HISTORY_DRIFT},
+        "drift": {
+            "marker": HISTORY_DRIFT_MARKER,
+            "after_passage": HISTORY_DRIFT_AFTER,
+            "points_per_passage": HISTORY_DRIFT,
+        },
         "drifted_lots": {HISTORY_DRIFT_MARKER: drifted},
         "expected_flags": {m: (drifted if m == HISTORY_DRIFT_MARKER else []) for m in judged},
         "lot_effect_points": dict(HISTORY_LOT_POINTS),
-        "cd90_dim": {"from_passage": HISTORY_DIM_FROM, "step": HISTORY_DIM_STEP,
-                     "level": round(HISTORY_DIM_LEVEL, 3),
-                     "fraction": {x["lot"]: x["cd90_dim_fraction"] for x in lots}},
+        "cd90_dim": {
+            "from_passage": HISTORY_DIM_FROM,
+            "step": HISTORY_DIM_STEP,
+            "level": round(HISTORY_DIM_LEVEL, 3),
+            "fraction": {x["lot"]: x["cd90_dim_fraction"] for x in lots},
+        },
         "lots": lots,
     }
 
 
-COMPENSATION_CULTURE = CultureDesign("MSC-comp", style="accuri", layout="isct-4c",
-                                     controls=("isotype",), seed_offset=900, n_events=10000)
-PRESETS = {"example": _example, "validation": _validation, "heterogeneity": _heterogeneity,
-           "history": _history}
+COMPENSATION_CULTURE = CultureDesign(
+    "MSC-comp",
+    style="accuri",
+    layout="isct-4c",
+    controls=("isotype",),
+    seed_offset=900,
+    n_events=10000,
+)
+PRESETS = {
+    "example": _example,
+    "validation": _validation,
+    "heterogeneity": _heterogeneity,
+    "history": _history,
+}
 
 
 def preset(name: str) -> list[CultureDesign]:
@@ -1112,8 +1548,9 @@ def preset(name: str) -> list[CultureDesign]:
 
 def _designs(name: str) -> list[CultureDesign]:
     if name not in PRESETS:
-        raise CytomscError(f"unknown preset {name!r} (choose from "
-                           f"{', '.join([*PRESETS, 'compensation'])})")
+        raise CytomscError(
+            f"unknown preset {name!r} (choose from {', '.join([*PRESETS, 'compensation'])})"
+        )
     return PRESETS[name]()
 
 
@@ -1125,8 +1562,11 @@ def write_preset(out: str | Path, preset: str = "example", seed: int = 0) -> lis
     if preset == "compensation":  # one culture without $SPILLOVER and its single-stain controls
         write_compensation_set(out, COMPENSATION_CULTURE, seed)
         folders = (out / COMPENSATION_CULTURE.name, out / "controls")
-        return [*(p for f in folders for p in sorted(f.glob("*.fcs"))), out / "manifest.csv",
-                out / "truth.json"]
+        return [
+            *(p for f in folders for p in sorted(f.glob("*.fcs"))),
+            out / "manifest.csv",
+            out / "truth.json",
+        ]
     designs = _designs(preset)
     cultures = []
     written = []
@@ -1136,8 +1576,13 @@ def write_preset(out: str | Path, preset: str = "example", seed: int = 0) -> lis
         for t in tubes:
             written.append(t.write(folder))
         cultures.append(truth_of(design, tubes))
-    doc = {"format": "cytomsc.truth/1", "preset": preset, "seed": seed,
-           "label_encoding": LABEL_ENCODING, "cultures": cultures}
+    doc = {
+        "format": "cytomsc.truth/1",
+        "preset": preset,
+        "seed": seed,
+        "label_encoding": LABEL_ENCODING,
+        "cultures": cultures,
+    }
     if preset == "history":  # what trend must flag, beside the per-culture truth
         doc["history"] = _history_truth(cultures)
     text = json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
@@ -1145,8 +1590,25 @@ def write_preset(out: str | Path, preset: str = "example", seed: int = 0) -> lis
     return [*written, out / "truth.json"]
 
 
-__all__ = ["KIND_CELL", "KIND_DEBRIS", "KIND_DOUBLET", "KIND_DEAD", "KIND_CONTAMINANT",
-           "KIND_ANOMALY", "KIND_SATURATED", "KIND_NAMES", "GATED_KINDS", "LABEL_CHARS",
-           "Anomaly", "CultureDesign", "PopulationDesign", "SimulatedTube", "simulate_culture",
-           "truth_of", "preset", "write_preset", "simulate_single_stains",
-           "write_compensation_set"]
+__all__ = [
+    "KIND_CELL",
+    "KIND_DEBRIS",
+    "KIND_DOUBLET",
+    "KIND_DEAD",
+    "KIND_CONTAMINANT",
+    "KIND_ANOMALY",
+    "KIND_SATURATED",
+    "KIND_NAMES",
+    "GATED_KINDS",
+    "LABEL_CHARS",
+    "Anomaly",
+    "CultureDesign",
+    "PopulationDesign",
+    "SimulatedTube",
+    "simulate_culture",
+    "truth_of",
+    "preset",
+    "write_preset",
+    "simulate_single_stains",
+    "write_compensation_set",
+]

@@ -37,8 +37,10 @@ MINORS = (0.05, 0.2, 0.5)
 
 def _ari_2x2(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: np.ndarray) -> np.ndarray:
     """Adjusted Rand index of 2 x 2 contingency tables (vectorised over cuts)."""
+
     def pairs(v):
         return v * (v - 1) / 2
+
     n = tp + fp + fn + tn
     index = pairs(tp) + pairs(fp) + pairs(fn) + pairs(tn)
     rows = pairs(tp + fn) + pairs(fp + tn)
@@ -76,16 +78,24 @@ def _sas_nll(theta: np.ndarray, x: np.ndarray) -> tuple[float, np.ndarray]:
     ash = np.arcsinh(z)
     a = delta * ash - eps
     sh = np.sinh(a)
-    ll = (log_delta + np.log(np.cosh(a)) - 0.5 * np.log(q) - 0.5 * math.log(2 * math.pi)
-          - 0.5 * sh * sh - log_s)
+    ll = (
+        log_delta
+        + np.log(np.cosh(a))
+        - 0.5 * np.log(q)
+        - 0.5 * math.log(2 * math.pi)
+        - 0.5 * sh * sh
+        - log_s
+    )
     dll_da = np.tanh(a) - sh * np.cosh(a)
     dll_dz = dll_da * delta / np.sqrt(q) - z / q
-    grad = np.array([
-        (dll_dz / -s).sum(),
-        (dll_dz * -z).sum() - x.size,
-        -dll_da.sum(),
-        x.size + (dll_da * delta * ash).sum(),
-    ])
+    grad = np.array(
+        [
+            (dll_dz / -s).sum(),
+            (dll_dz * -z).sum() - x.size,
+            -dll_da.sum(),
+            x.size + (dll_da * delta * ash).sum(),
+        ]
+    )
     return float(-ll.sum()), -grad
 
 
@@ -95,9 +105,14 @@ def one_skewed_population_ll(x: np.ndarray) -> float:
     iqr = float(np.subtract(*np.percentile(x, [75, 25]))) / 1.349
     best = math.inf
     for eps0 in (-0.5, 0.0, 0.5):
-        r = optimize.minimize(_sas_nll, [med, math.log(iqr), eps0, 0.0], args=(x,), jac=True,
-                              method="L-BFGS-B", bounds=[(None, None), (None, None), (-5, 5),
-                                                         (-3, 3)])
+        r = optimize.minimize(
+            _sas_nll,
+            [med, math.log(iqr), eps0, 0.0],
+            args=(x,),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=[(None, None), (None, None), (-5, 5), (-3, 3)],
+        )
         best = min(best, r.fun)
     return -best
 
@@ -132,7 +147,8 @@ def delta_bic(x: np.ndarray) -> float:
     """BIC(two Gaussians, 5 parameters) - BIC(one sinh-arcsinh population, 4 parameters)."""
     n = x.size
     return (-2 * two_gaussians_ll(x) + 5 * math.log(n)) - (
-        -2 * one_skewed_population_ll(x) + 4 * math.log(n))
+        -2 * one_skewed_population_ll(x) + 4 * math.log(n)
+    )
 
 
 def main() -> None:
@@ -144,22 +160,31 @@ def main() -> None:
         row = "".join(f"{best_split_ari(p, d, rng):8.2f}" for p in MINORS)
         print(f"   {d:<4g} {row}")
 
-    print("\n2. BIC(two Gaussians) - BIC(one skewed population), "
-          f"{N_FIT:,} events (negative: the data say two)\n")
+    print(
+        "\n2. BIC(two Gaussians) - BIC(one skewed population), "
+        f"{N_FIT:,} events (negative: the data say two)\n"
+    )
     cases: list[tuple[str, Callable[..., np.ndarray]]] = []
     for d in (2.0, 3.0, 5.0):
         for p in MINORS:
-            cases.append((f"two populations, {p:.0%} at {d:g} SD",
-                          lambda p=p, d=d: rng.normal(size=N_FIT) + d * (rng.random(N_FIT) < p)))
+            cases.append(
+                (
+                    f"two populations, {p:.0%} at {d:g} SD",
+                    lambda p=p, d=d: rng.normal(size=N_FIT) + d * (rng.random(N_FIT) < p),
+                )
+            )
     cases += [
         ("one Gaussian population", lambda: rng.normal(size=N_FIT)),
-        ("one population, t(10) tails, skew 0.3",
-         lambda: np.sinh(np.arcsinh(stats.t.rvs(10, size=N_FIT, random_state=rng)) + 0.3)),
-        ("one population, log10 of a Gaussian FSC (CV 20 %)",
-         lambda: np.log10(np.maximum(rng.normal(1.0, 0.2, N_FIT), 1e-3))),
+        (
+            "one population, t(10) tails, skew 0.3",
+            lambda: np.sinh(np.arcsinh(stats.t.rvs(10, size=N_FIT, random_state=rng)) + 0.3),
+        ),
+        (
+            "one population, log10 of a Gaussian FSC (CV 20 %)",
+            lambda: np.log10(np.maximum(rng.normal(1.0, 0.2, N_FIT), 1e-3)),
+        ),
     ]
     width = max(len(name) for name, _ in cases)
     for name, draw in cases:
         values = [delta_bic(draw()) for _ in range(3)]
         print(f"   {name:<{width}}  " + "  ".join(f"{v:8.1f}" for v in values))
-

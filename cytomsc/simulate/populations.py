@@ -15,7 +15,10 @@ import numpy as np
 
 CHANNELS = ["FSC-A", "SSC-A", "FITC-A", "PE-A", "APC-A", "PerCP-Cy5-5-A", "BV421-A"]
 NAMES = {
-    "FITC-A": "CD90", "PE-A": "CD73", "APC-A": "CD105", "PerCP-Cy5-5-A": "CD44",
+    "FITC-A": "CD90",
+    "PE-A": "CD73",
+    "APC-A": "CD105",
+    "PerCP-Cy5-5-A": "CD44",
     "BV421-A": "Lin-cocktail",
 }
 # Typical centres and within-population SDs: FSC/SSC linear raw units, markers logicle decades.
@@ -106,8 +109,9 @@ def simulate(
             for j in (0, 1):
                 cv = spread[j] / BASE_MEAN[j]
                 zj = z[:, j] + shift.get(CHANNELS[j], 0.0)
-                block[:, j] = BASE_MEAN[j] * (np.exp(cv * zj) if scatter == "lognormal"
-                                              else 1.0 + cv * zj)
+                block[:, j] = BASE_MEAN[j] * (
+                    np.exp(cv * zj) if scatter == "lognormal" else 1.0 + cv * zj
+                )
             blocks.append(block)
             labels.append(np.full(int(c), i + 1))
             continue
@@ -158,26 +162,44 @@ def validation_set(n: int = 8000, seed: int = 1000) -> list[Culture]:
     for kind, shift in KIND_SHIFTS.items():
         for sep in (3.0, 2.0, 1.5):
             for minor in (0.05, 0.15, 0.5):
-                out.append(simulate(
-                    f"2pop-{kind}-{sep}sd-{minor:.0%}", (1 - minor, minor), [{}, shift(sep)],
-                    n=n, seed=s, separation=sep, kind=kind,
-                ))
+                out.append(
+                    simulate(
+                        f"2pop-{kind}-{sep}sd-{minor:.0%}",
+                        (1 - minor, minor),
+                        [{}, shift(sep)],
+                        n=n,
+                        seed=s,
+                        separation=sep,
+                        kind=kind,
+                    )
+                )
                 s += 1
     for sep in (3.0, 2.0, 1.5):
         for fr in ((0.6, 0.3, 0.1), (0.75, 0.2, 0.05)):
             shifts = [{}, {"FITC-A": -sep, "APC-A": -sep}, {"FSC-A": -sep, "SSC-A": -sep}]
-            out.append(simulate(
-                f"3pop-{sep}sd-{int(fr[2] * 100)}%", fr, shifts, n=n, seed=s, separation=sep,
-                kind="phenotype+size",
-            ))
+            out.append(
+                simulate(
+                    f"3pop-{sep}sd-{int(fr[2] * 100)}%",
+                    fr,
+                    shifts,
+                    n=n,
+                    seed=s,
+                    separation=sep,
+                    kind="phenotype+size",
+                )
+            )
             s += 1
     return out
 
 
-def stress_grid(shape: str = "heavy", seed: int = 1000, n: int = 8000,
-                seps: tuple[float, ...] = (5.0, 4.0, 3.5, 3.0, 2.0),
-                minors: tuple[float, ...] = (0.05, 0.15, 0.5), n_homogeneous: int = 12
-                ) -> list[Culture]:
+def stress_grid(
+    shape: str = "heavy",
+    seed: int = 1000,
+    n: int = 8000,
+    seps: tuple[float, ...] = (5.0, 4.0, 3.5, 3.0, 2.0),
+    minors: tuple[float, ...] = (0.05, 0.15, 0.5),
+    n_homogeneous: int = 12,
+) -> list[Culture]:
     """The issue's stress grid: homogeneous cultures; two populations differing in one marker,
     two markers, or size; three populations; at each separation and minor share."""
     out = []
@@ -188,14 +210,33 @@ def stress_grid(shape: str = "heavy", seed: int = 1000, n: int = 8000,
     for kind, shift in KIND_SHIFTS.items():
         for sep in seps:
             for minor in minors:
-                out.append(simulate(f"2pop-{kind}-{sep}sd-{minor:.0%}", (1 - minor, minor),
-                                    [{}, shift(sep)], n=n, seed=s, separation=sep, kind=kind,
-                                    shape=shape))
+                out.append(
+                    simulate(
+                        f"2pop-{kind}-{sep}sd-{minor:.0%}",
+                        (1 - minor, minor),
+                        [{}, shift(sep)],
+                        n=n,
+                        seed=s,
+                        separation=sep,
+                        kind=kind,
+                        shape=shape,
+                    )
+                )
                 s += 1
     for sep in seps:
         for fr in ((0.6, 0.3, 0.1), (0.75, 0.2, 0.05)):
             shifts = [{}, {"FITC-A": -sep, "APC-A": -sep}, {"FSC-A": -sep, "SSC-A": -sep}]
-            out.append(simulate(f"3pop-{sep}sd-{round(fr[2] * 100)}%", fr, shifts, n=n, seed=s,
-                                separation=sep, kind="phenotype+size", shape=shape))
+            out.append(
+                simulate(
+                    f"3pop-{sep}sd-{round(fr[2] * 100)}%",
+                    fr,
+                    shifts,
+                    n=n,
+                    seed=s,
+                    separation=sep,
+                    kind="phenotype+size",
+                    shape=shape,
+                )
+            )
             s += 1
     return out

@@ -52,20 +52,29 @@ def culture_rows(data: Path, out: Path) -> list[dict[str, Any]]:
             feats = np.sign(feats) * np.log1p(np.abs(feats))
             qda = QuadraticDiscriminantAnalysis(reg_param=1e-3).fit(feats, y)
             ceiling = adjusted_rand_score(y, qda.predict(feats))
-        rows.append({
-            "culture": t["culture"], "true_k": t["n_populations"],
-            "found_k": het["n_populations"] if het else 0, "tags": t["tags"],
-            "fractions": t["population_fractions"], "ari": ari, "ceiling": ceiling,
-            "clustered": int((pop > 0).sum()), "max_id": int(pop.max()),
-            "clustered_msc": int(both.sum()), "msc": int(is_msc.sum()),
-            "clustered_names": [het["names"].get(c, c) for c in het["channels"]] if het else [],
-            "tube": het["tube"] if het else "",
-        })
+        rows.append(
+            {
+                "culture": t["culture"],
+                "true_k": t["n_populations"],
+                "found_k": het["n_populations"] if het else 0,
+                "tags": t["tags"],
+                "fractions": t["population_fractions"],
+                "ari": ari,
+                "ceiling": ceiling,
+                "clustered": int((pop > 0).sum()),
+                "max_id": int(pop.max()),
+                "clustered_msc": int(both.sum()),
+                "msc": int(is_msc.sum()),
+                "clustered_names": [het["names"].get(c, c) for c in het["channels"]] if het else [],
+                "tube": het["tube"] if het else "",
+            }
+        )
     return rows
 
 
 def required(row: dict[str, Any]) -> bool:
     """The issue's required set: >= 2 SD apart in at least one dimension, >= 5 % of cells."""
     tags = row["tags"]
-    return bool(row["true_k"] > 1 and tags.get("separation_sd", 0) >= 2
-                and tags.get("minor", 0) >= 0.05)
+    return bool(
+        row["true_k"] > 1 and tags.get("separation_sd", 0) >= 2 and tags.get("minor", 0) >= 0.05
+    )
