@@ -42,14 +42,14 @@ _HOME = {
     "CultureResult": ".results",
     "read_fcs": ".fcs",
     "load_panel": ".panel",
-    "PopulationFinder": ".heterogeneity",
+    "PopulationFinder": ".populations",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import analyze, write
     from .fcs import read_fcs
-    from .heterogeneity import PopulationFinder
     from .panel import load_panel
+    from .populations import PopulationFinder
     from .results import BatchResult, CultureResult
 
 
