@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
 from sklearn.metrics import adjusted_rand_score
 
 from cytomsc.heterogeneity import METHOD, matched_f1
@@ -35,7 +34,12 @@ from cytomsc.pipeline import Options, run_batch
 from cytomsc.populations import PopulationFinder
 from cytomsc.simulate import write_preset
 from cytomsc.simulate.populations import pipeline_view, simulate, stress_grid
-from cytomsc.simulate.scoring import culture_rows, required
+from cytomsc.simulate.scoring import (
+    culture_rows,
+    grid_row,
+    lineage_panel,
+    required,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,22 +58,7 @@ def confusion(pairs: list[tuple[int, int]]) -> list[str]:
 
 def _grid_row(args: tuple[str, int, int]) -> dict[str, Any]:
     shape, seed, i = args
-    c = stress_grid(shape, seed=seed)[i]
-    X, _, _ = pipeline_view(c)
-    finder = PopulationFinder(random_state=0, log_columns=(0, 1), n_bootstrap=0).fit(X)
-    labels = finder.predict(X)
-    ceiling = 1.0
-    if c.k > 1:
-        qda = QuadraticDiscriminantAnalysis(reg_param=1e-3).fit(X, c.labels)
-        ceiling = adjusted_rand_score(c.labels, qda.predict(X))
-    return {
-        "name": c.name,
-        "k": c.k,
-        "found": finder.n_populations_,
-        "ari": adjusted_rand_score(c.labels, labels),
-        "ceiling": ceiling,
-        "required": c.k > 1 and c.separation >= 3.5 and min(c.fractions) >= 0.05,
-    }
+    return grid_row(stress_grid(shape, seed=seed)[i])
 
 
 def grid_section(title: str, text: str, shape: str, seed: int) -> list[str]:
@@ -199,23 +188,11 @@ def real_section() -> list[str]:
         return [*out, "Not run: ../shared/real-fcs is absent."]
     import flowkit as fk
 
-    markers = ["CD3", "CD4", "CD8", "CD19", "CD45", "TCRb", "TCRgd", "NK1.1"]
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data" / "bal"
         data.mkdir(parents=True)
         shutil.copy(src / "68983.fcs", data / "68983.fcs")
-        lines = [
-            'id = "lineage-68983"',
-            'name = "lineage"',
-            'reference = "FlowSOM example"',
-            "[aliases]",
-            'TCRgd = ["TCRyd"]',
-            '"NK1.1" = ["NK1/1"]',
-        ]
-        for m in markers:
-            lines += ["[[criterion]]", f'markers = ["{m}"]', 'expect = "informative"']
-        panel = Path(tmp) / "lineage.toml"
-        panel.write_text("\n".join(lines) + "\n")
+        panel = lineage_panel(Path(tmp) / "lineage.toml")
         run_batch(
             [Path(tmp) / "data"],
             Path(tmp) / "out",

@@ -17,41 +17,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
-from sklearn.metrics import adjusted_rand_score
 
-from cytomsc.populations import PopulationFinder
-from cytomsc.simulate.populations import Culture, pipeline_view, stress_grid
+from cytomsc.simulate.populations import stress_grid
+from cytomsc.simulate.scoring import grid_row
 
 pytestmark = pytest.mark.slow
 
 
-def scored(c: Culture) -> dict:
-    X, _, _ = pipeline_view(c)
-    finder = PopulationFinder(random_state=0, log_columns=(0, 1), n_bootstrap=0).fit(X)
-    labels = finder.predict(X)
-    ceiling = 1.0
-    if c.k > 1:
-        qda = QuadraticDiscriminantAnalysis(reg_param=1e-3).fit(X, c.labels)
-        ceiling = adjusted_rand_score(c.labels, qda.predict(X))
-    return {
-        "name": c.name,
-        "k": c.k,
-        "found": finder.n_populations_,
-        "ari": adjusted_rand_score(c.labels, labels),
-        "ceiling": ceiling,
-        "required": c.k > 1 and c.separation >= 3.5 and min(c.fractions) >= 0.05,
-    }
-
-
 @pytest.fixture(scope="module")
 def heavy() -> list[dict]:
-    return [scored(c) for c in stress_grid("heavy", seed=1000)]
+    return [grid_row(c) for c in stress_grid("heavy", seed=1000)]
 
 
 @pytest.fixture(scope="module")
 def held_out() -> list[dict]:
-    return [scored(c) for c in stress_grid("skewed", seed=5000)]
+    return [grid_row(c) for c in stress_grid("skewed", seed=5000)]
 
 
 def _check(rows: list[dict], near_share: float, worst_gap: float) -> None:

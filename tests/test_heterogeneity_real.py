@@ -22,25 +22,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from cytomsc.heterogeneity import matched_f1
 from cytomsc.pipeline import Options, run_batch
-
-MARKERS = ["CD3", "CD4", "CD8", "CD19", "CD45", "TCRb", "TCRgd", "NK1.1"]
-
-
-def lineage_panel(path: Path) -> Path:
-    """The 8 lineage markers of 68983 as a lab would list them (its $PnS spell TCRgd as TCRyd
-    and NK1.1 as NK1/1)."""
-    lines = [
-        'id = "lineage-68983"',
-        'name = "FlowSOM example lineage panel"',
-        'reference = "FlowSOM example 68983.fcs"',
-        "[aliases]",
-        'TCRgd = ["TCRyd"]',
-        '"NK1.1" = ["NK1/1"]',
-    ]
-    for m in MARKERS:
-        lines += ["[[criterion]]", f'markers = ["{m}"]', 'expect = "informative"']
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from cytomsc.simulate.scoring import LINEAGE_68983, lineage_panel
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +52,7 @@ def scored(real_fcs: Path, tmp_path_factory) -> dict:
 def test_markers_not_scatter_alone_are_clustered(scored):
     het = scored["culture"]["heterogeneity"]
     clustered = {het["names"][ch] for ch in het["channels"]}
-    assert set(MARKERS) <= clustered
+    assert set(LINEAGE_68983) <= clustered
     assert het["tube"]
 
 

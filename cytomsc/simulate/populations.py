@@ -152,46 +152,6 @@ def pipeline_view(c: Culture) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return X, c.raw[:, keep], [CHANNELS[i] for i in keep]
 
 
-def validation_set(n: int = 8000, seed: int = 1000) -> list[Culture]:
-    """The validation grid: homogeneous; 2 and 3 populations; 5-50 %; 1.5, 2 and 3 SD."""
-    out = []
-    s = seed
-    for i in range(12):
-        out.append(simulate(f"homogeneous-{i}", (1.0,), [{}], n=n, seed=s))
-        s += 1
-    for kind, shift in KIND_SHIFTS.items():
-        for sep in (3.0, 2.0, 1.5):
-            for minor in (0.05, 0.15, 0.5):
-                out.append(
-                    simulate(
-                        f"2pop-{kind}-{sep}sd-{minor:.0%}",
-                        (1 - minor, minor),
-                        [{}, shift(sep)],
-                        n=n,
-                        seed=s,
-                        separation=sep,
-                        kind=kind,
-                    )
-                )
-                s += 1
-    for sep in (3.0, 2.0, 1.5):
-        for fr in ((0.6, 0.3, 0.1), (0.75, 0.2, 0.05)):
-            shifts = [{}, {"FITC-A": -sep, "APC-A": -sep}, {"FSC-A": -sep, "SSC-A": -sep}]
-            out.append(
-                simulate(
-                    f"3pop-{sep}sd-{int(fr[2] * 100)}%",
-                    fr,
-                    shifts,
-                    n=n,
-                    seed=s,
-                    separation=sep,
-                    kind="phenotype+size",
-                )
-            )
-            s += 1
-    return out
-
-
 def stress_grid(
     shape: str = "heavy",
     seed: int = 1000,

@@ -18,7 +18,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["culture_rows", "required"]
+__all__ = ["LINEAGE_68983", "culture_rows", "grid_row", "lineage_panel", "required"]
+
+# the 8 lineage markers of FlowSOM's example 68983.fcs (../shared/real-fcs/FlowSOM)
+LINEAGE_68983 = ("CD3", "CD4", "CD8", "CD19", "CD45", "TCRb", "TCRgd", "NK1.1")
 
 
 def culture_rows(data: Path, out: Path) -> list[dict[str, Any]]:
@@ -78,3 +81,47 @@ def required(row: dict[str, Any]) -> bool:
     return bool(
         row["true_k"] > 1 and tags.get("separation_sd", 0) >= 2 and tags.get("minor", 0) >= 0.05
     )
+
+
+def grid_row(culture: Any) -> dict[str, Any]:
+    """One stress-grid culture (``populations.stress_grid``) clustered as the pipeline clusters
+    it, scored: the number found, the ARI, the QDA ceiling, and whether the issue's required
+    set holds it (>= 3.5 SD apart, >= 5 % of cells)."""
+    from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
+    from sklearn.metrics import adjusted_rand_score
+
+    from ..populations import PopulationFinder
+    from .populations import pipeline_view
+
+    X, _, _ = pipeline_view(culture)
+    finder = PopulationFinder(random_state=0, log_columns=(0, 1), n_bootstrap=0).fit(X)
+    labels = finder.predict(X)
+    ceiling = 1.0
+    if culture.k > 1:
+        qda = QuadraticDiscriminantAnalysis(reg_param=1e-3).fit(X, culture.labels)
+        ceiling = adjusted_rand_score(culture.labels, qda.predict(X))
+    return {
+        "name": culture.name,
+        "k": culture.k,
+        "found": finder.n_populations_,
+        "ari": adjusted_rand_score(culture.labels, labels),
+        "ceiling": ceiling,
+        "required": culture.k > 1 and culture.separation >= 3.5 and min(culture.fractions) >= 0.05,
+    }
+
+
+def lineage_panel(path: Path) -> Path:
+    """A panel TOML listing 68983's lineage markers as ``informative``, as a lab would write it
+    (the file's $PnS spell TCRgd as TCRyd and NK1.1 as NK1/1)."""
+    lines = [
+        'id = "lineage-68983"',
+        'name = "FlowSOM example lineage panel"',
+        'reference = "FlowSOM example 68983.fcs"',
+        "[aliases]",
+        'TCRgd = ["TCRyd"]',
+        '"NK1.1" = ["NK1/1"]',
+    ]
+    for m in LINEAGE_68983:
+        lines += ["[[criterion]]", f'markers = ["{m}"]', 'expect = "informative"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
