@@ -1100,28 +1100,34 @@ def population_histograms(
     legend: bool = False,
 ) -> None:
     """One channel: each population's cells as % of that population per bin, its own line
-    style and colour (black-and-white safe), on the channel's plot range."""
+    style and colour (black-and-white safe), on the channel's plot range. Drawn on the page's
+    shared axes (``page_axes``: no axes of its own per channel), except the panel that carries
+    the legend."""
     colours = matplotlib.colormaps["tab10"]
     styles = ("-", "--", "-.", ":")
-    ax = p.axes()
     nb = counts.shape[1]
     edges = np.linspace(span[0], span[1], nb + 1)
     x = np.repeat(edges, 2)[1:-1]
-    top = 0.0
-    for k, pid in enumerate(ids):
+    ys = []
+    for k in range(len(ids)):
         c = np.asarray(counts[k], dtype=float)
-        y = np.repeat(100 * c / max(c.sum(), 1.0), 2)
-        ax.plot(
-            x,
-            y,
+        ys.append(np.repeat(100 * c / max(c.sum(), 1.0), 2))
+    top = max((float(y.max(initial=0.0)) for y in ys), default=0.0)
+    ymax = top * (1.45 if legend else 1.1) if top > 0 else 1.0
+    p.limits(span, (0.0, ymax), own_axes=legend)
+    ax = p.axes() if legend else p.page_axes()
+    for k, (pid, y) in enumerate(zip(ids, ys, strict=True)):
+        style = dict(
             color=colours(k % 10),
             linestyle=styles[k % len(styles)],
             linewidth=1.1,
             label=names.get(pid, f"P{pid}"),
         )
-        top = max(top, float(y.max(initial=0.0)))
-    ymax = top * (1.45 if legend else 1.1) if top > 0 else 1.0
-    p.limits(span, (0.0, ymax))
+        if legend:
+            ax.plot(x, y, **style)
+        else:
+            (line,) = ax.plot(*p.to_page(x, y), **style)
+            p.clip(line)
     p.frame(list(ticks) or auto_ticks(*span), _nice_ticks(ymax), "", "% per bin")
     if legend:
         ax.legend(
