@@ -198,6 +198,13 @@ class HeterogeneityResult:
     k_bootstrap: dict[int, int] = field(default_factory=dict)
     plots: PopulationPlots | None = plot_field()
 
+    def resamples(self) -> list[tuple[int, int]]:
+        """The bootstrap's answers as (k, resamples): the reported k first, then the others,
+        most frequent first (the one order the page and the CSVs print them in)."""
+        boot = {int(k): int(v) for k, v in self.k_bootstrap.items()}
+        first = [(self.n_populations, boot.pop(self.n_populations, 0))]
+        return first + sorted(boot.items(), key=lambda kv: (-kv[1], kv[0]))
+
 
 @dataclass
 class PopulationPlots:
@@ -582,20 +589,13 @@ CULTURE_COLUMNS = (
 
 
 def _populations(c: CultureResult) -> tuple[str, str, str]:
-    """n_populations, the populations in words, and how sure: the bootstrap's k, most often
-    first ("2 in 17 of 20; 3 in 3 of 20")."""
+    """n_populations, the populations in words, and how sure: the bootstrap's k, the reported
+    one first ("2 in 17 of 20; 3 in 3 of 20")."""
     if c.heterogeneity is None:
         return "", "", ""
     h = c.heterogeneity
     total = sum(h.k_bootstrap.values())
-    sure = (
-        "; ".join(
-            f"{k} in {n} of {total}"
-            for k, n in sorted(h.k_bootstrap.items(), key=lambda kv: (-kv[1], kv[0]))
-        )
-        if total
-        else ""
-    )
+    sure = "; ".join(f"{k} in {n} of {total}" for k, n in h.resamples()) if total else ""
     return (
         str(h.n_populations),
         "; ".join(f"P{p.id} {100 * p.fraction:.1f} % {p.label}" for p in h.populations),

@@ -310,3 +310,15 @@ def test_pooled_fit_reads_each_culture_with_its_own_weights():
         plain = float(np.mean(f.predict(x) == 2))
         assert abs(own - truth) <= tol
         assert abs(own - truth) <= abs(plain - truth) + 0.002
+
+
+def test_resamples_put_the_reported_k_first():
+    """The page and the CSVs print the bootstrap in one order: the reported k (even when the
+    resamples favour another), then the rest by frequency."""
+    c = simulate("r", (1.0,), [{}], n=2000, seed=3, shape="gaussian")
+    X, raw, channels = pipeline_view(c)
+    res, _ = describe_heterogeneity(X, channels, NAMES, raw, seed=0, n_bootstrap=0)
+    res = dataclasses.replace(res, n_populations=2, k_bootstrap={1: 3, 2: 5, 3: 12})
+    assert res.resamples() == [(2, 5), (3, 12), (1, 3)]
+    res = dataclasses.replace(res, k_bootstrap={1: 4})
+    assert res.resamples() == [(2, 0), (1, 4)]

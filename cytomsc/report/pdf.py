@@ -671,12 +671,11 @@ def _scatter(h: HeterogeneityResult) -> list[str]:
 
 def _certainty(h: HeterogeneityResult) -> str:
     """'How sure: 2 populations in 17 of 20 bootstrap resamples; 1 in 3.'"""
-    boot = {int(k): int(v) for k, v in (h.k_bootstrap or {}).items()}
-    total = sum(boot.values())
+    (_, first), *others = h.resamples()
+    total = sum(h.k_bootstrap.values())
     if not total:
         return "How sure: not measured (no bootstrap)."
-    first = boot.get(h.n_populations, 0)
-    rest = [f"{k} in {v}" for k, v in sorted(boot.items()) if k != h.n_populations]
+    rest = [f"{k} in {v}" for k, v in others]
     word = "population" if h.n_populations == 1 else "populations"
     return (
         f"How sure: {h.n_populations} {word} in {first} of {total} bootstrap resamples of "
